@@ -1,0 +1,1 @@
+"""The FastAPI service: recommendations, events, catalog, health."""

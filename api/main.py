@@ -1,0 +1,48 @@
+"""Builds the FastAPI app; the lifespan owns the Redis and Kafka clients."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+import streamrec
+from api.producer import EventProducer
+from api.routers import catalog, events, health, recommendations
+from recommender.engine import Engine
+from streamrec.redis_store import RedisStore
+from streamrec.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
+        producer.start()
+        app.state.settings = settings
+        app.state.engine = Engine(store, settings.engine_config())
+        app.state.weights = settings.weights()
+        app.state.producer = producer
+        try:
+            yield
+        finally:
+            await producer.stop()
+            store.client.close()
+
+    app = FastAPI(
+        title="streamrec",
+        version=streamrec.__version__,
+        description="Real-time recommendations from a Kafka event stream.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    for module in (recommendations, events, catalog, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

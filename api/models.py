@@ -1,0 +1,53 @@
+"""Response and request bodies of the HTTP API (events, items and users are in schemas/)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from schemas.models import Id, Item, User
+
+MAX_K = 500
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items to return.")]
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationList(BaseModel):
+    recommendation_id: str
+    user_id: str
+    model: str
+    items: list[ScoredItem]
+
+
+class ItemList(BaseModel):
+    items: list[ScoredItem]
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+class Queued(BaseModel):
+    """A catalog change handed to Kafka; the worker applies it."""
+
+    id: str
+    topic: str
+
+
+class ItemBody(Item):
+    """An item's properties; ``item_id`` may be left out (the path names it)."""
+
+    item_id: Id | None = None  # type: ignore[assignment]
+
+
+class UserBody(User):
+    """A user's properties; ``user_id`` may be left out (the path names it)."""
+
+    user_id: Id | None = None  # type: ignore[assignment]

@@ -1,0 +1,81 @@
+"""The API's Kafka producer: acks=all, idempotent, and honest about failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka did not acknowledge in time; nothing may be reported as accepted."""
+
+
+class EventProducer:
+    """Starts in the background and keeps retrying, so the API can come up before Kafka."""
+
+    def __init__(self, bootstrap: str, timeout: float) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._starter: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._starter = asyncio.create_task(self._start_until_connected())
+
+    async def _start_until_connected(self) -> None:
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=1,
+                request_timeout_ms=int(self.timeout * 1000),
+            )
+            try:
+                await producer.start()
+            except KafkaError as error:
+                await producer.stop()
+                log.warning("Kafka not reachable yet (%s); retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._producer = producer
+            log.info("Kafka producer connected to %s", self.bootstrap)
+            return
+
+    async def stop(self) -> None:
+        if self._starter is not None:
+            self._starter.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Produce every ``(key, value)`` and return once Kafka acknowledged all of them."""
+        if self._producer is None:
+            raise KafkaUnavailable("not connected to Kafka yet")
+        try:
+            async with asyncio.timeout(self.timeout):
+                futures = [
+                    await self._producer.send(topic, value=value, key=key)
+                    for key, value in messages
+                ]
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as error:
+            raise KafkaUnavailable(f"Kafka did not acknowledge: {error!r}") from error
+
+    async def ready(self) -> bool:
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(2.0):
+                await self._producer.client.fetch_all_metadata()
+            return True
+        except (TimeoutError, KafkaError):
+            return False

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import EngineDep, ProducerDep, SettingsDep
+from api.models import ItemBody, Queued, UserBody
+from api.producer import KafkaUnavailable
+from api.routers.events import unavailable
+from schemas.models import Id, Item, User
+
+router = APIRouter(tags=["catalog"])
+
+
+async def _publish(producer, settings, topic: str, identifier: str, document) -> Queued:
+    try:
+        await producer.send_all(topic, [(identifier.encode(), orjson.dumps(document))])
+    except KafkaUnavailable as error:
+        raise unavailable(settings, error) from error
+    return Queued(id=identifier, topic=topic)
+
+
+def _same_id(field: str, in_body: str | None, in_path: str) -> None:
+    if in_body is not None and in_body != in_path:
+        raise HTTPException(422, detail=f"{field}: {in_body!r} does not match the path")
+
+
+@router.put("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued)
+async def put_item(
+    item_id: Id, body: ItemBody, producer: ProducerDep, settings: SettingsDep
+) -> Queued:
+    """Create or replace an item. It travels through the compacted items topic."""
+    _same_id("item_id", body.item_id, item_id)
+    item = Item.model_validate({**body.model_dump(exclude={"item_id"}), "item_id": item_id})
+    return await _publish(producer, settings, settings.items_topic, item_id,
+                          item.model_dump(mode="json"))
+
+
+@router.get("/items/{item_id}", response_model=Item)
+def get_item(item_id: Id, engine: EngineDep) -> Item:
+    document = engine.store.get_item(item_id)
+    if document is None:
+        raise HTTPException(404, detail=f"item_id: {item_id!r} is not in the catalog")
+    return Item.model_validate(document)
+
+
+@router.put("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued)
+async def put_user(
+    user_id: Id, body: UserBody, producer: ProducerDep, settings: SettingsDep
+) -> Queued:
+    """Create or replace a user's properties, through the compacted users topic."""
+    _same_id("user_id", body.user_id, user_id)
+    user = User.model_validate({**body.model_dump(exclude={"user_id"}), "user_id": user_id})
+    return await _publish(producer, settings, settings.users_topic, user_id,
+                          user.model_dump(mode="json"))

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import EngineDep, SettingsDep
+from api.models import K, ItemList, RecommendationList, ScoredItem
+from schemas.models import Id
+
+router = APIRouter(tags=["recommendations"])
+
+
+def _items(scored) -> list[ScoredItem]:
+    return [ScoredItem(item_id=item, score=score) for item, score in scored]
+
+
+@router.get("/recommendations", response_model=RecommendationList)
+def recommendations(
+    engine: EngineDep, settings: SettingsDep, user_id: Annotated[Id, Query()], k: K = 10
+) -> RecommendationList:
+    """Top-k for a user: neighbours of their recent items, never items they already
+    interacted with, filled with popular items (all of it for an unknown user)."""
+    result = engine.recommend(user_id, k, now=time.time())
+    return RecommendationList(
+        recommendation_id=uuid.uuid4().hex, user_id=user_id, model=result.model,
+        items=_items(result.items),
+    )
+
+
+@router.get("/items/{item_id}/similar", response_model=ItemList)
+def similar(engine: EngineDep, item_id: Id, k: K = 10) -> ItemList:
+    """Items most often touched together with this one (cosine of decayed co-occurrence)."""
+    return ItemList(items=_items(engine.similar(item_id, k)))
+
+
+@router.get("/popular", response_model=ItemList)
+def popular(
+    engine: EngineDep, k: K = 10, category: Annotated[str | None, Query(max_length=128)] = None
+) -> ItemList:
+    """Most popular items now (time-decayed, event-weighted), optionally in one category."""
+    return ItemList(items=_items(engine.popular(k, time.time(), category)))

@@ -1,0 +1,1 @@
+"""Pure recommendation algorithms: no Kafka, no Redis, no web framework, no asyncio."""

@@ -1,0 +1,25 @@
+"""Vocabulary shared by every model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UserId = str
+ItemId = str
+Category = str
+Scored = tuple[ItemId, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One interaction as the models see it.
+
+    ``weight`` comes from the event type (see :class:`recommender.weights.EventWeights`);
+    a weight of 0 marks an item the user has seen but did not like, which is excluded
+    from their lists but teaches no model anything.
+    """
+
+    user_id: UserId
+    item_id: ItemId
+    timestamp: float
+    weight: float

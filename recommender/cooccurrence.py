@@ -1,0 +1,143 @@
+"""Item-to-item co-occurrence within each user's recent window."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from recommender.base import Interaction, ItemId, Scored, UserId
+from recommender.decay import ForwardDecay
+
+
+@dataclass
+class CoOccurrenceUpdate:
+    """What one batch adds. All weights are forward-decayed."""
+
+    pairs: dict[ItemId, dict[ItemId, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    item_counts: dict[ItemId, float] = field(default_factory=lambda: defaultdict(float))
+    history: dict[UserId, dict[ItemId, float]] = field(default_factory=lambda: defaultdict(dict))
+
+
+class CoOccurrence:
+    """Decayed co-occurrence counts, normalised by cosine at read time.
+
+    When a user touches an item that is not already in their window (the last
+    ``window`` positively weighted items, no older than ``window_seconds``), the pair
+    (item, each window item) gains the event's decayed weight in both directions, and the
+    item's own count gains it too. Similarity is ``C(i, j) / sqrt(N(i) N(j))``, so items
+    that everybody touches do not crowd out the rest.
+
+    A user's history holds ``timestamp`` for positive interactions and ``-timestamp`` for
+    zero-weight ones (seen, not liked): they are excluded from lists but never paired.
+
+    Parameters
+    ----------
+    window
+        How many of the user's recent items a new item is paired with.
+    window_seconds
+        Items older than this (relative to the new event) are not paired.
+    decay
+        The forward decay applied to every increment.
+
+    Examples
+    --------
+    >>> from recommender.base import Interaction
+    >>> model = CoOccurrence(window=5, window_seconds=3600, decay=ForwardDecay(1e9, 0.0))
+    >>> update = model.learn_many(
+    ...     [Interaction("u1", "a", 1.0, 1.0), Interaction("u1", "b", 1.0, 1.0)], {"u1": []}
+    ... )
+    >>> round(update.pairs["a"]["b"], 6), round(update.item_counts["b"], 6)
+    (1.0, 1.0)
+    """
+
+    def __init__(self, window: int, window_seconds: float, decay: ForwardDecay) -> None:
+        self.window = window
+        self.window_seconds = window_seconds
+        self.decay = decay
+
+    def learn_many(
+        self,
+        interactions: Iterable[Interaction],
+        windows: Mapping[UserId, Sequence[Scored]],
+    ) -> CoOccurrenceUpdate:
+        """Pair each new item with its user's window.
+
+        ``windows`` holds each user's positive history, newest first, as the store has it
+        before this batch; interactions are applied in the order given.
+        """
+        update = CoOccurrenceUpdate()
+        live: dict[UserId, list[Scored]] = {}
+        for event in interactions:
+            window = live.get(event.user_id)
+            if window is None:
+                window = live[event.user_id] = list(windows.get(event.user_id, ()))[: self.window]
+            if event.weight <= 0:
+                update.history[event.user_id].setdefault(event.item_id, -event.timestamp)
+                continue
+            position = next((n for n, (item, _) in enumerate(window) if item == event.item_id), -1)
+            if position < 0:
+                increment = event.weight * self.decay.factor(event.timestamp)
+                update.item_counts[event.item_id] += increment
+                oldest = event.timestamp - self.window_seconds
+                for other, seen_at in window:
+                    if seen_at >= oldest:
+                        update.pairs[event.item_id][other] += increment
+                        update.pairs[other][event.item_id] += increment
+            else:
+                del window[position]
+            window.insert(0, (event.item_id, event.timestamp))
+            del window[self.window :]
+            previous = update.history[event.user_id].get(event.item_id)
+            if previous is None or event.timestamp > previous:
+                update.history[event.user_id][event.item_id] = event.timestamp
+        return update
+
+    @staticmethod
+    def similar(
+        item_id: ItemId,
+        neighbours: Sequence[Scored],
+        counts: Mapping[ItemId, float],
+        k: int,
+        exclude: Iterable[ItemId] = (),
+    ) -> list[Scored]:
+        """Rank ``item_id``'s stored neighbours by cosine similarity."""
+        own = counts.get(item_id, 0.0)
+        banned = set(exclude) | {item_id}
+        scored = [
+            (other, weight / math.sqrt(own * counts[other]))
+            for other, weight in neighbours
+            if other not in banned and own > 0 and counts.get(other, 0.0) > 0
+        ]
+        scored.sort(key=lambda pair: (-pair[1], pair[0]))
+        return scored[:k]
+
+    @staticmethod
+    def recommend(
+        recent: Sequence[ItemId],
+        neighbours: Mapping[ItemId, Sequence[Scored]],
+        counts: Mapping[ItemId, float],
+        k: int,
+        exclude: Iterable[ItemId] = (),
+        recency: float = 0.85,
+    ) -> list[Scored]:
+        """Score items by similarity to the user's recent items (newest first).
+
+        The n-th most recent item's similarities count ``recency ** n``.
+        """
+        banned = set(exclude) | set(recent)
+        scores: dict[ItemId, float] = defaultdict(float)
+        for position, item in enumerate(recent):
+            own = counts.get(item, 0.0)
+            if own <= 0:
+                continue
+            weight = recency**position
+            for other, pair in neighbours.get(item, ()):
+                count = counts.get(other, 0.0)
+                if other not in banned and count > 0:
+                    scores[other] += weight * pair / math.sqrt(own * count)
+        ranked = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+        return ranked[:k]

@@ -1,0 +1,56 @@
+"""Time-decayed popularity, global and per category."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from recommender.base import Category, Interaction, ItemId
+from recommender.decay import ForwardDecay
+
+
+@dataclass
+class PopularityUpdate:
+    """Forward-decayed increments from one batch."""
+
+    overall: dict[ItemId, float] = field(default_factory=lambda: defaultdict(float))
+    by_category: dict[Category, dict[ItemId, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+
+
+class DecayedPopularity:
+    """A forward-decayed, event-weighted counter per item.
+
+    Examples
+    --------
+    >>> from recommender.base import Interaction
+    >>> model = DecayedPopularity(ForwardDecay(half_life=10.0, epoch=0.0))
+    >>> update = model.learn_many(
+    ...     [Interaction("u", "a", 0.0, 1.0), Interaction("v", "a", 10.0, 2.0)],
+    ...     {"a": ["books"]},
+    ... )
+    >>> update.overall["a"], update.by_category["books"]["a"]
+    (5.0, 5.0)
+    >>> model.decay.value_at(update.overall["a"], now=10.0)
+    2.5
+    """
+
+    def __init__(self, decay: ForwardDecay) -> None:
+        self.decay = decay
+
+    def learn_many(
+        self,
+        interactions: Iterable[Interaction],
+        categories: Mapping[ItemId, Sequence[Category]],
+    ) -> PopularityUpdate:
+        update = PopularityUpdate()
+        for event in interactions:
+            if event.weight <= 0:
+                continue
+            increment = event.weight * self.decay.factor(event.timestamp)
+            update.overall[event.item_id] += increment
+            for category in categories.get(event.item_id, ()):
+                update.by_category[category][event.item_id] += increment
+        return update

@@ -1,0 +1,159 @@
+"""The narrow interface to recommendation state, and its in-memory implementation.
+
+``streamrec.redis_store.RedisStore`` implements the same protocol for production; the
+shared contract test (``tests/contract_store.py``) runs against both. Orderings follow
+Redis sorted sets: descending by score, ties by descending member.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from recommender.base import Category, ItemId, Scored, UserId
+
+
+@dataclass
+class StateUpdate:
+    """Everything one batch changes, applied atomically by :meth:`StateStore.apply`.
+
+    Increments are added; ``history`` scores replace the stored score only when greater;
+    afterwards each touched history keeps its ``history_length`` highest scores and each
+    touched neighbour list its ``max_neighbours`` highest weights.
+    """
+
+    history_length: int
+    max_neighbours: int
+    popularity: Mapping[ItemId, float] = field(default_factory=dict)
+    category_popularity: Mapping[Category, Mapping[ItemId, float]] = field(default_factory=dict)
+    item_counts: Mapping[ItemId, float] = field(default_factory=dict)
+    pairs: Mapping[ItemId, Mapping[ItemId, float]] = field(default_factory=dict)
+    history: Mapping[UserId, Mapping[ItemId, float]] = field(default_factory=dict)
+    events: int = 0
+
+
+class StateStore(Protocol):
+    def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        """Each user's positive history (score > 0), newest first, at most ``limit``."""
+        ...
+
+    def history(self, user_id: UserId, limit: int) -> list[Scored]:
+        """The user's whole (bounded) history, highest score first."""
+        ...
+
+    def apply(self, update: StateUpdate) -> None: ...
+
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
+        """Each item's ``limit`` heaviest co-occurring items."""
+        ...
+
+    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
+        """Co-occurrence normalisers; items never counted are absent."""
+        ...
+
+    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
+        """The ``k`` most popular items (forward-decayed scores)."""
+        ...
+
+    def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
+
+    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None: ...
+
+    def get_item(self, item_id: ItemId) -> dict[str, Any] | None: ...
+
+    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None: ...
+
+    def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
+
+    def events_applied(self) -> int: ...
+
+
+def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
+    """Sorted-set order: by score, then member, both descending."""
+    ranked = sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
+    return ranked if k is None else ranked[:k]
+
+
+class InMemoryStore:
+    """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
+
+    def __init__(self) -> None:
+        self._history: dict[UserId, dict[ItemId, float]] = defaultdict(dict)
+        self._neighbours: dict[ItemId, dict[ItemId, float]] = defaultdict(dict)
+        self._counts: dict[ItemId, float] = defaultdict(float)
+        self._popular: dict[ItemId, float] = defaultdict(float)
+        self._popular_by_category: dict[Category, dict[ItemId, float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self._items: dict[ItemId, dict[str, Any]] = {}
+        self._users: dict[UserId, dict[str, Any]] = {}
+        self._events = 0
+
+    def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        result = {}
+        for user in user_ids:
+            positive = {i: s for i, s in self._history.get(user, {}).items() if s > 0}
+            result[user] = top(positive, limit)
+        return result
+
+    def history(self, user_id: UserId, limit: int) -> list[Scored]:
+        return top(self._history.get(user_id, {}), limit)
+
+    def apply(self, update: StateUpdate) -> None:
+        for item, increment in update.popularity.items():
+            self._popular[item] += increment
+        for category, increments in update.category_popularity.items():
+            scores = self._popular_by_category[category]
+            for item, increment in increments.items():
+                scores[item] += increment
+        for item, increment in update.item_counts.items():
+            self._counts[item] += increment
+        for item, increments in update.pairs.items():
+            weights = self._neighbours[item]
+            for other, increment in increments.items():
+                weights[other] = weights.get(other, 0.0) + increment
+            if len(weights) > update.max_neighbours:
+                self._neighbours[item] = dict(top(weights, update.max_neighbours))
+        for user, scores in update.history.items():
+            history = self._history[user]
+            for item, score in scores.items():
+                if item not in history or score > history[item]:
+                    history[item] = score
+            if len(history) > update.history_length:
+                self._history[user] = dict(top(history, update.history_length))
+        self._events += update.events
+
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
+        return {item: top(self._neighbours.get(item, {}), limit) for item in item_ids}
+
+    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
+        return {item: self._counts[item] for item in item_ids if item in self._counts}
+
+    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
+        if category is None:
+            return top(self._popular, k)
+        return top(self._popular_by_category.get(category, {}), k)
+
+    def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
+        return {
+            item: list(self._items[item].get("categories", ()))
+            for item in item_ids
+            if item in self._items
+        }
+
+    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None:
+        self._items[item_id] = dict(document)
+
+    def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
+        return self._items.get(item_id)
+
+    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None:
+        self._users[user_id] = dict(document)
+
+    def get_user(self, user_id: UserId) -> dict[str, Any] | None:
+        return self._users.get(user_id)
+
+    def events_applied(self) -> int:
+        return self._events

@@ -1,0 +1,142 @@
+"""Pydantic models for ``schemas/v1/*.json``.
+
+The JSON Schema files are the contract; ``tests/unit/test_schemas.py`` checks these models
+accept and reject the same documents as the files do.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+SCHEMA_DIR = Path(__file__).parent / "v1"
+MAX_TIMESTAMP = 4_102_444_800.0  # 2100-01-01: anything later is a unit mistake (ms, us)
+
+Id = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Category = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Scalar = Annotated[str, Strict(), StringConstraints(max_length=1024)] | bool | float
+PropertyName = Annotated[str, StringConstraints(max_length=64)]
+Timestamp = Annotated[float, Strict(), Field(ge=0, le=MAX_TIMESTAMP)] | AwareDatetime
+
+
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _date_time_string_only(value: Any) -> Any:
+    # pydantic would read "1700000000" as a date; the JSON Schema does not.
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("a string timestamp must be an RFC 3339 date-time")
+    return value
+
+
+def _epoch_seconds(value: float | datetime | None) -> float | None:
+    if isinstance(value, datetime):
+        seconds = value.timestamp()
+        if not 0 <= seconds <= MAX_TIMESTAMP:
+            raise ValueError("timestamp must lie between 1970 and 2100")
+        return seconds
+    return value
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Event(_Contract):
+    """One interaction. ``timestamp`` is normalised to epoch seconds."""
+
+    user_id: Id
+    item_id: Id
+    event_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
+    timestamp: Timestamp | None = None
+    value: float | None = None
+    event_id: Id | None = None
+    recommendation_id: Id | None = None
+    context: Annotated[dict[PropertyName, Scalar], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+
+    _check_timestamp = field_validator("timestamp", mode="before")(_date_time_string_only)
+    _normalise_timestamp = field_validator("timestamp")(_epoch_seconds)
+
+
+class Item(_Contract):
+    """A catalog item with its properties."""
+
+    item_id: Id
+    categories: Annotated[list[Category], Field(max_length=32)] = Field(default_factory=list)
+    price: Annotated[float, Field(ge=0)] | None = None
+    available: bool = True
+    created_at: Timestamp | None = None
+    properties: Annotated[dict[PropertyName, Scalar], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+
+    _check_created_at = field_validator("created_at", mode="before")(_date_time_string_only)
+    _normalise_created_at = field_validator("created_at")(_epoch_seconds)
+
+
+class User(_Contract):
+    """A user with their properties."""
+
+    user_id: Id
+    properties: Annotated[dict[PropertyName, Scalar], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+
+
+class EventContractError(ValueError):
+    """A message that breaks the event contract; ``str()`` names what is wrong."""
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each offending field, e.g. ``user_id: Field required``."""
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in detail["loc"]) or "body"
+        parts.append(f"{where}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(raw: bytes | str, event_types: Any) -> Event:
+    """Decode and validate one JSON event; ``event_types`` is the configured set of types.
+
+    Raises
+    ------
+    EventContractError
+        With a message naming the field at fault.
+    """
+    try:
+        event = Event.model_validate_json(raw)
+    except ValidationError as error:
+        raise EventContractError(describe(error)) from None
+    if event.event_type not in event_types:
+        raise EventContractError(
+            f"event_type: {event.event_type!r} is not one of {sorted(event_types)}"
+        )
+    return event
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema document ``schemas/v1/<name>.json``."""
+    return orjson.loads((SCHEMA_DIR / f"{name}.json").read_bytes())

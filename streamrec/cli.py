@@ -1,0 +1,163 @@
+"""``streamrec``: start the roles (up, worker, api, simulate) and measure them (bench)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import orjson
+
+from streamrec.settings import get_settings
+
+
+@click.group()
+@click.option("--log-level", default="info", show_default=True)
+def main(log_level: str) -> None:
+    """streamrec: real-time recommendations from a Kafka event stream."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@click.option("--log-level", default="info", show_default=True)
+def worker(log_level: str) -> None:
+    """Run a Faust worker that applies events to the recommendation state in Redis."""
+    from streamrec.topics import ensure_topics
+
+    asyncio.run(ensure_topics(get_settings()))
+    from streams.app import app
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", log_level]
+    app.main()
+
+
+@main.command()
+@click.option("--workers", default=1, show_default=True, help="API processes.")
+def api(workers: int) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port,
+                workers=workers, log_level="warning", access_log=False)
+
+
+@main.command()
+@click.option("--rate", default=100.0, show_default=True, help="Events per second (0 = as fast as possible).")
+@click.option("--events", "count", default=None, type=int, help="Stop after this many (default: run forever).")
+@click.option("--users", default=1000, show_default=True)
+@click.option("--items", default=5000, show_default=True)
+@click.option("--categories", default=20, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+def simulate(rate: float, count: int | None, users: int, items: int, categories: int, seed: int) -> None:
+    """Produce a synthetic event stream (and its item catalog) into Kafka."""
+    from streamrec.simulator import Simulation
+
+    simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
+    sent = asyncio.run(_produce_simulation(simulation, rate, count))
+    click.echo(f"simulate: sent {sent} events")
+
+
+async def _produce_simulation(simulation, rate: float, count: int | None) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from streamrec.topics import ensure_topics
+
+    settings = get_settings()
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        for item in simulation.catalog.items():
+            await producer.send(settings.items_topic, orjson.dumps(item), key=item["item_id"].encode())
+        await producer.flush()
+        started = time.monotonic()
+        for event in simulation.events(count, start=time.time()):
+            event["timestamp"] = time.time()  # live stream: the event happens now
+            await producer.send(settings.events_topic, orjson.dumps(event), key=event["user_id"].encode())
+            sent += 1
+            if rate > 0 and sent % max(1, int(rate / 20)) == 0:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+@main.command()
+@click.option("--run-dir", default=".streamrec", show_default=True, type=click.Path(path_type=Path))
+@click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
+def up(run_dir: Path, rate: float) -> None:
+    """Everything locally: Kafka and Redis (unless configured), worker, API and simulator."""
+    from streamrec.local.services import LocalKafka, LocalRedis, free_port, port_open
+
+    env = dict(os.environ)
+    started = []
+    run_dir = run_dir.resolve()
+    if "STREAMREC_REDIS_URL" not in env:
+        redis_server = LocalRedis(run_dir / "redis", port=6379 if not port_open(6379) else free_port())
+        click.echo(f"starting redis-server on port {redis_server.port} ...")
+        started.append(redis_server.start())
+        env["STREAMREC_REDIS_URL"] = redis_server.url
+    if "STREAMREC_KAFKA_BOOTSTRAP" not in env:
+        kafka = LocalKafka(run_dir / "kafka", port=9092 if not port_open(9092) else free_port())
+        click.echo(f"starting Kafka {kafka.bootstrap} (KRaft) ...")
+        started.append(kafka.start())
+        env["STREAMREC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
+    env.setdefault("STREAMREC_API_PORT", "8000")
+    roles = {
+        "worker": [sys.executable, "-m", "streamrec.cli", "worker", "--log-level", "warning"],
+        "api": [sys.executable, "-m", "streamrec.cli", "api"],
+        "simulate": [sys.executable, "-m", "streamrec.cli", "simulate", "--rate", str(rate)],
+    }
+    processes = {}
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for name, argv in roles.items():
+        log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the role
+        processes[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"
+    click.echo(
+        "\nstreamrec is up:\n"
+        f"  API          {base}   (docs: {base}/docs)\n"
+        f"  try          curl '{base}/recommendations?user_id=user-1&k=5'\n"
+        f"               curl '{base}/popular?k=5'\n"
+        f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}   (topics: events, events.dlq, items, users)\n"
+        f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
+        f"  logs         {run_dir / 'logs'}\n"
+        "Ctrl-C stops everything.\n"
+    )
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            for name, process in processes.items():
+                if process.poll() is not None and name != "simulate":
+                    raise click.ClickException(f"{name} exited with {process.returncode}; see {run_dir / 'logs' / (name + '.log')}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for service in reversed(started):
+            service.stop()
+
+
+if __name__ == "__main__":
+    main()

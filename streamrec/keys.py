@@ -1,0 +1,29 @@
+"""Every Redis key streamrec uses. Call sites build keys with :func:`key`, never by hand.
+
+Ids always form the last part of a key, so an id containing the separator cannot
+collide with another key's structure.
+"""
+
+from __future__ import annotations
+
+SEPARATOR = ":"
+
+HISTORY = "hist"  # ZSET item -> last interaction time (epoch seconds), per user
+NEIGHBOURS = "nbr"  # ZSET neighbour item -> decayed co-occurrence weight, per item
+ITEM_COUNT = "cnt"  # ZSET item -> decayed weight of users' first touches (co-occurrence norm)
+POPULAR = "pop"  # ZSET item -> decayed popularity, global
+POPULAR_BY_CATEGORY = "popcat"  # ZSET item -> decayed popularity, per category
+ITEM = "item"  # STRING JSON item properties, per item
+USER = "user"  # STRING JSON user properties, per user
+STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
+
+
+def key(prefix: str, kind: str, *parts: str) -> str:
+    """Build the key of ``kind`` under ``prefix``; ``parts`` are ids and come last.
+
+    >>> key("sr", NEIGHBOURS, "item:1")
+    'sr:nbr:item:1'
+    >>> key("sr", POPULAR)
+    'sr:pop'
+    """
+    return SEPARATOR.join((prefix, kind, *parts))

@@ -1,0 +1,1 @@
+"""Local Kafka and Redis processes for development, demos and tests (no Docker needed)."""

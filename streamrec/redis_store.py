@@ -1,0 +1,125 @@
+"""The Redis implementation of :class:`recommender.store.StateStore`.
+
+Reads are pipelined (one round trip per call); :meth:`RedisStore.apply` writes a whole
+batch in one MULTI/EXEC transaction, so readers never see half a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+import redis
+
+from recommender.base import Category, ItemId, Scored, UserId
+from recommender.store import StateUpdate
+from streamrec import keys
+
+
+def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
+    return [(member.decode(), score) for member, score in pairs]
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "sr") -> RedisStore:
+        return cls(redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30), prefix)
+
+    def key(self, kind: str, *parts: str) -> str:
+        return keys.key(self.prefix, kind, *parts)
+
+    def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        users = list(user_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for user in users:
+            pipe.zrange(
+                self.key(keys.HISTORY, user), "+inf", "(0", desc=True, byscore=True,
+                offset=0, num=limit, withscores=True,
+            )
+        return {user: _decode(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
+
+    def history(self, user_id: UserId, limit: int) -> list[Scored]:
+        rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
+                                  withscores=True)
+        return _decode(rows)
+
+    def apply(self, update: StateUpdate) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        popular = self.key(keys.POPULAR)
+        for item, increment in update.popularity.items():
+            pipe.zincrby(popular, increment, item)
+        for category, increments in update.category_popularity.items():
+            category_key = self.key(keys.POPULAR_BY_CATEGORY, category)
+            for item, increment in increments.items():
+                pipe.zincrby(category_key, increment, item)
+        counts = self.key(keys.ITEM_COUNT)
+        for item, increment in update.item_counts.items():
+            pipe.zincrby(counts, increment, item)
+        for item, increments in update.pairs.items():
+            neighbours = self.key(keys.NEIGHBOURS, item)
+            for other, increment in increments.items():
+                pipe.zincrby(neighbours, increment, other)
+            pipe.zremrangebyrank(neighbours, 0, -update.max_neighbours - 1)
+        for user, scores in update.history.items():
+            history = self.key(keys.HISTORY, user)
+            pipe.zadd(history, dict(scores), gt=True)
+            pipe.zremrangebyrank(history, 0, -update.history_length - 1)
+        if update.events:
+            pipe.hincrby(self.key(keys.STATS), "events_applied", update.events)
+        pipe.execute()
+
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
+        items = list(item_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            pipe.zrange(self.key(keys.NEIGHBOURS, item), 0, limit - 1, desc=True,
+                        withscores=True)
+        return {item: _decode(rows) for item, rows in zip(items, pipe.execute(), strict=True)}
+
+    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
+        items = list(item_ids)
+        if not items:
+            return {}
+        scores = self.client.zmscore(self.key(keys.ITEM_COUNT), items)
+        return {item: s for item, s in zip(items, scores, strict=True) if s is not None}
+
+    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
+        name = (
+            self.key(keys.POPULAR)
+            if category is None
+            else self.key(keys.POPULAR_BY_CATEGORY, category)
+        )
+        return _decode(self.client.zrange(name, 0, k - 1, desc=True, withscores=True))
+
+    def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
+        items = list(item_ids)
+        if not items:
+            return {}
+        documents = self.client.mget([self.key(keys.ITEM, item) for item in items])
+        return {
+            item: list(orjson.loads(raw).get("categories", ()))
+            for item, raw in zip(items, documents, strict=True)
+            if raw is not None
+        }
+
+    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None:
+        self.client.set(self.key(keys.ITEM, item_id), orjson.dumps(dict(document)))
+
+    def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
+        raw = self.client.get(self.key(keys.ITEM, item_id))
+        return None if raw is None else orjson.loads(raw)
+
+    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None:
+        self.client.set(self.key(keys.USER, user_id), orjson.dumps(dict(document)))
+
+    def get_user(self, user_id: UserId) -> dict[str, Any] | None:
+        raw = self.client.get(self.key(keys.USER, user_id))
+        return None if raw is None else orjson.loads(raw)
+
+    def events_applied(self) -> int:
+        return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)

@@ -1,0 +1,105 @@
+"""The one settings object every role reads (env prefix ``STREAMREC_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recommender.engine import EngineConfig
+from recommender.weights import EventWeights
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    "rating": 3.0,
+}
+
+
+class Settings(BaseSettings):
+    """Configuration for the worker, the API, the simulator and the CLI.
+
+    Every field is read from an environment variable named ``STREAMREC_<FIELD>``
+    (for example ``STREAMREC_KAFKA_BOOTSTRAP``). Dict fields take JSON.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    # Infrastructure
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = Field(default="sr", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    # Topics
+    events_topic: str = "events"
+    dead_letter_topic: str = "events.dlq"
+    items_topic: str = "items"
+    users_topic: str = "users"
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+
+    # Worker
+    worker_id: str = "streamrec"
+    batch_size: int = Field(default=2000, ge=1)
+    batch_within_seconds: float = Field(default=0.05, gt=0)
+
+    # Event contract
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    rating_positive_threshold: float = 3.5
+    max_events_per_request: int = Field(default=1000, ge=1)
+
+    # Models
+    history_length: int = Field(default=200, ge=1)
+    cooccurrence_window: int = Field(default=20, ge=1)
+    cooccurrence_window_seconds: float = Field(default=7 * 86400.0, gt=0)
+    max_neighbours: int = Field(default=200, ge=1)
+    neighbours_per_item_read: int = Field(default=50, ge=1)
+    decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0)
+    decay_epoch: float = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=500, ge=1)
+    produce_timeout_seconds: float = Field(default=5.0, gt=0)
+    retry_after_seconds: int = Field(default=5, ge=1)
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_are_valid(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not weights:
+            raise ValueError("at least one event type is required")
+        for name, weight in weights.items():
+            if not name or weight < 0:
+                raise ValueError(f"event type {name!r} needs a name and a weight >= 0")
+        return weights
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            history_length=self.history_length,
+            window=self.cooccurrence_window,
+            window_seconds=self.cooccurrence_window_seconds,
+            max_neighbours=self.max_neighbours,
+            neighbours_per_item=self.neighbours_per_item_read,
+            half_life=self.decay_half_life_seconds,
+            epoch=self.decay_epoch,
+        )
+
+    def weights(self) -> EventWeights:
+        return EventWeights(self.event_weights, self.rating_positive_threshold)
+
+    @property
+    def faust_broker(self) -> str:
+        """Faust's broker URL: ``kafka://host:port;host:port``."""
+        hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        return ";".join(f"kafka://{h}" for h in hosts)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The Faust worker: topics, agents, and the batch decoding they share."""

@@ -1,0 +1,72 @@
+"""Agents: thin loops that take a batch, decode it, and write through the store.
+
+Concurrency stays 1 per agent: faust-streaming can commit offsets out of order with more.
+Offsets are committed after the agent moves on from a batch, so a crash replays the batch
+(at-least-once); the dead-letter sends are awaited before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from schemas.models import Item, User
+from streamrec.redis_store import RedisStore
+from streams.app import app, settings
+from streams.decode import Rejected, decode_catalog, decode_events
+from streams.topics import dead_letter_topic, events_topic, items_topic, users_topic
+from recommender.engine import Engine
+
+log = logging.getLogger(__name__)
+
+store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+engine = Engine(store, settings.engine_config())
+weights = settings.weights()
+
+
+async def send_to_dead_letters(rejected: list[Rejected]) -> None:
+    if not rejected:
+        return
+    pending = [
+        await app.producer.send(
+            dead_letter_topic.get_topic_name(), key=reject.record.key,
+            value=reject.record.value, partition=None, timestamp=None,
+            headers=reject.headers(),
+        )
+        for reject in rejected
+    ]
+    await asyncio.gather(*pending)
+    for reject in rejected:
+        log.warning("dead-lettered %s/%s/%s: %s", reject.record.topic, reject.record.partition,
+                    reject.record.offset, reject.reason)
+
+
+@app.agent(events_topic, concurrency=1)
+async def update_recommendation_state(stream):
+    async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
+        interactions, rejected = decode_events([event.message for event in batch], weights)
+        await send_to_dead_letters(rejected)
+        if interactions:
+            started = time.perf_counter()
+            await asyncio.to_thread(engine.learn_many, interactions)
+            log.debug("applied %d events in %.1f ms", len(interactions),
+                      1000 * (time.perf_counter() - started))
+
+
+async def _update_catalog(stream, model, put) -> None:
+    async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
+        documents, rejected = decode_catalog([event.message for event in batch], model)
+        await send_to_dead_letters(rejected)
+        for identifier, document in documents:
+            await asyncio.to_thread(put, identifier, document)
+
+
+@app.agent(items_topic, concurrency=1)
+async def update_items(stream):
+    await _update_catalog(stream, Item, store.put_item)
+
+
+@app.agent(users_topic, concurrency=1)
+async def update_users(stream):
+    await _update_catalog(stream, User, store.put_user)

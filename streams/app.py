@@ -1,0 +1,29 @@
+"""The Faust App, and nothing else."""
+
+from __future__ import annotations
+
+import faust
+
+from streamrec.settings import get_settings
+
+settings = get_settings()
+
+app = faust.App(
+    settings.worker_id,
+    broker=settings.faust_broker,
+    autodiscover=["streams.agents"],
+    origin="streams",
+    key_serializer="raw",
+    value_serializer="raw",
+    store="memory://",
+    topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication,
+    web_enabled=False,
+    producer_acks=-1,
+    consumer_auto_offset_reset="earliest",
+    stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+)
+
+
+def main() -> None:
+    app.main()
