@@ -58,8 +58,8 @@ async def _update_catalog(stream, model, put) -> None:
     async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
         documents, rejected = decode_catalog([event.message for event in batch], model)
         await send_to_dead_letters(rejected)
-        for identifier, document in documents:
-            await asyncio.to_thread(put, identifier, document)
+        if documents:
+            await asyncio.to_thread(lambda: [put(i, d) for i, d in documents])
 
 
 @app.agent(items_topic, concurrency=1)

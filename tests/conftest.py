@@ -1,12 +1,11 @@
-"""Session fixtures: a real Kafka broker and a real redis-server (local processes where no
-Docker engine exists), plus a real worker process."""
+"""Session fixtures: a real Kafka broker and a real redis-server as local processes, plus a
+real worker process. (The testcontainers path for machines with Docker is not written yet.)"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -31,10 +30,9 @@ def worker_env(services):
 
 @pytest.fixture(scope="session")
 def worker(services, worker_env):
-    log = open(services["dir"] / "worker.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=worker_env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    time.sleep(1)
-    yield process
-    process.terminate()
-    process.wait(30)
+    with open(services["dir"] / "worker.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"],
+                                   env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+        yield process
+        process.terminate()
+        process.wait(30)
