@@ -59,15 +59,21 @@ class StateStore(Protocol):
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
 
-    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None: ...
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
+        """Create or replace item documents, in one round trip."""
+        ...
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None: ...
 
-    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None: ...
+    def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None: ...
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
 
     def events_applied(self) -> int: ...
+
+    def ping(self) -> bool:
+        """True when the store answers; never raises."""
+        ...
 
 
 def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
@@ -143,17 +149,22 @@ class InMemoryStore:
             if item in self._items
         }
 
-    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None:
-        self._items[item_id] = dict(document)
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
+        for item_id, document in documents:
+            self._items[item_id] = dict(document)
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         return self._items.get(item_id)
 
-    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None:
-        self._users[user_id] = dict(document)
+    def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None:
+        for user_id, document in documents:
+            self._users[user_id] = dict(document)
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
         return self._users.get(user_id)
 
     def events_applied(self) -> int:
         return self._events
+
+    def ping(self) -> bool:
+        return True

@@ -107,15 +107,20 @@ class RedisStore:
             if raw is not None
         }
 
-    def put_item(self, item_id: ItemId, document: Mapping[str, Any]) -> None:
-        self.client.set(self.key(keys.ITEM, item_id), orjson.dumps(dict(document)))
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
+        self._put(keys.ITEM, documents)
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.ITEM, item_id))
         return None if raw is None else orjson.loads(raw)
 
-    def put_user(self, user_id: UserId, document: Mapping[str, Any]) -> None:
-        self.client.set(self.key(keys.USER, user_id), orjson.dumps(dict(document)))
+    def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None:
+        self._put(keys.USER, documents)
+
+    def _put(self, kind: str, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        encoded = {self.key(kind, i): orjson.dumps(dict(d)) for i, d in documents}
+        if encoded:
+            self.client.mset(encoded)
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.USER, user_id))
@@ -123,3 +128,9 @@ class RedisStore:
 
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False

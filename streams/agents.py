@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 
+from recommender.engine import Engine
 from schemas.models import Item, User
 from streamrec.redis_store import RedisStore
 from streams.app import app, settings
 from streams.decode import Rejected, decode_catalog, decode_events
 from streams.topics import dead_letter_topic, events_topic, items_topic, users_topic
-from recommender.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ async def _update_catalog(stream, model, put) -> None:
         documents, rejected = decode_catalog([event.message for event in batch], model)
         await send_to_dead_letters(rejected)
         if documents:
-            await asyncio.to_thread(lambda: [put(i, d) for i, d in documents])
+            await asyncio.to_thread(put, documents)
 
 
 @app.agent(items_topic, concurrency=1)
 async def update_items(stream):
-    await _update_catalog(stream, Item, store.put_item)
+    await _update_catalog(stream, Item, store.put_items)
 
 
 @app.agent(users_topic, concurrency=1)
 async def update_users(stream):
-    await _update_catalog(stream, User, store.put_user)
+    await _update_catalog(stream, User, store.put_users)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import EngineDep, SettingsDep
-from api.models import K, ItemList, RecommendationList, ScoredItem
+from api.models import ItemList, K, RecommendationList, ScoredItem
 from schemas.models import Id
 
 router = APIRouter(tags=["recommendations"])
