@@ -21,11 +21,13 @@ from streamrec.settings import get_settings
 @click.option("--log-level", default="info", show_default=True)
 def main(log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 @main.command()
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error", "critical"]))
 def worker(log_level: str) -> None:
     """Run a Faust worker that applies events to the recommendation state in Redis."""
     from streamrec.topics import ensure_topics
@@ -33,7 +35,9 @@ def worker(log_level: str) -> None:
     asyncio.run(ensure_topics(get_settings()))
     from streams.app import app
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", log_level]
+    # Faust spells two of the levels its own way.
+    faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
+    sys.argv = [sys.argv[0], "worker", "--loglevel", faust_level]
     app.main()
 
 
@@ -49,13 +53,17 @@ def api(workers: int) -> None:
 
 
 @main.command()
-@click.option("--rate", default=100.0, show_default=True, help="Events per second (0 = as fast as possible).")
-@click.option("--events", "count", default=None, type=int, help="Stop after this many (default: run forever).")
+@click.option("--rate", default=100.0, show_default=True,
+              help="Events per second (0 = as fast as possible).")
+@click.option("--events", "count", default=None, type=int,
+              help="Stop after this many (default: run forever).")
 @click.option("--users", default=1000, show_default=True)
 @click.option("--items", default=5000, show_default=True)
 @click.option("--categories", default=20, show_default=True)
 @click.option("--seed", default=42, show_default=True)
-def simulate(rate: float, count: int | None, users: int, items: int, categories: int, seed: int) -> None:
+def simulate(
+    rate: float, count: int | None, users: int, items: int, categories: int, seed: int
+) -> None:
     """Produce a synthetic event stream (and its item catalog) into Kafka."""
     from streamrec.simulator import Simulation
 
@@ -77,12 +85,14 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
     sent = 0
     try:
         for item in simulation.catalog.items():
-            await producer.send(settings.items_topic, orjson.dumps(item), key=item["item_id"].encode())
+            await producer.send(settings.items_topic, orjson.dumps(item),
+                                key=item["item_id"].encode())
         await producer.flush()
         started = time.monotonic()
         for event in simulation.events(count, start=time.time()):
             event["timestamp"] = time.time()  # live stream: the event happens now
-            await producer.send(settings.events_topic, orjson.dumps(event), key=event["user_id"].encode())
+            await producer.send(settings.events_topic, orjson.dumps(event),
+                                key=event["user_id"].encode())
             sent += 1
             if rate > 0 and sent % max(1, int(rate / 20)) == 0:
                 ahead = sent / rate - (time.monotonic() - started)
@@ -95,7 +105,8 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
 
 
 @main.command()
-@click.option("--run-dir", default=".streamrec", show_default=True, type=click.Path(path_type=Path))
+@click.option("--run-dir", default=".streamrec", show_default=True,
+              type=click.Path(path_type=Path))
 @click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
 def up(run_dir: Path, rate: float) -> None:
     """Everything locally: Kafka and Redis (unless configured), worker, API and simulator."""
@@ -105,7 +116,8 @@ def up(run_dir: Path, rate: float) -> None:
     started = []
     run_dir = run_dir.resolve()
     if "STREAMREC_REDIS_URL" not in env:
-        redis_server = LocalRedis(run_dir / "redis", port=6379 if not port_open(6379) else free_port())
+        port = 6379 if not port_open(6379) else free_port()
+        redis_server = LocalRedis(run_dir / "redis", port=port)
         click.echo(f"starting redis-server on port {redis_server.port} ...")
         started.append(redis_server.start())
         env["STREAMREC_REDIS_URL"] = redis_server.url
@@ -123,7 +135,8 @@ def up(run_dir: Path, rate: float) -> None:
     processes = {}
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     for name, argv in roles.items():
-        log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the role
+        # The log file lives as long as the role.
+        log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         processes[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"
     click.echo(
@@ -131,7 +144,8 @@ def up(run_dir: Path, rate: float) -> None:
         f"  API          {base}   (docs: {base}/docs)\n"
         f"  try          curl '{base}/recommendations?user_id=user-1&k=5'\n"
         f"               curl '{base}/popular?k=5'\n"
-        f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}   (topics: events, events.dlq, items, users)\n"
+        f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}"
+        "   (topics: events, events.dlq, items, users)\n"
         f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
         f"  logs         {run_dir / 'logs'}\n"
         "Ctrl-C stops everything.\n"
@@ -142,7 +156,9 @@ def up(run_dir: Path, rate: float) -> None:
         while not stop["now"]:
             for name, process in processes.items():
                 if process.poll() is not None and name != "simulate":
-                    raise click.ClickException(f"{name} exited with {process.returncode}; see {run_dir / 'logs' / (name + '.log')}")
+                    log_path = run_dir / "logs" / f"{name}.log"
+                    raise click.ClickException(
+                        f"{name} exited with {process.returncode}; see {log_path}")
             time.sleep(1)
     except KeyboardInterrupt:
         pass
@@ -157,6 +173,52 @@ def up(run_dir: Path, rate: float) -> None:
                 process.kill()
         for service in reversed(started):
             service.stop()
+
+
+@main.command()
+@click.option("--events", default=100_000, show_default=True, help="Backlog for the ingest run.")
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--items", default=10_000, show_default=True)
+@click.option("--categories", default=50, show_default=True)
+@click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
+@click.option("--duration", default=15, show_default=True, help="Seconds of HTTP load.")
+@click.option("--connections", default=16, show_default=True, help="wrk connections.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Also write the figures as JSON here.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep logs and data here (default: a temporary directory, removed).")
+def bench(events: int, users: int, items: int, categories: int, probes: int, duration: int,
+          connections: int, output: Path | None, run_dir: Path | None) -> None:
+    """Measure ingest events/s, freshness and GET /recommendations latency on this machine."""
+    from streamrec import bench as measure
+    from streamrec.simulator import Simulation
+
+    simulation = Simulation(users=users, items=items, categories=categories, seed=7)
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    with measure.stack(run_dir) as current:
+        click.echo(f"ingest: producing {events} events, then starting one worker ...")
+        result = measure.ingest(current, simulation, events)
+        figures["ingest"] = vars(result)
+        click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
+                   f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, startup "
+                   f"{result.startup_seconds:.1f} s excluded)")
+        base = measure.start_api(current)
+        anchors = [item for item, _ in current.store().popular(50)]
+        seconds = measure.freshness(current, base, anchors, probes)
+        figures["freshness_ms"] = {k: v * 1000 for k, v in measure.summarise(seconds).items()}
+        click.echo("freshness (event produced -> visible in GET /recommendations), ms: "
+                   + _format(figures["freshness_ms"]))
+        served = measure.serve(current, base, users, duration, connections)
+        figures["serve"] = vars(served)
+        click.echo(f"GET /recommendations: {served.requests_per_second:,.0f} req/s with "
+                   f"{connections} connections, latency ms: {_format(served.latency_ms)}, "
+                   f"errors: {served.errors}")
+    if output is not None:
+        output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+
+
+def _format(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
 
 
 if __name__ == "__main__":

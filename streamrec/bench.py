@@ -1,0 +1,299 @@
+"""``streamrec bench``: measure the real pipeline on this machine and print the figures.
+
+Every stage runs as it does in ``make demo``: a real Kafka broker and redis-server (local
+processes unless ``STREAMREC_KAFKA_BOOTSTRAP``/``STREAMREC_REDIS_URL`` are set), the worker
+and the API as separate processes. Each run uses its own topics, consumer group and Redis
+prefix, so runs never see each other's state.
+
+- ingest: a backlog of simulated events is produced first, then one worker is started;
+  events/s is measured from its first applied batch to its last (startup excluded);
+- freshness: with the worker caught up, a new user's event is produced and
+  ``GET /recommendations`` is polled until it reflects the event, many times;
+- serving: wrk drives ``GET /recommendations`` over random users for a fixed duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import redis
+
+from streamrec.redis_store import RedisStore
+from streamrec.simulator import Simulation
+
+
+@dataclass
+class Stack:
+    """Kafka, Redis and the per-run names every role of one benchmark run shares."""
+
+    bootstrap: str
+    redis_url: str
+    run_dir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"bench-{self.run_id}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        names = {
+            "STREAMREC_KAFKA_BOOTSTRAP": self.bootstrap,
+            "STREAMREC_REDIS_URL": self.redis_url,
+            "STREAMREC_REDIS_PREFIX": self.prefix,
+            "STREAMREC_WORKER_ID": self.prefix,
+            "STREAMREC_EVENTS_TOPIC": f"{self.prefix}.events",
+            "STREAMREC_DEAD_LETTER_TOPIC": f"{self.prefix}.events.dlq",
+            "STREAMREC_ITEMS_TOPIC": f"{self.prefix}.items",
+            "STREAMREC_USERS_TOPIC": f"{self.prefix}.users",
+        }
+        return {**os.environ, **names, **extra}
+
+    def spawn(self, name: str, argv: list[str], **extra: str) -> subprocess.Popen:
+        log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *argv],
+                                   env=self.env(**extra), stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def store(self) -> RedisStore:
+        return RedisStore(redis.Redis.from_url(self.redis_url), self.prefix)
+
+    def stop_roles(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+@contextlib.contextmanager
+def stack(run_dir: Path | None = None) -> Iterator[Stack]:
+    """Local Kafka and Redis for the run unless the environment names running ones."""
+    from streamrec.local.services import LocalKafka, LocalRedis
+
+    base = Path(tempfile.mkdtemp(prefix="streamrec-bench-")) if run_dir is None else run_dir
+    base.mkdir(parents=True, exist_ok=True)
+    started = []
+    try:
+        redis_url = os.environ.get("STREAMREC_REDIS_URL")
+        if redis_url is None:
+            started.append(LocalRedis(base / "redis").start())
+            redis_url = started[-1].url
+        bootstrap = os.environ.get("STREAMREC_KAFKA_BOOTSTRAP")
+        if bootstrap is None:
+            started.append(LocalKafka(base / "kafka").start())
+            bootstrap = started[-1].bootstrap
+        current = Stack(bootstrap, redis_url, base)
+        try:
+            yield current
+        finally:
+            current.stop_roles()
+    finally:
+        for service in reversed(started):
+            service.stop()
+        if run_dir is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def produce_backlog(current: Stack, simulation: Simulation, count: int) -> float:
+    """Produce the catalog and ``count`` events; returns the producer's events/s."""
+    from aiokafka import AIOKafkaProducer
+
+    from streamrec.settings import Settings
+    from streamrec.topics import ensure_topics
+
+    settings = Settings(**_settings_overrides(current))
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=20,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for item in simulation.catalog.items():
+            await producer.send(settings.items_topic, orjson.dumps(item),
+                                key=item["item_id"].encode())
+        started = time.perf_counter()
+        now = time.time()
+        for event in simulation.events(count, start=now - count * 0.01):
+            await producer.send(settings.events_topic, orjson.dumps(event),
+                                key=event["user_id"].encode())
+        await producer.flush()
+        return count / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+def _settings_overrides(current: Stack) -> dict[str, str]:
+    """The per-run names, as Settings fields (the rest comes from the environment)."""
+    env = current.env()
+    return {
+        name.removeprefix("STREAMREC_").lower(): env[name]
+        for name in ("STREAMREC_KAFKA_BOOTSTRAP", "STREAMREC_REDIS_URL",
+                     "STREAMREC_REDIS_PREFIX", "STREAMREC_WORKER_ID", "STREAMREC_EVENTS_TOPIC",
+                     "STREAMREC_DEAD_LETTER_TOPIC", "STREAMREC_ITEMS_TOPIC",
+                     "STREAMREC_USERS_TOPIC")
+    }
+
+
+@dataclass
+class IngestResult:
+    events: int
+    produce_per_second: float
+    apply_per_second: float
+    startup_seconds: float
+
+
+def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 600.0
+           ) -> IngestResult:
+    produced_rate = asyncio.run(produce_backlog(current, simulation, count))
+    store = current.store()
+    launched = time.perf_counter()
+    worker = current.spawn("worker", ["worker", "--log-level", "warning"])
+    first_seen = first_count = None
+    deadline = launched + timeout
+    while time.perf_counter() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode}; "
+                               f"see {current.run_dir / 'worker.log'}")
+        applied = store.events_applied()
+        now = time.perf_counter()
+        if applied and first_seen is None:
+            first_seen, first_count = now, applied
+        if applied >= count:
+            break
+        time.sleep(0.02)
+    else:
+        raise RuntimeError(f"worker applied {store.events_applied()} of {count} events within "
+                           f"{timeout:.0f} s; see {current.run_dir / 'worker.log'}")
+    finished = time.perf_counter()
+    assert first_seen is not None and first_count is not None
+    rate = (count - first_count) / max(finished - first_seen, 1e-9)
+    return IngestResult(count, produced_rate, rate, first_seen - launched)
+
+
+def start_api(current: Stack) -> str:
+    from streamrec.local.services import free_port
+
+    port = free_port()
+    current.spawn("api", ["api"], STREAMREC_API_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return base
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not become ready; see {current.run_dir / 'api.log'}")
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return orjson.loads(response.read())
+
+
+def freshness(current: Stack, base: str, anchor_items: list[str], probes: int) -> list[float]:
+    """Seconds from producing a new user's first event to a personalised list for them."""
+    from aiokafka import AIOKafkaProducer
+
+    topic = f"{current.prefix}.events"
+
+    async def run() -> list[float]:
+        producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
+                                    enable_idempotence=True)
+        await producer.start()
+        seconds = []
+        try:
+            for probe in range(probes):
+                user = f"fresh-{current.run_id}-{probe}"
+                item = anchor_items[probe % len(anchor_items)]
+                event = {"user_id": user, "item_id": item, "event_type": "view",
+                         "timestamp": time.time()}
+                started = time.perf_counter()
+                await producer.send_and_wait(topic, orjson.dumps(event), key=user.encode())
+                url = f"{base}/recommendations?user_id={user}&k=10"
+                while True:
+                    result = await asyncio.to_thread(_get, url)
+                    if result["model"] != "popular":
+                        break
+                    if time.perf_counter() - started > 30:
+                        raise RuntimeError(f"event for {user} not visible within 30 s")
+                    await asyncio.sleep(0.005)
+                seconds.append(time.perf_counter() - started)
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+        return seconds
+
+    return asyncio.run(run())
+
+
+WRK_SCRIPT = """
+math.randomseed(%(seed)d)
+request = function()
+  return wrk.format("GET", "/recommendations?user_id=user-" .. math.random(0, %(last)d) .. "&k=10")
+end
+"""
+
+
+@dataclass
+class ServeResult:
+    requests_per_second: float
+    latency_ms: dict[str, float]
+    connections: int
+    errors: str
+
+
+def _milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def serve(current: Stack, base: str, users: int, seconds: int, connections: int,
+          threads: int = 2, rate: int | None = None) -> ServeResult:
+    """Drive the API with wrk (Debian's package)."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run `make system` (Debian: apt-get install wrk)")
+    script = current.run_dir / "recommendations.lua"
+    script.write_text(WRK_SCRIPT % {"seed": 7, "last": users - 1})
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-s", str(script), base]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    (current.run_dir / "wrk.txt").write_text(output)
+    percentiles = {
+        f"p{match.group(1)}": _milliseconds(match.group(2))
+        for match in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", output, re.M)
+    }
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", output)
+    return ServeResult(rps, percentiles, connections, errors.group(0) if errors else "none")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
+            "mean": statistics.fmean(values), "max": max(values)}
