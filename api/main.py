@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,6 +17,18 @@ from recommender.engine import Engine
 from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
+
+async def refresh_factors(engine: Engine, every: float) -> None:
+    """Keep the in-memory item factors within ``every`` seconds of Redis."""
+    while True:
+        try:
+            await asyncio.to_thread(engine.refresh)
+        except Exception:  # noqa: BLE001 - a Redis blip must not end the refresher
+            log.exception("refreshing item factors failed; retrying")
+        await asyncio.sleep(every)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -24,12 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings
-        app.state.engine = Engine(store, settings.engine_config())
+        engine = Engine(store, settings.engine_config())
+        app.state.engine = engine
         app.state.weights = settings.weights()
         app.state.producer = producer
+        refresher = asyncio.create_task(refresh_factors(engine, settings.factor_refresh_seconds))
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             await producer.stop()
             store.client.close()
 

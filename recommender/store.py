@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from recommender.base import Category, ItemId, Scored, UserId
 
 
@@ -31,6 +33,8 @@ class StateUpdate:
     item_counts: Mapping[ItemId, float] = field(default_factory=dict)
     pairs: Mapping[ItemId, Mapping[ItemId, float]] = field(default_factory=dict)
     history: Mapping[UserId, Mapping[ItemId, float]] = field(default_factory=dict)
+    user_factors: Mapping[UserId, np.ndarray] = field(default_factory=dict)
+    item_factors: Mapping[ItemId, np.ndarray] = field(default_factory=dict)
     events: int = 0
 
 
@@ -59,6 +63,23 @@ class StateStore(Protocol):
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
 
+    def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
+        """Stored factor vectors (float32); users without one are absent."""
+        ...
+
+    def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]: ...
+
+    def sample_items(self, count: int) -> list[ItemId]:
+        """Up to ``count`` distinct random items that have factors (negative samples)."""
+        ...
+
+    def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
+        """Item factors changed after cursor ``since`` (all if None), and the new cursor.
+
+        A change may be returned more than once; none is ever skipped.
+        """
+        ...
+
     def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
         """Create or replace item documents, in one round trip."""
         ...
@@ -85,7 +106,7 @@ def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
 class InMemoryStore:
     """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self._history: dict[UserId, dict[ItemId, float]] = defaultdict(dict)
         self._neighbours: dict[ItemId, dict[ItemId, float]] = defaultdict(dict)
         self._counts: dict[ItemId, float] = defaultdict(float)
@@ -95,6 +116,12 @@ class InMemoryStore:
         )
         self._items: dict[ItemId, dict[str, Any]] = {}
         self._users: dict[UserId, dict[str, Any]] = {}
+        self._user_factors: dict[UserId, np.ndarray] = {}
+        self._item_factors: dict[ItemId, np.ndarray] = {}
+        self._item_changed: dict[ItemId, int] = {}
+        self._factor_ids: list[ItemId] = []
+        self._version = 0
+        self._rng = np.random.default_rng(seed)
         self._events = 0
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
@@ -129,6 +156,15 @@ class InMemoryStore:
                     history[item] = score
             if len(history) > update.history_length:
                 self._history[user] = dict(top(history, update.history_length))
+        if update.user_factors or update.item_factors:
+            self._version += 1
+        for user, vector in update.user_factors.items():
+            self._user_factors[user] = np.array(vector, np.float32)
+        for item, vector in update.item_factors.items():
+            if item not in self._item_factors:
+                self._factor_ids.append(item)
+            self._item_factors[item] = np.array(vector, np.float32)
+            self._item_changed[item] = self._version
         self._events += update.events
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
@@ -148,6 +184,26 @@ class InMemoryStore:
             for item in item_ids
             if item in self._items
         }
+
+    def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
+        return {u: self._user_factors[u] for u in user_ids if u in self._user_factors}
+
+    def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]:
+        return {i: self._item_factors[i] for i in item_ids if i in self._item_factors}
+
+    def sample_items(self, count: int) -> list[ItemId]:
+        if len(self._factor_ids) <= count:
+            return list(self._factor_ids)
+        rows = self._rng.choice(len(self._factor_ids), size=count, replace=False)
+        return [self._factor_ids[row] for row in rows]
+
+    def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
+        changed = {
+            item: self._item_factors[item]
+            for item, version in self._item_changed.items()
+            if since is None or version > since
+        }
+        return float(self._version), changed
 
     def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
         for item_id, document in documents:

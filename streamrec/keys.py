@@ -15,6 +15,9 @@ POPULAR = "pop"  # ZSET item -> decayed popularity, global
 POPULAR_BY_CATEGORY = "popcat"  # ZSET item -> decayed popularity, per category
 ITEM = "item"  # STRING JSON item properties, per item
 USER = "user"  # STRING JSON user properties, per user
+MF_USER = "mfu"  # STRING float32 bytes: a user's factor vector (constant 1 last)
+MF_ITEM = "mfi"  # STRING float32 bytes: an item's factor vector (bias last)
+MF_CHANGED = "mfchg"  # ZSET item -> time its factors last changed (serving refreshes from it)
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
 
 

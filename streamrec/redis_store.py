@@ -6,9 +6,11 @@ batch in one MULTI/EXEC transaction, so readers never see half a batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 
@@ -17,11 +19,23 @@ from recommender.store import StateUpdate
 from streamrec import keys
 
 
+def _pack(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def _unpack(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<f4").copy()
+
+
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
 
 
 class RedisStore:
+    # How far back a change-cursor read reaches: covers clock skew between workers and a
+    # transaction that took its timestamp before a read but committed after it.
+    CHANGE_OVERLAP_SECONDS = 5.0
+
     def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
         self.client = client
         self.prefix = prefix
@@ -69,6 +83,13 @@ class RedisStore:
             history = self.key(keys.HISTORY, user)
             pipe.zadd(history, dict(scores), gt=True)
             pipe.zremrangebyrank(history, 0, -update.history_length - 1)
+        for user, vector in update.user_factors.items():
+            pipe.set(self.key(keys.MF_USER, user), _pack(vector))
+        if update.item_factors:
+            changed_at = time.time()
+            for item, vector in update.item_factors.items():
+                pipe.set(self.key(keys.MF_ITEM, item), _pack(vector))
+            pipe.zadd(self.key(keys.MF_CHANGED), dict.fromkeys(update.item_factors, changed_at))
         if update.events:
             pipe.hincrby(self.key(keys.STATS), "events_applied", update.events)
         pipe.execute()
@@ -106,6 +127,35 @@ class RedisStore:
             for item, raw in zip(items, documents, strict=True)
             if raw is not None
         }
+
+    def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
+        return self._vectors(keys.MF_USER, user_ids)
+
+    def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]:
+        return self._vectors(keys.MF_ITEM, item_ids)
+
+    def _vectors(self, kind: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        raw = self.client.mget([self.key(kind, i) for i in ids])
+        return {i: _unpack(r) for i, r in zip(ids, raw, strict=True) if r is not None}
+
+    def sample_items(self, count: int) -> list[ItemId]:
+        if count <= 0:
+            return []
+        members = self.client.zrandmember(self.key(keys.MF_CHANGED), count) or []
+        return [member.decode() for member in members]
+
+    def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
+        now = time.time()
+        low = "-inf" if since is None else since - self.CHANGE_OVERLAP_SECONDS
+        members = self.client.zrangebyscore(self.key(keys.MF_CHANGED), low, "+inf")
+        changed: dict[ItemId, np.ndarray] = {}
+        for start in range(0, len(members), 10_000):
+            chunk = [member.decode() for member in members[start:start + 10_000]]
+            changed.update(self.item_factors(chunk))
+        return now, changed
 
     def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
         self._put(keys.ITEM, documents)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recommender.engine import EngineConfig
+from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     neighbours_per_item_read: int = Field(default=50, ge=1)
     decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0)
     decay_epoch: float = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+    mf_dim: int = Field(default=32, ge=1, le=512)
+    mf_learning_rate: float = Field(default=0.05, gt=0)
+    mf_regularization: float = Field(default=0.002, ge=0)
+    mf_negatives: int = Field(default=4, ge=1)
+    mf_negative_pool: int = Field(default=256, ge=1)
+    seed: int = 0
+    hybrid_mf: float = Field(default=1.0, ge=0)
+    hybrid_cooccurrence: float = Field(default=1.0, ge=0)
+    hybrid_popular: float = Field(default=0.2, ge=0)
+    hybrid_candidates: int = Field(default=100, ge=1)
+    default_model: str = "hybrid"
 
     # API
     api_host: str = "127.0.0.1"
@@ -67,6 +78,14 @@ class Settings(BaseSettings):
     max_k: int = Field(default=500, ge=1)
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=1)
+    factor_refresh_seconds: float = Field(default=0.25, gt=0)
+
+    @field_validator("default_model")
+    @classmethod
+    def _model_is_known(cls, model: str) -> str:
+        if model not in MODELS:
+            raise ValueError(f"{model!r} is not one of {list(MODELS)}")
+        return model
 
     @field_validator("event_weights")
     @classmethod
@@ -87,6 +106,16 @@ class Settings(BaseSettings):
             neighbours_per_item=self.neighbours_per_item_read,
             half_life=self.decay_half_life_seconds,
             epoch=self.decay_epoch,
+            mf_dim=self.mf_dim,
+            mf_learning_rate=self.mf_learning_rate,
+            mf_regularization=self.mf_regularization,
+            mf_negatives=self.mf_negatives,
+            mf_negative_pool=self.mf_negative_pool,
+            seed=self.seed,
+            hybrid_mf=self.hybrid_mf,
+            hybrid_cooccurrence=self.hybrid_cooccurrence,
+            hybrid_popular=self.hybrid_popular,
+            hybrid_candidates=self.hybrid_candidates,
         )
 
     def weights(self) -> EventWeights:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -12,6 +12,8 @@ from schemas.models import Id
 
 router = APIRouter(tags=["recommendations"])
 
+ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
+
 
 def _items(scored) -> list[ScoredItem]:
     return [ScoredItem(item_id=item, score=score) for item, score in scored]
@@ -19,11 +21,21 @@ def _items(scored) -> list[ScoredItem]:
 
 @router.get("/recommendations", response_model=RecommendationList)
 def recommendations(
-    engine: EngineDep, settings: SettingsDep, user_id: Annotated[Id, Query()], k: K = 10
+    engine: EngineDep,
+    settings: SettingsDep,
+    user_id: Annotated[Id, Query()],
+    k: K = 10,
+    model: Annotated[ModelName | None, Query(description="Default: the configured model.")]
+    = None,
 ) -> RecommendationList:
-    """Top-k for a user: neighbours of their recent items, never items they already
-    interacted with, filled with popular items (all of it for an unknown user)."""
-    result = engine.recommend(user_id, k, now=time.time())
+    """Top-k for a user, never items they already interacted with.
+
+    Models: ``cooccurrence`` (neighbours of their recent items), ``mf`` (online matrix
+    factorisation), ``hybrid`` (a blend of both with popularity), ``popular``. Lists are
+    filled with popular items; an unknown user gets popular items from every model, and
+    ``model`` in the answer says which model actually ranked the list.
+    """
+    result = engine.recommend(user_id, k, now=time.time(), model=model or settings.default_model)
     return RecommendationList(
         recommendation_id=uuid.uuid4().hex, user_id=user_id, model=result.model,
         items=_items(result.items),
