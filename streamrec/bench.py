@@ -251,7 +251,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int) -
 WRK_SCRIPT = """
 math.randomseed(%(seed)d)
 request = function()
-  return wrk.format("GET", "/recommendations?user_id=user-" .. math.random(0, %(last)d) .. "&k=10")
+  return wrk.format("GET", "/recommendations?user_id=user-" .. math.random(0, %(last)d)
+                    .. "&k=10%(model)s")
 end
 """
 
@@ -270,16 +271,17 @@ def _milliseconds(text: str) -> float:
 
 
 def serve(current: Stack, base: str, users: int, seconds: int, connections: int,
-          threads: int = 2, rate: int | None = None) -> ServeResult:
-    """Drive the API with wrk (Debian's package)."""
+          model: str | None = None, threads: int = 2) -> ServeResult:
+    """Drive ``GET /recommendations`` (``model`` or the default) with wrk (Debian's)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run `make system` (Debian: apt-get install wrk)")
     script = current.run_dir / "recommendations.lua"
-    script.write_text(WRK_SCRIPT % {"seed": 7, "last": users - 1})
+    query = "" if model is None else f"&model={model}"
+    script.write_text(WRK_SCRIPT % {"seed": 7, "last": users - 1, "model": query})
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
             "-s", str(script), base]
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    (current.run_dir / "wrk.txt").write_text(output)
+    (current.run_dir / f"wrk-{model or 'default'}.txt").write_text(output)
     percentiles = {
         f"p{match.group(1)}": _milliseconds(match.group(2))
         for match in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", output, re.M)

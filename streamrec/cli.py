@@ -183,12 +183,14 @@ def up(run_dir: Path, rate: float) -> None:
 @click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
 @click.option("--duration", default=15, show_default=True, help="Seconds of HTTP load.")
 @click.option("--connections", default=16, show_default=True, help="wrk connections.")
+@click.option("--models", default="popular,cooccurrence,mf,hybrid", show_default=True,
+              help="Models to serve under load, comma-separated.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Also write the figures as JSON here.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Keep logs and data here (default: a temporary directory, removed).")
 def bench(events: int, users: int, items: int, categories: int, probes: int, duration: int,
-          connections: int, output: Path | None, run_dir: Path | None) -> None:
+          connections: int, models: str, output: Path | None, run_dir: Path | None) -> None:
     """Measure ingest events/s, freshness and GET /recommendations latency on this machine."""
     from streamrec import bench as measure
     from streamrec.simulator import Simulation
@@ -208,11 +210,14 @@ def bench(events: int, users: int, items: int, categories: int, probes: int, dur
         figures["freshness_ms"] = {k: v * 1000 for k, v in measure.summarise(seconds).items()}
         click.echo("freshness (event produced -> visible in GET /recommendations), ms: "
                    + _format(figures["freshness_ms"]))
-        served = measure.serve(current, base, users, duration, connections)
-        figures["serve"] = vars(served)
-        click.echo(f"GET /recommendations: {served.requests_per_second:,.0f} req/s with "
-                   f"{connections} connections, latency ms: {_format(served.latency_ms)}, "
-                   f"errors: {served.errors}")
+        figures["mf_items_in_index"] = len(current.store().changed_items(None)[1])
+        figures["serve"] = {}
+        for model in [name.strip() for name in models.split(",") if name.strip()]:
+            served = measure.serve(current, base, users, duration, connections, model)
+            figures["serve"][model] = vars(served)
+            click.echo(f"GET /recommendations?model={model}: "
+                       f"{served.requests_per_second:,.0f} req/s with {connections} connections,"
+                       f" latency ms: {_format(served.latency_ms)}, errors: {served.errors}")
     if output is not None:
         output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
