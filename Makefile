@@ -19,7 +19,7 @@ system:
 kafka: venv
 	@$(BIN)/python -c "from streamrec.local.services import ensure_kafka_jars as e; print('Kafka jars:', e())"
 
-test: system venv kafka
+test: system venv kafka lint
 	$(BIN)/pytest
 
 demo: system venv kafka

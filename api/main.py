@@ -8,7 +8,6 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 import streamrec
 from api.producer import EventProducer
@@ -22,11 +21,18 @@ log = logging.getLogger(__name__)
 
 async def refresh_factors(engine: Engine, every: float) -> None:
     """Keep the in-memory item factors within ``every`` seconds of Redis."""
+    failing = False
     while True:
         try:
             await asyncio.to_thread(engine.refresh)
-        except Exception:  # noqa: BLE001 - a Redis blip must not end the refresher
-            log.exception("refreshing item factors failed; retrying")
+            if failing:
+                log.warning("refreshing item factors works again")
+            failing = False
+        except Exception as error:  # noqa: BLE001 - a Redis blip must not end the refresher
+            if not failing:
+                log.warning("refreshing item factors failed (%s); retrying every %.2f s",
+                            error, every)
+            failing = True
         await asyncio.sleep(every)
 
 
@@ -58,7 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=streamrec.__version__,
         description="Real-time recommendations from a Kafka event stream.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     for module in (recommendations, events, catalog, health):
         app.include_router(module.router)

@@ -60,9 +60,8 @@ def decode_events(
             continue
         timestamp = event.timestamp if event.timestamp is not None else record.timestamp
         interactions.append(
-            Interaction(
-                event.user_id, event.item_id, timestamp, weights.weight(event.event_type, event.value)
-            )
+            Interaction(event.user_id, event.item_id, timestamp,
+                        weights.weight(event.event_type, event.value))
         )
     return interactions, rejected
 

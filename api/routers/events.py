@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, HTTPException, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from api.deps import ProducerDep, SettingsDep, WeightsDep
 from api.models import Accepted
@@ -23,30 +25,57 @@ def unavailable(settings, error: Exception) -> HTTPException:
     )
 
 
+_EVENT = TypeAdapter(Event)
+_EVENT_SCHEMA = Event.model_json_schema()
+_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [
+        _EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
+    ]}}},
+}
+
+
+def parse_events(body: Any, limit: int) -> list[Event]:
+    """One event or a list of them; errors name the field as ``body.x`` or ``body[3].x``."""
+    single = not isinstance(body, list)
+    documents = [body] if single else body
+    if not documents:
+        raise RequestValidationError([{"type": "too_short", "loc": ("body",),
+                                       "msg": "send at least one event", "input": body}])
+    if len(documents) > limit:
+        raise HTTPException(413, detail=f"body: at most {limit} events per request")
+    events, errors = [], []
+    for position, document in enumerate(documents):
+        try:
+            events.append(_EVENT.validate_python(document))
+        except ValidationError as error:
+            where = ("body",) if single else ("body", position)
+            errors += [{**e, "loc": (*where, *e["loc"])} for e in error.errors(include_url=False)]
+    if errors:
+        raise RequestValidationError(errors)
+    return events
+
+
 @router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted,
-             responses={503: {"description": "Kafka unreachable; retry later"}})
+             openapi_extra={"requestBody": _BODY},
+             responses={413: {"description": "More events than max_events_per_request"},
+                        503: {"description": "Kafka unreachable; nothing accepted, retry later"}})
 async def post_events(
     producer: ProducerDep,
     settings: SettingsDep,
     weights: WeightsDep,
-    body: Annotated[Event | list[Event], Body()],
+    body: Annotated[Any, Body(include_in_schema=False)],
 ) -> Accepted:
     """Accept one event or a batch. 202 means Kafka acknowledged every one (acks=all)."""
-    events = body if isinstance(body, list) else [body]
-    if not events:
-        raise HTTPException(422, detail="body: send at least one event")
-    if len(events) > settings.max_events_per_request:
-        raise HTTPException(
-            413, detail=f"body: at most {settings.max_events_per_request} events per request"
-        )
+    events = parse_events(body, settings.max_events_per_request)
     now = time.time()
     messages, ids = [], []
     for position, event in enumerate(events):
         if event.event_type not in weights:
-            where = f"[{position}].event_type" if isinstance(body, list) else "event_type"
-            raise HTTPException(
-                422, detail=f"{where}: {event.event_type!r} is not one of {sorted(weights)}"
-            )
+            where = ("body", position) if isinstance(body, list) else ("body",)
+            raise RequestValidationError([{
+                "type": "enum", "loc": (*where, "event_type"), "input": event.event_type,
+                "msg": f"{event.event_type!r} is not one of {sorted(weights)}"}])
         filled = event.model_copy(update={
             "timestamp": now if event.timestamp is None else event.timestamp,
             "event_id": event.event_id or uuid.uuid4().hex,

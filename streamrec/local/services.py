@@ -149,7 +149,8 @@ class LocalRedis(LocalProcess):
     def start(self, timeout: float = 30.0) -> LocalRedis:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise ServiceError("redis-server is not installed (Debian: apt-get install redis-server)")
+            raise ServiceError(
+                "redis-server is not installed (Debian: apt-get install redis-server)")
         self._spawn([
             binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
@@ -228,5 +229,6 @@ class LocalKafka(LocalProcess):
             if result.returncode != 0:
                 raise ServiceError(f"formatting KRaft storage failed:\n{result.stderr}")
         self._spawn(self._java(libs, "kafka.Kafka", str(config)))
-        _wait(lambda: port_open(self.port) and kafka_ready(self.bootstrap), "Kafka", timeout, self.process, self.logfile)
+        _wait(lambda: port_open(self.port) and kafka_ready(self.bootstrap), "Kafka", timeout,
+              self.process, self.logfile)
         return self
