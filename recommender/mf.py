@@ -141,8 +141,9 @@ class OnlineBPR:
         Qi = Q[i]
         Qj = Q[j]  # (n, s, d+1)
         x = ((Qi[:, None, :] - Qj) @ Pu[:, :, None])[:, :, 0]  # (n, s)
-        loss = float(np.mean(np.logaddexp(0.0, -x)))
-        g = (weight[:, None] / (1.0 + np.exp(x))).astype(np.float32)  # sigmoid(-x)
+        softplus = np.logaddexp(0.0, -x)  # -log sigmoid(x), without overflow
+        loss = float(np.mean(softplus))
+        g = (weight[:, None] * np.exp(-x - softplus)).astype(np.float32)  # sigmoid(-x)
 
         grad_P = np.zeros_like(P)
         grad_Q = np.zeros_like(Q)
