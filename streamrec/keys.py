@@ -18,6 +18,13 @@ USER = "user"  # STRING JSON user properties, per user
 MF_USER = "mfu"  # STRING float32 bytes: a user's factor vector (constant 1 last)
 MF_ITEM = "mfi"  # STRING float32 bytes: an item's factor vector (bias last)
 MF_CHANGED = "mfchg"  # ZSET item -> time its factors last changed (serving refreshes from it)
+IMPRESSION = "imp"  # STRING JSON impression, per recommendation id (expires)
+CREDITED = "att"  # STRING marker: (recommendation id, item, event type) credited (expires)
+REWARDED_LIST = "took"  # STRING marker: the list earned a reward already (expires)
+VARIANT_COUNTERS = "vstats"  # HASH "variant|counter" -> count, per placement
+OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
+PLACEMENTS = "placements"  # HASH placement -> JSON configuration (current version)
+PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
 
 

@@ -1,0 +1,78 @@
+"""The arithmetic of comparing variants: rates with intervals, a two-proportion test and
+the sample size a test still needs. Standard library only (``statistics.NormalDist``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+_NORMAL = NormalDist()
+NO_EFFECT = 10**12  # trials "needed" when two rates are equal: no finite sample separates them
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95
+                    ) -> tuple[float, float]:
+    """Wilson score interval for a rate; ``(0, 1)`` when nothing was tried.
+
+    >>> low, high = wilson_interval(20, 100)
+    >>> round(low, 4), round(high, 4)
+    (0.1334, 0.2888)
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    z = _NORMAL.inv_cdf(0.5 + confidence / 2)
+    rate = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
+    half /= denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    control_rate: float
+    treatment_rate: float
+    lift: float  # relative: treatment / control - 1 (inf when control is 0)
+    z: float
+    p_value: float  # two-sided
+    needed_per_variant: int  # for the observed effect at alpha 0.05 and power 0.8
+    still_needed_per_variant: int
+
+
+def required_sample_size(base_rate: float, other_rate: float, alpha: float = 0.05,
+                         power: float = 0.8) -> int:
+    """Trials per variant to detect ``base_rate`` vs ``other_rate`` (two-sided test).
+
+    >>> required_sample_size(0.10, 0.12)
+    3841
+    """
+    if base_rate == other_rate:
+        return NO_EFFECT
+    z_alpha = _NORMAL.inv_cdf(1 - alpha / 2)
+    z_power = _NORMAL.inv_cdf(power)
+    pooled = (base_rate + other_rate) / 2
+    numerator = (z_alpha * math.sqrt(2 * pooled * (1 - pooled))
+                 + z_power * math.sqrt(base_rate * (1 - base_rate)
+                                       + other_rate * (1 - other_rate))) ** 2
+    return math.ceil(numerator / (base_rate - other_rate) ** 2)
+
+
+def compare(control: tuple[int, int], treatment: tuple[int, int]) -> Comparison:
+    """Two-proportion z-test of ``(successes, trials)`` pairs.
+
+    >>> result = compare((100, 1000), (130, 1000))
+    >>> round(result.lift, 2), round(result.z, 2), round(result.p_value, 3)
+    (0.3, 2.1, 0.035)
+    """
+    (x1, n1), (x2, n2) = control, treatment
+    p1 = x1 / n1 if n1 else 0.0
+    p2 = x2 / n2 if n2 else 0.0
+    lift = (p2 / p1 - 1) if p1 > 0 else (math.inf if p2 > 0 else 0.0)
+    pooled = (x1 + x2) / (n1 + n2) if n1 + n2 else 0.0
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)) if n1 and n2 else 0.0
+    z = (p2 - p1) / spread if spread > 0 else 0.0
+    p_value = 2 * (1 - _NORMAL.cdf(abs(z)))
+    needed = required_sample_size(p1, p2)
+    return Comparison(p1, p2, lift, z, p_value, needed, max(0, needed - min(n1, n2)))

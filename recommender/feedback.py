@@ -1,0 +1,124 @@
+"""The narrow interface to feedback state (impressions, credited rewards, placements), and
+its in-memory implementation. ``streamrec.redis_feedback.RedisFeedback`` implements it on
+Redis; ``tests/contract_feedback.py`` runs one suite against both.
+
+Counters per placement and variant: ``impressions``, ``lists_rewarded`` (lists that earned
+at least one reward: the take-rate's numerator), one per rewarded event type (``click``,
+``purchase``, ...) and one per type and position (``click@0``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from recommender.attribution import Credit, Impression
+
+Counters = dict[str, dict[str, int]]  # variant -> counter -> value
+
+
+class FeedbackStore(Protocol):
+    def record_impressions(self, impressions: Sequence[Impression], ttl: float) -> int:
+        """Keep each impression for ``ttl`` seconds and count it once (replays are no-ops).
+
+        Returns how many were new."""
+        ...
+
+    def impressions(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]: ...
+
+    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
+        """Count each credit once per (list, item, event type); True where it was new."""
+        ...
+
+    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
+        """Add to the counts of events that earned nothing, by reason."""
+        ...
+
+    def outcomes(self) -> dict[str, int]: ...
+
+    def variant_counters(self, placement: str) -> Counters: ...
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        """Every placement's current configuration (``Placement.to_dict`` form)."""
+        ...
+
+    def put_placement(self, config: Mapping[str, Any], author: str, at: float
+                      ) -> dict[str, Any]:
+        """Store a new version of a placement (``version`` is assigned) and log the change."""
+        ...
+
+    def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The placement's changes, newest first."""
+        ...
+
+
+class InMemoryFeedback:
+    """Dictionaries standing in for Redis; expiry is not modelled (nothing ages here)."""
+
+    def __init__(self) -> None:
+        self._impressions: dict[str, Impression] = {}
+        self._credited: set[tuple[str, str, str]] = set()
+        self._rewarded_lists: set[str] = set()
+        self._counters: dict[str, Counters] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(int)))
+        self._outcomes: dict[str, int] = defaultdict(int)
+        self._placements: dict[str, dict[str, Any]] = {}
+        self._log: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def record_impressions(self, impressions: Sequence[Impression], ttl: float) -> int:
+        new = 0
+        for impression in impressions:
+            if impression.recommendation_id in self._impressions:
+                continue
+            self._impressions[impression.recommendation_id] = impression
+            self._counters[impression.placement][impression.variant]["impressions"] += 1
+            new += 1
+        return new
+
+    def impressions(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]:
+        return {r: self._impressions[r] for r in recommendation_ids if r in self._impressions}
+
+    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
+        fresh = []
+        for credit in credits:
+            key = (credit.recommendation_id, credit.item_id, credit.event_type)
+            if key in self._credited:
+                fresh.append(False)
+                continue
+            self._credited.add(key)
+            counters = self._counters[credit.placement][credit.variant]
+            counters[credit.event_type] += 1
+            counters[f"{credit.event_type}@{credit.position}"] += 1
+            if credit.recommendation_id not in self._rewarded_lists:
+                self._rewarded_lists.add(credit.recommendation_id)
+                counters["lists_rewarded"] += 1
+            fresh.append(True)
+        return fresh
+
+    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
+        for reason, count in outcomes.items():
+            self._outcomes[reason] += count
+
+    def outcomes(self) -> dict[str, int]:
+        return dict(self._outcomes)
+
+    def variant_counters(self, placement: str) -> Counters:
+        return {variant: dict(counters)
+                for variant, counters in self._counters.get(placement, {}).items()}
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(config) for name, config in self._placements.items()}
+
+    def put_placement(self, config: Mapping[str, Any], author: str, at: float
+                      ) -> dict[str, Any]:
+        name = config["name"]
+        version = self._placements.get(name, {}).get("version", 0) + 1
+        stored = {**config, "version": version}
+        self._placements[name] = stored
+        self._log[name].insert(0, {"version": version, "author": author, "at": at,
+                                   "config": stored})
+        return stored
+
+    def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        return self._log.get(name, [])[:limit]

@@ -1,0 +1,134 @@
+"""The Redis implementation of :class:`recommender.feedback.FeedbackStore`.
+
+Counting once is done in Redis itself: a Lua script sets the marker with NX and counts
+only when it was absent, so replayed or duplicated messages never count twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis
+
+from recommender.attribution import Credit, Impression
+from recommender.feedback import Counters
+from streamrec import keys
+
+SEPARATOR = "|"
+
+_RECORD_IMPRESSION = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|impressions', 1)
+  return 1
+end
+return 0
+"""
+
+_CREDIT = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+local prefix = ARGV[2] .. '|' .. ARGV[3]
+redis.call('HINCRBY', KEYS[3], prefix, 1)
+redis.call('HINCRBY', KEYS[3], prefix .. '@' .. ARGV[4], 1)
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[3], ARGV[2] .. '|lists_rewarded', 1)
+end
+return 1
+"""
+
+
+class RedisFeedback:
+    def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._record = client.register_script(_RECORD_IMPRESSION)
+        self._credit = client.register_script(_CREDIT)
+
+    def key(self, kind: str, *parts: str) -> str:
+        return keys.key(self.prefix, kind, *parts)
+
+    def record_impressions(self, impressions: Sequence[Impression], ttl: float) -> int:
+        if not impressions:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        milliseconds = max(1, int(ttl * 1000))
+        for impression in impressions:
+            self._record(
+                keys=[self.key(keys.IMPRESSION, impression.recommendation_id),
+                      self.key(keys.VARIANT_COUNTERS, impression.placement)],
+                args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant],
+                client=pipe,
+            )
+        return sum(pipe.execute())
+
+    def impressions(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]:
+        ids = list(recommendation_ids)
+        if not ids:
+            return {}
+        raw = self.client.mget([self.key(keys.IMPRESSION, r) for r in ids])
+        return {r: Impression.from_dict(orjson.loads(doc))
+                for r, doc in zip(ids, raw, strict=True) if doc is not None}
+
+    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
+        if not credits:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        milliseconds = max(1, int(ttl * 1000))
+        for credit in credits:
+            self._credit(
+                keys=[self.key(keys.CREDITED, credit.recommendation_id, credit.event_type,
+                               credit.item_id),
+                      self.key(keys.REWARDED_LIST, credit.recommendation_id),
+                      self.key(keys.VARIANT_COUNTERS, credit.placement)],
+                args=[milliseconds, credit.variant, credit.event_type, credit.position],
+                client=pipe,
+            )
+        return [bool(result) for result in pipe.execute()]
+
+    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
+        if outcomes:
+            pipe = self.client.pipeline(transaction=False)
+            for reason, count in outcomes.items():
+                pipe.hincrby(self.key(keys.OUTCOMES), reason, count)
+            pipe.execute()
+
+    def outcomes(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key(keys.OUTCOMES)).items()}
+
+    def variant_counters(self, placement: str) -> Counters:
+        counters: Counters = {}
+        raw = self.client.hgetall(self.key(keys.VARIANT_COUNTERS, placement))
+        for field, value in raw.items():
+            variant, _, counter = field.decode().rpartition(SEPARATOR)
+            counters.setdefault(variant, {})[counter] = int(value)
+        return counters
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        raw = self.client.hgetall(self.key(keys.PLACEMENTS))
+        return {name.decode(): orjson.loads(doc) for name, doc in raw.items()}
+
+    def put_placement(self, config: Mapping[str, Any], author: str, at: float
+                      ) -> dict[str, Any]:
+        name = config["name"]
+        table = self.key(keys.PLACEMENTS)
+        stored: dict[str, Any] = {}
+
+        def write(pipe) -> None:
+            current = pipe.hget(table, name)
+            version = (orjson.loads(current)["version"] if current else 0) + 1
+            stored.clear()
+            stored.update({**config, "version": version})
+            change = {"version": version, "author": author, "at": at, "config": stored}
+            pipe.multi()
+            pipe.hset(table, name, orjson.dumps(stored))
+            pipe.lpush(self.key(keys.PLACEMENT_LOG, name), orjson.dumps(change))
+
+        self.client.transaction(write, table)
+        return dict(stored)
+
+    def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        raw = self.client.lrange(self.key(keys.PLACEMENT_LOG, name), 0, limit - 1)
+        return [orjson.loads(entry) for entry in raw]

@@ -1,0 +1,51 @@
+"""One suite for every FeedbackStore: counted once, replays are no-ops, placements are
+versioned and logged. Subclasses provide the ``feedback`` fixture."""
+
+from __future__ import annotations
+
+from recommender.attribution import Credit, Impression
+
+
+def impression(rid: str = "r1", variant: str = "B", items=("tea", "cup")) -> Impression:
+    return Impression(rid, "ann", "home", variant, "hybrid", tuple(items), 100.0)
+
+
+def credit(rid: str = "r1", item: str = "cup", kind: str = "click", position: int = 1,
+           variant: str = "B") -> Credit:
+    return Credit(rid, "home", variant, item, position, kind)
+
+
+class FeedbackContract:
+    def test_impressions_are_kept_and_counted_once(self, feedback):
+        assert feedback.record_impressions([impression("r1"), impression("r2")], 60) == 2
+        assert feedback.record_impressions([impression("r1")], 60) == 0  # a replay
+        assert feedback.impressions(["r1", "missing"]) == {"r1": impression("r1")}
+        assert feedback.variant_counters("home") == {"B": {"impressions": 2}}
+
+    def test_credits_count_once_per_list_item_and_type(self, feedback):
+        feedback.record_impressions([impression("r1"), impression("r2", "A")], 60)
+        fresh = feedback.credit([credit(), credit(), credit(kind="purchase"),
+                                 credit(item="tea", position=0),
+                                 credit("r2", item="tea", position=0, variant="A")], 60)
+        assert fresh == [True, False, True, True, True]
+        counters = feedback.variant_counters("home")
+        assert counters["B"] == {"impressions": 1, "click": 2, "click@1": 1, "click@0": 1,
+                                 "purchase": 1, "purchase@1": 1, "lists_rewarded": 1}
+        assert counters["A"] == {"impressions": 1, "click": 1, "click@0": 1,
+                                 "lists_rewarded": 1}
+        assert feedback.variant_counters("nowhere") == {}
+
+    def test_outcomes_add_up(self, feedback):
+        feedback.count_outcomes({"late": 2, "no_impression": 1})
+        feedback.count_outcomes({"late": 1})
+        assert feedback.outcomes() == {"late": 3, "no_impression": 1}
+
+    def test_placements_are_versioned_and_logged(self, feedback):
+        config = {"name": "home", "strategy": "split", "variants": []}
+        first = feedback.put_placement(config, "ops", 1.0)
+        second = feedback.put_placement({**config, "strategy": "bandit"}, "ops", 2.0)
+        assert (first["version"], second["version"]) == (1, 2)
+        assert feedback.placements() == {"home": second}
+        log = feedback.placement_log("home")
+        assert [entry["version"] for entry in log] == [2, 1]
+        assert log[0]["config"]["strategy"] == "bandit" and log[1]["at"] == 1.0
