@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.allocation import Allocation
 from api.producer import EventProducer
 from recommender.engine import Engine
 from recommender.weights import EventWeights
@@ -28,6 +29,11 @@ def _weights(request: Request) -> EventWeights:
     return request.app.state.weights
 
 
+def _allocation(request: Request) -> Allocation:
+    return request.app.state.allocation
+
+
+AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 ProducerDep = Annotated[EventProducer, Depends(_producer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

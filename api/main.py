@@ -10,28 +10,30 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import streamrec
+from api.allocation import Allocation
 from api.producer import EventProducer
-from api.routers import catalog, events, health, recommendations
+from api.routers import admin, catalog, events, health, recommendations
 from recommender.engine import Engine
+from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-async def refresh_factors(engine: Engine, every: float) -> None:
-    """Keep the in-memory item factors within ``every`` seconds of Redis."""
+async def keep_fresh(what: str, refresh, every: float) -> None:
+    """Call ``refresh`` (blocking) every ``every`` seconds, logging one line per outage."""
     failing = False
     while True:
         try:
-            await asyncio.to_thread(engine.refresh)
+            await asyncio.to_thread(refresh)
             if failing:
-                log.warning("refreshing item factors works again")
+                log.warning("refreshing %s works again", what)
             failing = False
         except Exception as error:  # noqa: BLE001 - a Redis blip must not end the refresher
             if not failing:
-                log.warning("refreshing item factors failed (%s); retrying every %.2f s",
-                            error, every)
+                log.warning("refreshing %s failed (%s); retrying every %.2f s",
+                            what, error, every)
             failing = True
         await asyncio.sleep(every)
 
@@ -49,13 +51,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.weights = settings.weights()
         app.state.producer = producer
-        refresher = asyncio.create_task(refresh_factors(engine, settings.factor_refresh_seconds))
+        allocation = Allocation(RedisFeedback(store.client, settings.redis_prefix),
+                                settings.default_model, settings.exploration_floor)
+        app.state.allocation = allocation
+        refreshers = [
+            asyncio.create_task(keep_fresh("item factors", engine.refresh,
+                                           settings.factor_refresh_seconds)),
+            asyncio.create_task(keep_fresh("placements", allocation.refresh,
+                                           settings.allocation_refresh_seconds)),
+        ]
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for refresher in refreshers:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             await producer.stop()
             store.client.close()
 
@@ -65,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time recommendations from a Kafka event stream.",
         lifespan=lifespan,
     )
-    for module in (recommendations, events, catalog, health):
+    for module in (recommendations, events, catalog, admin, health):
         app.include_router(module.router)
     return app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from schemas.models import Id, Item, User
 
@@ -19,9 +19,12 @@ class ScoredItem(BaseModel):
 
 
 class RecommendationList(BaseModel):
-    recommendation_id: str
+    recommendation_id: str = Field(description="Send it back with clicks and conversions.")
     user_id: str
-    model: str
+    placement: str
+    variant: str = Field(description="The variant that served this list.")
+    model: str = Field(description="The model that actually ranked it (popular for "
+                                   "users nobody knows yet).")
     items: list[ScoredItem]
 
 

@@ -24,6 +24,8 @@ class EventProducer:
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task | None = None
+        self._background: set[asyncio.Future] = set()
+        self.dropped = 0  # best-effort records Kafka never took
 
     def start(self) -> None:
         self._starter = asyncio.create_task(self._start_until_connected())
@@ -53,6 +55,8 @@ class EventProducer:
     async def stop(self) -> None:
         if self._starter is not None:
             self._starter.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.timeout)
         if self._producer is not None:
             await self._producer.stop()
 
@@ -69,6 +73,27 @@ class EventProducer:
                 await asyncio.gather(*futures)
         except (TimeoutError, KafkaError) as error:
             raise KafkaUnavailable(f"Kafka did not acknowledge: {error!r}") from error
+
+    def send_soon(self, topic: str, key: bytes, value: bytes) -> bool:
+        """Hand a record to the producer's buffer without waiting for Kafka (impressions:
+        best effort, off the request path). False when it could not even be buffered."""
+        if self._producer is None:
+            return False
+        task = asyncio.ensure_future(self._deliver(topic, key, value))
+        self._background.add(task)
+        task.add_done_callback(self._sent)
+        return True
+
+    async def _deliver(self, topic: str, key: bytes, value: bytes) -> None:
+        assert self._producer is not None
+        delivered = await self._producer.send(topic, value=value, key=key)
+        await delivered
+
+    def _sent(self, task: asyncio.Future) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.dropped += 1
+            log.warning("a best-effort record was not sent: %r", task.exception())
 
     async def ready(self) -> bool:
         if self._producer is None:

@@ -76,3 +76,54 @@ def compare(control: tuple[int, int], treatment: tuple[int, int]) -> Comparison:
     p_value = 2 * (1 - _NORMAL.cdf(abs(z)))
     needed = required_sample_size(p1, p2)
     return Comparison(p1, p2, lift, z, p_value, needed, max(0, needed - min(n1, n2)))
+
+
+def variant_metrics(counters: dict[str, int], click: str = "click",
+                    conversion: str = "purchase") -> dict[str, float | list[float]]:
+    """CTR (clicks per item shown), take-rate (lists that earned a reward per list shown)
+    and conversions per list, each rate with its 95% Wilson interval.
+
+    >>> metrics = variant_metrics({"impressions": 10, "items_shown": 100, "click": 5,
+    ...                            "lists_rewarded": 4, "purchase": 1})
+    >>> metrics["ctr"], metrics["take_rate"], metrics["conversion_rate"]
+    (0.05, 0.4, 0.1)
+    """
+    lists = counters.get("impressions", 0)
+    shown = counters.get("items_shown", 0)
+    clicks = counters.get(click, 0)
+    taken = counters.get("lists_rewarded", 0)
+    conversions = counters.get(conversion, 0)
+    return {
+        "impressions": lists, "items_shown": shown, "clicks": clicks,
+        "lists_rewarded": taken, "conversions": conversions,
+        "ctr": clicks / shown if shown else 0.0,
+        "ctr_interval": list(wilson_interval(min(clicks, shown), shown)),
+        "take_rate": taken / lists if lists else 0.0,
+        "take_rate_interval": list(wilson_interval(taken, lists)),
+        "conversion_rate": conversions / lists if lists else 0.0,
+        "conversion_interval": list(wilson_interval(min(conversions, lists), lists)),
+    }
+
+
+def placement_report(counters: dict[str, dict[str, int]], control: str | None = None
+                     ) -> dict[str, object]:
+    """Metrics per variant and, against ``control`` (default: the most shown variant),
+    each other variant's take-rate comparison."""
+    variants = {name: variant_metrics(values) for name, values in sorted(counters.items())}
+    if not variants:
+        return {"variants": {}, "control": None, "comparisons": {}}
+    control = control if control in variants else max(
+        variants, key=lambda name: variants[name]["impressions"])
+    base = variants[control]
+    comparisons = {}
+    for name, metrics in variants.items():
+        if name == control:
+            continue
+        result = compare((base["lists_rewarded"], base["impressions"]),
+                         (metrics["lists_rewarded"], metrics["impressions"]))
+        comparisons[name] = {
+            "lift": result.lift, "z": result.z, "p_value": result.p_value,
+            "needed_per_variant": result.needed_per_variant,
+            "still_needed_per_variant": result.still_needed_per_variant,
+        }
+    return {"variants": variants, "control": control, "comparisons": comparisons}

@@ -10,6 +10,7 @@ enforces that atomically, since retried producers and replays send the same even
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,3 +94,84 @@ def attribute(
         return NOT_IN_LIST
     return Credit(impression.recommendation_id, impression.placement, impression.variant,
                   item_id, position, event_type)
+
+
+class Attributor:
+    """Credits feedback events against stored impressions, through a feedback store.
+
+    An event whose impression has not arrived yet (the impressions topic can lag the
+    events topic) waits up to ``grace`` seconds of wall time and is tried again; after
+    that it counts as ``no_impression``. Waiting events live in memory: a worker crash
+    loses them (their Kafka offsets are already committed), which is documented.
+
+    Examples
+    --------
+    >>> from recommender.feedback import InMemoryFeedback
+    >>> store = InMemoryFeedback()
+    >>> attributor = Attributor(store, window=3600, grace=5, reward_types={"click"})
+    >>> shown = Impression("r1", "ann", "home", "B", "hybrid", ("tea", "cup"), 100.0)
+    >>> attributor.credit_many([("r2", "ann", "cup", "click", 110.0)], now=0.0)
+    {}
+    >>> attributor.record_impressions([shown, Impression("r2", "ann", "home", "A",
+    ...                                "popular", ("cup",), 100.0)])
+    2
+    >>> attributor.credit_many([("r1", "ann", "cup", "click", 120.0),
+    ...                         ("r1", "ann", "cup", "click", 121.0)], now=1.0)
+    {'credited': 2, 'duplicate': 1}
+    >>> store.variant_counters("home")["A"]["lists_rewarded"]
+    1
+    """
+
+    def __init__(self, store, window: float, grace: float, reward_types: Collection[str]
+                 ) -> None:
+        self.store = store
+        self.window = window
+        self.grace = grace
+        self.reward_types = frozenset(reward_types)
+        self._waiting: list[tuple[float, tuple]] = []  # (give up at, event)
+        self._lock = threading.Lock()
+
+    @property
+    def ttl(self) -> float:
+        """Impressions outlive the window so late events are told apart from unknown ones."""
+        return 2 * self.window + self.grace
+
+    def record_impressions(self, impressions) -> int:
+        return self.store.record_impressions(impressions, self.ttl)
+
+    def credit_many(self, events, now: float) -> dict[str, int]:
+        """Attribute ``(recommendation_id, user_id, item_id, event_type, timestamp)``
+        tuples plus any waiting ones; returns outcome counts (``credited`` included)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+            candidates = [event for _, event in waiting]
+            give_up = [deadline for deadline, _ in waiting]
+            for event in events:
+                if event[3] in self.reward_types:
+                    candidates.append(tuple(event))
+                    give_up.append(now + self.grace)
+            if not candidates:
+                return {}
+            shown = self.store.impressions({event[0] for event in candidates})
+            outcomes: dict[str, int] = {}
+            credits = []
+            for event, deadline in zip(candidates, give_up, strict=True):
+                rid, user, item, kind, timestamp = event
+                result = attribute(shown.get(rid), user, item, kind, timestamp,
+                                   self.window, self.reward_types)
+                if result == NO_IMPRESSION and now < deadline:
+                    self._waiting.append((deadline, event))
+                elif isinstance(result, Credit):
+                    credits.append(result)
+                else:
+                    outcomes[result] = outcomes.get(result, 0) + 1
+            fresh = self.store.credit(credits, self.ttl)
+            if fresh:
+                outcomes["credited"] = sum(fresh)
+                if len(fresh) > sum(fresh):
+                    outcomes["duplicate"] = len(fresh) - sum(fresh)
+            self.store.count_outcomes(outcomes)
+            return outcomes
+
+    def waiting(self) -> int:
+        return len(self._waiting)

@@ -3,8 +3,9 @@ offline evaluation all run, over any :class:`~recommender.store.StateStore`."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
@@ -15,6 +16,7 @@ from recommender.popularity import DecayedPopularity
 from recommender.store import StateStore, StateUpdate
 
 MODELS = ("popular", "cooccurrence", "mf", "hybrid")
+HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular")
 
 
 @dataclass(frozen=True)
@@ -133,15 +135,21 @@ class Engine:
         return self.cooccurrence.similar(item_id, neighbours, counts, k)
 
     def recommend(
-        self, user_id: UserId, k: int, now: float, model: str = "cooccurrence"
+        self, user_id: UserId, k: int, now: float, model: str = "cooccurrence",
+        params: Mapping[str, float] | None = None,
     ) -> Recommendations:
         """Top-k by the named model, never items the user already interacted with.
 
-        ``model`` is one of :data:`MODELS`. The result names the model that actually
-        ranked the list: an unknown user gets ``popular`` from every model.
+        ``model`` is one of :data:`MODELS`; ``params`` override the hybrid blend
+        (``hybrid_mf``, ``hybrid_cooccurrence``, ``hybrid_popular``) for this request. The
+        result names the model that actually ranked the list: an unknown user gets
+        ``popular`` from every model.
         """
         if model not in MODELS:
             raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
+        unknown = set(params or ()) - set(HYBRID_PARAMS)
+        if unknown:
+            raise ValueError(f"params: {sorted(unknown)} are not among {list(HYBRID_PARAMS)}")
         history = self.store.history(user_id, self.config.history_length)
         seen = [item for item, _ in history]
         if model == "popular":
@@ -152,7 +160,7 @@ class Engine:
         elif model == "mf":
             ranked = self._factors(user_id, k, seen)
         else:
-            ranked = self._hybrid(user_id, recent, k, seen, now)
+            ranked = self._hybrid(user_id, recent, k, seen, now, params or {})
         used = model if ranked else "popular"
         if len(ranked) < k:
             chosen = seen + [item for item, _ in ranked]
@@ -179,10 +187,11 @@ class Engine:
         return [] if vector is None else self.item_index.top(vector, k, exclude=seen)
 
     def _hybrid(
-        self, user_id: UserId, recent: list[ItemId], k: int, seen: list[ItemId], now: float
+        self, user_id: UserId, recent: list[ItemId], k: int, seen: list[ItemId], now: float,
+        params: Mapping[str, float],
     ) -> list[Scored]:
         """Blend MF, co-occurrence and popularity over the union of their candidates."""
-        config = self.config
+        config = dataclasses.replace(self.config, **params) if params else self.config
         size = max(config.hybrid_candidates, k)
         sources = {
             "cooccurrence": dict(self._cooccurrence(recent, size, seen)),

@@ -2,7 +2,8 @@
 its in-memory implementation. ``streamrec.redis_feedback.RedisFeedback`` implements it on
 Redis; ``tests/contract_feedback.py`` runs one suite against both.
 
-Counters per placement and variant: ``impressions``, ``lists_rewarded`` (lists that earned
+Counters per placement and variant: ``impressions`` (lists shown), ``items_shown``,
+``lists_rewarded`` (lists that earned
 at least one reward: the take-rate's numerator), one per rewarded event type (``click``,
 ``purchase``, ...) and one per type and position (``click@0``).
 """
@@ -72,7 +73,9 @@ class InMemoryFeedback:
             if impression.recommendation_id in self._impressions:
                 continue
             self._impressions[impression.recommendation_id] = impression
-            self._counters[impression.placement][impression.variant]["impressions"] += 1
+            counters = self._counters[impression.placement][impression.variant]
+            counters["impressions"] += 1
+            counters["items_shown"] += len(impression.items)
             new += 1
         return new
 

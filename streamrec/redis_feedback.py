@@ -21,6 +21,7 @@ SEPARATOR = "|"
 _RECORD_IMPRESSION = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|impressions', 1)
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|items_shown', ARGV[4])
   return 1
 end
 return 0
@@ -59,7 +60,8 @@ class RedisFeedback:
             self._record(
                 keys=[self.key(keys.IMPRESSION, impression.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, impression.placement)],
-                args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant],
+                args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant,
+                      len(impression.items)],
                 client=pipe,
             )
         return sum(pipe.execute())

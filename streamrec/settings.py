@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "events.dlq"
     items_topic: str = "items"
     users_topic: str = "users"
+    impressions_topic: str = "impressions"
+    metrics_topic: str = "metrics"
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
 
@@ -70,6 +72,14 @@ class Settings(BaseSettings):
     hybrid_popular: float = Field(default=0.2, ge=0)
     hybrid_candidates: int = Field(default=100, ge=1)
     default_model: str = "hybrid"
+
+    # Feedback loop
+    attribution_window_seconds: float = Field(default=1800.0, gt=0)
+    attribution_grace_seconds: float = Field(default=10.0, ge=0)
+    reward_event_types: list[str] = Field(
+        default_factory=lambda: ["click", "add_to_cart", "purchase"])
+    allocation_refresh_seconds: float = Field(default=0.5, gt=0)
+    exploration_floor: float = Field(default=0.05, ge=0, le=1)
 
     # API
     api_host: str = "127.0.0.1"

@@ -14,6 +14,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     return [
         NewTopic(settings.events_topic, partitions, replicas),
         NewTopic(settings.dead_letter_topic, partitions, replicas),
+        NewTopic(settings.impressions_topic, partitions, replicas),
+        NewTopic(settings.metrics_topic, 1, replicas),
         NewTopic(settings.items_topic, partitions, replicas, topic_configs=compacted),
         NewTopic(settings.users_topic, partitions, replicas, topic_configs=compacted),
     ]

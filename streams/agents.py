@@ -11,18 +11,29 @@ import asyncio
 import logging
 import time
 
+from recommender.attribution import Attributor
 from recommender.engine import Engine
 from schemas.models import Item, User
+from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streams.app import app, settings
-from streams.decode import Rejected, decode_catalog, decode_events
-from streams.topics import dead_letter_topic, events_topic, items_topic, users_topic
+from streams.decode import Rejected, decode_catalog, decode_events, decode_impressions
+from streams.topics import (
+    dead_letter_topic,
+    events_topic,
+    impressions_topic,
+    items_topic,
+    users_topic,
+)
 
 log = logging.getLogger(__name__)
 
 store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
 engine = Engine(store, settings.engine_config())
 weights = settings.weights()
+attributor = Attributor(RedisFeedback(store.client, settings.redis_prefix),
+                        settings.attribution_window_seconds, settings.attribution_grace_seconds,
+                        settings.reward_event_types)
 
 
 async def send_to_dead_letters(rejected: list[Rejected]) -> None:
@@ -44,14 +55,36 @@ async def send_to_dead_letters(rejected: list[Rejected]) -> None:
 
 @app.agent(events_topic, concurrency=1)
 async def update_recommendation_state(stream):
+    """Learn every model from a batch, then credit the batch's feedback to its variants."""
     async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
-        interactions, rejected = decode_events([event.message for event in batch], weights)
-        await send_to_dead_letters(rejected)
-        if interactions:
+        decoded = decode_events([event.message for event in batch], weights)
+        await send_to_dead_letters(decoded.rejected)
+        if decoded.interactions:
             started = time.perf_counter()
-            await asyncio.to_thread(engine.learn_many, interactions)
-            log.debug("applied %d events in %.1f ms", len(interactions),
+            await asyncio.to_thread(engine.learn_many, decoded.interactions)
+            log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                       1000 * (time.perf_counter() - started))
+        if decoded.feedback:
+            events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)
+                      for f in decoded.feedback]
+            await asyncio.to_thread(attributor.credit_many, events, time.time())
+
+
+@app.agent(impressions_topic, concurrency=1)
+async def record_impressions(stream):
+    """Keep what was shown (for the attribution window) and count it per variant."""
+    async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
+        impressions, rejected = decode_impressions([event.message for event in batch])
+        await send_to_dead_letters(rejected)
+        if impressions:
+            await asyncio.to_thread(attributor.record_impressions, impressions)
+
+
+@app.timer(interval=1.0)
+async def retry_waiting_feedback():
+    """Feedback that arrived before its impression is tried again until its grace ends."""
+    if attributor.waiting():
+        await asyncio.to_thread(attributor.credit_many, [], time.time())
 
 
 async def _update_catalog(stream, model, put) -> None:

@@ -5,11 +5,13 @@ Pure of Faust so that it can be tested on plain records; the agents only move by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from pydantic import ValidationError
 
+from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
 from schemas.models import EventContractError, Item, User, describe, parse_event
@@ -39,12 +41,28 @@ class Rejected:
         ]
 
 
-def decode_events(
-    records: list[Record], weights: EventWeights
-) -> tuple[list[Interaction], list[Rejected]]:
+@dataclass(frozen=True)
+class Feedback:
+    """An event that names the list it came from (its ``recommendation_id``)."""
+
+    recommendation_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp: float
+
+
+@dataclass
+class DecodedEvents:
+    interactions: list[Interaction] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents:
     """Validate each record; events without a timestamp take the record's (broker) time."""
-    interactions: list[Interaction] = []
-    rejected: list[Rejected] = []
+    decoded = DecodedEvents()
+    interactions, rejected = decoded.interactions, decoded.rejected
     for record in records:
         if record.value is None:
             rejected.append(Rejected(record, "body: empty message"))
@@ -63,7 +81,22 @@ def decode_events(
             Interaction(event.user_id, event.item_id, timestamp,
                         weights.weight(event.event_type, event.value))
         )
-    return interactions, rejected
+        if event.recommendation_id is not None:
+            decoded.feedback.append(Feedback(event.recommendation_id, event.user_id,
+                                             event.item_id, event.event_type, timestamp))
+    return decoded
+
+
+def decode_impressions(records: list[Record]) -> tuple[list[Impression], list[Rejected]]:
+    """Impressions come from the API; anything else on the topic is rejected, not fatal."""
+    impressions: list[Impression] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            impressions.append(Impression.from_dict(orjson.loads(record.value or b"")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            rejected.append(Rejected(record, f"impression: {error!r}"))
+    return impressions, rejected
 
 
 def decode_catalog(

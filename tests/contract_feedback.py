@@ -20,7 +20,7 @@ class FeedbackContract:
         assert feedback.record_impressions([impression("r1"), impression("r2")], 60) == 2
         assert feedback.record_impressions([impression("r1")], 60) == 0  # a replay
         assert feedback.impressions(["r1", "missing"]) == {"r1": impression("r1")}
-        assert feedback.variant_counters("home") == {"B": {"impressions": 2}}
+        assert feedback.variant_counters("home") == {"B": {"impressions": 2, "items_shown": 4}}
 
     def test_credits_count_once_per_list_item_and_type(self, feedback):
         feedback.record_impressions([impression("r1"), impression("r2", "A")], 60)
@@ -29,9 +29,10 @@ class FeedbackContract:
                                  credit("r2", item="tea", position=0, variant="A")], 60)
         assert fresh == [True, False, True, True, True]
         counters = feedback.variant_counters("home")
-        assert counters["B"] == {"impressions": 1, "click": 2, "click@1": 1, "click@0": 1,
-                                 "purchase": 1, "purchase@1": 1, "lists_rewarded": 1}
-        assert counters["A"] == {"impressions": 1, "click": 1, "click@0": 1,
+        assert counters["B"] == {"impressions": 1, "items_shown": 2, "click": 2, "click@1": 1,
+                                 "click@0": 1, "purchase": 1, "purchase@1": 1,
+                                 "lists_rewarded": 1}
+        assert counters["A"] == {"impressions": 1, "items_shown": 2, "click": 1, "click@0": 1,
                                  "lists_rewarded": 1}
         assert feedback.variant_counters("nowhere") == {}
 

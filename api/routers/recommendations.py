@@ -4,10 +4,14 @@ import time
 import uuid
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, SettingsDep
+from api.allocation import DEFAULT_PLACEMENT
+from api.deps import AllocationDep, EngineDep, ProducerDep, SettingsDep
 from api.models import ItemList, K, RecommendationList, ScoredItem
+from recommender.attribution import Impression
 from schemas.models import Id
 
 router = APIRouter(tags=["recommendations"])
@@ -19,26 +23,47 @@ def _items(scored) -> list[ScoredItem]:
     return [ScoredItem(item_id=item, score=score) for item, score in scored]
 
 
+Placement = Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                 description="Where the list is shown (home, item_page ...).")]
+
+
 @router.get("/recommendations", response_model=RecommendationList)
-def recommendations(
+async def recommendations(
     engine: EngineDep,
     settings: SettingsDep,
+    allocation: AllocationDep,
+    producer: ProducerDep,
     user_id: Annotated[Id, Query()],
     k: K = 10,
-    model: Annotated[ModelName | None, Query(description="Default: the configured model.")]
+    placement: Placement = DEFAULT_PLACEMENT,
+    model: Annotated[ModelName | None, Query(
+        description="Force a model and skip allocation; default: the placement's variant.")]
     = None,
 ) -> RecommendationList:
     """Top-k for a user, never items they already interacted with.
 
-    Models: ``cooccurrence`` (neighbours of their recent items), ``mf`` (online matrix
-    factorisation), ``hybrid`` (a blend of both with popularity), ``popular``. Lists are
-    filled with popular items; an unknown user gets popular items from every model, and
-    ``model`` in the answer says which model actually ranked the list.
+    The placement's allocation (A/B split or bandit) picks a variant: a model with its
+    parameters. Models: ``cooccurrence`` (neighbours of recent items), ``mf`` (online
+    matrix factorisation), ``hybrid`` (a blend of both with popularity), ``popular``.
+    Lists are filled with popular items; an unknown user gets popular items, and ``model``
+    says which model actually ranked the list. Send ``recommendation_id`` back with
+    clicks and conversions (``POST /events``) so the variant is credited.
     """
-    result = engine.recommend(user_id, k, now=time.time(), model=model or settings.default_model)
+    if model is None:
+        _, variant = allocation.choose(placement, user_id)
+        name, chosen, params = variant.name, variant.model, variant.params
+    else:
+        name, chosen, params = model, model, {}
+    now = time.time()
+    result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params)
+    recommendation_id = uuid.uuid4().hex
+    impression = Impression(recommendation_id, user_id, placement, name, result.model,
+                            tuple(item for item, _ in result.items), now)
+    producer.send_soon(settings.impressions_topic, user_id.encode(),
+                       orjson.dumps(impression.to_dict()))
     return RecommendationList(
-        recommendation_id=uuid.uuid4().hex, user_id=user_id, model=result.model,
-        items=_items(result.items),
+        recommendation_id=recommendation_id, user_id=user_id, placement=placement,
+        variant=name, model=result.model, items=_items(result.items),
     )
 
 

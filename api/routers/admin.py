@@ -1,0 +1,99 @@
+"""Placements and their variants, changed at run time; every change is versioned and logged."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.deps import AllocationDep
+from recommender import abtest
+from recommender.allocation import Placement, Variant
+from recommender.engine import HYBRID_PARAMS
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class VariantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    model: Literal["popular", "cooccurrence", "mf", "hybrid"]
+    weight: float = Field(default=1.0, ge=0, description="Split share; 0 switches it off.")
+    params: dict[Literal[HYBRID_PARAMS], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Hybrid blend weights.")
+
+
+class PlacementBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["split", "bandit"] = "split"
+    floor: float = Field(default=0.05, ge=0, le=1,
+                         description="Bandit: least share of traffic per live variant.")
+    pin: Name | None = Field(default=None, description="Serve only this variant.")
+    variants: Annotated[list[VariantBody], Field(min_length=1, max_length=16)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PlacementBody:
+        names = [variant.name for variant in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variants: names must be unique")
+        if self.pin is not None and self.pin not in names:
+            raise ValueError(f"pin: {self.pin!r} is not one of the variants {names}")
+        if self.pin is None and not any(variant.weight > 0 for variant in self.variants):
+            raise ValueError("variants: at least one needs a weight above 0 (or pin one)")
+        if self.strategy == "bandit" and self.floor * len(names) > 1:
+            raise ValueError(f"floor: {self.floor} x {len(names)} variants exceeds 1")
+        return self
+
+
+@router.get("/placements")
+def placements(allocation: AllocationDep) -> dict[str, dict]:
+    """Every configured placement (an unconfigured one serves the default model)."""
+    return allocation.feedback.placements()
+
+
+@router.put("/placements/{name}")
+async def put_placement(
+    name: PlacementName, body: PlacementBody, allocation: AllocationDep,
+    author: Annotated[str, Header(alias="X-Streamrec-Author", max_length=128)] = "api",
+) -> dict:
+    """Create or change a placement. Takes effect on every API replica within
+    ``allocation_refresh_seconds``; the change is recorded with its author and time."""
+    placement = Placement(
+        name, tuple(Variant(v.name, v.model, v.weight, dict(v.params)) for v in body.variants),
+        strategy=body.strategy, floor=body.floor, pin=body.pin,
+    )
+    stored = await run_in_threadpool(
+        allocation.feedback.put_placement, placement.to_dict(), author, time.time())
+    await run_in_threadpool(allocation.refresh)
+    return stored
+
+
+@router.get("/placements/{name}/log")
+def placement_log(name: PlacementName, allocation: AllocationDep,
+                  limit: Annotated[int, Field(ge=1, le=1000)] = 100) -> list[dict]:
+    """The placement's changes, newest first."""
+    log = allocation.feedback.placement_log(name, limit)
+    if not log:
+        raise HTTPException(404, detail=f"name: placement {name!r} was never configured")
+    return log
+
+
+@router.get("/placements/{name}/report")
+def placement_report(name: PlacementName, allocation: AllocationDep,
+                     control: Annotated[str | None, Field(max_length=64)] = None) -> dict:
+    """Per variant: lists shown, CTR, take-rate and conversions with 95% intervals, and
+    each variant against the control: lift, a two-proportion test, and the sample size
+    still needed. Also the events that earned nothing, by reason."""
+    report = abtest.placement_report(allocation.feedback.variant_counters(name), control)
+    placement = allocation.placement(name)
+    report["shares"] = allocation.allocator.shares(placement, allocation.stats(name), 500)
+    report["outcomes"] = allocation.feedback.outcomes()
+    return report
