@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 import streamrec
 from api.allocation import Allocation
+from api.metrics import MetricsHub
 from api.producer import EventProducer
-from api.routers import admin, catalog, events, health, recommendations
+from api.routers import admin, catalog, events, health, metrics, recommendations
 from recommender.engine import Engine
+from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
@@ -54,11 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allocation = Allocation(RedisFeedback(store.client, settings.redis_prefix),
                                 settings.default_model, settings.exploration_floor)
         app.state.allocation = allocation
+        hub = MetricsHub(settings, OpsStats(store.client, settings.redis_prefix),
+                         allocation.feedback, producer)
+        app.state.metrics = hub
         refreshers = [
             asyncio.create_task(keep_fresh("item factors", engine.refresh,
                                            settings.factor_refresh_seconds)),
             asyncio.create_task(keep_fresh("placements", allocation.refresh,
                                            settings.allocation_refresh_seconds)),
+            asyncio.create_task(hub.run()),
         ]
         try:
             yield
@@ -67,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
+            await hub.close()
             await producer.stop()
             store.client.close()
 
@@ -76,8 +84,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time recommendations from a Kafka event stream.",
         lifespan=lifespan,
     )
-    for module in (recommendations, events, catalog, admin, health):
+    for module in (recommendations, events, catalog, admin, metrics, health):
         app.include_router(module.router)
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        if route is not None and not request.url.path.startswith("/metrics"):
+            request.app.state.metrics.observe(route.path, time.perf_counter() - started)
+        return response
     return app
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what streamrec needs from Debian when it is missing: redis-server (state),
-# Java 17 and Maven (the Kafka broker), wrk (HTTP benchmarks). Needs root for apt-get;
+# Java 17 and Maven (the Kafka broker), wrk (HTTP benchmarks), Chromium (the dashboard's
+# browser test). Needs root for apt-get;
 # without root it names what is missing and stops.
 set -euo pipefail
-declare -A package=([redis-server]=redis-server [java]=openjdk-17-jre-headless [mvn]=maven [wrk]=wrk)
+declare -A package=([redis-server]=redis-server [java]=openjdk-17-jre-headless [mvn]=maven [wrk]=wrk
+                    [chromium]=chromium)
 missing=()
 for command in "${!package[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${package[$command]}")

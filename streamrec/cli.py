@@ -37,7 +37,9 @@ def worker(log_level: str) -> None:
 
     # Faust spells two of the levels its own way.
     faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", faust_level]
+    # --without-web: the worker serves nothing over HTTP (the API does), and two workers on
+    # one machine must not fight over Faust's web port.
+    sys.argv = [sys.argv[0], "worker", "--loglevel", faust_level, "--without-web"]
     app.main()
 
 

@@ -25,6 +25,7 @@ VARIANT_COUNTERS = "vstats"  # HASH "variant|counter" -> count, per placement
 OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
 PLACEMENTS = "placements"  # HASH placement -> JSON configuration (current version)
 PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
+FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
 
 

@@ -14,6 +14,7 @@ import time
 from recommender.attribution import Attributor
 from recommender.engine import Engine
 from schemas.models import Item, User
+from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streams.app import app, settings
@@ -31,9 +32,16 @@ log = logging.getLogger(__name__)
 store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
 engine = Engine(store, settings.engine_config())
 weights = settings.weights()
+ops = OpsStats(store.client, settings.redis_prefix)
 attributor = Attributor(RedisFeedback(store.client, settings.redis_prefix),
                         settings.attribution_window_seconds, settings.attribution_grace_seconds,
                         settings.reward_event_types)
+
+
+def freshness_samples(batch, now: float, most: int = 20) -> list[float]:
+    """Milliseconds from each record's Kafka time to now, for a spread of the batch."""
+    step = max(1, len(batch) // most)
+    return [max(0.0, (now - event.message.timestamp) * 1000) for event in batch[::step]]
 
 
 async def send_to_dead_letters(rejected: list[Rejected]) -> None:
@@ -64,6 +72,7 @@ async def update_recommendation_state(stream):
             await asyncio.to_thread(engine.learn_many, decoded.interactions)
             log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                       1000 * (time.perf_counter() - started))
+            await asyncio.to_thread(ops.record_freshness, freshness_samples(batch, time.time()))
         if decoded.feedback:
             events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)
                       for f in decoded.feedback]

@@ -1,0 +1,111 @@
+"""The dashboard in real headless Chromium (Debian's package), driven over the DevTools
+protocol: the page loads, receives snapshots from /metrics/stream and draws them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import aiohttp
+import orjson
+import pytest
+
+from streamrec.local.services import free_port
+from tests.api.conftest import wait_for
+
+
+@pytest.fixture(scope="module")
+def api_url(worker_env, services):
+    port = free_port()
+    env = dict(worker_env, STREAMREC_API_PORT=str(port))
+    with open(services["dir"] / "api-dashboard.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "api"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        assert wait_for(ready, timeout=60), "the API did not start"
+        yield url
+        process.terminate()
+        process.wait(20)
+
+
+async def _devtools(port: int, page_url: str, seconds: float) -> tuple[dict, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
+            target = await response.json(content_type=None)
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            counter = 0
+
+            async def call(method: str, **params):
+                nonlocal counter
+                counter += 1
+                await ws.send_str(orjson.dumps({"id": counter, "method": method,
+                                                "params": params}).decode())
+                async for message in ws:
+                    data = orjson.loads(message.data)
+                    if data.get("id") == counter:
+                        return data.get("result", {})
+                raise RuntimeError("DevTools closed the connection")
+
+            await call("Page.enable")
+            await call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                       deviceScaleFactor=1, mobile=False)
+            await call("Page.navigate", url=page_url)
+            await asyncio.sleep(seconds)
+            probe = ("JSON.stringify({updates: Number(document.getElementById('updates')"
+                     ".dataset.count), drawn: document.body.dataset.drawn === 'true',"
+                     " canvases: document.querySelectorAll('canvas').length,"
+                     " rows: document.querySelectorAll('#variants tbody tr').length})")
+            result = await call("Runtime.evaluate", expression=probe, returnByValue=True)
+            shot = await call("Page.captureScreenshot", format="png")
+            return orjson.loads(result["result"]["value"]), base64.b64decode(shot["data"])
+
+
+def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is missing: run `make system` (Debian: apt-get install chromium)"
+    client.put(f"/admin/placements/dash-{run}", json={"variants": [
+        {"name": "A", "model": "popular"}, {"name": "B", "model": "hybrid"}]})
+    client.post("/events", json=[{"user_id": f"{run}-u", "item_id": f"{run}-i{n}",
+                                  "event_type": "view"} for n in range(5)])
+    for n in range(10):
+        client.get("/recommendations", params={"user_id": f"{run}-u{n}",
+                                               "placement": f"dash-{run}"})
+    port = free_port()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
+         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def devtools_up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        assert wait_for(devtools_up, timeout=30), "Chromium's DevTools did not come up"
+        state, png = asyncio.run(_devtools(port, f"{api_url}/dashboard", seconds=4.5))
+    finally:
+        browser.terminate()
+        browser.wait(20)
+    screenshot = os.environ.get("STREAMREC_DASHBOARD_SCREENSHOT", str(tmp_path / "dash.png"))
+    with open(screenshot, "wb") as file:
+        file.write(png)
+    print(f"dashboard state {state}; screenshot {screenshot}")
+    assert state["updates"] >= 3  # about one snapshot a second
+    assert state["drawn"] and state["canvases"] >= 3
+    assert state["rows"] >= 1  # the placement's variants are listed
+    assert png.startswith(b"\x89PNG")
