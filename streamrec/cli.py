@@ -32,7 +32,9 @@ def worker(log_level: str) -> None:
     """Run a Faust worker that applies events to the recommendation state in Redis."""
     from streamrec.topics import ensure_topics
 
-    asyncio.run(ensure_topics(get_settings()))
+    settings = get_settings()
+    asyncio.run(ensure_topics(settings))
+    Path(settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
     from streams.app import app
 
     # Faust spells two of the levels its own way.
@@ -63,15 +65,50 @@ def api(workers: int) -> None:
 @click.option("--items", default=5000, show_default=True)
 @click.option("--categories", default=20, show_default=True)
 @click.option("--seed", default=42, show_default=True)
+@click.option("--loop-api", default=None, metavar="URL",
+              help="Also close the loop: simulated users request lists from this API and "
+                   "click what their hidden tastes like.")
+@click.option("--loop-rate", default=20.0, show_default=True, help="Loop requests per second.")
+@click.option("--placement", default="home", show_default=True, help="Placement the loop asks.")
 def simulate(
-    rate: float, count: int | None, users: int, items: int, categories: int, seed: int
+    rate: float, count: int | None, users: int, items: int, categories: int, seed: int,
+    loop_api: str | None, loop_rate: float, placement: str,
 ) -> None:
     """Produce a synthetic event stream (and its item catalog) into Kafka."""
+    import threading
+
     from streamrec.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
+    if loop_api:
+        threading.Thread(target=_close_the_loop, args=(simulation, loop_api, loop_rate,
+                                                       placement, seed), daemon=True).start()
     sent = asyncio.run(_produce_simulation(simulation, rate, count))
     click.echo(f"simulate: sent {sent} events")
+
+
+def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int) -> None:
+    import urllib.parse
+    import urllib.request
+
+    from streamrec.loop import run_loop
+
+    def fetch(user: str, where: str) -> dict:
+        query = urllib.parse.urlencode({"user_id": user, "placement": where})
+        with urllib.request.urlopen(f"{api}/recommendations?{query}", timeout=10) as response:
+            return orjson.loads(response.read())
+
+    def send(events: list[dict]) -> None:
+        request = urllib.request.Request(f"{api}/events", data=orjson.dumps(events),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+
+    while True:
+        try:
+            run_loop(simulation, fetch, send, 10**9, placement, rate=rate, seed=seed)
+        except OSError as error:  # the API restarting, say: wait and go on
+            logging.getLogger(__name__).warning("loop: %s; retrying in 2 s", error)
+            time.sleep(2)
 
 
 async def _produce_simulation(simulation, rate: float, count: int | None) -> int:
@@ -132,7 +169,8 @@ def up(run_dir: Path, rate: float) -> None:
     roles = {
         "worker": [sys.executable, "-m", "streamrec.cli", "worker", "--log-level", "warning"],
         "api": [sys.executable, "-m", "streamrec.cli", "api"],
-        "simulate": [sys.executable, "-m", "streamrec.cli", "simulate", "--rate", str(rate)],
+        "simulate": [sys.executable, "-m", "streamrec.cli", "simulate", "--rate", str(rate),
+                     "--loop-api", f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"],
     }
     processes = {}
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -141,13 +179,16 @@ def up(run_dir: Path, rate: float) -> None:
         log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         processes[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"
+    _configure_demo_placement(base)
     click.echo(
         "\nstreamrec is up:\n"
         f"  API          {base}   (docs: {base}/docs)\n"
-        f"  try          curl '{base}/recommendations?user_id=user-1&k=5'\n"
+        f"  dashboard    {base}/dashboard   (live CTR, take-rate, freshness, latency)\n"
+        f"  try          curl '{base}/recommendations?user_id=user-1&k=5&placement=home'\n"
+        f"               curl '{base}/admin/placements/home/report'\n"
         f"               curl '{base}/popular?k=5'\n"
         f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}"
-        "   (topics: events, events.dlq, items, users)\n"
+        "   (topics: events, events.dlq, items, users, impressions, metrics)\n"
         f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
         f"  logs         {run_dir / 'logs'}\n"
         "Ctrl-C stops everything.\n"
@@ -175,6 +216,69 @@ def up(run_dir: Path, rate: float) -> None:
                 process.kill()
         for service in reversed(started):
             service.stop()
+
+
+def _configure_demo_placement(base: str, timeout: float = 60.0) -> None:
+    """A bandit on placement "home" for the demo loop, unless one is configured already."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/admin/placements", timeout=2) as response:
+                if "home" in orjson.loads(response.read()):
+                    return
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the API at {base} did not come up") from None
+            time.sleep(0.5)
+    body = {"strategy": "bandit", "floor": 0.05, "variants": [
+        {"name": "hybrid", "model": "hybrid"}, {"name": "mf", "model": "mf"},
+        {"name": "popular", "model": "popular"}]}
+    request = urllib.request.Request(f"{base}/admin/placements/home", method="PUT",
+                                     data=orjson.dumps(body),
+                                     headers={"Content-Type": "application/json",
+                                              "X-Streamrec-Author": "streamrec up"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@main.command()
+@click.option("--placement", "placements", multiple=True,
+              help="Placements to report (default: every configured one).")
+@click.option("--control", default=None, help="The control variant (default: most shown).")
+def report(placements: tuple[str, ...], control: str | None) -> None:
+    """Print an A/B comparison per placement: rates with 95% intervals, lift, a
+    two-proportion test on take-rate and the sample size still needed."""
+    import redis
+
+    from recommender.abtest import NO_EFFECT, placement_report
+    from streamrec.redis_feedback import RedisFeedback
+
+    settings = get_settings()
+    feedback = RedisFeedback(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+    names = placements or tuple(sorted(feedback.placements()))
+    if not names:
+        raise click.ClickException("no placement is configured (PUT /admin/placements/NAME)")
+    for name in names:
+        result = placement_report(feedback.variant_counters(name), control)
+        click.echo(f"\nplacement {name} (control: {result['control']})")
+        click.echo(f"  {'variant':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}{'take-rate':>11}"
+                   f"{'95% CI':>18}{'conv.':>7}")
+        for variant, m in result["variants"].items():
+            low, high = m["take_rate_interval"]
+            click.echo(f"  {variant:<16}{m['impressions']:>8}{m['clicks']:>8}"
+                       f"{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
+                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}")
+        for variant, c in result["comparisons"].items():
+            if c["needed_per_variant"] >= NO_EFFECT:
+                click.echo(f"  {variant} vs {result['control']}: no difference observed yet")
+                continue
+            verdict = "significant" if c["p_value"] < 0.05 else "not significant yet"
+            click.echo(f"  {variant} vs {result['control']}: lift {c['lift']:+.1%}, "
+                       f"z {c['z']:.2f}, p {c['p_value']:.4f} ({verdict}); "
+                       f"{c['still_needed_per_variant']:,} more lists per variant needed "
+                       f"to detect this lift at alpha 0.05, power 0.8")
 
 
 @main.command()

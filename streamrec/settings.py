@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     # Worker
     worker_id: str = "streamrec"
+    data_dir: str = ".streamrec"  # local files of the worker (Faust's data directory)
     batch_size: int = Field(default=2000, ge=1)
     batch_within_seconds: float = Field(default=0.05, gt=0)
 

@@ -45,10 +45,11 @@ class Simulation:
 
     def __init__(
         self, users: int = 1000, items: int = 5000, categories: int = 20, seed: int = 42,
-        zipf: float = 1.1,
+        zipf: float = 1.1, prefix: str = "",
     ) -> None:
         self.users = users
         self.seed = seed
+        self.prefix = prefix
         self._rng = np.random.default_rng(seed)
         rng = self._rng
         category_of = rng.integers(0, categories, size=items)
@@ -61,14 +62,45 @@ class Simulation:
             popularity[members] = weights / weights.sum() if len(members) else weights
             self._members.append(members)
         self.catalog = Catalog(
-            item_ids=[f"item-{i}" for i in range(items)],
+            item_ids=[f"{prefix}item-{i}" for i in range(items)],
             categories=category_of,
             category_names=[f"category-{c}" for c in range(categories)],
             popularity=popularity,
         )
         self.tastes = [
-            rng.choice(categories, size=rng.integers(1, 4), replace=False) for _ in range(users)
+            rng.choice(categories, size=min(int(rng.integers(1, 4)), categories), replace=False)
+            for _ in range(users)
         ]
+
+    def user_id(self, user: int) -> str:
+        return f"{self.prefix}user-{user}"
+
+    def react(self, user: int, items: list[str], rng: np.random.Generator,
+              liked: float = 0.35, other: float = 0.02, purchase: float = 0.1
+              ) -> list[tuple[str, str]]:
+        """What a user does with a list shown to them, by their hidden tastes: each item in
+        a favourite category is clicked with ``liked`` probability (``other`` otherwise),
+        discounted by position; some clicks turn into purchases.
+
+        >>> sim = Simulation(users=2, items=10, categories=2, seed=1)
+        >>> rng = np.random.default_rng(0)
+        >>> reactions = sim.react(0, sim.catalog.item_ids, rng, liked=1.0, other=0.0)
+        >>> {kind for _, kind in reactions} <= {"click", "purchase"}
+        True
+        """
+        taste = set(int(c) for c in self.tastes[user])
+        index = {item: n for n, item in enumerate(self.catalog.item_ids)}
+        reactions = []
+        for position, item in enumerate(items):
+            row = index.get(item)
+            if row is None:
+                continue
+            chance = liked if int(self.catalog.categories[row]) in taste else other
+            if rng.random() < chance / (1 + 0.2 * position):
+                reactions.append((item, "click"))
+                if rng.random() < purchase:
+                    reactions.append((item, "purchase"))
+        return reactions
 
     def favourite_items(self, user: int, count: int) -> list[str]:
         """The most popular items in the user's favourite categories (their ground truth)."""
@@ -96,7 +128,7 @@ class Simulation:
                     if rng.random() >= probability:
                         break
                     now += float(rng.exponential(5.0))
-                    session.append({"user_id": f"user-{user}", "item_id": item,
+                    session.append({"user_id": self.user_id(user), "item_id": item,
                                     "event_type": event_type, "timestamp": round(now, 3)})
             yield session
 

@@ -16,6 +16,8 @@ app = faust.App(
     key_serializer="raw",
     value_serializer="raw",
     store="memory://",
+    # Faust keeps a small data directory per app; keep it out of the working tree's root.
+    datadir=f"{settings.data_dir}/faust/{{conf.name}}",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     web_enabled=False,

@@ -36,3 +36,23 @@ def worker(services, worker_env):
         yield process
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture
+def isolated_worker(services, worker_env):
+    """A worker of its own: its own topics, consumer group and Redis prefix, for tests
+    whose assertions need state no other test touches. Yields its settings overrides."""
+    import uuid
+
+    run = f"iso{uuid.uuid4().hex[:8]}"
+    names = {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
+             "dead_letter_topic": f"{run}.events.dlq", "items_topic": f"{run}.items",
+             "users_topic": f"{run}.users", "impressions_topic": f"{run}.impressions",
+             "metrics_topic": f"{run}.metrics"}
+    env = dict(worker_env, **{f"STREAMREC_{k.upper()}": v for k, v in names.items()})
+    with open(services["dir"] / f"worker-{run}.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        yield names
+        process.terminate()
+        process.wait(30)

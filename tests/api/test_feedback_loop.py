@@ -46,7 +46,8 @@ def test_clicks_are_credited_once_to_the_variant_that_served(client, run):
 
     variant = shown["variant"]
     report = wait_for(lambda: (r := _report(client, placement))["variants"]
-                      .get(variant, {}).get("clicks") and r, timeout=30)
+                      .get(variant, {}).get("clicks") and r["outcomes"].get("late") and r,
+                      timeout=30)
     metrics = report["variants"][variant]
     assert metrics["clicks"] == 1  # the duplicate was not counted
     assert metrics["lists_rewarded"] == 1

@@ -17,12 +17,12 @@ from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
 
 
-async def _produce(bootstrap: str, events: list[dict]) -> None:
+async def _produce(bootstrap: str, topic: str, events: list[dict]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         for event in events:
-            await producer.send("events", orjson.dumps(event), key=event["user_id"].encode())
+            await producer.send(topic, orjson.dumps(event), key=event["user_id"].encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -49,13 +49,14 @@ def _wait_applied(store: RedisStore, count: int, timeout: float = 60) -> None:
     assert store.events_applied() >= count
 
 
-def test_mf_state_moves_toward_what_a_user_just_touched(services, worker):
+def test_mf_state_moves_toward_what_a_user_just_touched(services, isolated_worker):
     run = uuid.uuid4().hex[:8]
-    store = RedisStore(redis.Redis.from_url(services["redis_url"]))
-    before = store.events_applied()
+    topic = isolated_worker["events_topic"]
+    store = RedisStore(redis.Redis.from_url(services["redis_url"]),
+                       isolated_worker["redis_prefix"])
     background = _clustered_events(run, rounds=150)
-    asyncio.run(_produce(services["bootstrap"], background))
-    _wait_applied(store, before + len(background))
+    asyncio.run(_produce(services["bootstrap"], topic, background))
+    _wait_applied(store, len(background))
     engine = Engine(store, Settings().engine_config())
 
     vector = store.user_factors([f"{run}-u0"])[f"{run}-u0"]
@@ -69,15 +70,15 @@ def test_mf_state_moves_toward_what_a_user_just_touched(services, worker):
     events = [{"user_id": newcomer, "item_id": item, "event_type": "click",
                "timestamp": time.time()} for item in touched]
     sent = time.monotonic()
-    asyncio.run(_produce(services["bootstrap"], events))
+    asyncio.run(_produce(services["bootstrap"], topic, events))
     deadline = sent + 30
     share = 0.0
     while time.monotonic() < deadline:
         engine.refresh()
         result = engine.recommend(newcomer, 10, now=time.time(), model="mf")
-        ours = [item for item, _ in result.items if item.startswith(run)]
-        if result.model == "mf" and ours:
-            share = sum(item.startswith(f"{run}-b") for item in ours) / len(ours)
+        ranked = [item for item, _ in result.items]
+        if result.model == "mf":
+            share = sum(item.startswith(f"{run}-b") for item in ranked) / len(ranked)
             if share >= 0.8:
                 break
         time.sleep(0.02)

@@ -1,0 +1,53 @@
+"""The simulator's closed loop: synthetic users with hidden tastes ask for recommendations,
+react to what they are shown (clicks and purchases carrying the ``recommendation_id``), and
+so let the bandit and the A/B report be shown, and tested, on one machine."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamrec.simulator import Simulation
+
+Fetch = Callable[[str, str], dict]  # (user_id, placement) -> GET /recommendations body
+Send = Callable[[list[dict]], None]  # events -> POST /events
+
+
+@dataclass
+class LoopResult:
+    requests: int = 0
+    served: list[str] = field(default_factory=list)  # the variant of each request, in order
+    rewarded: Counter = field(default_factory=Counter)  # variant -> lists with a click
+
+    def shares(self, last: int | None = None) -> dict[str, float]:
+        window = self.served[-last:] if last else self.served
+        counts = Counter(window)
+        return {name: count / len(window) for name, count in sorted(counts.items())}
+
+
+def run_loop(simulation: Simulation, fetch: Fetch, send: Send, requests: int,
+             placement: str, rate: float = 0.0, seed: int = 0) -> LoopResult:
+    """``requests`` list requests from random users, each followed by their reaction."""
+    rng = np.random.default_rng(seed)
+    result = LoopResult()
+    started = time.monotonic()
+    for number in range(requests):
+        user = int(rng.integers(simulation.users))
+        shown = fetch(simulation.user_id(user), placement)
+        result.requests += 1
+        result.served.append(shown["variant"])
+        reactions = simulation.react(user, [item["item_id"] for item in shown["items"]], rng)
+        if reactions:
+            result.rewarded[shown["variant"]] += 1
+            send([{"user_id": shown["user_id"], "item_id": item, "event_type": kind,
+                   "recommendation_id": shown["recommendation_id"]}
+                  for item, kind in reactions])
+        if rate > 0:
+            ahead = (number + 1) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    return result
