@@ -282,6 +282,42 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
 
 
 @main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "data_format", type=click.Choice(["ratings.csv", "u.data", "jsonl"]),
+              default=None, help="Default: from the file name.")
+@click.option("--k", default=10, show_default=True)
+@click.option("--models", default="popular,cooccurrence,mf,hybrid", show_default=True)
+@click.option("--baselines", default="ease-daily,river-funkmf", show_default=True,
+              help="Comma-separated; empty for none.")
+@click.option("--output-dir", default="evaluation", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", type=int, default=None, help="Only the first N events (by time).")
+@click.option("--batch-seconds", default=1.0, show_default=True,
+              help="Event time per replayed batch: the freshness being simulated.")
+@click.option("--retrain-every", default=86400.0, show_default=True,
+              help="Seconds of event time between refits of the batch baseline.")
+def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines: str,
+             output_dir: Path, limit: int | None, batch_seconds: float,
+             retrain_every: float) -> None:
+    """Prequential evaluation: each model ranks before it learns each event."""
+    from streamrec import evaluate as evaluation
+    from streamrec.datasets import DatasetError
+
+    try:
+        report = evaluation.run(
+            path, data_format, k, _names(models), _names(baselines), output_dir, limit,
+            batch_seconds, retrain_every, get_settings())
+    except (DatasetError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(evaluation.markdown(report))
+    click.echo(f"written: {output_dir / 'evaluation.md'}, evaluation.json, evaluation.png")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@main.command()
 @click.option("--events", default=100_000, show_default=True, help="Backlog for the ingest run.")
 @click.option("--users", default=10_000, show_default=True)
 @click.option("--items", default=10_000, show_default=True)
