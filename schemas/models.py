@@ -42,9 +42,14 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 
 
 def _date_time_string_only(value: Any) -> Any:
-    # pydantic would read "1700000000" as a date; the JSON Schema does not.
+    # pydantic would read "1700000000" as a date, and a number beyond the epoch-seconds
+    # range as milliseconds; the JSON Schema allows neither.
     if isinstance(value, str) and not _DATE_TIME.match(value):
         raise ValueError("a string timestamp must be an RFC 3339 date-time")
+    if isinstance(value, int | float) and not isinstance(value, bool) and not (
+            0 <= value <= MAX_TIMESTAMP):
+        raise ValueError("timestamp must be epoch seconds between 1970 and 2100 "
+                         "(milliseconds are a unit mistake)")
     return value
 
 
@@ -68,7 +73,7 @@ class Event(_Contract):
     item_id: Id
     event_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
     timestamp: Timestamp | None = None
-    value: float | None = None
+    value: Annotated[float, Strict()] | None = None
     event_id: Id | None = None
     recommendation_id: Id | None = None
     context: Annotated[dict[PropertyName, Scalar], Field(max_length=32)] = Field(
@@ -84,7 +89,7 @@ class Item(_Contract):
 
     item_id: Id
     categories: Annotated[list[Category], Field(max_length=32)] = Field(default_factory=list)
-    price: Annotated[float, Field(ge=0)] | None = None
+    price: Annotated[float, Strict(), Field(ge=0)] | None = None
     available: bool = True
     created_at: Timestamp | None = None
     properties: Annotated[dict[PropertyName, Scalar], Field(max_length=64)] = Field(

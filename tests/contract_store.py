@@ -1,0 +1,73 @@
+"""One suite for every StateStore (in memory, Redis): the two cannot drift apart.
+Subclasses provide the ``store`` fixture."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.factories import update, vector
+
+
+class StoreContract:
+    def test_increments_add_up(self, store):
+        store.apply(update(popularity={"tea": 1.0, "cup": 2.0}, item_counts={"tea": 1.0},
+                           category_popularity={"drinks": {"tea": 1.0}}, events=2))
+        store.apply(update(popularity={"tea": 2.5}, item_counts={"tea": 0.5},
+                           category_popularity={"drinks": {"tea": 1.0}}, events=1))
+        assert store.popular(5) == [("tea", 3.5), ("cup", 2.0)]
+        assert store.popular(5, "drinks") == [("tea", 2.0)]
+        assert store.popular(5, "nothing") == []
+        assert store.item_counts(["tea", "unknown"]) == {"tea": 1.5}
+        assert store.events_applied() == 3
+
+    def test_ties_follow_sorted_set_order(self, store):
+        store.apply(update(popularity={"a": 1.0, "c": 1.0, "b": 1.0}))
+        assert [item for item, _ in store.popular(3)] == ["c", "b", "a"]
+
+    def test_neighbours_keep_the_heaviest(self, store):
+        store.apply(update(max_neighbours=2, pairs={"tea": {"cup": 3.0, "pot": 1.0,
+                                                            "milk": 2.0}}))
+        store.apply(update(max_neighbours=2, pairs={"tea": {"pot": 5.0}}))
+        assert store.neighbours(["tea", "nobody"], 10) == {
+            "tea": [("pot", 5.0), ("cup", 3.0)], "nobody": []}
+
+    def test_history_keeps_greater_scores_and_its_length(self, store):
+        store.apply(update(history_length=3, history={"ann": {"tea": 10.0, "cup": 20.0}}))
+        store.apply(update(history_length=3, history={"ann": {"tea": 5.0, "pot": -30.0,
+                                                              "jam": 40.0}}))
+        assert store.history("ann", 10) == [("jam", 40.0), ("cup", 20.0), ("tea", 10.0)]
+        assert store.history("nobody", 10) == []
+
+    def test_windows_are_positive_newest_first(self, store):
+        store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0, "pot": 30.0}}))
+        assert store.windows(["ann", "bob"], 5) == {"ann": [("pot", 30.0), ("tea", 10.0)],
+                                                    "bob": []}
+        assert store.windows(["ann"], 1) == {"ann": [("pot", 30.0)]}
+
+    def test_catalog_documents(self, store):
+        store.put_items([("tea", {"item_id": "tea", "categories": ["drinks"]}),
+                         ("cup", {"item_id": "cup"})])
+        store.put_users([("ann", {"user_id": "ann", "properties": {"tier": "gold"}})])
+        assert store.get_item("tea") == {"item_id": "tea", "categories": ["drinks"]}
+        assert store.get_item("nothing") is None
+        assert store.get_user("ann")["properties"] == {"tier": "gold"}
+        assert store.item_categories(["tea", "cup", "nothing"]) == {"tea": ["drinks"],
+                                                                   "cup": []}
+
+    def test_factors_round_trip_and_changes_are_never_skipped(self, store):
+        cursor, changed = store.changed_items(None)
+        assert changed == {}
+        store.apply(update(user_factors={"ann": vector(0.5, 1.0)},
+                           item_factors={"tea": vector(1.0, 0.0), "cup": vector(0.0, 2.0)}))
+        assert np.array_equal(store.user_factors(["ann", "bob"])["ann"], vector(0.5, 1.0))
+        assert set(store.item_factors(["tea", "cup", "pot"])) == {"tea", "cup"}
+        cursor, changed = store.changed_items(cursor)
+        assert set(changed) == {"tea", "cup"}
+        store.apply(update(item_factors={"tea": vector(3.0, 3.0)}))
+        _, changed = store.changed_items(cursor)
+        assert "tea" in changed and np.array_equal(changed["tea"], vector(3.0, 3.0))
+        assert set(store.sample_items(10)) == {"tea", "cup"}
+        assert len(store.sample_items(1)) == 1
+
+    def test_ping(self, store):
+        assert store.ping() is True
