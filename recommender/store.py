@@ -7,6 +7,7 @@ Redis sorted sets: descending by score, ties by descending member.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -99,8 +100,9 @@ class StateStore(Protocol):
 
 def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     """Sorted-set order: by score, then member, both descending."""
-    ranked = sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
-    return ranked if k is None else ranked[:k]
+    if k is not None and k < len(scores):
+        return heapq.nlargest(k, scores.items(), key=lambda pair: (pair[1], pair[0]))
+    return sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
 
 
 class InMemoryStore:

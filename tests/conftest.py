@@ -1,5 +1,11 @@
-"""Session fixtures: a real Kafka broker and a real redis-server as local processes, plus a
-real worker process. (The testcontainers path for machines with Docker is not written yet.)"""
+"""Session fixtures: a real Kafka broker (KRaft) and a real Redis, plus a real worker.
+
+Where a Docker engine answers, they run in containers (testcontainers); where none does
+(testcontainers raises ``docker.errors.DockerException`` when it builds its client), they
+run as local processes provisioned by ``streamrec.local.services``: the Kafka jars from
+Maven Central and Debian's redis-server. ``STREAMREC_TEST_SERVICES=local`` forces the
+local processes, ``=docker`` forbids the fallback.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,43 @@ import pytest
 
 from streamrec.local.services import LocalKafka, LocalRedis
 
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.7.1"  # Kafka 3.7, KRaft (testcontainers' module)
+REDIS_IMAGE = "redis:7.4"
+
+
+def _containers():
+    """Started Kafka and Redis containers, or None when no Docker engine answers."""
+    from docker.errors import DockerException
+
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.redis import RedisContainer
+
+        kafka = KafkaContainer(KAFKA_IMAGE).with_kraft()
+        redis_container = RedisContainer(REDIS_IMAGE)
+    except DockerException:
+        return None
+    kafka.start()
+    redis_container.start()
+    return kafka, redis_container
+
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
     base = tmp_path_factory.mktemp("services")
+    mode = os.environ.get("STREAMREC_TEST_SERVICES", "auto")
+    containers = None if mode == "local" else _containers()
+    if containers is None and mode == "docker":
+        pytest.fail("STREAMREC_TEST_SERVICES=docker but no Docker engine answers")
+    if containers is not None:
+        kafka, redis_container = containers
+        host = redis_container.get_container_host_ip()
+        port = redis_container.get_exposed_port(6379)
+        yield {"redis_url": f"redis://{host}:{port}/0",
+               "bootstrap": kafka.get_bootstrap_server(), "dir": base}
+        kafka.stop()
+        redis_container.stop()
+        return
     redis_server = LocalRedis(base / "redis").start()
     kafka = LocalKafka(base / "kafka").start()
     yield {"redis_url": redis_server.url, "bootstrap": kafka.bootstrap, "dir": base}
