@@ -115,8 +115,18 @@ def stack(run_dir: Path | None = None) -> Iterator[Stack]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-async def produce_backlog(current: Stack, simulation: Simulation, count: int) -> float:
-    """Produce the catalog and ``count`` events; returns the producer's events/s."""
+def cover_catalog(simulation: Simulation, start: float) -> list[dict]:
+    """One view of every item by a random user, so every item has factors."""
+    users = simulation.users
+    return [{"user_id": simulation.user_id((n * 7919) % users), "item_id": item,
+             "event_type": "view", "timestamp": start + n * 1e-3}
+            for n, item in enumerate(simulation.catalog.item_ids)]
+
+
+async def produce_backlog(current: Stack, simulation: Simulation, count: int,
+                          cover: bool = False) -> float:
+    """Produce the catalog and ``count`` events (after one view of every item when
+    ``cover``); returns the producer's events/s."""
     from aiokafka import AIOKafkaProducer
 
     from streamrec.settings import Settings
@@ -134,7 +144,9 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int) ->
                                 key=item["item_id"].encode())
         started = time.perf_counter()
         now = time.time()
-        for event in simulation.events(count, start=now - count * 0.01):
+        covering = cover_catalog(simulation, now - count * 0.02) if cover else []
+        for event in [*covering, *simulation.events(count - len(covering),
+                                                    start=now - count * 0.01)]:
             await producer.send(settings.events_topic, orjson.dumps(event),
                                 key=event["user_id"].encode())
         await producer.flush()
@@ -163,9 +175,9 @@ class IngestResult:
     startup_seconds: float
 
 
-def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 600.0
-           ) -> IngestResult:
-    produced_rate = asyncio.run(produce_backlog(current, simulation, count))
+def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 900.0,
+           cover: bool = False) -> IngestResult:
+    produced_rate = asyncio.run(produce_backlog(current, simulation, count, cover))
     store = current.store()
     launched = time.perf_counter()
     worker = current.spawn("worker", ["worker", "--log-level", "warning"])

@@ -331,8 +331,11 @@ def _names(text: str) -> list[str]:
               help="Also write the figures as JSON here.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Keep logs and data here (default: a temporary directory, removed).")
+@click.option("--cover-catalog", is_flag=True,
+              help="Start the backlog with one view of every item (a full MF index).")
 def bench(events: int, users: int, items: int, categories: int, probes: int, duration: int,
-          connections: int, models: str, output: Path | None, run_dir: Path | None) -> None:
+          connections: int, models: str, output: Path | None, run_dir: Path | None,
+          cover_catalog: bool) -> None:
     """Measure ingest events/s, freshness and GET /recommendations latency on this machine."""
     from streamrec import bench as measure
     from streamrec.simulator import Simulation
@@ -341,7 +344,7 @@ def bench(events: int, users: int, items: int, categories: int, probes: int, dur
     figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with measure.stack(run_dir) as current:
         click.echo(f"ingest: producing {events} events, then starting one worker ...")
-        result = measure.ingest(current, simulation, events)
+        result = measure.ingest(current, simulation, events, cover=cover_catalog)
         figures["ingest"] = vars(result)
         click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
                    f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, startup "
