@@ -1,4 +1,8 @@
-"""Dependency aliases: handlers declare what they need by type."""
+"""Dependency aliases: handlers declare what they need by type.
+
+The providers are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
+its thread pool, a thread hop per dependency per request for a dictionary lookup.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +17,23 @@ from recommender.weights import EventWeights
 from streamrec.settings import Settings
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def _producer(request: Request) -> EventProducer:
+async def _producer(request: Request) -> EventProducer:
     return request.app.state.producer
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _weights(request: Request) -> EventWeights:
+async def _weights(request: Request) -> EventWeights:
     return request.app.state.weights
 
 
-def _allocation(request: Request) -> Allocation:
+async def _allocation(request: Request) -> Allocation:
     return request.app.state.allocation
 
 

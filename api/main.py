@@ -8,7 +8,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 import streamrec
 from api.allocation import Allocation
@@ -39,6 +39,28 @@ async def keep_fresh(what: str, refresh, every: float) -> None:
                             what, error, every)
             failing = True
         await asyncio.sleep(every)
+
+
+class RequestTimer:
+    """Times each request into the metrics hub, by route template. Pure ASGI: the
+    ``@app.middleware("http")`` form costs a task and a stream per request."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            hub = getattr(scope["app"].state, "metrics", None)
+            if route is not None and hub is not None and not scope["path"].startswith(
+                    "/metrics"):
+                hub.observe(route.path, time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,14 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (recommendations, events, catalog, admin, metrics, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def time_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        if route is not None and not request.url.path.startswith("/metrics"):
-            request.app.state.metrics.observe(route.path, time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestTimer)
     return app
 
 

@@ -16,7 +16,7 @@ router = APIRouter(tags=["metrics"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-def _hub(request: Request) -> MetricsHub:
+async def _hub(request: Request) -> MetricsHub:
     return request.app.state.metrics
 
 
