@@ -36,7 +36,7 @@ class PeriodicEASE:
     """
 
     def __init__(self, retrain_every: float = 86400.0, regularization: float = 250.0,
-                 max_items: int = 1500) -> None:
+                 max_items: int = 1000) -> None:
         self.retrain_every = retrain_every
         self.regularization = regularization
         self.max_items = max_items

@@ -105,6 +105,37 @@ def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     return sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
 
 
+class _ScoreArray:
+    """A sorted set of many members read top-k often (global popularity): scores in a
+    numpy array, so top-k is an argpartition instead of a heap over a dict."""
+
+    def __init__(self) -> None:
+        self._members: list[str] = []
+        self._index: dict[str, int] = {}
+        self._scores = np.zeros(1024)
+
+    def add(self, member: str, increment: float) -> None:
+        row = self._index.get(member)
+        if row is None:
+            row = self._index[member] = len(self._members)
+            self._members.append(member)
+            if row == len(self._scores):
+                self._scores = np.concatenate([self._scores, np.zeros(len(self._scores))])
+        self._scores[row] += increment
+
+    def top(self, k: int) -> list[Scored]:
+        count = len(self._members)
+        scores = self._scores[:count]
+        if k < count:
+            # Everything tied with the k-th score comes along, so the exact sorted-set
+            # order (score, then member, descending) decides who is cut.
+            threshold = np.partition(scores, count - k)[count - k]
+            rows = np.flatnonzero(scores >= threshold)
+        else:
+            rows = np.arange(count)
+        return top({self._members[r]: float(scores[r]) for r in rows}, k)
+
+
 class InMemoryStore:
     """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
 
@@ -112,7 +143,7 @@ class InMemoryStore:
         self._history: dict[UserId, dict[ItemId, float]] = defaultdict(dict)
         self._neighbours: dict[ItemId, dict[ItemId, float]] = defaultdict(dict)
         self._counts: dict[ItemId, float] = defaultdict(float)
-        self._popular: dict[ItemId, float] = defaultdict(float)
+        self._popular = _ScoreArray()
         self._popular_by_category: dict[Category, dict[ItemId, float]] = defaultdict(
             lambda: defaultdict(float)
         )
@@ -138,7 +169,7 @@ class InMemoryStore:
 
     def apply(self, update: StateUpdate) -> None:
         for item, increment in update.popularity.items():
-            self._popular[item] += increment
+            self._popular.add(item, increment)
         for category, increments in update.category_popularity.items():
             scores = self._popular_by_category[category]
             for item, increment in increments.items():
@@ -177,7 +208,7 @@ class InMemoryStore:
 
     def popular(self, k: int, category: Category | None = None) -> list[Scored]:
         if category is None:
-            return top(self._popular, k)
+            return self._popular.top(k)
         return top(self._popular_by_category.get(category, {}), k)
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
