@@ -157,7 +157,9 @@ def prequential(
                 start_events, start_hits = bucket_start[name]
                 scored = tally.events - start_events
                 row[name] = (tally.hits - start_hits) / scored if scored else 0.0
+                row["scored"] = scored
                 bucket_start[name] = (tally.events, tally.hits)
-            over_time.append(row)
+            if row["scored"]:  # a last sliver of a bucket with nothing scored is no point
+                over_time.append(row)
     totals = {name: tally.summary(len(items)) for name, tally in tallies.items()}
     return Report(k, totals, over_time, len(events), positives, batch_count)

@@ -83,11 +83,6 @@ def markdown(report: Report) -> str:
 
 def write(report: Report, output: Path, source: Path, elapsed: float, batch_seconds: float,
           retrain_every: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     output.mkdir(parents=True, exist_ok=True)
     header = (f"Prequential evaluation of `{source.name}`: {report.events} events, "
               f"{report.positives} positives scored, {report.batches} batches of "
@@ -98,16 +93,25 @@ def write(report: Report, output: Path, source: Path, elapsed: float, batch_seco
         "k": report.k, "events": report.events, "positives": report.positives,
         "batches": report.batches, "seconds": elapsed, "totals": report.totals,
         "over_time": report.over_time}, indent=2))
+    plot(report.over_time, list(report.totals), report.k, source.name,
+         output / "evaluation.png")
+
+
+def plot(over_time: list[dict], names: list[str], k: int, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(9, 4.5))
-    names = list(report.totals)
     for name in names:
-        axis.plot([row["events"] for row in report.over_time],
-                  [row[name] for row in report.over_time], label=name, marker=".")
+        axis.plot([row["events"] for row in over_time], [row[name] for row in over_time],
+                  label=name, marker=".")
     axis.set_xlabel("events replayed")
-    axis.set_ylabel(f"Recall@{report.k} in the interval")
-    axis.set_title(f"Prequential Recall@{report.k}: {source.name}")
+    axis.set_ylabel(f"Recall@{k} in the interval")
+    axis.set_title(f"Prequential Recall@{k}: {title}")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(output / "evaluation.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
