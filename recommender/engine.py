@@ -79,8 +79,11 @@ class Engine:
         self.item_index = ItemFactorIndex()
         self._refreshing = threading.Lock()
 
-    def learn_many(self, interactions: Sequence[Interaction]) -> StateUpdate:
-        """Apply a batch, in order, as one atomic store update."""
+    def learn_many(
+        self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None
+    ) -> StateUpdate:
+        """Apply a batch, in order, as one atomic store update, together with the source
+        ``offsets`` it brings the state up to (``"topic:partition" -> offset``)."""
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
         windows = self.store.windows(users, self.config.window)
@@ -99,6 +102,7 @@ class Engine:
             user_factors=factors.users,
             item_factors=factors.items,
             events=len(interactions),
+            offsets=offsets or {},
         )
         self.store.apply(update)
         if self.item_index.cursor is not None:

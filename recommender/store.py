@@ -37,6 +37,9 @@ class StateUpdate:
     user_factors: Mapping[UserId, np.ndarray] = field(default_factory=dict)
     item_factors: Mapping[ItemId, np.ndarray] = field(default_factory=dict)
     events: int = 0
+    # The last applied offset per source partition ("topic:partition"), written in the same
+    # transaction as the state, so a replayed batch can be recognised and skipped.
+    offsets: Mapping[str, int] = field(default_factory=dict)
 
 
 class StateStore(Protocol):
@@ -92,6 +95,10 @@ class StateStore(Protocol):
     def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
 
     def events_applied(self) -> int: ...
+
+    def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        """The last applied offset of each ``"topic:partition"`` that has one."""
+        ...
 
     def ping(self) -> bool:
         """True when the store answers; never raises."""
@@ -156,6 +163,7 @@ class InMemoryStore:
         self._version = 0
         self._rng = np.random.default_rng(seed)
         self._events = 0
+        self._offsets: dict[str, int] = {}
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         result = {}
@@ -199,6 +207,7 @@ class InMemoryStore:
             self._item_factors[item] = np.array(vector, np.float32)
             self._item_changed[item] = self._version
         self._events += update.events
+        self._offsets.update(update.offsets)
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
         return {item: top(self._neighbours.get(item, {}), limit) for item in item_ids}
@@ -254,6 +263,9 @@ class InMemoryStore:
 
     def events_applied(self) -> int:
         return self._events
+
+    def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        return {p: self._offsets[p] for p in partitions if p in self._offsets}
 
     def ping(self) -> bool:
         return True

@@ -26,6 +26,7 @@ OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
 PLACEMENTS = "placements"  # HASH placement -> JSON configuration (current version)
 PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)
+OFFSETS = "offsets"  # HASH "topic:partition" -> last offset applied to the state
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
 
 

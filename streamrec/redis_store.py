@@ -90,6 +90,8 @@ class RedisStore:
             for item, vector in update.item_factors.items():
                 pipe.set(self.key(keys.MF_ITEM, item), _pack(vector))
             pipe.zadd(self.key(keys.MF_CHANGED), dict.fromkeys(update.item_factors, changed_at))
+        if update.offsets:
+            pipe.hset(self.key(keys.OFFSETS), mapping=dict(update.offsets))
         if update.events:
             pipe.hincrby(self.key(keys.STATS), "events_applied", update.events)
         pipe.execute()
@@ -178,6 +180,13 @@ class RedisStore:
 
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)
+
+    def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        names = list(partitions)
+        if not names:
+            return {}
+        values = self.client.hmget(self.key(keys.OFFSETS), names)
+        return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
 
     def ping(self) -> bool:
         try:

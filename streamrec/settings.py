@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     # Worker
     worker_id: str = "streamrec"
     data_dir: str = ".streamrec"  # local files of the worker (Faust's data directory)
+    session_timeout_seconds: float = Field(default=10.0, ge=6)
     batch_size: int = Field(default=2000, ge=1)
     batch_within_seconds: float = Field(default=0.05, gt=0)
 

@@ -18,7 +18,14 @@ from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streams.app import app, settings
-from streams.decode import Rejected, decode_catalog, decode_events, decode_impressions
+from streams.decode import (
+    Rejected,
+    decode_catalog,
+    decode_events,
+    decode_impressions,
+    source,
+    unapplied,
+)
 from streams.topics import (
     dead_letter_topic,
     events_topic,
@@ -65,13 +72,20 @@ async def send_to_dead_letters(rejected: list[Rejected]) -> None:
 async def update_recommendation_state(stream):
     """Learn every model from a batch, then credit the batch's feedback to its variants."""
     async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
-        decoded = decode_events([event.message for event in batch], weights)
+        records = [event.message for event in batch]
+        # Effectively once: the state carries the last offset it applied per partition
+        # (same transaction), so whatever Kafka redelivers after a crash is skipped here.
+        applied = await asyncio.to_thread(store.applied_offsets, {source(r) for r in records})
+        fresh, offsets = unapplied(records, applied)
+        if not fresh:
+            continue
+        decoded = decode_events(fresh, weights)
         await send_to_dead_letters(decoded.rejected)
+        started = time.perf_counter()
+        await asyncio.to_thread(engine.learn_many, decoded.interactions, offsets)
+        log.debug("applied %d events in %.1f ms", len(decoded.interactions),
+                  1000 * (time.perf_counter() - started))
         if decoded.interactions:
-            started = time.perf_counter()
-            await asyncio.to_thread(engine.learn_many, decoded.interactions)
-            log.debug("applied %d events in %.1f ms", len(decoded.interactions),
-                      1000 * (time.perf_counter() - started))
             await asyncio.to_thread(ops.record_freshness, freshness_samples(batch, time.time()))
         if decoded.feedback:
             events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)

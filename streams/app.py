@@ -21,6 +21,9 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     web_enabled=False,
+    # How long a dead worker holds its partitions before the group hands them on.
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     producer_acks=-1,
     consumer_auto_offset_reset="earliest",
     stream_buffer_maxsize=max(4096, 2 * settings.batch_size),

@@ -118,3 +118,27 @@ def decode_catalog(
         data = document.model_dump(mode="json")
         documents.append((data[id_field], data))
     return documents, rejected
+
+
+def source(record: Record) -> str:
+    """The ``"topic:partition"`` a record's offset belongs to."""
+    return f"{record.topic}:{record.partition}"
+
+
+def unapplied(records: list[Record], applied: dict[str, int]
+              ) -> tuple[list[Record], dict[str, int]]:
+    """Drop records at or below their partition's applied offset (a replay after a crash);
+    returns the rest and the highest offset per partition among them.
+
+    >>> from types import SimpleNamespace as R
+    >>> batch = [R(topic="events", partition=0, offset=n) for n in (4, 5, 6)]
+    >>> fresh, offsets = unapplied(batch, {"events:0": 5})
+    >>> [r.offset for r in fresh], offsets
+    ([6], {'events:0': 6})
+    """
+    fresh = [r for r in records if r.offset > applied.get(source(r), -1)]
+    offsets: dict[str, int] = {}
+    for record in fresh:
+        name = source(record)
+        offsets[name] = max(offsets.get(name, -1), record.offset)
+    return fresh, offsets

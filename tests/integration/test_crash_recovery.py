@@ -1,0 +1,139 @@
+"""Effectively-once state: a worker killed with SIGKILL at random moments, many times, ends
+with the same Redis state as one that was never interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaProducer
+
+from streamrec.redis_store import RedisStore
+from streamrec.settings import Settings
+from streamrec.simulator import Simulation
+from streamrec.topics import ensure_topics
+
+EVENTS = 50_000
+KILLS = 10
+TOLERANCE = 1e-9  # relative, for sums of floats added in a different order
+
+
+def _names(run: str) -> dict[str, str]:
+    return {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
+            "dead_letter_topic": f"{run}.dlq", "items_topic": f"{run}.items",
+            "users_topic": f"{run}.users", "impressions_topic": f"{run}.impressions",
+            "metrics_topic": f"{run}.metrics"}
+
+
+async def _produce(bootstrap: str, topics: list[str], events: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=20)
+    await producer.start()
+    try:
+        for event in events:
+            value, key = orjson.dumps(event), event["user_id"].encode()
+            for topic in topics:
+                await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _spawn(env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker",
+                             "--log-level", "warning"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _wait_applied(store: RedisStore, count: int, process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while store.events_applied() < count:
+        assert process.poll() is None, "the worker died"
+        assert time.monotonic() < deadline, f"{store.events_applied()} of {count} applied"
+        time.sleep(0.2)
+
+
+def _state(client: redis.Redis, prefix: str) -> dict[str, dict]:
+    state = {}
+    for key in client.scan_iter(f"{prefix}:*", count=1000):
+        name = key.decode().removeprefix(prefix + ":")
+        kind = client.type(key).decode()
+        if kind == "zset" and not name.startswith("mfchg"):
+            state[name] = {m.decode(): s for m, s in client.zrange(key, 0, -1,
+                                                                    withscores=True)}
+    return state
+
+
+@pytest.mark.timeout(900)
+def test_killed_worker_ends_with_the_state_of_an_uninterrupted_one(services, worker_env,
+                                                                   tmp_path):
+    runs = {"steady": f"steady{uuid.uuid4().hex[:6]}", "killed": f"killed{uuid.uuid4().hex[:6]}"}
+    envs = {}
+    for label, run in runs.items():
+        names = _names(run)
+        envs[label] = dict(worker_env, STREAMREC_MAX_NEIGHBOURS="1000000",
+                           STREAMREC_SESSION_TIMEOUT_SECONDS="6",
+                           **{f"STREAMREC_{k.upper()}": v for k, v in names.items()})
+        asyncio.run(ensure_topics(Settings(kafka_bootstrap=services["bootstrap"],
+                                           **names)))
+    simulation = Simulation(users=2000, items=600, categories=12, seed=11)
+    events = list(simulation.events(EVENTS, start=1_800_000_000.0))
+    asyncio.run(_produce(services["bootstrap"],
+                         [f"{runs['steady']}.events", f"{runs['killed']}.events"], events))
+    client = redis.Redis.from_url(services["redis_url"])
+    stores = {label: RedisStore(client, run) for label, run in runs.items()}
+
+    with open(tmp_path / "steady.log", "wb") as log:
+        steady = _spawn(envs["steady"], log)
+        _wait_applied(stores["steady"], EVENTS, steady, timeout=400)
+        steady.terminate()
+        steady.wait(30)
+
+    rng = random.Random(5)
+    progress = []
+    with open(tmp_path / "killed.log", "wb") as log:
+        for _ in range(KILLS):
+            before = stores["killed"].events_applied()
+            victim = _spawn(envs["killed"], log)
+            # Kill it mid-work: once it has applied something (the group first has to give
+            # up on the previous victim), at a random moment within the next 2 s.
+            deadline = time.monotonic() + 90
+            while stores["killed"].events_applied() == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            progress.append(stores["killed"].events_applied())
+        survivor = _spawn(envs["killed"], log)
+        _wait_applied(stores["killed"], EVENTS, survivor, timeout=400)
+        time.sleep(2)  # anything counted twice would show now
+        survivor.terminate()
+        survivor.wait(30)
+    print(f"events applied when each SIGKILL landed: {progress}")
+    assert len({p for p in progress if 0 < p < EVENTS}) >= 5, "the kills missed the work"
+
+    assert stores["killed"].events_applied() == EVENTS == stores["steady"].events_applied()
+    steady_state = _state(client, runs["steady"])
+    killed_state = _state(client, runs["killed"])
+    assert steady_state.keys() == killed_state.keys()
+    for name, scores in steady_state.items():
+        other = killed_state[name]
+        assert scores.keys() == other.keys(), name
+        for member, score in scores.items():
+            if name.startswith("hist:"):
+                assert other[member] == score, (name, member)  # timestamps: exact
+            else:
+                assert other[member] == pytest.approx(score, rel=TOLERANCE), (name, member)
+    def offsets(run: str) -> dict[str, int]:
+        stored = client.hgetall(f"{run}:offsets")
+        return {k.decode().rpartition(":")[2]: int(v) for k, v in stored.items()}
+
+    assert offsets(runs["killed"]) == offsets(runs["steady"])
