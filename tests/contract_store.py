@@ -69,5 +69,12 @@ class StoreContract:
         assert set(store.sample_items(10)) == {"tea", "cup"}
         assert len(store.sample_items(1)) == 1
 
+    def test_applied_offsets_travel_with_the_state(self, store):
+        assert store.applied_offsets(["events:0"]) == {}
+        store.apply(update(popularity={"tea": 1.0}, offsets={"events:0": 41, "events:1": 7}))
+        store.apply(update(offsets={"events:0": 42}))
+        assert store.applied_offsets(["events:0", "events:1", "events:2"]) == {
+            "events:0": 42, "events:1": 7}
+
     def test_ping(self, store):
         assert store.ping() is True
