@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.allocation import Allocation
+from api.fallback import LastKnownPopular
 from api.producer import EventProducer
 from recommender.engine import Engine
 from recommender.weights import EventWeights
@@ -37,6 +38,11 @@ async def _allocation(request: Request) -> Allocation:
     return request.app.state.allocation
 
 
+async def _fallback(request: Request) -> LastKnownPopular:
+    return request.app.state.fallback
+
+
+FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 ProducerDep = Annotated[EventProducer, Depends(_producer)]

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 import streamrec
 from api.allocation import Allocation
+from api.fallback import LastKnownPopular
 from api.metrics import MetricsHub
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, health, metrics, recommendations
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allocation = Allocation(RedisFeedback(store.client, settings.redis_prefix),
                                 settings.default_model, settings.exploration_floor)
         app.state.allocation = allocation
+        fallback = LastKnownPopular(engine)
+        app.state.fallback = fallback
         hub = MetricsHub(settings, OpsStats(store.client, settings.redis_prefix),
                          allocation.feedback, producer)
         app.state.metrics = hub
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(keep_fresh("placements", allocation.refresh,
                                            settings.allocation_refresh_seconds)),
             asyncio.create_task(hub.run()),
+            asyncio.create_task(keep_fresh("last known popular items", fallback.refresh, 1.0)),
         ]
         try:
             yield

@@ -26,10 +26,13 @@ class RecommendationList(BaseModel):
     model: str = Field(description="The model that actually ranked it (popular for "
                                    "users nobody knows yet).")
     items: list[ScoredItem]
+    degraded: bool = Field(default=False, description="True when the state store was "
+                           "unreachable and the list comes from the last known popular items.")
 
 
 class ItemList(BaseModel):
     items: list[ScoredItem]
+    degraded: bool = False
 
 
 class Accepted(BaseModel):

@@ -5,13 +5,15 @@ import uuid
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query
+import redis
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
 from api.allocation import DEFAULT_PLACEMENT
-from api.deps import AllocationDep, EngineDep, ProducerDep, SettingsDep
+from api.deps import AllocationDep, EngineDep, FallbackDep, ProducerDep, SettingsDep
 from api.models import ItemList, K, RecommendationList, ScoredItem
 from recommender.attribution import Impression
+from recommender.engine import Recommendations
 from schemas.models import Id
 
 router = APIRouter(tags=["recommendations"])
@@ -33,6 +35,7 @@ async def recommendations(
     settings: SettingsDep,
     allocation: AllocationDep,
     producer: ProducerDep,
+    fallback: FallbackDep,
     user_id: Annotated[Id, Query()],
     k: K = 10,
     placement: Placement = DEFAULT_PLACEMENT,
@@ -55,7 +58,12 @@ async def recommendations(
     else:
         name, chosen, params = model, model, {}
     now = time.time()
-    result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params)
+    try:
+        result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params)
+        degraded = False
+    except redis.RedisError:
+        # Redis is away: answer from what this process last read, and say so.
+        result, degraded = Recommendations("popular", fallback.top(k)), True
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement, name, result.model,
                             tuple(item for item, _ in result.items), now)
@@ -63,7 +71,7 @@ async def recommendations(
                        orjson.dumps(impression.to_dict()))
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
-        variant=name, model=result.model, items=_items(result.items),
+        variant=name, model=result.model, items=_items(result.items), degraded=degraded,
     )
 
 
@@ -75,7 +83,16 @@ def similar(engine: EngineDep, item_id: Id, k: K = 10) -> ItemList:
 
 @router.get("/popular", response_model=ItemList)
 def popular(
-    engine: EngineDep, k: K = 10, category: Annotated[str | None, Query(max_length=128)] = None
+    engine: EngineDep,
+    fallback: FallbackDep,
+    k: K = 10,
+    category: Annotated[str | None, Query(max_length=128)] = None,
 ) -> ItemList:
     """Most popular items now (time-decayed, event-weighted), optionally in one category."""
-    return ItemList(items=_items(engine.popular(k, time.time(), category)))
+    try:
+        return ItemList(items=_items(engine.popular(k, time.time(), category)))
+    except redis.RedisError as error:
+        if category is not None:  # only the overall list is kept in memory
+            raise HTTPException(503, detail=f"state store unreachable: {error}",
+                                headers={"Retry-After": "5"}) from error
+        return ItemList(items=_items(fallback.top(k)), degraded=True)
