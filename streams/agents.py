@@ -11,6 +11,8 @@ import asyncio
 import logging
 import time
 
+import redis
+
 from recommender.attribution import Attributor
 from recommender.engine import Engine
 from schemas.models import Item, User
@@ -45,6 +47,31 @@ attributor = Attributor(RedisFeedback(store.client, settings.redis_prefix),
                         settings.reward_event_types)
 
 
+async def steadily(call, *args):
+    """Run a blocking store call in a thread, retrying with backoff while Redis is away.
+
+    The agent does not move past its batch meanwhile, so Kafka offsets are not committed
+    and nothing is lost; the applied offsets in Redis make the retry safe.
+    """
+    delay = 0.2
+    while True:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except redis.RedisError as error:
+            log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def apply_once(interactions, offsets: dict[str, int]) -> None:
+    """Learn a batch unless an earlier attempt already committed it: a transaction whose
+    reply was lost with the connection may have been applied, offsets included."""
+    stored = store.applied_offsets(offsets)
+    if offsets and all(stored.get(name, -1) >= offset for name, offset in offsets.items()):
+        return
+    engine.learn_many(interactions, offsets)
+
+
 def freshness_samples(batch, now: float, most: int = 20) -> list[float]:
     """Milliseconds from each record's Kafka time to now, for a spread of the batch."""
     step = max(1, len(batch) // most)
@@ -75,22 +102,22 @@ async def update_recommendation_state(stream):
         records = [event.message for event in batch]
         # Effectively once: the state carries the last offset it applied per partition
         # (same transaction), so whatever Kafka redelivers after a crash is skipped here.
-        applied = await asyncio.to_thread(store.applied_offsets, {source(r) for r in records})
+        applied = await steadily(store.applied_offsets, {source(r) for r in records})
         fresh, offsets = unapplied(records, applied)
         if not fresh:
             continue
         decoded = decode_events(fresh, weights)
         await send_to_dead_letters(decoded.rejected)
         started = time.perf_counter()
-        await asyncio.to_thread(engine.learn_many, decoded.interactions, offsets)
+        await steadily(apply_once, decoded.interactions, offsets)
         log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                   1000 * (time.perf_counter() - started))
         if decoded.interactions:
-            await asyncio.to_thread(ops.record_freshness, freshness_samples(batch, time.time()))
+            await steadily(ops.record_freshness, freshness_samples(batch, time.time()))
         if decoded.feedback:
             events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)
                       for f in decoded.feedback]
-            await asyncio.to_thread(attributor.credit_many, events, time.time())
+            await steadily(attributor.credit_many, events, time.time())
 
 
 @app.agent(impressions_topic, concurrency=1)
@@ -100,7 +127,7 @@ async def record_impressions(stream):
         impressions, rejected = decode_impressions([event.message for event in batch])
         await send_to_dead_letters(rejected)
         if impressions:
-            await asyncio.to_thread(attributor.record_impressions, impressions)
+            await steadily(attributor.record_impressions, impressions)
 
 
 @app.timer(interval=1.0)
@@ -115,7 +142,7 @@ async def _update_catalog(stream, model, put) -> None:
         documents, rejected = decode_catalog([event.message for event in batch], model)
         await send_to_dead_letters(rejected)
         if documents:
-            await asyncio.to_thread(put, documents)
+            await steadily(put, documents)
 
 
 @app.agent(items_topic, concurrency=1)
