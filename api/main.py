@@ -66,6 +66,7 @@ class RequestTimer:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    api_keys = settings.load_api_keys()  # refuses to build an unsafe production app
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings
+        app.state.api_keys = api_keys
         engine = Engine(store, settings.engine_config())
         app.state.engine = engine
         app.state.weights = settings.weights()

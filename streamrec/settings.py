@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +20,10 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "purchase": 8.0,
     "rating": 3.0,
 }
+
+
+KNOWN_DEFAULT_KEYS = frozenset({"changeme", "secret", "password", "admin", "apikey",
+                                "streamrec", "changeme-changeme", "0123456789abcdef"})
 
 
 class Settings(BaseSettings):
@@ -84,6 +91,9 @@ class Settings(BaseSettings):
     exploration_floor: float = Field(default=0.05, ge=0, le=1)
 
     # API
+    environment: Literal["development", "production"] = "development"
+    api_keys: dict[str, Literal["read", "write", "admin"]] = Field(default_factory=dict)
+    api_keys_file: str | None = None  # JSON {"key": "role"}, merged with api_keys
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -127,6 +137,31 @@ class Settings(BaseSettings):
             hybrid_popular=self.hybrid_popular,
             hybrid_candidates=self.hybrid_candidates,
         )
+
+    def load_api_keys(self) -> dict[str, str]:
+        """Keys from the environment and the keys file; refuses unsafe set-ups.
+
+        Raises
+        ------
+        ValueError
+            In production with no keys, or with a key that is short or a known default.
+        """
+        keys: dict[str, str] = dict(self.api_keys)
+        if self.api_keys_file:
+            loaded = json.loads(Path(self.api_keys_file).read_text())
+            for key, role in loaded.items():
+                if role not in ("read", "write", "admin"):
+                    raise ValueError(f"{self.api_keys_file}: role {role!r} is not read, "
+                                     "write or admin")
+                keys[key] = role
+        for key in keys:
+            if len(key) < 16 or key.lower() in KNOWN_DEFAULT_KEYS:
+                raise ValueError("api_keys: every key needs 16 or more characters and must "
+                                 "not be a known default (the key itself is not shown)")
+        if self.environment == "production" and not keys:
+            raise ValueError("environment is production but no API keys are configured "
+                             "(STREAMREC_API_KEYS or STREAMREC_API_KEYS_FILE)")
+        return keys
 
     def weights(self) -> EventWeights:
         return EventWeights(self.event_weights, self.rating_positive_threshold)

@@ -7,6 +7,7 @@ from api.deps import EngineDep, ProducerDep, SettingsDep
 from api.models import ItemBody, Queued, UserBody
 from api.producer import KafkaUnavailable
 from api.routers.events import unavailable
+from api.security import ADMIN, READ
 from schemas.models import Id, Item, User
 
 router = APIRouter(tags=["catalog"])
@@ -25,7 +26,8 @@ def _same_id(field: str, in_body: str | None, in_path: str) -> None:
         raise HTTPException(422, detail=f"{field}: {in_body!r} does not match the path")
 
 
-@router.put("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued)
+@router.put("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
+            dependencies=[ADMIN])
 async def put_item(
     item_id: Id, body: ItemBody, producer: ProducerDep, settings: SettingsDep
 ) -> Queued:
@@ -36,7 +38,7 @@ async def put_item(
                           item.model_dump(mode="json"))
 
 
-@router.get("/items/{item_id}", response_model=Item)
+@router.get("/items/{item_id}", response_model=Item, dependencies=[READ])
 def get_item(item_id: Id, engine: EngineDep) -> Item:
     document = engine.store.get_item(item_id)
     if document is None:
@@ -44,7 +46,8 @@ def get_item(item_id: Id, engine: EngineDep) -> Item:
     return Item.model_validate(document)
 
 
-@router.put("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued)
+@router.put("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
+            dependencies=[ADMIN])
 async def put_user(
     user_id: Id, body: UserBody, producer: ProducerDep, settings: SettingsDep
 ) -> Queued:

@@ -12,9 +12,10 @@ from pydantic import TypeAdapter, ValidationError
 from api.deps import ProducerDep, SettingsDep, WeightsDep
 from api.models import Accepted
 from api.producer import KafkaUnavailable
+from api.security import WRITE
 from schemas.models import Event
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], dependencies=[WRITE])
 
 
 def unavailable(settings, error: Exception) -> HTTPException:

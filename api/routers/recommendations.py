@@ -12,11 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from api.allocation import DEFAULT_PLACEMENT
 from api.deps import AllocationDep, EngineDep, FallbackDep, ProducerDep, SettingsDep
 from api.models import ItemList, K, RecommendationList, ScoredItem
+from api.security import READ
 from recommender.attribution import Impression
 from recommender.engine import Recommendations
 from schemas.models import Id
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], dependencies=[READ])
 
 ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
 

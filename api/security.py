@@ -1,0 +1,55 @@
+"""API keys with roles: ``read`` (recommendations, similar, popular, item lookups),
+``write`` (events; includes read), ``admin`` (catalog and placements; includes all).
+
+Keys come from ``STREAMREC_API_KEYS`` (JSON ``{"key": "role"}``) or the JSON file named by
+``STREAMREC_API_KEYS_FILE``; both may hold several keys per role, which is how keys are
+rotated (add the new key, move clients, remove the old one). With no keys configured the API
+is open, which only ``STREAMREC_ENVIRONMENT=development`` allows. Keys are compared in
+constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+RANK = {"read": 0, "write": 1, "admin": 2}
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                          description="An API key; its role decides what it may do.")
+
+
+def role_of(presented: str, keys: dict[str, str]) -> str | None:
+    """The role of ``presented``, comparing against every key in constant time."""
+    found = None
+    for key, role in keys.items():
+        if hmac.compare_digest(presented.encode(), key.encode()):
+            found = role
+    return found
+
+
+def require(role: str):
+    """A dependency that lets a request through when its key has at least ``role``."""
+
+    async def check(request: Request,
+                    presented: Annotated[str | None, Security(KEY_HEADER)] = None) -> None:
+        keys: dict[str, str] = request.app.state.api_keys
+        if not keys:
+            return  # development: open (refused at start-up in production)
+        if presented is None:
+            raise HTTPException(401, detail="X-API-Key: required",
+                                headers={"WWW-Authenticate": "ApiKey"})
+        held = role_of(presented, keys)
+        if held is None:
+            raise HTTPException(401, detail="X-API-Key: not a valid key",
+                                headers={"WWW-Authenticate": "ApiKey"})
+        if RANK[held] < RANK[role]:
+            raise HTTPException(403, detail=f"X-API-Key: a {held} key may not do this "
+                                            f"({role} needed)")
+
+    return Depends(check)
+
+
+READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
