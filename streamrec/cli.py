@@ -93,14 +93,18 @@ def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int
 
     from streamrec.loop import run_loop
 
+    key = get_settings().client_api_key
+    headers = {} if key is None else {"X-API-Key": key}
+
     def fetch(user: str, where: str) -> dict:
         query = urllib.parse.urlencode({"user_id": user, "placement": where})
-        with urllib.request.urlopen(f"{api}/recommendations?{query}", timeout=10) as response:
+        request = urllib.request.Request(f"{api}/recommendations?{query}", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())
 
     def send(events: list[dict]) -> None:
         request = urllib.request.Request(f"{api}/events", data=orjson.dumps(events),
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **headers})
         urllib.request.urlopen(request, timeout=10).close()
 
     while True:
@@ -166,6 +170,7 @@ def up(run_dir: Path, rate: float) -> None:
         started.append(kafka.start())
         env["STREAMREC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
     env.setdefault("STREAMREC_API_PORT", "8000")
+    keys = _local_api_keys(env, run_dir)
     roles = {
         "worker": [sys.executable, "-m", "streamrec.cli", "worker", "--log-level", "warning"],
         "api": [sys.executable, "-m", "streamrec.cli", "api"],
@@ -179,18 +184,22 @@ def up(run_dir: Path, rate: float) -> None:
         log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         processes[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"
-    _configure_demo_placement(base)
+    _configure_demo_placement(base, keys.get("admin"))
+    reader = f"-H 'X-API-Key: {keys['read']}' " if "read" in keys else ""
+    admin = f"-H 'X-API-Key: {keys['admin']}' " if "admin" in keys else ""
     click.echo(
         "\nstreamrec is up:\n"
         f"  API          {base}   (docs: {base}/docs)\n"
         f"  dashboard    {base}/dashboard   (live CTR, take-rate, freshness, latency)\n"
-        f"  try          curl '{base}/recommendations?user_id=user-1&k=5&placement=home'\n"
-        f"               curl '{base}/admin/placements/home/report'\n"
-        f"               curl '{base}/popular?k=5'\n"
+        f"  try          curl {reader}'{base}/recommendations?user_id=user-1&k=5"
+        "&placement=home'\n"
+        f"               curl {admin}'{base}/admin/placements/home/report'\n"
+        f"               curl {reader}'{base}/popular?k=5'\n"
         f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}"
         "   (topics: events, events.dlq, items, users, impressions, metrics)\n"
         f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
         f"  logs         {run_dir / 'logs'}\n"
+        + _describe_keys(env, run_dir) +
         "Ctrl-C stops everything.\n"
     )
     stop = {"now": False}
@@ -218,14 +227,52 @@ def up(run_dir: Path, rate: float) -> None:
             service.stop()
 
 
-def _configure_demo_placement(base: str, timeout: float = 60.0) -> None:
+KEYS_FILE = "api-keys.json"
+
+
+def _local_api_keys(env: dict[str, str], run_dir: Path) -> dict[str, str]:
+    """Keys for a local stack: unless keys are configured, make one per role (kept in
+    ``run_dir/api-keys.json``, readable only by this user, and reused on the next run), hand
+    the file to the API and a write key to the simulator. Returns a key per role known."""
+    import json
+    import secrets
+
+    if "STREAMREC_API_KEYS" in env or "STREAMREC_API_KEYS_FILE" in env:
+        return {role: key for key, role in get_settings().load_api_keys().items()}
+    path = run_dir / KEYS_FILE
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keys = {f"sr-{role}-{secrets.token_urlsafe(24)}": role
+                for role in ("read", "write", "admin")}
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(keys, indent=2))
+    keys = json.loads(path.read_text())
+    env["STREAMREC_API_KEYS_FILE"] = str(path)
+    by_role = {role: key for key, role in keys.items()}
+    env.setdefault("STREAMREC_CLIENT_API_KEY", by_role["write"])
+    return by_role
+
+
+def _describe_keys(env: dict[str, str], run_dir: Path) -> str:
+    path = run_dir / KEYS_FILE
+    if env.get("STREAMREC_API_KEYS_FILE") != str(path):
+        return "  API keys     as configured (STREAMREC_API_KEYS / STREAMREC_API_KEYS_FILE)\n"
+    lines = [f"  API keys     send as X-API-Key (kept in {path}):"]
+    for key, role in orjson.loads(path.read_bytes()).items():
+        lines.append(f"               {role:<6} {key}")
+    return "\n".join(lines) + "\n"
+
+
+def _configure_demo_placement(base: str, admin_key: str | None, timeout: float = 60.0) -> None:
     """A bandit on placement "home" for the demo loop, unless one is configured already."""
     import urllib.request
 
+    headers = {} if admin_key is None else {"X-API-Key": admin_key}
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{base}/admin/placements", timeout=2) as response:
+            request = urllib.request.Request(f"{base}/admin/placements", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if "home" in orjson.loads(response.read()):
                     return
             break
@@ -239,7 +286,7 @@ def _configure_demo_placement(base: str, timeout: float = 60.0) -> None:
     request = urllib.request.Request(f"{base}/admin/placements/home", method="PUT",
                                      data=orjson.dumps(body),
                                      headers={"Content-Type": "application/json",
-                                              "X-Streamrec-Author": "streamrec up"})
+                                              "X-Streamrec-Author": "streamrec up", **headers})
     urllib.request.urlopen(request, timeout=10).close()
 
 

@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     api_keys: dict[str, Literal["read", "write", "admin"]] = Field(default_factory=dict)
     api_keys_file: str | None = None  # JSON {"key": "role"}, merged with api_keys
+    client_api_key: str | None = None  # what the simulator's loop presents as X-API-Key
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
