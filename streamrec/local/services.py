@@ -222,7 +222,7 @@ class LocalKafka(LocalProcess):
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             result = subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                self._java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(config), "--ignore-formatted"),
                 capture_output=True, text=True,
             )
