@@ -23,3 +23,25 @@ def vector(*values: float) -> np.ndarray:
 
 def event(user: str = "ann", item: str = "tea", kind: str = "view", **extra) -> dict:
     return {"user_id": user, "item_id": item, "event_type": kind, **extra}
+
+
+async def produce_views(bootstrap: str, topic: str, run: str, start: int, count: int,
+                        extra: list[bytes] = ()) -> None:
+    """Produce views ``start`` to ``start + count - 1`` of 50 users over 80 items, named
+    after ``run`` and keyed by user, then the raw ``extra`` values."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(start, start + count):
+            user = f"{run}-u{n % 50}"
+            await producer.send(topic, orjson.dumps(event(user, f"{run}-i{n % 80}",
+                                                          timestamp=1_800_000_000 + n)),
+                                key=user.encode())
+        for value in extra:
+            await producer.send(topic, value, key=run.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()

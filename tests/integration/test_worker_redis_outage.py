@@ -9,27 +9,12 @@ import sys
 import time
 import uuid
 
-import orjson
 import redis
-from aiokafka import AIOKafkaProducer
 
 from streamrec.local.services import LocalRedis
 from streamrec.redis_store import RedisStore
 from tests.api.conftest import wait_for
-
-
-async def _produce(bootstrap: str, topic: str, run: str, start: int, count: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n in range(start, start + count):
-            user = f"{run}-u{n % 50}"
-            event = {"user_id": user, "item_id": f"{run}-i{n % 80}", "event_type": "view",
-                     "timestamp": 1_800_000_000 + n}
-            await producer.send(topic, orjson.dumps(event), key=user.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+from tests.factories import produce_views
 
 
 def test_worker_waits_out_a_redis_outage_and_applies_everything_once(services, worker_env,
@@ -48,11 +33,11 @@ def test_worker_waits_out_a_redis_outage_and_applies_everything_once(services, w
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             store = RedisStore(redis.Redis.from_url(own.url), run)
-            asyncio.run(_produce(services["bootstrap"], topic, run, 0, 1000))
+            asyncio.run(produce_views(services["bootstrap"], topic, run, 0, 1000))
             assert wait_for(lambda: store.events_applied() == 1000, timeout=60)
 
             own.stop()
-            asyncio.run(_produce(services["bootstrap"], topic, run, 1000, 1000))
+            asyncio.run(produce_views(services["bootstrap"], topic, run, 1000, 1000))
             time.sleep(3)  # the worker meets the outage and backs off
             assert worker.poll() is None, "the worker died with Redis"
             own.start()
