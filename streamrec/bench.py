@@ -46,6 +46,7 @@ class Stack:
     run_dir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     processes: list[subprocess.Popen] = field(default_factory=list)
+    roles: dict[str, subprocess.Popen] = field(default_factory=dict)  # the latest per name
 
     @property
     def prefix(self) -> str:
@@ -69,6 +70,7 @@ class Stack:
         process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *argv],
                                    env=self.env(**extra), stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
+        self.roles[name] = process
         return process
 
     def store(self) -> RedisStore:
@@ -84,6 +86,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        self.roles.clear()
 
 
 @contextlib.contextmanager
@@ -203,11 +206,12 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
     return IngestResult(count, produced_rate, rate, first_seen - launched)
 
 
-def start_api(current: Stack) -> str:
+def start_api(current: Stack, **extra: str) -> str:
+    """Start one API process (``extra``: more environment) and wait until it is ready."""
     from streamrec.local.services import free_port
 
     port = free_port()
-    current.spawn("api", ["api"], STREAMREC_API_PORT=str(port))
+    current.spawn("api", ["api"], STREAMREC_API_PORT=str(port), **extra)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

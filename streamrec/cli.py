@@ -418,5 +418,43 @@ def _format(values: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
 
 
+
+@main.command()
+@click.option("--duration", default=300.0, show_default=True, help="Seconds of load.")
+@click.option("--event-rate", default=500.0, show_default=True,
+              help="Events per second produced into Kafka.")
+@click.option("--request-rate", default=100.0, show_default=True,
+              help="GET /recommendations per second (open loop).")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds per printed row.")
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--items", default=5_000, show_default=True)
+@click.option("--warmup-events", default=5_000, show_default=True,
+              help="Events applied before the load starts.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Also write the rows and the summary as JSON here.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep logs and data here (default: a temporary directory, removed).")
+def soak(duration: float, event_rate: float, request_rate: float, interval: float,
+         users: int, items: int, warmup_events: int, output: Path | None,
+         run_dir: Path | None) -> None:
+    """Hold a fixed event and request rate on a real local stack; print errors, latency and
+    memory every interval, then a verdict (exit 1 on any error or growing memory)."""
+    from streamrec import soak as soaking
+
+    config = soaking.SoakConfig(duration=duration, event_rate=event_rate,
+                                request_rate=request_rate, interval=interval, users=users,
+                                items=items, warmup_events=warmup_events)
+    try:
+        report = soaking.run(config, click.echo, run_dir)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    for line in soaking.summary(report):
+        click.echo(line)
+    if output is not None:
+        output.write_bytes(soaking.as_json(report))
+    if not report.passed:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()
