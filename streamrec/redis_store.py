@@ -16,7 +16,7 @@ import redis
 
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.store import StateUpdate
-from streamrec import keys
+from streamrec import keys, redis_scripts
 
 
 def _pack(vector: np.ndarray) -> bytes:
@@ -25,6 +25,11 @@ def _pack(vector: np.ndarray) -> bytes:
 
 def _unpack(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").copy()
+
+
+def _flat(mapping: Mapping[str, Any]) -> list[Any]:
+    """``{a: 1, b: 2}`` as ``[a, 1, b, 2]``: what the scripts loop over."""
+    return [part for pair in mapping.items() for part in pair]
 
 
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
@@ -39,6 +44,18 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
         self.client = client
         self.prefix = prefix
+        self._apply = client.register_script(redis_scripts.APPLY)
+        self._windows = client.register_script(redis_scripts.WINDOWS)
+        # Each kind's key prefix; the scripts append the id (ids always come last).
+        self._key_prefixes = {
+            name: self.key(kind, "")
+            for name, kind in (("pop", keys.POPULAR), ("popcat", keys.POPULAR_BY_CATEGORY),
+                               ("cnt", keys.ITEM_COUNT), ("nbr", keys.NEIGHBOURS),
+                               ("hist", keys.HISTORY), ("mfu", keys.MF_USER),
+                               ("mfi", keys.MF_ITEM))
+        } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
+             "mfchg": self.key(keys.MF_CHANGED), "offsets": self.key(keys.OFFSETS),
+             "stats": self.key(keys.STATS)}
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sr") -> RedisStore:
@@ -49,13 +66,15 @@ class RedisStore:
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
-        pipe = self.client.pipeline(transaction=False)
-        for user in users:
-            pipe.zrange(
-                self.key(keys.HISTORY, user), "+inf", "(0", desc=True, byscore=True,
-                offset=0, num=limit, withscores=True,
-            )
-        return {user: _decode(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
+        if not users:
+            return {}
+        raw = self._windows(args=[self._key_prefixes["hist"], limit, *users])
+        rows = orjson.loads(raw)
+        return {
+            user: [(flat[n], float(flat[n + 1])) for n in range(0, len(flat), 2)]
+            if flat else []
+            for user, flat in zip(users, rows, strict=True)
+        }
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
@@ -63,38 +82,28 @@ class RedisStore:
         return _decode(rows)
 
     def apply(self, update: StateUpdate) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        popular = self.key(keys.POPULAR)
-        for item, increment in update.popularity.items():
-            pipe.zincrby(popular, increment, item)
-        for category, increments in update.category_popularity.items():
-            category_key = self.key(keys.POPULAR_BY_CATEGORY, category)
-            for item, increment in increments.items():
-                pipe.zincrby(category_key, increment, item)
-        counts = self.key(keys.ITEM_COUNT)
-        for item, increment in update.item_counts.items():
-            pipe.zincrby(counts, increment, item)
-        for item, increments in update.pairs.items():
-            neighbours = self.key(keys.NEIGHBOURS, item)
-            for other, increment in increments.items():
-                pipe.zincrby(neighbours, increment, other)
-            pipe.zremrangebyrank(neighbours, 0, -update.max_neighbours - 1)
-        for user, scores in update.history.items():
-            history = self.key(keys.HISTORY, user)
-            pipe.zadd(history, dict(scores), gt=True)
-            pipe.zremrangebyrank(history, 0, -update.history_length - 1)
-        for user, vector in update.user_factors.items():
-            pipe.set(self.key(keys.MF_USER, user), _pack(vector))
-        if update.item_factors:
-            changed_at = time.time()
-            for item, vector in update.item_factors.items():
-                pipe.set(self.key(keys.MF_ITEM, item), _pack(vector))
-            pipe.zadd(self.key(keys.MF_CHANGED), dict.fromkeys(update.item_factors, changed_at))
-        if update.offsets:
-            pipe.hset(self.key(keys.OFFSETS), mapping=dict(update.offsets))
-        if update.events:
-            pipe.hincrby(self.key(keys.STATS), "events_applied", update.events)
-        pipe.execute()
+        """The whole batch in one Lua call: atomic, one round trip, one packed argument."""
+        payload = {
+            "k": self._key_prefixes,
+            "max_neighbours": update.max_neighbours,
+            "history_length": update.history_length,
+            "pop": _flat(update.popularity),
+            "popcat": [part for category, increments in update.category_popularity.items()
+                       for part in (category, _flat(increments))],
+            "cnt": _flat(update.item_counts),
+            "pairs": [part for item, increments in update.pairs.items()
+                      for part in (item, _flat(increments))],
+            "hist": [part for user, scores in update.history.items()
+                     for part in (user, _flat(scores))],
+            "mfu": list(update.user_factors),
+            "mfi": list(update.item_factors),
+            "changed_at": time.time(),
+            "offsets": _flat(update.offsets),
+            "events": update.events,
+        }
+        vectors = [_pack(v) for v in update.user_factors.values()]
+        vectors += [_pack(v) for v in update.item_factors.values()]
+        self._apply(args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
         items = list(item_ids)

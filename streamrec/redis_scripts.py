@@ -1,0 +1,66 @@
+"""Lua scripts the Redis store runs. Each is atomic in Redis, like MULTI/EXEC, but costs one
+round trip and one argument to pack instead of one command per sorted-set increment.
+
+Key names come from :mod:`streamrec.keys`: the caller passes each kind's key prefix
+(``keys.key(prefix, kind, "")``) and the scripts append the id, which always comes last.
+"""
+
+from __future__ import annotations
+
+# ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
+# Increments travel as JSON numbers (shortest round-trip form) and reach Redis at full
+# double precision.
+APPLY = r"""
+local p = cjson.decode(ARGV[1])
+local k = p.k
+local function incr_all(key, flat)
+  for n = 1, #flat, 2 do redis.call('ZINCRBY', key, flat[n + 1], flat[n]) end
+end
+incr_all(k.pop, p.pop)
+for n = 1, #p.popcat, 2 do incr_all(k.popcat .. p.popcat[n], p.popcat[n + 1]) end
+incr_all(k.cnt, p.cnt)
+local trim_neighbours = -p.max_neighbours - 1
+for n = 1, #p.pairs, 2 do
+  local key = k.nbr .. p.pairs[n]
+  incr_all(key, p.pairs[n + 1])
+  redis.call('ZREMRANGEBYRANK', key, 0, trim_neighbours)
+end
+local trim_history = -p.history_length - 1
+for n = 1, #p.hist, 2 do
+  local key = k.hist .. p.hist[n]
+  local flat = p.hist[n + 1]
+  for start = 1, #flat, 2000 do
+    local args = {}
+    for m = start, math.min(start + 1999, #flat), 2 do
+      args[#args + 1] = flat[m + 1]
+      args[#args + 1] = flat[m]
+    end
+    redis.call('ZADD', key, 'GT', unpack(args))
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
+end
+local blob = 2
+for _, user in ipairs(p.mfu) do
+  redis.call('SET', k.mfu .. user, ARGV[blob]); blob = blob + 1
+end
+for _, item in ipairs(p.mfi) do
+  redis.call('SET', k.mfi .. item, ARGV[blob]); blob = blob + 1
+  redis.call('ZADD', k.mfchg, p.changed_at, item)
+end
+for n = 1, #p.offsets, 2 do redis.call('HSET', k.offsets, p.offsets[n], p.offsets[n + 1]) end
+if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
+return 1
+"""
+
+# ARGV: the history key prefix, a limit, then user ids. Returns JSON: per user, a flat
+# [item, score, ...] list of their positive history, newest first (an empty one is {}).
+WINDOWS = r"""
+local limit = tonumber(ARGV[2])
+local out = {}
+for n = 3, #ARGV do
+  local rows = redis.call('ZRANGE', ARGV[1] .. ARGV[n], '+inf', '(0', 'BYSCORE', 'REV',
+                          'LIMIT', 0, limit, 'WITHSCORES')
+  out[#out + 1] = rows
+end
+return cjson.encode(out)
+"""
