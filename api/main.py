@@ -13,6 +13,7 @@ from fastapi import FastAPI
 import streamrec
 from api.allocation import Allocation
 from api.fallback import LastKnownPopular
+from api.limits import BodyLimit
 from api.metrics import MetricsHub
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, health, metrics, recommendations
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
 
     app.add_middleware(RequestTimer)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 

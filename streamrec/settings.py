@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
 
     @field_validator("default_model")
     @classmethod
