@@ -53,3 +53,8 @@ def require(role: str):
 
 
 READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
+# For the OpenAPI spec of every route behind a key (a dependency cannot declare answers).
+KEY_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "No X-API-Key, or not a valid one"},
+    403: {"description": "The key's role may not do this"},
+}

@@ -9,9 +9,11 @@ local processes, ``=docker`` forbids the fallback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -77,12 +79,10 @@ def worker(services, worker_env):
         process.wait(30)
 
 
-@pytest.fixture
-def isolated_worker(services, worker_env):
-    """A worker of its own: its own topics, consumer group and Redis prefix, for tests
-    whose assertions need state no other test touches. Yields its settings overrides."""
-    import uuid
-
+@contextlib.contextmanager
+def own_worker(services, worker_env):
+    """Start a worker of its own: its own topics, consumer group and Redis prefix.
+    Yields its settings overrides."""
     run = f"iso{uuid.uuid4().hex[:8]}"
     names = {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
              "dead_letter_topic": f"{run}.events.dlq", "items_topic": f"{run}.items",
@@ -92,6 +92,15 @@ def isolated_worker(services, worker_env):
     with open(services["dir"] / f"worker-{run}.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield names
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+@pytest.fixture
+def isolated_worker(services, worker_env):
+    """A worker of its own, for tests whose assertions need state no other test touches."""
+    with own_worker(services, worker_env) as names:
         yield names
-        process.terminate()
-        process.wait(30)

@@ -10,12 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import AllocationDep
-from api.security import ADMIN
+from api.limits import BODY_RESPONSES
+from api.security import ADMIN, KEY_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
 from recommender.engine import HYBRID_PARAMS
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ADMIN])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ADMIN],
+                   responses=KEY_RESPONSES)
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -60,7 +62,7 @@ def placements(allocation: AllocationDep) -> dict[str, dict]:
     return allocation.feedback.placements()
 
 
-@router.put("/placements/{name}")
+@router.put("/placements/{name}", responses=BODY_RESPONSES)
 async def put_placement(
     name: PlacementName, body: PlacementBody, allocation: AllocationDep,
     author: Annotated[str, Header(alias="X-Streamrec-Author", max_length=128)] = "api",
@@ -77,7 +79,7 @@ async def put_placement(
     return stored
 
 
-@router.get("/placements/{name}/log")
+@router.get("/placements/{name}/log", responses={404: {"description": "Never configured"}})
 def placement_log(name: PlacementName, allocation: AllocationDep,
                   limit: Annotated[int, Field(ge=1, le=1000)] = 100) -> list[dict]:
     """The placement's changes, newest first."""

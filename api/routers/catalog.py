@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, HTTPException, status
+from fastapi.exceptions import RequestValidationError
 
 from api.deps import EngineDep, ProducerDep, SettingsDep
+from api.limits import BODY_RESPONSES
 from api.models import ItemBody, Queued, UserBody
 from api.producer import KafkaUnavailable
 from api.routers.events import unavailable
-from api.security import ADMIN, READ
+from api.security import ADMIN, KEY_RESPONSES, READ
 from schemas.models import Id, Item, User
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], responses=KEY_RESPONSES)
 
 
 async def _publish(producer, settings, topic: str, identifier: str, document) -> Queued:
@@ -23,11 +25,13 @@ async def _publish(producer, settings, topic: str, identifier: str, document) ->
 
 def _same_id(field: str, in_body: str | None, in_path: str) -> None:
     if in_body is not None and in_body != in_path:
-        raise HTTPException(422, detail=f"{field}: {in_body!r} does not match the path")
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", field),
+                                       "msg": f"{in_body!r} does not match the path",
+                                       "input": in_body}])
 
 
 @router.put("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
-            dependencies=[ADMIN])
+            dependencies=[ADMIN], responses=BODY_RESPONSES)
 async def put_item(
     item_id: Id, body: ItemBody, producer: ProducerDep, settings: SettingsDep
 ) -> Queued:
@@ -38,7 +42,8 @@ async def put_item(
                           item.model_dump(mode="json"))
 
 
-@router.get("/items/{item_id}", response_model=Item, dependencies=[READ])
+@router.get("/items/{item_id}", response_model=Item, dependencies=[READ],
+            responses={404: {"description": "Not in the catalog"}})
 def get_item(item_id: Id, engine: EngineDep) -> Item:
     document = engine.store.get_item(item_id)
     if document is None:
@@ -47,7 +52,7 @@ def get_item(item_id: Id, engine: EngineDep) -> Item:
 
 
 @router.put("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
-            dependencies=[ADMIN])
+            dependencies=[ADMIN], responses=BODY_RESPONSES)
 async def put_user(
     user_id: Id, body: UserBody, producer: ProducerDep, settings: SettingsDep
 ) -> Queued:

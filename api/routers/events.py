@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from api.deps import ProducerDep, SettingsDep, WeightsDep
+from api.limits import BODY_RESPONSES
 from api.models import Accepted
 from api.producer import KafkaUnavailable
-from api.security import WRITE
+from api.security import KEY_RESPONSES, WRITE
 from schemas.models import Event
 
-router = APIRouter(tags=["events"], dependencies=[WRITE])
+router = APIRouter(tags=["events"], dependencies=[WRITE], responses=KEY_RESPONSES)
 
 
 def unavailable(settings, error: Exception) -> HTTPException:
@@ -59,7 +60,9 @@ def parse_events(body: Any, limit: int) -> list[Event]:
 
 @router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted,
              openapi_extra={"requestBody": _BODY},
-             responses={413: {"description": "More events than max_events_per_request"},
+             responses={**BODY_RESPONSES,
+                        413: {"description": "More events than max_events_per_request, or "
+                                             "a body larger than max_body_bytes"},
                         503: {"description": "Kafka unreachable; nothing accepted, retry later"}})
 async def post_events(
     producer: ProducerDep,

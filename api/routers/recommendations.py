@@ -12,12 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from api.allocation import DEFAULT_PLACEMENT
 from api.deps import AllocationDep, EngineDep, FallbackDep, ProducerDep, SettingsDep
 from api.models import ItemList, K, RecommendationList, ScoredItem
-from api.security import READ
+from api.security import KEY_RESPONSES, READ
 from recommender.attribution import Impression
 from recommender.engine import Recommendations
 from schemas.models import Id
 
-router = APIRouter(tags=["recommendations"], dependencies=[READ])
+router = APIRouter(tags=["recommendations"], dependencies=[READ],
+                   responses=KEY_RESPONSES)
 
 ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
 
@@ -82,7 +83,9 @@ def similar(engine: EngineDep, item_id: Id, k: K = 10) -> ItemList:
     return ItemList(items=_items(engine.similar(item_id, k)))
 
 
-@router.get("/popular", response_model=ItemList)
+@router.get("/popular", response_model=ItemList, responses={
+    503: {"description": "State store unreachable, for a category (the overall list falls "
+                         "back to the last known popular items)"}})
 def popular(
     engine: EngineDep,
     fallback: FallbackDep,
