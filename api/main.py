@@ -9,9 +9,11 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 import streamrec
 from api.allocation import Allocation
+from api.errors import validation_failed
 from api.fallback import LastKnownPopular
 from api.limits import BodyLimit
 from api.metrics import MetricsHub
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (recommendations, events, catalog, admin, metrics, health):
         app.include_router(module.router)
+    app.add_exception_handler(RequestValidationError, validation_failed)
 
     app.add_middleware(RequestTimer)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

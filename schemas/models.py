@@ -27,11 +27,13 @@ from pydantic import (
 SCHEMA_DIR = Path(__file__).parent / "v1"
 MAX_TIMESTAMP = 4_102_444_800.0  # 2100-01-01: anything later is a unit mistake (ms, us)
 
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]+$"  # Unicode category Cc: C0, DEL, C1
+
 Id = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, Strict(), StringConstraints(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS)
 ]
 Category = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
 ]
 Scalar = Annotated[str, Strict(), StringConstraints(max_length=1024)] | bool | float
 PropertyName = Annotated[str, StringConstraints(max_length=64)]

@@ -24,7 +24,8 @@ PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Z
 
 
 class VariantBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Stored as JSON, where Infinity becomes null: every list of the placement was a 500.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Name
     model: Literal["popular", "cooccurrence", "mf", "hybrid"]
@@ -34,7 +35,7 @@ class VariantBody(BaseModel):
 
 
 class PlacementBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: Literal["split", "bandit"] = "split"
     floor: float = Field(default=0.05, ge=0, le=1,

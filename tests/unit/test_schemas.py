@@ -27,6 +27,7 @@ SAMPLES = [
     ("event", event(timestamp=1_700_000_000_000), False),  # milliseconds: a unit mistake
     ("event", {"item_id": "x", "event_type": "view"}, False),
     ("event", event(user="u\x00"), False),
+    ("event", event(item="line\x85break"), False),  # C1 controls are control characters too
     ("event", event(user="u" * 257), False),
     ("event", event(user=""), False),
     ("event", event(user=12), False),
