@@ -64,7 +64,9 @@ class MetricsHub:
         failing = False
         while True:
             try:
-                snapshot = await asyncio.to_thread(self.collect)
+                # Copied here, on the event loop that appends to it: iterating the deque in
+                # the thread while requests append raised "deque mutated during iteration".
+                snapshot = await asyncio.to_thread(self.collect, list(self._recent))
                 snapshot["consumer_lag"] = await self.consumer_lag()
                 self.latest = snapshot
                 async with self._changed:
@@ -86,7 +88,8 @@ class MetricsHub:
                 pass
         return self.latest
 
-    def collect(self) -> dict[str, Any]:
+    def collect(self, latencies: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+        """One snapshot; ``latencies`` are (monotonic time, seconds) of recent requests."""
         now = time.time()
         applied, freshness = self.ops.read()
         rate = 0.0
@@ -94,7 +97,8 @@ class MetricsHub:
             rate = (applied - self._previous[1]) / (now - self._previous[0])
         self._previous = (now, applied)
         horizon = time.monotonic() - 10.0
-        recent = [seconds for at, seconds in self._recent if at >= horizon]
+        samples = list(self._recent) if latencies is None else latencies
+        recent = [seconds for at, seconds in samples if at >= horizon]
         placements = {}
         for name, config in sorted(self.feedback.placements().items()):
             # Configured variants show from the start, before anything is credited.
