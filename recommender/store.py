@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +49,14 @@ class StateStore(Protocol):
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         """The user's whole (bounded) history, highest score first."""
+        ...
+
+    def user_ids(self) -> Iterator[UserId]:
+        """Every user with a history, in no particular order, without holding them all.
+
+        Each appears at least once; Redis's SCAN may repeat one whose table was resized
+        during the iteration.
+        """
         ...
 
     def apply(self, update: StateUpdate) -> None: ...
@@ -174,6 +182,9 @@ class InMemoryStore:
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         return top(self._history.get(user_id, {}), limit)
+
+    def user_ids(self) -> Iterator[UserId]:
+        yield from list(self._history)
 
     def apply(self, update: StateUpdate) -> None:
         for item, increment in update.popularity.items():

@@ -39,3 +39,17 @@ def key(prefix: str, kind: str, *parts: str) -> str:
     'sr:pop'
     """
     return SEPARATOR.join((prefix, kind, *parts))
+
+
+def pattern(prefix: str, kind: str) -> str:
+    """A SCAN ``MATCH`` pattern for every key of ``kind`` under ``prefix``, whatever its id.
+
+    The prefix and kind match literally (glob characters in them are escaped).
+
+    >>> pattern("sr", HISTORY)
+    'sr:hist:*'
+    >>> pattern("a*b", HISTORY)
+    'a\\\\*b:hist:*'
+    """
+    literal = key(prefix, kind, "")
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal) + "*"

@@ -7,7 +7,7 @@ batch in one MULTI/EXEC transaction, so readers never see half a batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,13 @@ class RedisStore:
         rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
                                   withscores=True)
         return _decode(rows)
+
+    def user_ids(self, count: int = 1000) -> Iterator[UserId]:
+        """SCAN over the history keys, ``count`` keys per round trip."""
+        start = len(self.key(keys.HISTORY, "").encode())
+        for name in self.client.scan_iter(match=keys.pattern(self.prefix, keys.HISTORY),
+                                          count=count):
+            yield name[start:].decode()
 
     def apply(self, update: StateUpdate) -> None:
         """The whole batch in one Lua call: atomic, one round trip, one packed argument."""

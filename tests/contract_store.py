@@ -38,6 +38,14 @@ class StoreContract:
         assert store.history("ann", 10) == [("jam", 40.0), ("cup", 20.0), ("tea", 10.0)]
         assert store.history("nobody", 10) == []
 
+    def test_user_ids_are_every_user_with_a_history(self, store):
+        odd = ["a:b", "a", "*", "[x]?", "caf\u00e9 \U0001f375"]
+        many = [f"user-{n}" for n in range(2500)]  # more than one SCAN page
+        store.apply(update(history={user: {"tea": 1.0} for user in odd + many}))
+        store.apply(update(user_factors={"factors-only": vector(1.0)}))
+        store.put_users([("properties-only", {"user_id": "properties-only"})])
+        assert set(store.user_ids()) == set(odd + many)
+
     def test_windows_are_positive_newest_first(self, store):
         store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0, "pot": 30.0}}))
         assert store.windows(["ann", "bob"], 5) == {"ann": [("pot", 30.0), ("tea", 10.0)],
