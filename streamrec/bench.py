@@ -179,17 +179,25 @@ class IngestResult:
 
 
 def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 900.0,
-           cover: bool = False) -> IngestResult:
+           cover: bool = False, workers: int = 1) -> IngestResult:
+    """Produce a backlog, then start ``workers`` workers in one consumer group and time
+    them through it."""
     produced_rate = asyncio.run(produce_backlog(current, simulation, count, cover))
     store = current.store()
     launched = time.perf_counter()
-    worker = current.spawn("worker", ["worker", "--log-level", "warning"])
+    started = [
+        current.spawn(f"worker-{n}" if workers > 1 else "worker",
+                      ["worker", "--log-level", "warning"],
+                      STREAMREC_DATA_DIR=str(current.run_dir / f"worker-{current.run_id}-{n}"))
+        for n in range(workers)
+    ]
     first_seen = first_count = None
     deadline = launched + timeout
     while time.perf_counter() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode}; "
-                               f"see {current.run_dir / 'worker.log'}")
+        for worker in started:
+            if worker.poll() is not None:
+                raise RuntimeError(f"a worker exited with {worker.returncode}; "
+                                   f"see the worker logs in {current.run_dir}")
         applied = store.events_applied()
         now = time.perf_counter()
         if applied and first_seen is None:
@@ -206,12 +214,14 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
     return IngestResult(count, produced_rate, rate, first_seen - launched)
 
 
-def start_api(current: Stack, **extra: str) -> str:
-    """Start one API process (``extra``: more environment) and wait until it is ready."""
+def start_api(current: Stack, processes: int = 1, **extra: str) -> str:
+    """Start the API (``processes`` uvicorn workers; ``extra``: more environment) and wait
+    until it is ready."""
     from streamrec.local.services import free_port
 
     port = free_port()
-    current.spawn("api", ["api"], STREAMREC_API_PORT=str(port), **extra)
+    current.spawn("api", ["api", "--workers", str(processes)], STREAMREC_API_PORT=str(port),
+                  **extra)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -228,13 +238,19 @@ def _get(url: str) -> dict:
         return orjson.loads(response.read())
 
 
-def freshness(current: Stack, base: str, anchor_items: list[str], probes: int) -> list[float]:
-    """Seconds from producing a new user's first event to a personalised list for them."""
+def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
+              simulation: Simulation | None = None, background_rate: float = 0.0
+              ) -> tuple[list[float], float]:
+    """Seconds from producing a new user's first event to a personalised list for them,
+    while ``background_rate`` simulated events per second flow into the same topic (open
+    loop). Returns the samples and the background rate Kafka acknowledged."""
     from aiokafka import AIOKafkaProducer
+
+    from streamrec.soak import Load, SoakConfig, produce
 
     topic = f"{current.prefix}.events"
 
-    async def run() -> list[float]:
+    async def probe_all() -> list[float]:
         producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
                                     enable_idempotence=True)
         await producer.start()
@@ -261,7 +277,94 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int) -
             await producer.stop()
         return seconds
 
+    async def run() -> tuple[list[float], float]:
+        if background_rate <= 0 or simulation is None:
+            return await probe_all(), 0.0
+        load = Load()
+        config = SoakConfig(duration=3600.0, event_rate=background_rate)
+        background = asyncio.create_task(
+            produce(load, config, current.bootstrap, topic, simulation))
+        await asyncio.sleep(3.0)  # let the background rate settle before probing
+        started, acknowledged = time.perf_counter(), load.events_total
+        try:
+            seconds = await probe_all()
+        finally:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+        rate = (load.events_total - acknowledged) / (time.perf_counter() - started)
+        if load.all_errors:
+            raise RuntimeError(f"background producer failed: {dict(load.all_errors)}")
+        return seconds, rate
+
     return asyncio.run(run())
+
+
+@dataclass
+class RateResult:
+    rate: float
+    answered: int
+    errors: dict[str, int]
+    latency_ms: dict[str, float]
+
+
+def serve_at_rates(base: str, simulation: Simulation, rates: list[float], seconds: float,
+                   model: str | None = None) -> list[RateResult]:
+    """Open-loop ``GET /recommendations`` at each fixed rate: every request leaves at its
+    scheduled time and its latency counts from then (soak's generator), so queueing shows."""
+    import httpx
+
+    from streamrec.soak import Load, SoakConfig, request
+
+    params = {} if model is None else {"model": model}
+
+    async def one(rate: float) -> RateResult:
+        load = Load()
+        config = SoakConfig(duration=seconds, request_rate=rate, request_timeout=5.0)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=base, params=params, limits=limits) as client:
+            await request(load, config, client, simulation)
+        samples = sorted(load.all_latencies)
+        latency = {}
+        if samples:
+            for name, fraction in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
+                latency[name] = 1000 * percentile(samples, fraction)
+        return RateResult(rate, load.requests_total, dict(load.all_errors), latency)
+
+    return [asyncio.run(one(rate)) for rate in rates]
+
+
+def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
+    """Redis bytes per user and per item, from ``MEMORY USAGE`` of a sample of each's keys
+    (users: history and factors; items: neighbours, factors and document), plus the
+    sorted sets every item has a member in (popularity, counts, change cursor) shared out."""
+    from streamrec import keys
+
+    store = current.store()
+    client = store.client
+    users = []
+    for user in store.user_ids():
+        users.append(user)
+        if len(users) >= sample:
+            break
+    items = [item for item, _ in store.popular(sample)]
+
+    def usage(names: list[str]) -> int:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        return sum(size or 0 for size in pipe.execute())
+
+    per_user = usage([store.key(kind, user) for user in users
+                      for kind in (keys.HISTORY, keys.MF_USER)]) / max(1, len(users))
+    per_item = usage([store.key(kind, item) for item in items
+                      for kind in (keys.NEIGHBOURS, keys.MF_ITEM, keys.ITEM)]) / max(1, len(items))
+    catalog = client.zcard(store.key(keys.POPULAR)) or 1
+    shared = usage([store.key(keys.POPULAR), store.key(keys.ITEM_COUNT),
+                    store.key(keys.MF_CHANGED)]) / catalog
+    return {"bytes_per_user": per_user, "bytes_per_item": per_item + shared,
+            "users_sampled": len(users), "items_sampled": len(items),
+            "used_memory": client.info("memory")["used_memory"]}
 
 
 WRK_SCRIPT = """

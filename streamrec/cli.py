@@ -370,46 +370,96 @@ def _names(text: str) -> list[str]:
 @click.option("--items", default=10_000, show_default=True)
 @click.option("--categories", default=50, show_default=True)
 @click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
+@click.option("--freshness-rate", default=5000.0, show_default=True,
+              help="Background events/s flowing while freshness is probed (0: none).")
 @click.option("--duration", default=15, show_default=True, help="Seconds of HTTP load.")
 @click.option("--connections", default=16, show_default=True, help="wrk connections.")
 @click.option("--models", default="popular,cooccurrence,mf,hybrid", show_default=True,
               help="Models to serve under load, comma-separated.")
+@click.option("--serve-rates", default="100,250,500,1000", show_default=True,
+              help="Open-loop request rates per model (empty: skip).")
+@click.option("--rate-seconds", default=10.0, show_default=True,
+              help="Seconds at each open-loop rate.")
+@click.option("--budget-ms", default=10.0, show_default=True,
+              help="p99 budget: the report names the highest rate that stays in it.")
+@click.option("--scale-out", is_flag=True,
+              help="Also ingest with 2 workers and serve with 2 API processes.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Also write the figures as JSON here.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Keep logs and data here (default: a temporary directory, removed).")
 @click.option("--cover-catalog", is_flag=True,
               help="Start the backlog with one view of every item (a full MF index).")
-def bench(events: int, users: int, items: int, categories: int, probes: int, duration: int,
-          connections: int, models: str, output: Path | None, run_dir: Path | None,
-          cover_catalog: bool) -> None:
-    """Measure ingest events/s, freshness and GET /recommendations latency on this machine."""
+def bench(events: int, users: int, items: int, categories: int, probes: int,
+          freshness_rate: float, duration: int, connections: int, models: str,
+          serve_rates: str, rate_seconds: float, budget_ms: float, scale_out: bool,
+          output: Path | None, run_dir: Path | None, cover_catalog: bool) -> None:
+    """Measure ingest events/s, freshness, serving latency, Redis memory and scale-out on
+    this machine."""
+    import uuid
+
     from streamrec import bench as measure
     from streamrec.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=7)
     figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    model_names = _names(models)
     with measure.stack(run_dir) as current:
+        if scale_out:
+            click.echo(f"ingest: {events} events, two workers in one group ...")
+            result = measure.ingest(current, simulation, events, cover=cover_catalog,
+                                    workers=2)
+            figures["ingest_2_workers"] = vars(result)
+            click.echo(f"  two workers applied {result.apply_per_second:,.0f} events/s")
+            current.stop_roles()
+            current.run_id = uuid.uuid4().hex[:8]  # fresh topics, group and Redis prefix
         click.echo(f"ingest: producing {events} events, then starting one worker ...")
         result = measure.ingest(current, simulation, events, cover=cover_catalog)
         figures["ingest"] = vars(result)
         click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
                    f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, startup "
                    f"{result.startup_seconds:.1f} s excluded)")
+        memory = measure.redis_bytes(current)
+        figures["redis_memory"] = memory
+        click.echo(f"Redis: {memory['bytes_per_user']:,.0f} bytes per user "
+                   f"({memory['bytes_per_user'] * 1e6 / 2**30:.2f} GiB per million users), "
+                   f"{memory['bytes_per_item']:,.0f} bytes per item")
         base = measure.start_api(current)
         anchors = [item for item, _ in current.store().popular(50)]
-        seconds = measure.freshness(current, base, anchors, probes)
+        seconds, background = measure.freshness(current, base, anchors, probes, simulation,
+                                                freshness_rate)
         figures["freshness_ms"] = {k: v * 1000 for k, v in measure.summarise(seconds).items()}
-        click.echo("freshness (event produced -> visible in GET /recommendations), ms: "
-                   + _format(figures["freshness_ms"]))
+        figures["freshness_background_events_per_second"] = background
+        click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
+                   f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"]))
         figures["mf_items_in_index"] = len(current.store().changed_items(None)[1])
         figures["serve"] = {}
-        for model in [name.strip() for name in models.split(",") if name.strip()]:
+        for model in model_names:
             served = measure.serve(current, base, users, duration, connections, model)
             figures["serve"][model] = vars(served)
             click.echo(f"GET /recommendations?model={model}: "
                        f"{served.requests_per_second:,.0f} req/s with {connections} connections,"
                        f" latency ms: {_format(served.latency_ms)}, errors: {served.errors}")
+        rates = [float(rate) for rate in _names(serve_rates)]
+        figures["open_loop"] = {}
+        for model in model_names if rates else []:
+            results = measure.serve_at_rates(base, simulation, rates, rate_seconds, model)
+            figures["open_loop"][model] = [vars(r) for r in results]
+            within = [r.rate for r in results
+                      if not r.errors and r.latency_ms.get("p99", 1e9) <= budget_ms]
+            for r in results:
+                click.echo(f"  open loop {model} at {r.rate:g} req/s: {r.answered} answered, "
+                           f"errors {r.errors or 'none'}, latency ms: {_format(r.latency_ms)}")
+            click.echo(f"  {model}: highest rate with p99 <= {budget_ms:g} ms: "
+                       f"{max(within) if within else 'none of ' + serve_rates} req/s")
+        if scale_out:
+            current.roles.pop("api").terminate()
+            base = measure.start_api(current, processes=2)
+            model = model_names[-1] if model_names else None
+            served = measure.serve(current, base, users, duration, connections, model)
+            figures["serve_2_api_processes"] = {model: vars(served)}
+            click.echo(f"two API processes, model={model}: {served.requests_per_second:,.0f}"
+                       f" req/s, latency ms: {_format(served.latency_ms)}")
     if output is not None:
         output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
@@ -453,6 +503,42 @@ def soak(duration: float, event_rate: float, request_rate: float, interval: floa
     if output is not None:
         output.write_bytes(soaking.as_json(report))
     if not report.passed:
+        raise SystemExit(1)
+
+
+@main.command(name="import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["items", "users", "events"]), default=None,
+              help="What the rows are (default: events; items for movielens-movies).")
+@click.option("--format", "data_format", default=None,
+              type=click.Choice(["csv", "jsonl", "movielens-movies"]),
+              help="Default: from the file name (.csv, .jsonl or .ndjson).")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every rejected row here (JSON Lines: line, reason, row).")
+@click.option("--show-rejected", default=10, show_default=True,
+              help="How many rejected rows to list.")
+@click.option("--batch", default=1000, show_default=True, help="Rows per acknowledged batch.")
+def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: Path | None,
+                show_rejected: int, batch: int) -> None:
+    """Validate every row of a CSV or JSON Lines file and send the valid ones to Kafka
+    (items and users to their compacted topics, events to the events topic)."""
+    from streamrec import importer
+
+    kind = kind or ("items" if data_format == "movielens-movies" else "events")
+    try:
+        report = importer.run(path, kind, data_format, get_settings(), rejects, show_rejected,
+                              batch)
+    except importer.ImportFailed as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"import: {report.read:,} rows read, {report.sent:,} sent (acknowledged by "
+               f"Kafka), {report.rejected:,} rejected")
+    for row in report.first_rejected:
+        click.echo(f"  {row}")
+    if report.rejected > len(report.first_rejected):
+        click.echo(f"  ... and {report.rejected - len(report.first_rejected):,} more")
+    if report.rejected:
+        where = f" (all in {rejects})" if rejects else " (--rejects FILE keeps them all)"
+        click.echo(f"error: {report.rejected:,} rows were rejected{where}", err=True)
         raise SystemExit(1)
 
 
