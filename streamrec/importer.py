@@ -1,0 +1,366 @@
+"""``streamrec import``: bulk-load items, users or events from CSV or JSON Lines into Kafka.
+
+Every row is validated by the contract models the API uses (``schemas.models``); rows that
+break the contract are reported with their line and field and never sent. The rest are
+produced as the API produces them (same keys, same documents, ``event_id`` and
+``timestamp`` filled in) with ``acks=all`` and an idempotent producer, and a row counts as
+sent only once Kafka acknowledged it.
+
+CSV cells become JSON values by the field they fill: an empty cell leaves the field out;
+``categories`` is ``|``-separated; a number field (``price``, ``value``, ``timestamp``,
+``created_at``) takes a JSON number, anything else is handed to the model as text (an
+RFC 3339 ``timestamp`` is fine, ``abc`` is rejected); ``available`` takes ``true``/``false``,
+``1``/``0``, ``yes``/``no``; ``properties.<name>`` (``context.<name>`` for events) becomes
+one entry of that map: a JSON number is a number (``007`` is not: it stays text), ``true``
+and ``false`` are booleans, anything else is a string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from schemas.models import Event, Item, User, describe
+from streamrec.settings import Settings
+
+KINDS = {"items": Item, "users": User, "events": Event}
+FORMATS = ("csv", "jsonl", "movielens-movies")
+LIST_SEPARATOR = "|"
+MOVIELENS_NO_GENRES = "(no genres listed)"
+
+# The JSON grammar's numbers: no leading zeros, no NaN or Infinity, no hex.
+_JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
+
+
+class ImportFailed(RuntimeError):
+    """The file cannot be read as a whole (unknown format, header), or Kafka stopped
+    acknowledging; ``str()`` says what and how far the import got."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    reason: str
+    row: Any  # the raw row: a CSV row as {column: cell}, a JSON line as its text
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    line: int
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    sent: int = 0
+    rejected: int = 0
+    first_rejected: list[Rejected] = field(default_factory=list)
+
+
+def detect(path: Path) -> str:
+    if path.suffix == ".csv":
+        return "csv"
+    if path.suffix in {".jsonl", ".ndjson"}:
+        return "jsonl"
+    raise ImportFailed(f"{path}: unknown format; name it *.csv or *.jsonl, or pass --format")
+
+
+class _Lines:
+    """A binary file's lines as text, counting bytes for the progress bar. A line that is
+    not UTF-8 is decoded with replacement characters and flagged, so its row is rejected
+    rather than sent altered."""
+
+    def __init__(self, file: IO[bytes], progress: Callable[[int], Any]) -> None:
+        self.file = file
+        self.progress = progress
+        self.undecodable = False  # since the caller last reset it
+
+    def __iter__(self) -> Iterator[str]:
+        first = True
+        for raw in self.file:
+            self.progress(len(raw))
+            if first and raw.startswith(b"\xef\xbb\xbf"):  # a spreadsheet's byte-order mark
+                raw = raw[3:]
+            first = False
+            try:
+                yield raw.decode()
+            except UnicodeDecodeError:
+                self.undecodable = True
+                yield raw.decode(errors="replace")
+
+
+def _schema_types(model: type[BaseModel]) -> dict[str, set[str]]:
+    """Each field's JSON types (``number``, ``array``, ``object`` ...) from its schema."""
+    types = {}
+    for name, spec in model.model_json_schema()["properties"].items():
+        variants = spec.get("anyOf", [spec])
+        types[name] = {variant.get("type") for variant in variants}
+    return types
+
+
+def _scalar(cell: str) -> str | float | bool:
+    if _JSON_NUMBER.fullmatch(cell):
+        return float(cell)
+    if cell in ("true", "false"):
+        return cell == "true"
+    return cell
+
+
+class _CsvColumns:
+    """How a header's columns fill a model's fields (checked once, before any row)."""
+
+    def __init__(self, header: list[str], model: type[BaseModel]) -> None:
+        self.types = _schema_types(model)
+        maps = sorted(name for name, kinds in self.types.items() if "object" in kinds)
+        unknown = [column for column in header if column not in self.types
+                   and not any(column.startswith(f"{name}.") and len(column) > len(name) + 1
+                               for name in maps)]
+        if unknown:
+            allowed = sorted(set(self.types) - set(maps)) + [f"{name}.<name>" for name in maps]
+            raise ImportFailed(f"header: unknown column(s) {unknown}; the columns of "
+                               f"{model.__name__} are {allowed}")
+        repeated = sorted({column for column in header if header.count(column) > 1})
+        if repeated:
+            raise ImportFailed(f"header: column(s) {repeated} appear more than once")
+        self.header = header
+
+    def document(self, cells: list[str]) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        for column, cell in zip(self.header, cells, strict=True):
+            if cell == "":
+                continue
+            if column not in self.types:
+                name, _, entry = column.partition(".")
+                document.setdefault(name, {})[entry] = _scalar(cell)
+            elif "array" in self.types[column]:
+                document[column] = cell.split(LIST_SEPARATOR)
+            elif "number" in self.types[column] and _JSON_NUMBER.fullmatch(cell):
+                document[column] = float(cell)
+            else:
+                document[column] = cell
+        return document
+
+
+def _movielens_movie(row: dict[str, str]) -> dict[str, Any]:
+    genres = row["genres"]
+    return {"item_id": row["movieId"], "properties": {"title": row["title"]},
+            "categories": [] if genres in ("", MOVIELENS_NO_GENRES)
+            else genres.split(LIST_SEPARATOR)}
+
+
+def read_csv(lines: _Lines, model: type[BaseModel], movielens: bool = False
+             ) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
+    """``(line, raw row, document)``, or a reason in place of the document."""
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    if movielens:
+        missing = {"movieId", "title", "genres"} - set(header)
+        if missing:
+            raise ImportFailed(f"header: a MovieLens movies.csv has movieId,title,genres; "
+                               f"this one lacks {sorted(missing)}")
+    else:
+        columns = _CsvColumns(header, model)
+    lines.undecodable = False
+    end = reader.line_num
+    for cells in reader:
+        line, end = end + 1, reader.line_num
+        if not cells:
+            continue  # a blank line
+        undecodable, lines.undecodable = lines.undecodable, False
+        if len(cells) != len(header):
+            yield line, cells, f"row: {len(cells)} cells where the header has {len(header)}"
+            continue
+        raw = dict(zip(header, cells, strict=True))
+        if undecodable:
+            yield line, raw, "row: not valid UTF-8"
+        elif movielens:
+            yield line, raw, _movielens_movie(raw)
+        else:
+            yield line, raw, columns.document(cells)
+
+
+def read_jsonl(lines: _Lines) -> Iterator[tuple[int, Any, bytes | str]]:
+    for line, text in enumerate(lines, start=1):
+        undecodable, lines.undecodable = lines.undecodable, False
+        if not text.strip():
+            continue
+        row = text.rstrip("\r\n")
+        yield line, row, "row: not valid UTF-8" if undecodable else row.encode()
+
+
+class _Messages:
+    """Validated rows as the API would produce them: ``(key, value)`` per row."""
+
+    def __init__(self, kind: str, event_types: set[str]) -> None:
+        self.model = KINDS[kind]
+        self.kind = kind
+        self.event_types = event_types
+
+    def message(self, document: dict[str, Any] | bytes) -> tuple[bytes, bytes]:
+        """Raises ValueError naming the field at fault."""
+        try:
+            if isinstance(document, bytes):
+                valid = self.model.model_validate_json(document)
+            else:
+                valid = self.model.model_validate(document)
+        except ValidationError as error:
+            raise ValueError(describe(error)) from None
+        if isinstance(valid, Event):
+            if valid.event_type not in self.event_types:
+                raise ValueError(f"event_type: {valid.event_type!r} is not one of "
+                                 f"{sorted(self.event_types)}")
+            filled = valid.model_copy(update={
+                "timestamp": time.time() if valid.timestamp is None else valid.timestamp,
+                "event_id": valid.event_id or uuid.uuid4().hex,
+            })
+            return filled.user_id.encode(), orjson.dumps(
+                filled.model_dump(exclude_none=True, exclude_defaults=True))
+        identifier = valid.item_id if isinstance(valid, Item) else valid.user_id
+        return identifier.encode(), orjson.dumps(valid.model_dump(mode="json"))
+
+
+def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
+         progress: Callable[[int], Any] = lambda _: None) -> Iterator[Accepted | Rejected]:
+    """Each non-blank row of ``file``, validated: an :class:`Accepted` message or a
+    :class:`Rejected` row."""
+    if data_format == "movielens-movies" and kind != "items":
+        raise ImportFailed("--format movielens-movies loads items (--kind items)")
+    messages = _Messages(kind, event_types)
+    lines = _Lines(file, progress)
+    if data_format == "jsonl":
+        source = read_jsonl(lines)
+    elif data_format in ("csv", "movielens-movies"):
+        source = read_csv(lines, messages.model, movielens=data_format == "movielens-movies")
+    else:
+        raise ImportFailed(f"format {data_format!r} is not one of {list(FORMATS)}")
+    for line, raw, document in source:
+        if isinstance(document, str):
+            yield Rejected(line, document, raw)
+            continue
+        try:
+            key, value = messages.message(document)
+        except ValueError as error:
+            yield Rejected(line, str(error), raw)
+            continue
+        yield Accepted(line, key, value)
+
+
+async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | Rejected],
+                  report: ImportReport, on_rejected: Callable[[Rejected], Any],
+                  batch: int = 1000, after_batch: Callable[[], Any] = lambda: None) -> None:
+    """Send every accepted row to ``topic`` in batches, two batches in flight at most;
+    ``report.sent`` grows only by rows Kafka acknowledged.
+
+    Raises
+    ------
+    ImportFailed
+        When Kafka does not acknowledge a row: naming the first line not acknowledged.
+    """
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from streamrec.topics import ensure_topics
+
+    try:
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                    enable_idempotence=True, linger_ms=20,
+                                    max_batch_size=512 * 1024)
+        await producer.start()
+    except KafkaError as error:
+        raise ImportFailed(f"Kafka at {settings.kafka_bootstrap} is not reachable ({error!r});"
+                           " nothing was sent") from None
+    in_flight: deque[list[tuple[int, asyncio.Future]]] = deque()
+
+    async def settle() -> None:
+        pending = in_flight.popleft()
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        failed = [(line, r) for (line, _), r in zip(pending, results, strict=True)
+                  if isinstance(r, BaseException)]
+        report.sent += len(pending) - len(failed)
+        after_batch()
+        if failed:
+            line, error = failed[0]
+            raise ImportFailed(f"Kafka did not acknowledge line {line} ({error!r}); "
+                               f"{report.sent} rows were acknowledged before it stopped")
+
+    try:
+        current: list[tuple[int, asyncio.Future]] = []
+        for outcome in outcomes:
+            report.read += 1
+            if isinstance(outcome, Rejected):
+                report.rejected += 1
+                on_rejected(outcome)
+                continue
+            try:
+                future = await producer.send(topic, outcome.value, key=outcome.key)
+            except KafkaError as error:
+                raise ImportFailed(f"Kafka refused line {outcome.line} ({error!r}); "
+                                   f"{report.sent} rows were acknowledged before it") from None
+            current.append((outcome.line, future))
+            if len(current) >= batch:
+                in_flight.append(current)
+                current = []
+                # Reading and validating never wait, so give the producer its turn here.
+                if len(in_flight) > 1:
+                    await settle()
+                else:
+                    await asyncio.sleep(0)
+        if current:
+            in_flight.append(current)
+        while in_flight:
+            await settle()
+    finally:
+        await producer.stop()
+
+
+def run(path: Path, kind: str, data_format: str | None, settings: Settings,
+        rejects: Path | None = None, keep_rejected: int = 10, batch: int = 1000,
+        show_progress: bool | None = None) -> ImportReport:
+    """Import ``path``. Every rejected row goes to ``rejects`` (JSON Lines of ``line``,
+    ``reason``, ``row``) when given; the report keeps the first ``keep_rejected``.
+    ``show_progress=None`` shows a progress bar on a terminal only."""
+    from tqdm import tqdm
+
+    data_format = data_format or detect(path)
+    topic = {"items": settings.items_topic, "users": settings.users_topic,
+             "events": settings.events_topic}[kind]
+    report = ImportReport()
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(path.open("rb"))
+        rejects_file = None if rejects is None else stack.enter_context(rejects.open("wb"))
+        bar = stack.enter_context(tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                       desc=f"import {kind}", disable=None if show_progress
+                                       is None else not show_progress))
+
+        def rejected(row: Rejected) -> None:
+            if len(report.first_rejected) < keep_rejected:
+                report.first_rejected.append(row)
+            if rejects_file is not None:
+                rejects_file.write(orjson.dumps(vars(row), option=orjson.OPT_APPEND_NEWLINE))
+
+        def progress() -> None:
+            bar.set_postfix(sent=report.sent, rejected=report.rejected, refresh=False)
+
+        outcomes = rows(file, data_format, kind, set(settings.event_weights), bar.update)
+        asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))
+    return report
