@@ -51,6 +51,10 @@ class StateStore(Protocol):
         """The user's whole (bounded) history, highest score first."""
         ...
 
+    def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        """:meth:`history` of many users, in one round trip."""
+        ...
+
     def user_ids(self) -> Iterator[UserId]:
         """Every user with a history, in no particular order, without holding them all.
 
@@ -182,6 +186,9 @@ class InMemoryStore:
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         return top(self._history.get(user_id, {}), limit)
+
+    def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        return {user: self.history(user, limit) for user in user_ids}
 
     def user_ids(self) -> Iterator[UserId]:
         yield from list(self._history)

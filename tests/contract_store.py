@@ -46,6 +46,14 @@ class StoreContract:
         store.put_users([("properties-only", {"user_id": "properties-only"})])
         assert set(store.user_ids()) == set(odd + many)
 
+    def test_histories_are_each_users_history(self, store):
+        store.apply(update(history_length=3, history={"ann": {"tea": 10.0, "cup": -20.0},
+                                                      "bob": {"pot": 5.0}}))
+        assert store.histories(["ann", "bob", "nobody"], 1) == {
+            "ann": store.history("ann", 1), "bob": [("pot", 5.0)], "nobody": []}
+        assert store.histories(["ann"], 10) == {"ann": store.history("ann", 10)}
+        assert store.histories([], 10) == {}
+
     def test_windows_are_positive_newest_first(self, store):
         store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0, "pot": 30.0}}))
         assert store.windows(["ann", "bob"], 5) == {"ann": [("pot", 30.0), ("tea", 10.0)],
