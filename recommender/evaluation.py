@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,20 +36,26 @@ class Tally:
     reciprocal_rank: float = 0.0
     known_events: int = 0  # events of users seen before
     known_hits: int = 0
+    # Cold-start slices: events whose user (or item) had fewer than N earlier events.
+    slice_events: Counter = field(default_factory=Counter)
+    slice_hits: Counter = field(default_factory=Counter)
     recommended: set[ItemId] = field(default_factory=set)
     seconds_recommending: float = 0.0
     seconds_learning: float = 0.0
 
-    def add(self, ranked: Sequence[ItemId], target: ItemId, known: bool) -> None:
+    def add(self, ranked: Sequence[ItemId], target: ItemId, known: bool,
+            slices: Sequence[str] = ()) -> None:
         self.events += 1
         self.recommended.update(ranked)
         rank = next((n for n, item in enumerate(ranked) if item == target), None)
         if known:
             self.known_events += 1
+        self.slice_events.update(slices)
         if rank is None:
             return
         self.hits += 1
         self.known_hits += known
+        self.slice_hits.update(slices)
         self.ndcg += 1.0 / math.log2(rank + 2)
         self.reciprocal_rank += 1.0 / (rank + 1)
 
@@ -60,10 +67,27 @@ class Tally:
             "ndcg": self.ndcg / n,
             "mrr": self.reciprocal_rank / n,
             "recall_known_users": self.known_hits / max(self.known_events, 1),
+            **{f"recall_{name}": self.slice_hits[name] / max(self.slice_events[name], 1)
+               for name in SLICES},
+            **{f"events_{name}": self.slice_events[name] for name in SLICES},
             "coverage": len(self.recommended) / max(catalog_size, 1),
             "seconds_recommending": self.seconds_recommending,
             "seconds_learning": self.seconds_learning,
         }
+
+
+SLICES = ("cold_users", "cold_items")
+
+
+def cold_slices(user_events: int, item_events: int, threshold: int) -> tuple[str, ...]:
+    """The cold-start slices an event falls in, given how many events its user and its
+    item had before it.
+
+    >>> cold_slices(0, 12, 5), cold_slices(7, 2, 5), cold_slices(9, 9, 5)
+    (('cold_users',), ('cold_items',), ())
+    """
+    return tuple(name for name, seen in zip(SLICES, (user_events, item_events), strict=True)
+                 if seen < threshold)
 
 
 class EngineModel:
@@ -105,6 +129,7 @@ def batches(events: Iterable[Interaction], seconds: float, most: int
 @dataclass
 class Report:
     k: int
+    cold_start: int
     totals: dict[str, dict[str, float]]
     over_time: list[dict[str, float]]  # one row per bucket: events seen, time, per-model recall
     events: int
@@ -120,9 +145,16 @@ def prequential(
     max_batch: int = 1000,
     buckets: int = 20,
     progress: Callable[[int], None] | None = None,
+    cold_start: int = 5,
 ) -> Report:
-    """Score every model on every positive event before any model learns it."""
+    """Score every model on every positive event before any model learns it.
+
+    Besides the totals, events are sliced by cold start: a user's first ``cold_start``
+    events (``cold_users``) and an item's first ``cold_start`` events (``cold_items``).
+    """
     tallies = {name: Tally() for name in models}
+    user_events: Counter[UserId] = Counter()
+    item_events: Counter[ItemId] = Counter()
     seen_users: set[UserId] = set()
     items: set[ItemId] = set()
     over_time: list[dict[str, float]] = []
@@ -136,17 +168,21 @@ def prequential(
                 continue
             positives += 1
             known = event.user_id in seen_users
+            slices = cold_slices(user_events[event.user_id], item_events[event.item_id],
+                                 cold_start)
             for name, model in models.items():
                 started = time.perf_counter()
                 ranked = model.recommend(event.user_id, k, event.timestamp)
                 tallies[name].seconds_recommending += time.perf_counter() - started
-                tallies[name].add(ranked, event.item_id, known)
+                tallies[name].add(ranked, event.item_id, known, slices)
         for name, model in models.items():
             started = time.perf_counter()
             model.learn_many(batch)
             tallies[name].seconds_learning += time.perf_counter() - started
         seen_users.update(event.user_id for event in batch)
         items.update(event.item_id for event in batch)
+        user_events.update(event.user_id for event in batch)
+        item_events.update(event.item_id for event in batch)
         before = done
         done += len(batch)
         if progress is not None:
@@ -162,4 +198,4 @@ def prequential(
             if row["scored"]:  # a last sliver of a bucket with nothing scored is no point
                 over_time.append(row)
     totals = {name: tally.summary(len(items)) for name, tally in tallies.items()}
-    return Report(k, totals, over_time, len(events), positives, batch_count)
+    return Report(k, cold_start, totals, over_time, len(events), positives, batch_count)

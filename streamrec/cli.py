@@ -343,9 +343,11 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
               help="Event time per replayed batch: the freshness being simulated.")
 @click.option("--retrain-every", default=86400.0, show_default=True,
               help="Seconds of event time between refits of the batch baseline.")
+@click.option("--cold-start", default=5, show_default=True,
+              help="Slice out events among their user's (item's) first N.")
 def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines: str,
              output_dir: Path, limit: int | None, batch_seconds: float,
-             retrain_every: float) -> None:
+             retrain_every: float, cold_start: int) -> None:
     """Prequential evaluation: each model ranks before it learns each event."""
     from streamrec import evaluate as evaluation
     from streamrec.datasets import DatasetError
@@ -353,7 +355,7 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
     try:
         report = evaluation.run(
             path, data_format, k, _names(models), _names(baselines), output_dir, limit,
-            batch_seconds, retrain_every, get_settings())
+            batch_seconds, retrain_every, get_settings(), cold_start)
     except (DatasetError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(evaluation.markdown(report))

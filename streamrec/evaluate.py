@@ -51,7 +51,7 @@ def build(models: list[str], baselines: list[str], settings: Settings, epoch: fl
 
 def run(path: Path, format: str | None, k: int, models: list[str], baselines: list[str],
         output: Path, limit: int | None, batch_seconds: float, retrain_every: float,
-        settings: Settings | None = None) -> Report:
+        settings: Settings | None = None, cold_start: int = 5) -> Report:
     settings = settings or Settings()
     unknown = set(models) - set(MODELS)
     if unknown:
@@ -63,21 +63,28 @@ def run(path: Path, format: str | None, k: int, models: list[str], baselines: li
     started = time.perf_counter()
     with tqdm(total=len(events), unit="event", desc="prequential") as bar:
         report = prequential(events, built, k=k, batch_seconds=batch_seconds,
-                             progress=bar.update)
+                             progress=bar.update, cold_start=cold_start)
     elapsed = time.perf_counter() - started
     write(report, output, path, elapsed, batch_seconds, retrain_every)
     return report
 
 
 def markdown(report: Report) -> str:
-    k = report.k
+    k, n = report.k, report.cold_start
     lines = [f"| model | Recall@{k} | NDCG@{k} | MRR@{k} | Recall@{k} (known users) "
+             f"| Recall@{k} users' first {n} | Recall@{k} items' first {n} "
              "| coverage | s recommending | s learning |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, t in sorted(report.totals.items(), key=lambda pair: -pair[1]["recall"]):
         lines.append(f"| {name} | {t['recall']:.4f} | {t['ndcg']:.4f} | {t['mrr']:.4f} "
-                     f"| {t['recall_known_users']:.4f} | {t['coverage']:.3f} "
+                     f"| {t['recall_known_users']:.4f} | {t['recall_cold_users']:.4f} "
+                     f"| {t['recall_cold_items']:.4f} | {t['coverage']:.3f} "
                      f"| {t['seconds_recommending']:.1f} | {t['seconds_learning']:.1f} |")
+    if report.totals:
+        first = next(iter(report.totals.values()))
+        lines.append(f"\nCold-start slices: {first['events_cold_users']:,} scored events "
+                     f"were among their user's first {n}, {first['events_cold_items']:,} "
+                     f"among their item's first {n}.")
     return "\n".join(lines)
 
 
@@ -90,7 +97,8 @@ def write(report: Report, output: Path, source: Path, elapsed: float, batch_seco
               f"{elapsed:.0f} s wall time.\n\n")
     (output / "evaluation.md").write_text(header + markdown(report) + "\n")
     (output / "evaluation.json").write_text(json.dumps({
-        "k": report.k, "events": report.events, "positives": report.positives,
+        "k": report.k, "cold_start": report.cold_start, "events": report.events,
+        "positives": report.positives,
         "batches": report.batches, "seconds": elapsed, "totals": report.totals,
         "over_time": report.over_time}, indent=2))
     plot(report.over_time, list(report.totals), report.k, source.name,

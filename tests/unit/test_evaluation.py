@@ -98,3 +98,30 @@ def test_evaluate_cli_writes_table_json_and_plot(tmp_path):
     assert (out / "evaluation.png").read_bytes().startswith(b"\x89PNG")
     bad = CliRunner().invoke(main, ["evaluate", str(data), "--models", "magic"])
     assert bad.exit_code != 0 and "magic" in bad.output
+
+
+class LastItem:
+    """Recommends the item learned last: hits exactly when an item repeats next."""
+
+    def __init__(self):
+        self.last = []
+
+    def learn_many(self, interactions):
+        self.last = [interactions[-1].item_id]
+
+    def recommend(self, user_id, k, now):
+        return self.last
+
+
+def test_cold_start_slices_count_users_and_items_first_events():
+    # One event a batch (10 s apart, 1 s batches). Hits: the 2nd and 4th events ("x" again,
+    # "y" again); before each, its user and its item had one event: cold at N=2.
+    events = [Interaction(user, item, 10.0 * n, 1.0) for n, (user, item) in enumerate([
+        ("ann", "x"), ("ann", "x"), ("bob", "y"), ("bob", "y"), ("bob", "z")])]
+    report = prequential(events, {"last": LastItem()}, k=1, cold_start=2)
+    totals = report.totals["last"]
+    assert (totals["events"], totals["recall"]) == (5, 2 / 5)
+    # cold users: ann's two events and bob's first two (his third is warm): both hits among
+    assert (totals["events_cold_users"], totals["recall_cold_users"]) == (4, 0.5)
+    # cold items: x twice, y twice, z once: all 5 events had an item with < 2 events
+    assert (totals["events_cold_items"], totals["recall_cold_items"]) == (5, 2 / 5)
