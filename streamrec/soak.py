@@ -48,6 +48,7 @@ from streamrec.simulator import Simulation
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 JUDGED = ("worker", "api")
 MEMORY_COLUMNS = ("worker", "api", "redis", "redis_used")
+CONNECTIONS = 32  # to the API process, kept alive
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,6 @@ class SoakConfig:
     growth_percent: float = 10.0
     growth_mib: float = 20.0
     request_timeout: float = 10.0
-    max_in_flight: int = 1_000
     drain_seconds: float = 60.0  # how long the worker may take to apply the last events
     seed: int = 7
 
@@ -85,6 +85,7 @@ class Row:
     p50_ms: float | None
     p99_ms: float | None
     memory_mib: dict[str, float | None]
+    load: float  # the machine's 1-minute load average: others' work shows here
 
 
 @dataclass
@@ -232,37 +233,63 @@ async def produce(load: Load, config: SoakConfig, bootstrap: str, topic: str,
 
 async def request(load: Load, config: SoakConfig, client: httpx.AsyncClient,
                   simulation: Simulation) -> None:
-    """Send ``request_rate`` GET /recommendations per second for ``duration`` seconds."""
+    """Schedule ``request_rate`` GET /recommendations per second for ``duration`` seconds.
+
+    The schedule does not wait for answers (open loop); ``CONNECTIONS`` senders take the
+    requests in order. A request still unanswered ``request_timeout`` after its scheduled
+    time is an error, whether it waited here or at the API. Queueing here rather than in
+    httpx's pool keeps the client cheap when the API falls behind: the pool scans every
+    waiting request on each change, and httpx's timeouts bound each phase of a request,
+    not the whole of it.
+    """
     rng = random.Random(config.seed)
-    in_flight: set[asyncio.Task] = set()
+    backlog: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue(
+        int(config.request_rate * config.request_timeout) + 1)
+    senders = [asyncio.create_task(_send(load, client, backlog, config.request_timeout))
+               for _ in range(CONNECTIONS)]
     started = time.monotonic()
     for sent in range(int(config.duration * config.request_rate)):
         due = started + sent / config.request_rate
         ahead = due - time.monotonic()
         if ahead > 0:
             await asyncio.sleep(ahead)
-        if len(in_flight) >= config.max_in_flight:
-            load.error("client: too many requests in flight")
+        if backlog.full():  # a request timeout's worth is waiting: this one would expire too
+            load.error(_expired(config.request_timeout))
             continue
-        user = simulation.user_id(rng.randrange(simulation.users))
-        task = asyncio.create_task(_recommend(load, client, user, due))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    await asyncio.gather(*in_flight)  # each ends within the client's timeout
+        backlog.put_nowait((simulation.user_id(rng.randrange(simulation.users)), due))
+    for _ in senders:
+        await backlog.put(None)
+    await asyncio.gather(*senders)
 
 
-async def _recommend(load: Load, client: httpx.AsyncClient, user: str, due: float) -> None:
-    try:
-        response = await client.get("/recommendations", params={"user_id": user, "k": 10})
-    except httpx.HTTPError as error:
-        load.error(f"request: {type(error).__name__}")
-        return
-    if not response.is_success:
-        load.error(f"HTTP {response.status_code}")
-    elif response.json().get("degraded"):
-        load.error("degraded answer")
-    else:
-        load.answered(time.monotonic() - due)
+def _expired(timeout: float) -> str:
+    return f"request: no answer within {timeout:g} s"
+
+
+async def _send(load: Load, client: httpx.AsyncClient,
+                backlog: asyncio.Queue[tuple[str, float] | None], timeout: float) -> None:
+    while (job := await backlog.get()) is not None:
+        user, due = job
+        left = due + timeout - time.monotonic()
+        if left <= 0:
+            load.error(_expired(timeout))
+            continue
+        try:
+            async with asyncio.timeout(left):
+                response = await client.get("/recommendations",
+                                            params={"user_id": user, "k": 10})
+        except TimeoutError:
+            load.error(_expired(timeout))
+            continue
+        except httpx.HTTPError as error:
+            load.error(f"request: {type(error).__name__}")
+            continue
+        if not response.is_success:
+            load.error(f"HTTP {response.status_code}")
+        elif response.json().get("degraded"):
+            load.error("degraded answer")
+        else:
+            load.answered(time.monotonic() - due)
 
 
 class Watch:
@@ -311,7 +338,7 @@ async def rows(load: Load, config: SoakConfig, watch: Watch, done: asyncio.Event
                   sum(errors.values()),
                   1000 * bench.percentile(latencies, 0.5) if latencies else None,
                   1000 * bench.percentile(latencies, 0.99) if latencies else None,
-                  await asyncio.to_thread(watch.memory))
+                  await asyncio.to_thread(watch.memory), os.getloadavg()[0])
         applied = now_applied
         taken.append(row)
         echo(format_row(row))
@@ -327,7 +354,7 @@ async def drive(config: SoakConfig, current: bench.Stack, base: str, api_key: st
     applied_before = await asyncio.to_thread(watch.applied)
     done = asyncio.Event()
     timeout = httpx.Timeout(config.request_timeout)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits,
                                  headers={"X-API-Key": api_key}) as client:
         reporting = asyncio.create_task(rows(load, config, watch, done, echo))
@@ -394,7 +421,7 @@ def run(config: SoakConfig, echo: Callable[[str], None], run_dir: Path | None = 
 def header() -> str:
     return (f"{'elapsed s':>9} {'events':>7} {'applied':>7} {'requests':>8} {'errors':>6} "
             f"{'p50 ms':>7} {'p99 ms':>7} {'worker MiB':>10} {'API MiB':>8} "
-            f"{'redis MiB':>9} {'used MiB':>8}")
+            f"{'redis MiB':>9} {'used MiB':>8} {'load':>5}")
 
 
 def format_row(row: Row) -> str:
@@ -405,18 +432,23 @@ def format_row(row: Row) -> str:
     return (f"{row.elapsed:>9.1f} {row.events:>7} {row.applied:>7} {row.requests:>8} "
             f"{row.errors:>6} {number(row.p50_ms, 7)} {number(row.p99_ms, 7)} "
             f"{number(memory.get('worker'), 10)} {number(memory.get('api'), 8)} "
-            f"{number(memory.get('redis'), 9)} {number(memory.get('redis_used'), 8)}")
+            f"{number(memory.get('redis'), 9)} {number(memory.get('redis_used'), 8)} "
+            f"{row.load:>5.1f}")
 
 
 def summary(report: SoakReport) -> list[str]:
     latency = report.latency_ms
     config = report.config
+    loads = [row.load for row in report.rows]
     lines = [
         f"events: {report.events_sent:,} acknowledged by Kafka, {report.events_applied:,} "
         f"applied by the worker",
         f"requests: {report.requests:,} answered"
         + (f"; latency ms p50 {latency['p50']:.1f}, p99 {latency['p99']:.1f}, "
            f"max {latency['max']:.1f}" if latency else ""),
+        *([f"machine load (1-minute average) min {min(loads):.1f}, mean "
+           f"{statistics.fmean(loads):.1f}, max {max(loads):.1f} on {os.cpu_count()} CPUs"]
+          if loads else []),
         f"errors: {report.error_count}"
         + "".join(f"\n  {kind}: {n}" for kind, n in report.errors.most_common()),
         f"memory, MiB (first, last; mean of the 2nd quarter -> of the last; flat: growth "
