@@ -19,7 +19,7 @@ from streamrec.settings import Settings
 
 
 async def _engine(request: Request) -> Engine:
-    return request.app.state.engine
+    return request.app.state.versions.engine  # the serving model version's
 
 
 async def _producer(request: Request) -> EventProducer:

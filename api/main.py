@@ -19,6 +19,7 @@ from api.limits import BodyLimit
 from api.metrics import MetricsHub
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, health, metrics, recommendations
+from api.versions import ServingVersions
 from recommender.engine import Engine
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.api_keys = api_keys
         engine = Engine(store, settings.engine_config())
-        app.state.engine = engine
+        versions = ServingVersions(settings, store.client, engine)
+        app.state.versions = versions
         app.state.weights = settings.weights()
         app.state.producer = producer
         allocation = Allocation(RedisFeedback(store.client, settings.redis_prefix),
@@ -91,8 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          allocation.feedback, producer)
         app.state.metrics = hub
         refreshers = [
-            asyncio.create_task(keep_fresh("item factors", engine.refresh,
+            asyncio.create_task(keep_fresh("item factors", versions.refresh_factors,
                                            settings.factor_refresh_seconds)),
+            asyncio.create_task(keep_fresh("serving version", versions.refresh,
+                                           settings.version_refresh_seconds)),
             asyncio.create_task(keep_fresh("placements", allocation.refresh,
                                            settings.allocation_refresh_seconds)),
             asyncio.create_task(hub.run()),

@@ -28,10 +28,16 @@ def main(log_level: str) -> None:
 @main.command()
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error", "critical"]))
-def worker(log_level: str) -> None:
+@click.option("--version", "state_version", default=None, metavar="NAME",
+              help="Keep this model version up to date (built by `streamrec rebuild`) "
+                   "instead of the main state.")
+def worker(log_level: str, state_version: str | None) -> None:
     """Run a Faust worker that applies events to the recommendation state in Redis."""
     from streamrec.topics import ensure_topics
 
+    if state_version is not None:
+        os.environ["STREAMREC_STATE_VERSION"] = state_version
+        get_settings.cache_clear()
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     Path(settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
@@ -542,6 +548,166 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
         where = f" (all in {rejects})" if rejects else " (--rejects FILE keeps them all)"
         click.echo(f"error: {report.rejected:,} rows were rejected{where}", err=True)
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--version", "name", required=True, metavar="NAME", help="The new version.")
+@click.option("--set", "overrides", multiple=True, metavar="SETTING=VALUE",
+              help="A model setting of this version, e.g. --set mf_dim=64 (repeatable).")
+@click.option("--from-snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Start from a snapshot; replay only the log after it.")
+def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -> None:
+    """Build a model version by replaying the retained events topic into its own
+    namespace while the serving version keeps serving."""
+    from tqdm import tqdm
+
+    from streamrec import versions
+
+    try:
+        changes = versions.parse_overrides(list(overrides))
+        with tqdm(unit="event", desc=f"rebuild {name}") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done)
+
+            report = asyncio.run(versions.rebuild(get_settings(), name, changes,
+                                                  from_snapshot, progress))
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"rebuild {name}: {report.events:,} events applied, {report.rejected:,} "
+               f"rejected, {report.skipped:,} already applied, in {report.seconds:.1f} s; "
+               f"offsets {report.offsets}.\nKeep it live with `streamrec worker --version "
+               f"{name}`; serve it with `streamrec promote {name}`.")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def promote(name: str, author: str) -> None:
+    """Serve model version NAME (every API process follows within a second)."""
+    from streamrec import versions
+
+    try:
+        previous = _versions().promote(name, author)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving {name} (was {previous}); `streamrec rollback` goes back")
+
+
+@main.command()
+@click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def rollback(author: str) -> None:
+    """Serve again the version that served before the last promote."""
+    from streamrec import versions
+
+    try:
+        restored = _versions().rollback(author)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving {restored} again")
+
+
+@main.group(name="versions", invoke_without_command=True)
+@click.pass_context
+def versions_group(context: click.Context) -> None:
+    """List model versions (the serving one marked *); subcommands delete, log."""
+    if context.invoked_subcommand is not None:
+        return
+    import redis
+
+    from streamrec import keys
+    from streamrec.redis_store import RedisStore
+
+    registry = _versions()
+    serving = registry.serving()
+    for name, version in registry.all().items():
+        store = RedisStore(registry.client, registry.prefix(name))
+        applied = store.events_applied()
+        try:
+            factors = registry.client.zcard(store.key(keys.MF_CHANGED))
+        except redis.RedisError:
+            factors = 0
+        click.echo(f"{'*' if name == serving else ' '} {name:<20} {version.status:<9} "
+                   f"events {applied:>12,}  items with factors {factors:>9,}  "
+                   f"settings {orjson.dumps(version.settings).decode()}")
+
+
+@versions_group.command(name="delete")
+@click.argument("name")
+def versions_delete(name: str) -> None:
+    """Delete model version NAME and its state (not the serving one)."""
+    from streamrec import versions
+
+    try:
+        removed = _versions().delete(name)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"deleted version {name}: {removed:,} keys")
+
+
+@versions_group.command(name="log")
+def versions_log() -> None:
+    """Every promote and rollback, newest first."""
+    for entry in _versions().log():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["at"]))
+        click.echo(f"{when}Z {entry['action']:<8} {entry['version']} (was "
+                   f"{entry['previous']}) by {entry['author']}")
+
+
+@main.group()
+def snapshot() -> None:
+    """Write a version's state, with the offsets it reflects, to a file; load one back."""
+
+
+@snapshot.command(name="save")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--version", "name", default="main", show_default=True)
+def snapshot_save(path: Path, name: str) -> None:
+    from tqdm import tqdm
+
+    from streamrec import versions
+
+    registry = _versions()
+    version = registry.get(name)
+    if version is None:
+        raise click.ClickException(f"version {name!r} does not exist")
+    with tqdm(unit="key", desc=f"snapshot {name}") as bar:
+        header = versions.save_snapshot(registry.client, registry.prefix(name), path,
+                                        bar.update, settings=version.settings)
+    click.echo(f"snapshot of {name}: {header['keys']:,} keys, offsets {header['offsets']}"
+               f" -> {path}")
+
+
+@snapshot.command(name="restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "name", required=True, help="A new version to restore into.")
+def snapshot_restore(path: Path, name: str) -> None:
+    from tqdm import tqdm
+
+    from streamrec import versions
+
+    registry = _versions()
+    try:
+        if name == versions.MAIN or registry.get(name) is not None:
+            raise versions.VersionError(f"version {name!r} exists: restore into a new name")
+        with tqdm(unit="key", desc=f"restore {name}") as bar:
+            header = versions.restore_snapshot(registry.client, path, registry.prefix(name),
+                                               bar.update)
+        registry.register(versions.Version(name, header.get("settings", {})))
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"restored {path} into version {name} (offsets {header['offsets']}); "
+               f"`streamrec worker --version {name}` continues from them")
+
+
+def _versions():
+    import redis
+
+    from streamrec.versions import Versions
+
+    settings = get_settings()
+    return Versions(redis.Redis.from_url(settings.redis_url, protocol=2),
+                    settings.redis_prefix)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state a
 OFFSETS = "offsets"  # HASH "topic:partition" -> last offset applied to the state
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
 
+VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
+SERVING = "serving"  # STRING the version that serves (absent: main)
+SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
+
+# The recommendation state proper: what a model version owns under its own prefix. Every
+# other kind (catalog, filters, placements, feedback, versions) is shared by all versions
+# and stays under the base prefix.
+STATE = (HISTORY, NEIGHBOURS, ITEM_COUNT, POPULAR, POPULAR_BY_CATEGORY, MF_USER, MF_ITEM,
+         MF_CHANGED, OFFSETS, STATS, FRESHNESS)
+
 
 def key(prefix: str, kind: str, *parts: str) -> str:
     """Build the key of ``kind`` under ``prefix``; ``parts`` are ids and come last.

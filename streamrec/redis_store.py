@@ -41,9 +41,13 @@ class RedisStore:
     # transaction that took its timestamp before a read but committed after it.
     CHANGE_OVERLAP_SECONDS = 5.0
 
-    def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "sr",
+                 catalog_prefix: str | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        # A model version's state lives under its own prefix; the catalog and everything
+        # else shared by the versions under the base one (see keys.STATE).
+        self.catalog_prefix = catalog_prefix or prefix
         self._apply = client.register_script(redis_scripts.APPLY)
         self._windows = client.register_script(redis_scripts.WINDOWS)
         # Each kind's key prefix; the scripts append the id (ids always come last).
@@ -58,14 +62,16 @@ class RedisStore:
              "stats": self.key(keys.STATS)}
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sr") -> RedisStore:
+    def from_url(cls, url: str, prefix: str = "sr",
+                 catalog_prefix: str | None = None) -> RedisStore:
         # RESP2: with RESP3, redis-py 8 re-encodes every sorted-set score to bytes and back
         # to keep its legacy reply shapes (a third of a co-occurrence request's time).
         return cls(redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30,
-                                        protocol=2), prefix)
+                                        protocol=2), prefix, catalog_prefix)
 
     def key(self, kind: str, *parts: str) -> str:
-        return keys.key(self.prefix, kind, *parts)
+        prefix = self.prefix if kind in keys.STATE else self.catalog_prefix
+        return keys.key(prefix, kind, *parts)
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)

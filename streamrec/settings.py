@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = Field(default="sr", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
+    # The model version this process runs (see streamrec.versions): "main" is the state
+    # under redis_prefix; a worker started with --version NAME sets it.
+    state_version: str = Field(default="main", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
+    catalog_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    version_refresh_seconds: float = Field(default=0.5, gt=0)
+
     # Topics
     events_topic: str = "events"
     dead_letter_topic: str = "events.dlq"

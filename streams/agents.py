@@ -19,6 +19,7 @@ from schemas.models import Item, User
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
+from streamrec.versions import MAIN
 from streams.app import app, settings
 from streams.decode import (
     Rejected,
@@ -38,7 +39,11 @@ from streams.topics import (
 
 log = logging.getLogger(__name__)
 
-store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+store = RedisStore.from_url(settings.redis_url, settings.redis_prefix,
+                            catalog_prefix=settings.catalog_prefix)
+# A model version's worker only learns; the main worker also keeps the catalog and the
+# feedback (shared by every version).
+MAIN_WORKER = settings.state_version == MAIN
 engine = Engine(store, settings.engine_config())
 weights = settings.weights()
 ops = OpsStats(store.client, settings.redis_prefix)
@@ -107,14 +112,15 @@ async def update_recommendation_state(stream):
         if not fresh:
             continue
         decoded = decode_events(fresh, weights)
-        await send_to_dead_letters(decoded.rejected)
+        if MAIN_WORKER:  # a version's worker sees the same rejects: one dead letter each
+            await send_to_dead_letters(decoded.rejected)
         started = time.perf_counter()
         await steadily(apply_once, decoded.interactions, offsets)
         log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                   1000 * (time.perf_counter() - started))
         if decoded.interactions:
             await steadily(ops.record_freshness, freshness_samples(batch, time.time()))
-        if decoded.feedback:
+        if decoded.feedback and MAIN_WORKER:
             events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)
                       for f in decoded.feedback]
             await steadily(attributor.credit_many, events, time.time())
@@ -124,6 +130,8 @@ async def update_recommendation_state(stream):
 async def record_impressions(stream):
     """Keep what was shown (for the attribution window) and count it per variant."""
     async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
+        if not MAIN_WORKER:
+            continue  # the main worker records them; a version's worker only drains
         impressions, rejected = decode_impressions([event.message for event in batch])
         await send_to_dead_letters(rejected)
         if impressions:
@@ -133,12 +141,14 @@ async def record_impressions(stream):
 @app.timer(interval=1.0)
 async def retry_waiting_feedback():
     """Feedback that arrived before its impression is tried again until its grace ends."""
-    if attributor.waiting():
+    if MAIN_WORKER and attributor.waiting():
         await asyncio.to_thread(attributor.credit_many, [], time.time())
 
 
 async def _update_catalog(stream, model, put) -> None:
     async for batch in stream.take_events(settings.batch_size, settings.batch_within_seconds):
+        if not MAIN_WORKER:
+            continue  # the catalog is shared: the main worker keeps it
         documents, rejected = decode_catalog([event.message for event in batch], model)
         await send_to_dead_letters(rejected)
         if documents:

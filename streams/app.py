@@ -5,8 +5,11 @@ from __future__ import annotations
 import faust
 
 from streamrec.settings import get_settings
+from streamrec.versions import effective_settings
 
-settings = get_settings()
+# A worker started for a model version (streamrec worker --version NAME) runs with that
+# version's hyperparameters, Redis namespace and consumer group.
+settings = effective_settings(get_settings())
 
 app = faust.App(
     settings.worker_id,

@@ -189,7 +189,7 @@ def test_hostile_request_is_refused_naming_the_field(client, method, url, argume
 
 
 def _history(client, user: str) -> set[str]:
-    return {item for item, _ in client.app.state.engine.store.history(user, 200)}
+    return {item for item, _ in client.app.state.versions.engine.store.history(user, 200)}
 
 
 def test_hostile_requests_leave_a_normal_users_state_alone(client, run):
