@@ -239,8 +239,7 @@ async def request(load: Load, config: SoakConfig, client: httpx.AsyncClient,
     requests in order. A request still unanswered ``request_timeout`` after its scheduled
     time is an error, whether it waited here or at the API. Queueing here rather than in
     httpx's pool keeps the client cheap when the API falls behind: the pool scans every
-    waiting request on each change, and httpx's timeouts bound each phase of a request,
-    not the whole of it.
+    waiting request on each change.
     """
     rng = random.Random(config.seed)
     backlog: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue(
@@ -274,22 +273,27 @@ async def _send(load: Load, client: httpx.AsyncClient,
         if left <= 0:
             load.error(_expired(timeout))
             continue
+        # httpx's own timeouts, never a cancellation: a request cancelled while its
+        # connection is being set up leaks that connection's pool slot for good
+        # (encode/httpcore#1093); once all 32 had leaked, a soak sent nothing more.
         try:
-            async with asyncio.timeout(left):
-                response = await client.get("/recommendations",
-                                            params={"user_id": user, "k": 10})
-        except TimeoutError:
+            response = await client.get("/recommendations", params={"user_id": user, "k": 10},
+                                        timeout=left)
+        except httpx.TimeoutException:
             load.error(_expired(timeout))
             continue
         except httpx.HTTPError as error:
             load.error(f"request: {type(error).__name__}")
             continue
+        latency = time.monotonic() - due
         if not response.is_success:
             load.error(f"HTTP {response.status_code}")
+        elif latency > timeout:  # each phase had the time left: the sum may exceed it
+            load.error(_expired(timeout))
         elif response.json().get("degraded"):
             load.error("degraded answer")
         else:
-            load.answered(time.monotonic() - due)
+            load.answered(latency)
 
 
 class Watch:
