@@ -12,8 +12,10 @@ from fastapi import Depends, Request
 
 from api.allocation import Allocation
 from api.fallback import LastKnownPopular
+from api.filters import Filters, list_filter, similar_items_filter
 from api.producer import EventProducer
 from recommender.engine import Engine
+from recommender.filters import BoundFilter
 from recommender.weights import EventWeights
 from streamrec.settings import Settings
 
@@ -42,9 +44,17 @@ async def _fallback(request: Request) -> LastKnownPopular:
     return request.app.state.fallback
 
 
+async def _filters(request: Request) -> Filters:
+    return request.app.state.filters
+
+
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 ProducerDep = Annotated[EventProducer, Depends(_producer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 WeightsDep = Annotated[EventWeights, Depends(_weights)]
+FiltersDep = Annotated[Filters, Depends(_filters)]
+# The request's filter (query ``filter`` and ``filter_values``), bound; None without one.
+ListFilterDep = Annotated[BoundFilter | None, Depends(list_filter)]
+SimilarItemsFilterDep = Annotated[BoundFilter | None, Depends(similar_items_filter)]

@@ -15,14 +15,16 @@ import streamrec
 from api.allocation import Allocation
 from api.errors import validation_failed
 from api.fallback import LastKnownPopular
+from api.filters import Filters
 from api.limits import BodyLimit
 from api.metrics import MetricsHub
 from api.producer import EventProducer
-from api.routers import admin, catalog, events, health, metrics, recommendations
+from api.routers import admin, catalog, events, filters, health, metrics, recommendations
 from api.versions import ServingVersions
 from recommender.engine import Engine
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
+from streamrec.redis_filters import RedisFilters
 from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
 
@@ -89,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.allocation = allocation
         fallback = LastKnownPopular(engine)
         app.state.fallback = fallback
+        named_filters = Filters(RedisFilters(
+            store.client, settings.catalog_prefix or settings.redis_prefix))
+        app.state.filters = named_filters
         hub = MetricsHub(settings, OpsStats(store.client, settings.redis_prefix),
                          allocation.feedback, producer)
         app.state.metrics = hub
@@ -99,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            settings.version_refresh_seconds)),
             asyncio.create_task(keep_fresh("placements", allocation.refresh,
                                            settings.allocation_refresh_seconds)),
+            asyncio.create_task(keep_fresh("filters", named_filters.refresh,
+                                           settings.filter_refresh_seconds)),
             asyncio.create_task(hub.run()),
             asyncio.create_task(keep_fresh("last known popular items", fallback.refresh, 1.0)),
         ]
@@ -119,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time recommendations from a Kafka event stream.",
         lifespan=lifespan,
     )
-    for module in (recommendations, events, catalog, admin, metrics, health):
+    for module in (recommendations, events, catalog, admin, filters, metrics, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_failed)
 

@@ -23,3 +23,4 @@ class Interaction:
     item_id: ItemId
     timestamp: float
     weight: float
+    event_type: str | None = None  # kept per (user, item) for filters on Interactions

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from recommender import screening
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
 from recommender.cooccurrence import CoOccurrence
 from recommender.decay import ForwardDecay
+from recommender.filters import BoundFilter
 from recommender.mf import ItemFactorIndex, OnlineBPR
 from recommender.popularity import DecayedPopularity
-from recommender.store import StateStore, StateUpdate
+from recommender.screening import Screen
+from recommender.store import StateStore, StateUpdate, top
+
+# A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
+Ranking = Callable[[int], list[Scored]]
 
 MODELS = ("popular", "cooccurrence", "mf", "hybrid")
 HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular")
@@ -39,6 +47,9 @@ class EngineConfig:
     hybrid_cooccurrence: float = 1.0
     hybrid_popular: float = 0.2
     hybrid_candidates: int = 100
+    # Most candidates one list screens (withdrawn items, filters) before it answers with
+    # what passed: the bound on a request whose filter removes nearly everything.
+    max_screened_candidates: int = 5000
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ class Engine:
             item_factors=factors.items,
             events=len(interactions),
             offsets=offsets or {},
+            event_types=_event_types(interactions),
         )
         self.store.apply(update)
         if self.item_index.cursor is not None:
@@ -125,29 +137,87 @@ class Engine:
         return len(changed)
 
     def popular(
-        self, k: int, now: float, category: Category | None = None, exclude: Sequence[ItemId] = ()
+        self, k: int, now: float, category: Category | None = None, exclude: Sequence[ItemId] = (),
+        item_filter: BoundFilter | None = None, user_id: UserId | None = None,
     ) -> list[Scored]:
-        """Most popular items, as decayed weighted counts at ``now``."""
+        """Most popular items, as decayed weighted counts at ``now``, never withdrawn ones.
+
+        ``item_filter`` keeps only the items it allows (``user_id`` gives its Interactions
+        conditions a user). An INCLUDE filter that requires categories ranks from their
+        per-category popularity instead of screening the whole catalog.
+        """
+        screen = self._screen(now, item_filter, user_id)
+        return self._popular(k, now, category, exclude, screen, item_filter)
+
+    def _popular(
+        self, k: int, now: float, category: Category | None, exclude: Sequence[ItemId],
+        screen: Screen, item_filter: BoundFilter | None,
+    ) -> list[Scored]:
         banned = set(exclude)
         factor = self.decay.factor(now)
-        ranked = self.store.popular(k + len(banned), category)
+        categories = None
+        if category is None and item_filter is not None:
+            categories = item_filter.required_categories()
+        if categories is not None and len(categories) <= MAX_CATEGORY_READS:
+            def rank(n: int) -> list[Scored]:
+                return self._popular_in(sorted(categories), n)
+        else:
+            def rank(n: int) -> list[Scored]:
+                return self.store.popular(n, category)
+        first = self._first_round(k, item_filter) + len(banned)
+        ranked = self._take(rank, k, first, screen, banned)
+        return [(item, score / factor) for item, score in ranked]
+
+    def _popular_in(self, categories: list[Category], n: int) -> list[Scored]:
+        """The ``n`` most popular items of any of ``categories``."""
+        best: dict[ItemId, float] = {}
+        for category in categories:
+            for item, score in self.store.popular(n, category):
+                best[item] = max(score, best.get(item, score))
+        return top(best, n)
+
+    def _popular_ranked(self, k: int, now: float, exclude: Sequence[ItemId]) -> list[Scored]:
+        """Popularity as a hybrid source: unscreened (the blend is screened once)."""
+        banned = set(exclude)
+        factor = self.decay.factor(now)
+        ranked = self.store.popular(k + len(banned))
         return [(item, score / factor) for item, score in ranked if item not in banned][:k]
 
-    def similar(self, item_id: ItemId, k: int) -> list[Scored]:
-        neighbours = self.store.neighbours([item_id], self.config.neighbours_per_item)[item_id]
-        counts = self.store.item_counts([item_id, *(other for other, _ in neighbours)])
-        return self.cooccurrence.similar(item_id, neighbours, counts, k)
+    def similar(
+        self, item_id: ItemId, k: int, now: float | None = None,
+        item_filter: BoundFilter | None = None, user_id: UserId | None = None,
+    ) -> list[Scored]:
+        """Items most often touched together with ``item_id``, never withdrawn ones.
+
+        ``item_filter`` may compare with the item's own properties (``CurrentItem``).
+        """
+        now = time.time() if now is None else now
+        current = None
+        if item_filter is not None and item_filter.filter.uses_current_item:
+            current = self.store.get_item(item_id) or {"item_id": item_id}
+        screen = self._screen(now, item_filter, user_id, current)
+
+        def rank(n: int) -> list[Scored]:
+            limit = min(max(self.config.neighbours_per_item, n), self.config.max_neighbours)
+            neighbours = self.store.neighbours([item_id], limit)[item_id]
+            counts = self.store.item_counts([item_id, *(other for other, _ in neighbours)])
+            return self.cooccurrence.similar(item_id, neighbours, counts, len(neighbours))
+
+        return self._take(rank, k, self._first_round(k, item_filter), screen)
 
     def recommend(
         self, user_id: UserId, k: int, now: float, model: str = "cooccurrence",
-        params: Mapping[str, float] | None = None,
+        params: Mapping[str, float] | None = None, item_filter: BoundFilter | None = None,
     ) -> Recommendations:
-        """Top-k by the named model, never items the user already interacted with.
+        """Top-k by the named model, never items the user already interacted with, nor
+        withdrawn ones, nor any ``item_filter`` removes.
 
         ``model`` is one of :data:`MODELS`; ``params`` override the hybrid blend
         (``hybrid_mf``, ``hybrid_cooccurrence``, ``hybrid_popular``) for this request. The
         result names the model that actually ranked the list: an unknown user gets
-        ``popular`` from every model.
+        ``popular`` from every model, and so does a user whose candidates the filter
+        removed. Candidates are read in growing rounds until ``k`` pass the screen (at most
+        ``max_screened_candidates``); a filter that leaves nothing gives an empty list.
         """
         if model not in MODELS:
             raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
@@ -156,22 +226,61 @@ class Engine:
             raise ValueError(f"params: {sorted(unknown)} are not among {list(HYBRID_PARAMS)}")
         history = self.store.history(user_id, self.config.history_length)
         seen = [item for item, _ in history]
+        screen = self._screen(now, item_filter, user_id)
         if model == "popular":
-            return Recommendations("popular", self.popular(k, now, exclude=seen))
+            return Recommendations("popular",
+                                   self._popular(k, now, None, seen, screen, item_filter))
         recent = [item for item, score in history if score > 0][: self.config.window]
         if model == "cooccurrence":
-            ranked = self._cooccurrence(recent, k, seen)
+            rank = self._cooccurrence_ranking(recent, seen)
         elif model == "mf":
-            ranked = self._factors(user_id, k, seen)
+            rank = self._factors_ranking(user_id, seen)
         else:
-            ranked = self._hybrid(user_id, recent, k, seen, now, params or {})
+            rank = self._hybrid_ranking(user_id, recent, seen, now, params or {})
+        ranked = [] if rank is None else self._take(
+            rank, k, self._first_round(k, item_filter), screen)
         used = model if ranked else "popular"
         if len(ranked) < k:
             chosen = seen + [item for item, _ in ranked]
-            fill = self.popular(k - len(ranked), now, exclude=chosen)
+            fill = self._popular(k - len(ranked), now, None, chosen, screen, item_filter)
             # A fill item scores 0 in a personalised list: its model did not choose it.
             ranked += fill if used == "popular" else [(item, 0.0) for item, _ in fill]
         return Recommendations(used, ranked)
+
+    def _first_round(self, k: int, item_filter: BoundFilter | None) -> int:
+        # Withdrawn items are few: read k. A filter may remove most: read more at once.
+        return k if item_filter is None else screening.GROWTH * k
+
+    def _take(self, rank: Ranking, k: int, first: int, screen: Screen,
+              banned: Collection[ItemId] = frozenset()) -> list[Scored]:
+        return screening.take(rank, k, first, screen, banned)
+
+    def _screen(self, now: float, item_filter: BoundFilter | None,
+                user_id: UserId | None = None, current: Mapping | None = None) -> Screen:
+        """What a request may show: not withdrawn at ``now`` and kept by ``item_filter``,
+        judging at most ``max_screened_candidates`` items in all.
+
+        Each round reads the candidates' withdrawal times (and with a filter on Items their
+        documents) in one round trip; the user's event types are read once, if needed.
+        """
+        keep = None if item_filter is None else item_filter.predicate(current)
+        documents = item_filter is not None and item_filter.filter.uses_items
+        wants_types = item_filter is not None and item_filter.filter.uses_interactions
+        event_types: dict[ItemId, frozenset[str]] | None = None
+
+        def allowed(items: list[ItemId]) -> set[ItemId]:
+            nonlocal event_types
+            withdrawn, found = self.store.screen(items, now, documents)
+            live = [item for item in items if item not in withdrawn]
+            if keep is None:
+                return set(live)
+            if event_types is None:
+                event_types = (self.store.interaction_types(user_id)
+                               if wants_types and user_id is not None else {})
+            return {item for item in live
+                    if keep(found.get(item) or {"item_id": item}, event_types.get(item, ()))}
+
+        return Screen(allowed, self.config.max_screened_candidates)
 
     def _cooccurrence(self, recent: list[ItemId], k: int, seen: list[ItemId]) -> list[Scored]:
         if not recent:
@@ -181,44 +290,75 @@ class Engine:
         counts = self.store.item_counts(candidates.union(recent))
         return self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
 
+    def _cooccurrence_ranking(self, recent: list[ItemId], seen: list[ItemId]
+                              ) -> Ranking | None:
+        # Every candidate is scored anyway: rank them all once, hand out prefixes.
+        ranked = self._cooccurrence(recent, self._candidates_cap(), seen)
+        return (lambda n: ranked[:n]) if ranked else None
+
+    def _candidates_cap(self) -> int:
+        return self.config.window * self.config.neighbours_per_item
+
     def _user_vector(self, user_id: UserId):
         if self.item_index.cursor is None:
             self.refresh()
         return self.store.user_factors([user_id]).get(user_id)
 
-    def _factors(self, user_id: UserId, k: int, seen: list[ItemId]) -> list[Scored]:
+    def _factors_ranking(self, user_id: UserId, seen: list[ItemId]) -> Ranking | None:
         vector = self._user_vector(user_id)
-        return [] if vector is None else self.item_index.top(vector, k, exclude=seen)
+        if vector is None:
+            return None
+        return lambda n: self.item_index.top(vector, n, exclude=seen)
 
-    def _hybrid(
-        self, user_id: UserId, recent: list[ItemId], k: int, seen: list[ItemId], now: float,
+    def _hybrid_ranking(
+        self, user_id: UserId, recent: list[ItemId], seen: list[ItemId], now: float,
         params: Mapping[str, float],
-    ) -> list[Scored]:
+    ) -> Ranking | None:
         """Blend MF, co-occurrence and popularity over the union of their candidates."""
         config = dataclasses.replace(self.config, **params) if params else self.config
-        size = max(config.hybrid_candidates, k)
-        sources = {
-            "cooccurrence": dict(self._cooccurrence(recent, size, seen)),
-            "popular": dict(self.popular(size, now, exclude=seen)),
-        }
+        cooccurrence = self._cooccurrence(recent, self._candidates_cap(), seen)
         vector = self._user_vector(user_id)
-        if vector is not None:
-            sources["mf"] = dict(self.item_index.top(vector, size, exclude=seen))
-        if vector is None and not sources["cooccurrence"]:
-            return []
+        if vector is None and not cooccurrence:
+            return None
         weights = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
                    "popular": config.hybrid_popular}
-        blended: dict[ItemId, float] = {}
-        for name, scores in sources.items():
-            if not scores or weights[name] == 0:
-                continue
-            low, high = min(scores.values()), max(scores.values())
-            span = (high - low) or 1.0
-            for item, score in scores.items():
-                blended[item] = blended.get(item, 0.0) + weights[name] * (score - low) / span
-        ranked = sorted(blended.items(), key=lambda pair: (-pair[1], pair[0]))
-        return ranked[:k]
+
+        def rank(n: int) -> list[Scored]:
+            size = max(config.hybrid_candidates, n)
+            sources = {"cooccurrence": dict(cooccurrence[:size]),
+                       "popular": dict(self._popular_ranked(size, now, seen))}
+            if vector is not None:
+                sources["mf"] = dict(self.item_index.top(vector, size, exclude=seen))
+            return _blend(sources, weights)[:n]
+
+        return rank
 
     def user_history(self, user_id: UserId) -> list[Scored]:
         return self.store.history(user_id, self.config.history_length)
 
+
+
+MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
+
+
+def _blend(sources: Mapping[str, Mapping[ItemId, float]], weights: Mapping[str, float]
+           ) -> list[Scored]:
+    """Each source's scores scaled to [0, 1] over its candidates, summed with weights."""
+    blended: dict[ItemId, float] = {}
+    for name, scores in sources.items():
+        if not scores or weights[name] == 0:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        span = (high - low) or 1.0
+        for item, score in scores.items():
+            blended[item] = blended.get(item, 0.0) + weights[name] * (score - low) / span
+    return sorted(blended.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def _event_types(interactions: Sequence[Interaction]) -> dict[UserId, dict[ItemId, set[str]]]:
+    """Per user and item, the event types of the batch (events without one are left out)."""
+    types: dict[UserId, dict[ItemId, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for event in interactions:
+        if event.event_type is not None:
+            types[event.user_id][event.item_id].add(event.event_type)
+    return types

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 
 
@@ -40,6 +41,10 @@ class StateUpdate:
     # The last applied offset per source partition ("topic:partition"), written in the same
     # transaction as the state, so a replayed batch can be recognised and skipped.
     offsets: Mapping[str, int] = field(default_factory=dict)
+    # The event types of each (user, item) in the batch, added to what is stored; kept for
+    # the items the user's history keeps (filters on Interactions.event_type read them).
+    event_types: Mapping[UserId, Mapping[ItemId, Collection[str]]] = field(
+        default_factory=dict)
 
 
 class StateStore(Protocol):
@@ -96,8 +101,19 @@ class StateStore(Protocol):
         """
         ...
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
-        """Create or replace item documents, in one round trip."""
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+        """Create or replace item documents, in one round trip; a None document (a
+        tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it."""
+        ...
+
+    def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
+               ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:
+        """Which of ``item_ids`` are withdrawn at ``now`` (unavailable, deleted, expired),
+        and with ``documents`` the stored documents of the others, in one round trip."""
+        ...
+
+    def interaction_types(self, user_id: UserId) -> dict[ItemId, frozenset[str]]:
+        """The event types of the user's interactions, per item of their history."""
         ...
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None: ...
@@ -176,6 +192,8 @@ class InMemoryStore:
         self._rng = np.random.default_rng(seed)
         self._events = 0
         self._offsets: dict[str, int] = {}
+        self._withdrawn: dict[ItemId, float] = {}
+        self._event_types: dict[UserId, dict[ItemId, set[str]]] = defaultdict(dict)
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         result = {}
@@ -215,6 +233,13 @@ class InMemoryStore:
                     history[item] = score
             if len(history) > update.history_length:
                 self._history[user] = dict(top(history, update.history_length))
+        for user, items in update.event_types.items():
+            known = self._event_types[user]
+            for item, types in items.items():
+                known.setdefault(item, set()).update(types)
+            kept = self._history.get(user, {})
+            for item in [item for item in known if item not in kept]:
+                del known[item]
         if update.user_factors or update.item_factors:
             self._version += 1
         for user, vector in update.user_factors.items():
@@ -265,9 +290,29 @@ class InMemoryStore:
         }
         return float(self._version), changed
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
         for item_id, document in documents:
-            self._items[item_id] = dict(document)
+            if document is None:
+                self._items.pop(item_id, None)
+            else:
+                self._items[item_id] = dict(document)
+            withdrawn = withdrawn_at(document)
+            if withdrawn is None:
+                self._withdrawn.pop(item_id, None)
+            else:
+                self._withdrawn[item_id] = withdrawn
+
+    def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
+               ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:
+        items = list(item_ids)
+        withdrawn = {i for i in items if is_withdrawn(self._withdrawn.get(i), now)}
+        found = {i: self._items[i] for i in items
+                 if documents and i in self._items and i not in withdrawn}
+        return withdrawn, found
+
+    def interaction_types(self, user_id: UserId) -> dict[ItemId, frozenset[str]]:
+        return {item: frozenset(types)
+                for item, types in self._event_types.get(user_id, {}).items()}
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         return self._items.get(item_id)

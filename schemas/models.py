@@ -94,12 +94,14 @@ class Item(_Contract):
     price: Annotated[float, Strict(), Field(ge=0)] | None = None
     available: bool = True
     created_at: Timestamp | None = None
+    expires_at: Timestamp | None = None  # never recommended from this time on
     properties: Annotated[dict[PropertyName, Scalar], Field(max_length=64)] = Field(
         default_factory=dict
     )
 
-    _check_created_at = field_validator("created_at", mode="before")(_date_time_string_only)
-    _normalise_created_at = field_validator("created_at")(_epoch_seconds)
+    _check_times = field_validator("created_at", "expires_at", mode="before")(
+        _date_time_string_only)
+    _normalise_times = field_validator("created_at", "expires_at")(_epoch_seconds)
 
 
 class User(_Contract):

@@ -28,6 +28,9 @@ PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)
 OFFSETS = "offsets"  # HASH "topic:partition" -> last offset applied to the state
 STATS = "stats"  # HASH counters written by the worker (events applied, last applied time)
+WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
+EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
+FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
 
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
 SERVING = "serving"  # STRING the version that serves (absent: main)
@@ -37,7 +40,7 @@ SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions
 # and stays under the base prefix.
 STATE = (HISTORY, NEIGHBOURS, ITEM_COUNT, POPULAR, POPULAR_BY_CATEGORY, MF_USER, MF_ITEM,
-         MF_CHANGED, OFFSETS, STATS, FRESHNESS)
+         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES)
 
 
 def key(prefix: str, kind: str, *parts: str) -> str:

@@ -7,6 +7,9 @@ Key names come from :mod:`streamrec.keys`: the caller passes each kind's key pre
 
 from __future__ import annotations
 
+# Between the event types one user had with one item (a configured type never holds it).
+EVENT_TYPE_SEPARATOR = "\x1f"
+
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
 # Increments travel as JSON numbers (shortest round-trip form) and reach Redis at full
 # double precision.
@@ -25,6 +28,21 @@ for n = 1, #p.pairs, 2 do
   incr_all(key, p.pairs[n + 1])
   redis.call('ZREMRANGEBYRANK', key, 0, trim_neighbours)
 end
+-- Event types per (user, item): merged into "type\31type" (the separator: byte 31).
+for n = 1, #p.types, 2 do
+  local key = k.evtypes .. p.types[n]
+  local flat = p.types[n + 1]
+  for m = 1, #flat, 2 do
+    local known = redis.call('HGET', key, flat[m])
+    local merged = known or ''
+    for kind in string.gmatch(flat[m + 1], '[^\31]+') do
+      if not string.find('\31' .. merged .. '\31', '\31' .. kind .. '\31', 1, true) then
+        merged = (merged == '') and kind or (merged .. '\31' .. kind)
+      end
+    end
+    if merged ~= known then redis.call('HSET', key, flat[m], merged) end
+  end
+end
 local trim_history = -p.history_length - 1
 for n = 1, #p.hist, 2 do
   local key = k.hist .. p.hist[n]
@@ -37,7 +55,15 @@ for n = 1, #p.hist, 2 do
     end
     redis.call('ZADD', key, 'GT', unpack(args))
   end
-  redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
+  -- What the history forgets, the event types forget too: both stay history_length long.
+  local gone = redis.call('ZRANGE', key, 0, trim_history)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
+    for start = 1, #gone, 2000 do
+      local last = math.min(start + 1999, #gone)
+      redis.call('HDEL', k.evtypes .. p.hist[n], unpack(gone, start, last))
+    end
+  end
 end
 local blob = 2
 for _, user in ipairs(p.mfu) do

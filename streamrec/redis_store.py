@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import redis
 
+from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.store import StateUpdate
 from streamrec import keys, redis_scripts
@@ -30,6 +31,10 @@ def _unpack(raw: bytes) -> np.ndarray:
 def _flat(mapping: Mapping[str, Any]) -> list[Any]:
     """``{a: 1, b: 2}`` as ``[a, 1, b, 2]``: what the scripts loop over."""
     return [part for pair in mapping.items() for part in pair]
+
+
+def _joined(event_types: Iterable[str]) -> str:
+    return redis_scripts.EVENT_TYPE_SEPARATOR.join(sorted(event_types))
 
 
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
@@ -56,7 +61,7 @@ class RedisStore:
             for name, kind in (("pop", keys.POPULAR), ("popcat", keys.POPULAR_BY_CATEGORY),
                                ("cnt", keys.ITEM_COUNT), ("nbr", keys.NEIGHBOURS),
                                ("hist", keys.HISTORY), ("mfu", keys.MF_USER),
-                               ("mfi", keys.MF_ITEM))
+                               ("mfi", keys.MF_ITEM), ("evtypes", keys.EVENT_TYPES))
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
              "mfchg": self.key(keys.MF_CHANGED), "offsets": self.key(keys.OFFSETS),
              "stats": self.key(keys.STATS)}
@@ -123,6 +128,9 @@ class RedisStore:
             "changed_at": time.time(),
             "offsets": _flat(update.offsets),
             "events": update.events,
+            "types": [part for user, items in update.event_types.items()
+                      for part in (user, _flat({item: _joined(types)
+                                                for item, types in items.items()}))],
         }
         vectors = [_pack(v) for v in update.user_factors.values()]
         vectors += [_pack(v) for v in update.item_factors.values()]
@@ -191,8 +199,52 @@ class RedisStore:
             changed.update(self.item_factors(chunk))
         return now, changed
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any]]]) -> None:
-        self._put(keys.ITEM, documents)
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+        """Documents, deletions and withdrawal times in one MULTI/EXEC; the last of an
+        item's documents in the batch wins (the compacted topic's order)."""
+        latest = dict(documents)
+        if not latest:
+            return
+        withdrawn = {item: withdrawn_at(document) for item, document in latest.items()}
+        pipe = self.client.pipeline(transaction=True)
+        stored = {self.key(keys.ITEM, item): orjson.dumps(dict(document))
+                  for item, document in latest.items() if document is not None}
+        deleted = [self.key(keys.ITEM, item) for item, doc in latest.items() if doc is None]
+        if stored:
+            pipe.mset(stored)
+        if deleted:
+            pipe.delete(*deleted)
+        hidden = {item: at for item, at in withdrawn.items() if at is not None}
+        shown = [item for item, at in withdrawn.items() if at is None]
+        if hidden:
+            pipe.zadd(self.key(keys.WITHDRAWN), hidden)
+        if shown:
+            pipe.zrem(self.key(keys.WITHDRAWN), *shown)
+        pipe.execute()
+
+    def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
+               ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:
+        items = list(item_ids)
+        if not items:
+            return set(), {}
+        if not documents:
+            times = self.client.zmscore(self.key(keys.WITHDRAWN), items)
+            return {i for i, at in zip(items, times, strict=True)
+                    if at is not None and at <= now}, {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zmscore(self.key(keys.WITHDRAWN), items)
+        pipe.mget([self.key(keys.ITEM, item) for item in items])
+        times, raw = pipe.execute()
+        withdrawn = {i for i, at in zip(items, times, strict=True) if at is not None and at <= now}
+        found = {i: orjson.loads(r) for i, r in zip(items, raw, strict=True)
+                 if r is not None and i not in withdrawn}
+        return withdrawn, found
+
+    def interaction_types(self, user_id: UserId) -> dict[ItemId, frozenset[str]]:
+        raw = self.client.hgetall(self.key(keys.EVENT_TYPES, user_id))
+        separator = redis_scripts.EVENT_TYPE_SEPARATOR
+        return {item.decode(): frozenset(types.decode().split(separator))
+                for item, types in raw.items()}
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.ITEM, item_id))

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     hybrid_cooccurrence: float = Field(default=1.0, ge=0)
     hybrid_popular: float = Field(default=0.2, ge=0)
     hybrid_candidates: int = Field(default=100, ge=1)
+    max_screened_candidates: int = Field(default=5000, ge=1)
     default_model: str = "hybrid"
 
     # Feedback loop
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     reward_event_types: list[str] = Field(
         default_factory=lambda: ["click", "add_to_cart", "purchase"])
     allocation_refresh_seconds: float = Field(default=0.5, gt=0)
+    filter_refresh_seconds: float = Field(default=0.5, gt=0)
     exploration_floor: float = Field(default=0.05, ge=0, le=1)
 
     # API
@@ -144,6 +146,7 @@ class Settings(BaseSettings):
             hybrid_cooccurrence=self.hybrid_cooccurrence,
             hybrid_popular=self.hybrid_popular,
             hybrid_candidates=self.hybrid_candidates,
+            max_screened_candidates=self.max_screened_candidates,
         )
 
     def load_api_keys(self) -> dict[str, str]:

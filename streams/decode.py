@@ -79,7 +79,7 @@ def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents
         timestamp = event.timestamp if event.timestamp is not None else record.timestamp
         interactions.append(
             Interaction(event.user_id, event.item_id, timestamp,
-                        weights.weight(event.event_type, event.value))
+                        weights.weight(event.event_type, event.value), event.event_type)
         )
         if event.recommendation_id is not None:
             decoded.feedback.append(Feedback(event.recommendation_id, event.user_id,
@@ -101,12 +101,23 @@ def decode_impressions(records: list[Record]) -> tuple[list[Impression], list[Re
 
 def decode_catalog(
     records: list[Record], model: type[Item] | type[User]
-) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
-    """Validate item or user documents; returns ``(id, document)`` pairs."""
+) -> tuple[list[tuple[str, dict[str, Any] | None]], list[Rejected]]:
+    """Validate item or user documents; returns ``(id, document)`` pairs in record order.
+
+    On the compacted items topic a tombstone (no value) keyed by an item id deletes the
+    item: its document is None.
+    """
     id_field = "item_id" if model is Item else "user_id"
-    documents: list[tuple[str, dict[str, Any]]] = []
+    documents: list[tuple[str, dict[str, Any] | None]] = []
     rejected: list[Rejected] = []
     for record in records:
+        if record.value is None and model is Item:
+            item_id, reason = _tombstone_key(record.key)
+            if item_id is None:
+                rejected.append(Rejected(record, reason))
+            else:
+                documents.append((item_id, None))
+            continue
         if record.value is None:
             rejected.append(Rejected(record, "body: empty message"))
             continue
@@ -118,6 +129,18 @@ def decode_catalog(
         data = document.model_dump(mode="json")
         documents.append((data[id_field], data))
     return documents, rejected
+
+
+def _tombstone_key(key: bytes | None) -> tuple[str | None, str]:
+    """The item id a tombstone deletes, or None and why it names none."""
+    if key is None:
+        return None, "key: a tombstone must be keyed by the item_id it deletes"
+    try:
+        return Item(item_id=key.decode()).item_id, ""
+    except UnicodeDecodeError:
+        return None, "key: a tombstone's key must be a UTF-8 item_id"
+    except ValidationError as error:
+        return None, f"key: {describe(error)}"
 
 
 def source(record: Record) -> str:

@@ -94,3 +94,35 @@ class StoreContract:
 
     def test_ping(self, store):
         assert store.ping() is True
+
+    def test_withdrawn_items_unavailable_deleted_or_expired(self, store):
+        store.put_items([("tea", {"item_id": "tea", "available": False}),
+                         ("cup", {"item_id": "cup", "expires_at": 100.0}),
+                         ("pot", {"item_id": "pot", "expires_at": 300.0}),
+                         ("jam", {"item_id": "jam"}), ("gone", None)])
+        everything = ["tea", "cup", "pot", "jam", "gone", "never-heard-of"]
+        assert store.screen(everything, now=200.0) == ({"tea", "cup", "gone"}, {})
+        withdrawn, documents = store.screen(everything, now=300.0, documents=True)
+        assert withdrawn == {"tea", "cup", "pot", "gone"}
+        assert documents == {"jam": {"item_id": "jam"}}
+        assert store.get_item("gone") is None
+        # The last document of an item in a batch wins; a new document can bring it back.
+        store.put_items([("tea", {"item_id": "tea", "available": True}),
+                         ("jam", {"item_id": "jam"}), ("jam", None),
+                         ("gone", {"item_id": "gone"})])
+        assert store.screen(everything, now=200.0)[0] == {"cup", "jam"}
+        assert store.get_item("jam") is None and store.get_item("gone") == {"item_id": "gone"}
+        assert store.screen([], now=0.0) == (set(), {})
+
+    def test_event_types_are_kept_as_long_as_the_history_keeps_the_item(self, store):
+        store.apply(update(history_length=2, history={"ann": {"tea": 10.0, "cup": 20.0}},
+                           event_types={"ann": {"tea": ["view"], "cup": ["view", "purchase"]}}))
+        store.apply(update(history_length=2, history={"ann": {"tea": 30.0}},
+                           event_types={"ann": {"tea": ["purchase", "view"]}}))
+        assert store.interaction_types("ann") == {"tea": {"view", "purchase"},
+                                                  "cup": {"view", "purchase"}}
+        store.apply(update(history_length=2, history={"ann": {"jam": 40.0}},
+                           event_types={"ann": {"jam": ["click"]}}))
+        assert store.interaction_types("ann") == {"tea": {"view", "purchase"},
+                                                  "jam": {"click"}}
+        assert store.interaction_types("nobody") == {}

@@ -10,7 +10,15 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
 from api.allocation import DEFAULT_PLACEMENT
-from api.deps import AllocationDep, EngineDep, FallbackDep, ProducerDep, SettingsDep
+from api.deps import (
+    AllocationDep,
+    EngineDep,
+    FallbackDep,
+    ListFilterDep,
+    ProducerDep,
+    SettingsDep,
+    SimilarItemsFilterDep,
+)
 from api.models import ItemList, K, RecommendationList, ScoredItem
 from api.security import KEY_RESPONSES, READ
 from recommender.attribution import Impression
@@ -29,15 +37,28 @@ def _items(scored) -> list[ScoredItem]:
 
 Placement = Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                                  description="Where the list is shown (home, item_page ...).")]
+FilterUser = Annotated[Id | None, Query(
+    description="Whose interactions a filter's Interactions conditions read (the list "
+                "itself is not personalised).")]
+FILTERED_RESPONSES: dict[int | str, dict] = {503: {
+    "description": "State store unreachable for a filtered list (an unfiltered one falls back "
+                   "to the last known popular items)"}}
 
 
-@router.get("/recommendations", response_model=RecommendationList)
+def _unreachable(error: Exception) -> HTTPException:
+    return HTTPException(503, detail=f"state store unreachable: {error}",
+                         headers={"Retry-After": "5"})
+
+
+@router.get("/recommendations", response_model=RecommendationList,
+            responses=FILTERED_RESPONSES)
 async def recommendations(
     engine: EngineDep,
     settings: SettingsDep,
     allocation: AllocationDep,
     producer: ProducerDep,
     fallback: FallbackDep,
+    item_filter: ListFilterDep,
     user_id: Annotated[Id, Query()],
     k: K = 10,
     placement: Placement = DEFAULT_PLACEMENT,
@@ -52,7 +73,9 @@ async def recommendations(
     matrix factorisation), ``hybrid`` (a blend of both with popularity), ``popular``.
     Lists are filled with popular items; an unknown user gets popular items, and ``model``
     says which model actually ranked the list. Send ``recommendation_id`` back with
-    clicks and conversions (``POST /events``) so the variant is credited.
+    clicks and conversions (``POST /events``) so the variant is credited. ``filter``
+    applies a registered filter (see the README's Filters); one that leaves nothing gives
+    an empty list.
     """
     if model is None:
         _, variant = allocation.choose(placement, user_id)
@@ -61,9 +84,12 @@ async def recommendations(
         name, chosen, params = model, model, {}
     now = time.time()
     try:
-        result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params)
+        result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params,
+                                         item_filter)
         degraded = False
-    except redis.RedisError:
+    except redis.RedisError as error:
+        if item_filter is not None:  # the last known items were never filtered
+            raise _unreachable(error) from error
         # Redis is away: answer from what this process last read, and say so.
         result, degraded = Recommendations("popular", fallback.top(k)), True
     recommendation_id = uuid.uuid4().hex
@@ -78,25 +104,32 @@ async def recommendations(
 
 
 @router.get("/items/{item_id}/similar", response_model=ItemList)
-def similar(engine: EngineDep, item_id: Id, k: K = 10) -> ItemList:
-    """Items most often touched together with this one (cosine of decayed co-occurrence)."""
-    return ItemList(items=_items(engine.similar(item_id, k)))
+def similar(engine: EngineDep, item_filter: SimilarItemsFilterDep, item_id: Id, k: K = 10,
+            user_id: FilterUser = None) -> ItemList:
+    """Items most often touched together with this one (cosine of decayed co-occurrence).
+    ``filter`` may compare with this item's properties (``CurrentItem.<name>``)."""
+    return ItemList(items=_items(engine.similar(item_id, k, time.time(), item_filter,
+                                                user_id)))
 
 
 @router.get("/popular", response_model=ItemList, responses={
-    503: {"description": "State store unreachable, for a category (the overall list falls "
-                         "back to the last known popular items)"}})
+    503: {"description": "State store unreachable, for a category or a filter (the overall "
+                         "list falls back to the last known popular items)"}})
 def popular(
     engine: EngineDep,
     fallback: FallbackDep,
+    item_filter: ListFilterDep,
     k: K = 10,
     category: Annotated[str | None, Query(max_length=128)] = None,
+    user_id: FilterUser = None,
 ) -> ItemList:
-    """Most popular items now (time-decayed, event-weighted), optionally in one category."""
+    """Most popular items now (time-decayed, event-weighted), optionally in one category
+    and through a registered ``filter``."""
     try:
-        return ItemList(items=_items(engine.popular(k, time.time(), category)))
+        return ItemList(items=_items(engine.popular(k, time.time(), category,
+                                                    item_filter=item_filter,
+                                                    user_id=user_id)))
     except redis.RedisError as error:
-        if category is not None:  # only the overall list is kept in memory
-            raise HTTPException(503, detail=f"state store unreachable: {error}",
-                                headers={"Retry-After": "5"}) from error
+        if category is not None or item_filter is not None:  # only the overall list is kept
+            raise _unreachable(error) from error
         return ItemList(items=_items(fallback.top(k)), degraded=True)

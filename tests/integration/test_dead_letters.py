@@ -45,7 +45,7 @@ def _messages(run: str) -> list[tuple[str, str, bytes | None, bytes | None, str]
         ("item garbage", "items", b"tea", b"\x00\x01garbage", "Invalid JSON"),
         ("item unknown field", "items", b"tea", _json({"item_id": "tea", "colour": "green"}),
          "colour"),
-        ("item tombstone", "items", b"tea", None, "empty message"),
+        ("item tombstone keyed by no item_id", "items", b"tea\x00", None, "key: item_id"),
         ("user not an object", "users", b"ann", b"[]", "object"),
         ("impression garbage", "impressions", key, b"\xff not json", "impression"),
         ("impression missing fields", "impressions", key, _json({"user_id": user}),

@@ -43,6 +43,11 @@ SAMPLES = [
     ("item", {"item_id": "tea", "categories": "drinks"}, False),
     ("item", {"item_id": "tea", "colour": "green"}, False),
     ("item", {"item_id": "tea", "created_at": 1_700_000_000_000}, False),
+    ("item", {"item_id": "tea", "expires_at": 1_900_000_000}, True),
+    ("item", {"item_id": "tea", "expires_at": "2027-01-01T00:00:00+01:00"}, True),
+    ("item", {"item_id": "tea", "expires_at": "2027-01-01T00:00:00"}, False),  # no zone
+    ("item", {"item_id": "tea", "expires_at": 1_900_000_000_000}, False),  # milliseconds
+    ("item", {"item_id": "tea", "expires_at": "soon"}, False),
     ("item", {"item_id": "tea", "price": "3"}, False),
     ("user", {"user_id": "ann", "properties": {"tier": "gold", "age": 30}}, True),
     ("user", {"user_id": "ann", "tier": "gold"}, False),

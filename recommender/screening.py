@@ -1,0 +1,90 @@
+"""Top-k of a ranking after a screen removes some of it: read the ranking in growing rounds
+until k items pass, so a screen that removes most candidates costs a few more rounds, not
+a read of the whole catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from recommender.base import ItemId, Scored
+
+GROWTH = 4  # each round reads this many times more of the ranking
+
+
+class Screen:
+    """What one request may show: each item judged once, at most ``budget`` in all.
+
+    ``judge(items)`` returns those of ``items`` that pass (one round trip for a batch).
+    Every ranking of the request (a model's, then the popular fill) shares the verdicts and
+    the budget, so a filter that removes everything costs ``budget`` candidates per
+    request, not per ranking.
+
+    >>> screen = Screen(lambda items: {i for i in items if i.endswith("0")}, budget=3)
+    >>> screen.judge_all(["a0", "b1", "c0", "d0"]), screen.exhausted
+    (['a0', 'c0'], True)
+    >>> screen.passes("d0"), screen.passes("a0")
+    (False, True)
+    """
+
+    def __init__(self, judge: Callable[[list[ItemId]], Collection[ItemId]],
+                 budget: int) -> None:
+        self.judge = judge
+        self.budget = budget
+        self.verdicts: dict[ItemId, bool] = {}
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.verdicts) >= self.budget
+
+    def judge_all(self, items: list[ItemId]) -> list[ItemId]:
+        """Judge the items not judged yet (while the budget lasts); returns those that
+        passed, in order. Items past the budget do not pass."""
+        fresh = list(dict.fromkeys(i for i in items if i not in self.verdicts))
+        fresh = fresh[:max(0, self.budget - len(self.verdicts))]
+        if fresh:
+            kept = self.judge(fresh)
+            self.verdicts.update((item, item in kept) for item in fresh)
+        return [item for item in items if self.verdicts.get(item)]
+
+    def passes(self, item: ItemId) -> bool:
+        return self.verdicts.get(item, False)
+
+
+def take(
+    rank: Callable[[int], list[Scored]],
+    k: int,
+    first: int,
+    screen: Screen,
+    banned: Collection[ItemId] = frozenset(),
+) -> list[Scored]:
+    """The best ``k`` items of ``rank`` that are not ``banned`` and that ``screen`` passes.
+
+    ``rank(n)`` returns a ranking, best first, whose first ``n`` entries count (it may
+    return more; fewer means there is no more). The first round reads ``first``; each next
+    round ``GROWTH`` times more, judging only items not judged before, until ``k`` pass, the
+    ranking ends, or the screen's budget is spent. A ranking need not keep its order between
+    rounds (a blend rescales): the answer follows the last one read.
+
+    Examples
+    --------
+    >>> ranking = [(f"i{n}", 100.0 - n) for n in range(100)]
+    >>> rounds = []
+    >>> def rank(n):
+    ...     rounds.append(n)
+    ...     return ranking[:n]
+    >>> tens = lambda items: {item for item in items if item.endswith("0")}
+    >>> [item for item, _ in take(rank, 3, 3, Screen(tens, budget=1000))], rounds
+    (['i0', 'i10', 'i20'], [3, 12, 48])
+    >>> take(rank, 3, 3, Screen(tens, budget=10))
+    [('i0', 100.0)]
+    """
+    size = max(first, 1)
+    while True:
+        ranked = rank(size)
+        window = [(item, score) for item, score in ranked[:size] if item not in banned]
+        screen.judge_all([item for item, _ in window])
+        chosen = [(item, score) for item, score in window if screen.passes(item)]
+        if len(chosen) >= k or len(ranked) < size or screen.exhausted:
+            return chosen[:k]
+        # Never read further than the budget could still judge.
+        size = min(size * GROWTH, size + screen.budget - len(screen.verdicts) + len(banned))
