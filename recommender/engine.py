@@ -4,6 +4,7 @@ offline evaluation all run, over any :class:`~recommender.store.StateStore`."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 from collections import defaultdict
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from recommender import screening
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
+from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
 from recommender.decay import ForwardDecay
 from recommender.filters import BoundFilter
@@ -50,6 +52,13 @@ class EngineConfig:
     # Most candidates one list screens (withdrawn items, filters) before it answers with
     # what passed: the bound on a request whose filter removes nearly everything.
     max_screened_candidates: int = 5000
+    # Cold start: items nobody has interacted with get neighbours from their catalog
+    # documents (content similarity, weighted against co-occurrence by content_weight);
+    # exploration_share of each personalised list goes to items created within
+    # new_item_seconds, so that they can earn interactions.
+    content_weight: float = 0.5
+    exploration_share: float = 0.0
+    new_item_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,10 @@ class Engine:
         # refresh() (the API's background task) or by learn_many in the same process.
         self.item_index = ItemFactorIndex()
         self._refreshing = threading.Lock()
+        # The serving copy of the catalog's content (cold start), kept fresh the same way.
+        self.content = ContentIndex()
+        self._content_cursor: float | None = None
+        self._created: dict[ItemId, float] = {}  # item -> created_at, for exploration
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None
@@ -129,12 +142,28 @@ class Engine:
         return self.mf.learn_many(positives, users, items, pool)
 
     def refresh(self) -> int:
-        """Bring the in-memory item factors up to date; returns how many rows changed."""
+        """Bring the in-memory item factors and catalog content up to date; returns how
+        many factor rows changed."""
         with self._refreshing:
             cursor, changed = self.store.changed_items(self.item_index.cursor)
             self.item_index.upsert(changed)
             self.item_index.cursor = cursor
+            self.refresh_content()
         return len(changed)
+
+    def refresh_content(self) -> int:
+        """Bring the content index up to date with the catalog; returns documents read."""
+        cursor, documents = self.store.changed_documents(self._content_cursor)
+        if documents:
+            self.content.upsert(documents)
+            for item, document in documents.items():
+                created = None if document is None else document.get("created_at")
+                if isinstance(created, int | float):
+                    self._created[item] = float(created)
+                else:
+                    self._created.pop(item, None)
+        self._content_cursor = cursor
+        return len(documents)
 
     def popular(
         self, k: int, now: float, category: Category | None = None, exclude: Sequence[ItemId] = (),
@@ -201,13 +230,19 @@ class Engine:
             limit = min(max(self.config.neighbours_per_item, n), self.config.max_neighbours)
             neighbours = self.store.neighbours([item_id], limit)[item_id]
             counts = self.store.item_counts([item_id, *(other for other, _ in neighbours)])
-            return self.cooccurrence.similar(item_id, neighbours, counts, len(neighbours))
+            ranked = self.cooccurrence.similar(item_id, neighbours, counts, len(neighbours))
+            if len(ranked) < n:  # a new item: what its catalog document resembles
+                self._content_ready()
+                chosen = [item for item, _ in ranked]
+                ranked += self.content.similar(item_id, n - len(ranked), exclude=chosen)
+            return ranked
 
         return self._take(rank, k, self._first_round(k, item_filter), screen)
 
     def recommend(
         self, user_id: UserId, k: int, now: float, model: str = "cooccurrence",
         params: Mapping[str, float] | None = None, item_filter: BoundFilter | None = None,
+        category: Category | None = None,
     ) -> Recommendations:
         """Top-k by the named model, never items the user already interacted with, nor
         withdrawn ones, nor any ``item_filter`` removes.
@@ -218,6 +253,8 @@ class Engine:
         ``popular`` from every model, and so does a user whose candidates the filter
         removed. Candidates are read in growing rounds until ``k`` pass the screen (at most
         ``max_screened_candidates``); a filter that leaves nothing gives an empty list.
+        ``category`` (a theme the user chose, from the request's context) is where popular
+        items come from for a user the models know nothing about yet.
         """
         if model not in MODELS:
             raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
@@ -229,7 +266,7 @@ class Engine:
         screen = self._screen(now, item_filter, user_id)
         if model == "popular":
             return Recommendations("popular",
-                                   self._popular(k, now, None, seen, screen, item_filter))
+                                   self._popular(k, now, category, seen, screen, item_filter))
         recent = [item for item, score in history if score > 0][: self.config.window]
         if model == "cooccurrence":
             rank = self._cooccurrence_ranking(recent, seen)
@@ -242,10 +279,51 @@ class Engine:
         used = model if ranked else "popular"
         if len(ranked) < k:
             chosen = seen + [item for item, _ in ranked]
-            fill = self._popular(k - len(ranked), now, None, chosen, screen, item_filter)
+            # A newcomer's chosen category first, then everything popular.
+            fill = [] if category is None or used != "popular" else self._popular(
+                k, now, category, chosen, screen, item_filter)
+            chosen += [item for item, _ in fill]
+            fill += self._popular(k - len(ranked) - len(fill), now, None, chosen, screen,
+                                  item_filter) if len(ranked) + len(fill) < k else []
             # A fill item scores 0 in a personalised list: its model did not choose it.
             ranked += fill if used == "popular" else [(item, 0.0) for item, _ in fill]
+        if self.config.exploration_share > 0:  # any list but an explicit model=popular
+            ranked = self._explore(user_id, ranked, k, now, recent, seen, screen)
         return Recommendations(used, ranked)
+
+    def _content_ready(self) -> None:
+        if self._content_cursor is None:
+            with self._refreshing:
+                if self._content_cursor is None:
+                    self.refresh_content()
+
+    def _explore(self, user_id: UserId, ranked: list[Scored], k: int, now: float,
+                 recent: list[ItemId], seen: list[ItemId], screen: Screen) -> list[Scored]:
+        """Give ``exploration_share`` of the list (in expectation; the last places) to new
+        items: those most like the user's latest item by content, else random ones."""
+        self._content_ready()
+        horizon = now - self.config.new_item_seconds
+        fresh = [item for item, created in self._created.items() if horizon <= created <= now]
+        if not fresh:
+            return ranked
+        # Stable for a user within a minute, different across users and minutes.
+        rng = random.Random(f"{self.config.seed}:{user_id}:{int(now // 60)}")
+        quota = self.config.exploration_share * k
+        slots = int(quota) + (rng.random() < quota - int(quota))
+        if not slots:
+            return ranked
+        taken = set(seen) | {item for item, _ in ranked}
+        candidates: list[ItemId] = []
+        if recent:
+            candidates = [item for item, _ in self.content.similar(
+                recent[0], 4 * slots, exclude=taken, among=fresh)]
+        others = [item for item in fresh if item not in taken and item not in candidates]
+        candidates += rng.sample(others, min(len(others), 4 * slots))
+        explore = screen.judge_all(candidates)[:slots] if candidates else []
+        if not explore:
+            return ranked
+        kept = ranked[: max(0, k - len(explore))]
+        return kept + [(item, 0.0) for item in explore]
 
     def _first_round(self, k: int, item_filter: BoundFilter | None) -> int:
         # Withdrawn items are few: read k. A filter may remove most: read more at once.
@@ -288,7 +366,20 @@ class Engine:
         neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
         candidates = {other for pairs in neighbours.values() for other, _ in pairs}
         counts = self.store.item_counts(candidates.union(recent))
-        return self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
+        ranked = self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
+        # Recent items nobody else has touched yet have no neighbours: take their
+        # content's (three newest at most, so that a request stays cheap).
+        cold = [(n, item) for n, item in enumerate(recent[:3]) if not neighbours.get(item)]
+        if not cold or self.config.content_weight <= 0:
+            return ranked
+        self._content_ready()
+        scores = dict(ranked)
+        banned = set(seen) | set(recent)
+        for position, item in cold:
+            weight = self.config.content_weight * 0.85**position
+            for other, similarity in self.content.similar(item, min(k, 100), exclude=banned):
+                scores[other] = scores.get(other, 0.0) + weight * similarity
+        return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
 
     def _cooccurrence_ranking(self, recent: list[ItemId], seen: list[ItemId]
                               ) -> Ranking | None:

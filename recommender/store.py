@@ -106,6 +106,12 @@ class StateStore(Protocol):
         tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it."""
         ...
 
+    def changed_documents(self, since: float | None
+                          ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:
+        """Item documents put after cursor ``since`` (all if None; None for a deleted one),
+        and the new cursor. A change may be returned more than once; none is skipped."""
+        ...
+
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
                ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:
         """Which of ``item_ids`` are withdrawn at ``now`` (unavailable, deleted, expired),
@@ -183,6 +189,8 @@ class InMemoryStore:
             lambda: defaultdict(float)
         )
         self._items: dict[ItemId, dict[str, Any]] = {}
+        self._document_changed: dict[ItemId, int] = {}
+        self._catalog_version = 0
         self._users: dict[UserId, dict[str, Any]] = {}
         self._user_factors: dict[UserId, np.ndarray] = {}
         self._item_factors: dict[ItemId, np.ndarray] = {}
@@ -292,6 +300,8 @@ class InMemoryStore:
 
     def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
         for item_id, document in documents:
+            self._catalog_version += 1
+            self._document_changed[item_id] = self._catalog_version
             if document is None:
                 self._items.pop(item_id, None)
             else:
@@ -301,6 +311,12 @@ class InMemoryStore:
                 self._withdrawn.pop(item_id, None)
             else:
                 self._withdrawn[item_id] = withdrawn
+
+    def changed_documents(self, since: float | None
+                          ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:
+        changed = {item: self._items.get(item) for item, version in
+                   self._document_changed.items() if since is None or version > since}
+        return float(self._catalog_version), changed
 
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
                ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:

@@ -32,12 +32,30 @@ def load(path: Path, format: str | None, settings: Settings, limit: int | None
     return events[:limit] if limit else events
 
 
+def catalog(path: Path) -> list[tuple[str, dict]]:
+    """Item documents for a dataset: MovieLens' movies.csv beside its ratings.csv (titles
+    and genres), so content similarity can work for items nobody rated yet."""
+    import csv
+
+    movies = path.with_name("movies.csv")
+    if path.name != "ratings.csv" or not movies.exists():
+        return []
+    with open(movies, newline="", encoding="utf-8") as source:
+        return [(row["movieId"], {"item_id": row["movieId"],
+                                  "categories": [g for g in row["genres"].split("|")
+                                                 if g and g != "(no genres listed)"],
+                                  "properties": {"title": row["title"]}})
+                for row in csv.DictReader(source)]
+
+
 def build(models: list[str], baselines: list[str], settings: Settings, epoch: float,
-          retrain_every: float) -> dict:
+          retrain_every: float, documents: list[tuple[str, dict]] = ()) -> dict:
     # The exact model code the worker runs, on the in-memory store; the forward-decay
     # epoch moves to the data's start (MovieLens begins in 1996).
     config = dataclasses.replace(settings.engine_config(), epoch=epoch)
-    engine = Engine(InMemoryStore(seed=settings.seed), config)
+    store = InMemoryStore(seed=settings.seed)
+    store.put_items(documents)  # the catalog exists before anyone rates it
+    engine = Engine(store, config)
     built = {name: EngineModel(engine, name, learns=(n == 0)) for n, name in enumerate(models)}
     for name in baselines:
         if name == "ease-daily":
@@ -59,7 +77,8 @@ def run(path: Path, format: str | None, k: int, models: list[str], baselines: li
     events = load(path, format, settings, limit)
     if not events:
         raise ValueError(f"{path}: no events")
-    built = build(models, baselines, settings, events[0].timestamp, retrain_every)
+    built = build(models, baselines, settings, events[0].timestamp, retrain_every,
+                  catalog(path))
     started = time.perf_counter()
     with tqdm(total=len(events), unit="event", desc="prequential") as bar:
         report = prequential(events, built, k=k, batch_seconds=batch_seconds,

@@ -32,6 +32,7 @@ WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: un
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
 
+CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
 SERVING = "serving"  # STRING the version that serves (absent: main)
 SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first

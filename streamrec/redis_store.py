@@ -220,7 +220,21 @@ class RedisStore:
             pipe.zadd(self.key(keys.WITHDRAWN), hidden)
         if shown:
             pipe.zrem(self.key(keys.WITHDRAWN), *shown)
+        pipe.zadd(self.key(keys.CATALOG_CHANGED), dict.fromkeys(latest, time.time()))
         pipe.execute()
+
+    def changed_documents(self, since: float | None
+                          ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:
+        now = time.time()
+        low = "-inf" if since is None else since - self.CHANGE_OVERLAP_SECONDS
+        members = self.client.zrangebyscore(self.key(keys.CATALOG_CHANGED), low, "+inf")
+        changed: dict[ItemId, dict[str, Any] | None] = {}
+        for start in range(0, len(members), 10_000):
+            chunk = [member.decode() for member in members[start:start + 10_000]]
+            raw = self.client.mget([self.key(keys.ITEM, item) for item in chunk])
+            changed.update({item: None if document is None else orjson.loads(document)
+                            for item, document in zip(chunk, raw, strict=True)})
+        return now, changed
 
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
                ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     hybrid_popular: float = Field(default=0.2, ge=0)
     hybrid_candidates: int = Field(default=100, ge=1)
     max_screened_candidates: int = Field(default=5000, ge=1)
+    content_weight: float = Field(default=0.5, ge=0)
+    exploration_share: float = Field(default=0.0, ge=0, le=1)
+    new_item_seconds: float = Field(default=7 * 86400.0, gt=0)
     default_model: str = "hybrid"
 
     # Feedback loop
@@ -147,6 +150,9 @@ class Settings(BaseSettings):
             hybrid_popular=self.hybrid_popular,
             hybrid_candidates=self.hybrid_candidates,
             max_screened_candidates=self.max_screened_candidates,
+            content_weight=self.content_weight,
+            exploration_share=self.exploration_share,
+            new_item_seconds=self.new_item_seconds,
         )
 
     def load_api_keys(self) -> dict[str, str]:

@@ -70,6 +70,16 @@ class StoreContract:
         assert store.item_categories(["tea", "cup", "nothing"]) == {"tea": ["drinks"],
                                                                    "cup": []}
 
+    def test_document_changes_are_never_skipped(self, store):
+        store.put_items([("tea", {"item_id": "tea", "categories": ["drinks"]}),
+                         ("cup", {"item_id": "cup"})])
+        cursor, changed = store.changed_documents(None)
+        assert changed == {"tea": {"item_id": "tea", "categories": ["drinks"]},
+                           "cup": {"item_id": "cup"}}
+        store.put_items([("tea", None), ("pot", {"item_id": "pot"})])
+        _, later = store.changed_documents(cursor)
+        assert later["tea"] is None and later["pot"] == {"item_id": "pot"}  # deleted, new
+
     def test_factors_round_trip_and_changes_are_never_skipped(self, store):
         cursor, changed = store.changed_items(None)
         assert changed == {}

@@ -65,6 +65,9 @@ async def recommendations(
     model: Annotated[ModelName | None, Query(
         description="Force a model and skip allocation; default: the placement's variant.")]
     = None,
+    category: Annotated[str | None, Query(
+        max_length=128, description="A theme the user chose (onboarding, a tab): where "
+        "popular items come from while the models know nothing about the user yet.")] = None,
 ) -> RecommendationList:
     """Top-k for a user, never items they already interacted with.
 
@@ -85,7 +88,7 @@ async def recommendations(
     now = time.time()
     try:
         result = await run_in_threadpool(engine.recommend, user_id, k, now, chosen, params,
-                                         item_filter)
+                                         item_filter, category)
         degraded = False
     except redis.RedisError as error:
         if item_filter is not None:  # the last known items were never filtered
