@@ -108,10 +108,12 @@ class ContentIndex:
                     row = self._rows[item_id] = len(self._ids)
                     self._ids.append(item_id)
                     self._terms.append({})
+                elif self._terms[row] == weights:
+                    continue  # read again, not changed: keep the built matrix
                 self._df.subtract(self._terms[row].keys())
                 self._df.update(weights.keys())
                 self._terms[row] = weights
-            self._matrix = None
+                self._matrix = None
 
     def _built(self) -> sparse.csr_matrix:
         with self._lock:

@@ -45,3 +45,14 @@ def test_features_read_categories_text_and_short_strings_only():
         "title": "Red red wine", "colour": "Red", "price_band": 3, "tags": ["x y", "z"]}})
     assert terms == {"cat:a": 1, "w:red": 2, "w:wine": 1, "p:colour=red": 1, "w:x": 1,
                      "w:y": 1, "w:z": 1}
+
+
+def test_reading_an_unchanged_document_again_keeps_the_built_matrix():
+    index = ContentIndex()
+    index.upsert(CATALOG)
+    index.similar("alien", 2)
+    built = index._matrix
+    index.upsert({"alien": CATALOG["alien"]})  # the refresher's overlap reads it again
+    assert index._matrix is built
+    index.upsert({"alien": {"categories": ["crime"]}})
+    assert index._matrix is None
