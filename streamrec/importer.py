@@ -72,6 +72,7 @@ class ImportReport:
     sent: int = 0
     rejected: int = 0
     first_rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def detect(path: Path) -> str:
@@ -94,8 +95,12 @@ class _Lines:
 
     def __iter__(self) -> Iterator[str]:
         first = True
+        unreported = 0  # bytes read since the bar last moved (it moves in 64 KiB steps)
         for raw in self.file:
-            self.progress(len(raw))
+            unreported += len(raw)
+            if unreported >= 1 << 16:
+                self.progress(unreported)
+                unreported = 0
             if first and raw.startswith(b"\xef\xbb\xbf"):  # a spreadsheet's byte-order mark
                 raw = raw[3:]
             first = False
@@ -104,6 +109,7 @@ class _Lines:
             except UnicodeDecodeError:
                 self.undecodable = True
                 yield raw.decode(errors="replace")
+        self.progress(unreported)
 
 
 def _schema_types(model: type[BaseModel]) -> dict[str, set[str]]:
@@ -359,8 +365,11 @@ def run(path: Path, kind: str, data_format: str | None, settings: Settings,
                 rejects_file.write(orjson.dumps(vars(row), option=orjson.OPT_APPEND_NEWLINE))
 
         def progress() -> None:
-            bar.set_postfix(sent=report.sent, rejected=report.rejected, refresh=False)
+            bar.set_postfix(sent=f"{report.sent:,}", rejected=f"{report.rejected:,}",
+                            refresh=False)
 
         outcomes = rows(file, data_format, kind, set(settings.event_weights), bar.update)
+        started = time.monotonic()
         asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))
+        report.seconds = time.monotonic() - started
     return report
