@@ -47,6 +47,7 @@ from streamrec.simulator import Simulation
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 JUDGED = ("worker", "api")
+log = logging.getLogger(__name__)
 MEMORY_COLUMNS = ("worker", "api", "redis", "redis_used")
 CONNECTIONS = 32  # to the API process, kept alive
 
@@ -178,14 +179,17 @@ class Load:
         self.events_total = 0
         self.requests_total = 0
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, detail: object = None) -> None:
+        if not self.all_errors[kind] and detail is not None:
+            log.warning("soak: first %s: %r", kind, detail)
         self.errors[kind] += 1
         self.all_errors[kind] += 1
 
     def delivered(self, future: asyncio.Future) -> None:
-        if future.cancelled() or future.exception() is not None:
-            reason = "cancelled" if future.cancelled() else type(future.exception()).__name__
-            self.error(f"produce: {reason}")
+        if future.cancelled():
+            self.error("produce: cancelled")
+        elif future.exception() is not None:
+            self.error(f"produce: {type(future.exception()).__name__}", future.exception())
         else:
             self.events += 1
             self.events_total += 1
@@ -223,7 +227,7 @@ async def produce(load: Load, config: SoakConfig, bootstrap: str, topic: str,
                 future = await producer.send(topic, orjson.dumps(event),
                                              key=event["user_id"].encode())
             except Exception as error:  # noqa: BLE001 - every failure is counted by kind
-                load.error(f"produce: {type(error).__name__}")
+                load.error(f"produce: {type(error).__name__}", error)
                 continue
             future.add_done_callback(load.delivered)
         await producer.flush()
@@ -283,11 +287,11 @@ async def _send(load: Load, client: httpx.AsyncClient,
             load.error(_expired(timeout))
             continue
         except httpx.HTTPError as error:
-            load.error(f"request: {type(error).__name__}")
+            load.error(f"request: {type(error).__name__}", error.__cause__ or error)
             continue
         latency = time.monotonic() - due
         if not response.is_success:
-            load.error(f"HTTP {response.status_code}")
+            load.error(f"HTTP {response.status_code}", response.text[:200])
         elif latency > timeout:  # each phase had the time left: the sum may exceed it
             load.error(_expired(timeout))
         elif response.json().get("degraded"):
@@ -358,7 +362,10 @@ async def drive(config: SoakConfig, current: bench.Stack, base: str, api_key: st
     applied_before = await asyncio.to_thread(watch.applied)
     done = asyncio.Event()
     timeout = httpx.Timeout(config.request_timeout)
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: else a request
+    # can meet a connection the server is closing (a ReadError that says nothing of the API).
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits,
                                  headers={"X-API-Key": api_key}) as client:
         reporting = asyncio.create_task(rows(load, config, watch, done, echo))
