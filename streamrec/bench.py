@@ -336,7 +336,7 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
 
 def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     """Redis bytes per user and per item, from ``MEMORY USAGE`` of a sample of each's keys
-    (users: history and factors; items: neighbours, factors and document), plus the
+    (users: history, event types and factors; items: neighbours, factors and document), plus the
     sorted sets every item has a member in (popularity, counts, change cursor) shared out."""
     from streamrec import keys
 
@@ -355,8 +355,9 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
             pipe.memory_usage(name, samples=0)
         return sum(size or 0 for size in pipe.execute())
 
+    user_kinds = (keys.HISTORY, keys.EVENT_TYPES, keys.MF_USER)
     per_user = usage([store.key(kind, user) for user in users
-                      for kind in (keys.HISTORY, keys.MF_USER)]) / max(1, len(users))
+                      for kind in user_kinds]) / max(1, len(users))
     per_item = usage([store.key(kind, item) for item in items
                       for kind in (keys.NEIGHBOURS, keys.MF_ITEM, keys.ITEM)]) / max(1, len(items))
     catalog = client.zcard(store.key(keys.POPULAR)) or 1
