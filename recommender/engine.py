@@ -102,6 +102,8 @@ class Engine:
         self.content = ContentIndex()
         self._content_cursor: float | None = None
         self._created: dict[ItemId, float] = {}  # item -> created_at, for exploration
+        self._new_items_cache: tuple[object, list[ItemId]] = (None, [])
+        self._catalog_changes = 0  # refreshes that read documents
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None
@@ -155,6 +157,7 @@ class Engine:
         """Bring the content index up to date with the catalog; returns documents read."""
         cursor, documents = self.store.changed_documents(self._content_cursor)
         if documents:
+            self._catalog_changes += 1
             self.content.upsert(documents)
             for item, document in documents.items():
                 created = None if document is None else document.get("created_at")
@@ -297,13 +300,22 @@ class Engine:
                 if self._content_cursor is None:
                     self.refresh_content()
 
+    def _new_items(self, now: float) -> list[ItemId]:
+        """Items created within ``new_item_seconds`` of ``now``: the catalog is scanned
+        once a minute (and after the content index changed), not on every request."""
+        stamp = (int(now // 60), self._catalog_changes)
+        if self._new_items_cache[0] != stamp:
+            horizon = now - self.config.new_item_seconds
+            self._new_items_cache = (stamp, [item for item, created in self._created.items()
+                                             if horizon <= created <= now])
+        return self._new_items_cache[1]
+
     def _explore(self, user_id: UserId, ranked: list[Scored], k: int, now: float,
                  recent: list[ItemId], seen: list[ItemId], screen: Screen) -> list[Scored]:
         """Give ``exploration_share`` of the list (in expectation; the last places) to new
         items: those most like the user's latest item by content, else random ones."""
         self._content_ready()
-        horizon = now - self.config.new_item_seconds
-        fresh = [item for item, created in self._created.items() if horizon <= created <= now]
+        fresh = self._new_items(now)
         if not fresh:
             return ranked
         # Stable for a user within a minute, different across users and minutes.
