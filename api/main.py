@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix,
+                                    cluster=settings.redis_cluster)
         producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings

@@ -106,10 +106,12 @@ class Engine:
         self._catalog_changes = 0  # refreshes that read documents
 
     def learn_many(
-        self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None
+        self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
+        events: int | None = None,
     ) -> StateUpdate:
         """Apply a batch, in order, as one atomic store update, together with the source
-        ``offsets`` it brings the state up to (``"topic:partition" -> offset``)."""
+        ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
+        counts the batch's events when some of them were applied already."""
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
         windows = self.store.windows(users, self.config.window)
@@ -127,7 +129,7 @@ class Engine:
             history=pairs.history,
             user_factors=factors.users,
             item_factors=factors.items,
-            events=len(interactions),
+            events=len(interactions) if events is None else events,
             offsets=offsets or {},
             event_types=_event_types(interactions),
         )

@@ -303,13 +303,13 @@ def _configure_demo_placement(base: str, admin_key: str | None, timeout: float =
 def report(placements: tuple[str, ...], control: str | None) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
     two-proportion test on take-rate and the sample size still needed."""
-    import redis
-
     from recommender.abtest import NO_EFFECT, placement_report
+    from streamrec.redis_client import connect
     from streamrec.redis_feedback import RedisFeedback
 
     settings = get_settings()
-    feedback = RedisFeedback(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+    feedback = RedisFeedback(connect(settings.redis_url, settings.redis_cluster),
+                             settings.redis_prefix)
     names = placements or tuple(sorted(feedback.placements()))
     if not names:
         raise click.ClickException("no placement is configured (PUT /admin/placements/NAME)")
@@ -743,12 +743,11 @@ def snapshot_restore(path: Path, name: str) -> None:
 
 
 def _versions():
-    import redis
-
+    from streamrec.redis_client import connect
     from streamrec.versions import Versions
 
     settings = get_settings()
-    return Versions(redis.Redis.from_url(settings.redis_url, protocol=2),
+    return Versions(connect(settings.redis_url, settings.redis_cluster),
                     settings.redis_prefix)
 
 

@@ -243,15 +243,15 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
     ``placement``'s allocation chooses per user, as ``GET /recommendations`` does (a bandit
     draws, so a bandit placement's export is one draw per user). ``show_progress=None``
     shows a bar on a terminal only. Returns the version and the report."""
-    import redis
     from tqdm import tqdm
 
     from api.allocation import Allocation
+    from streamrec.redis_client import connect
     from streamrec.redis_feedback import RedisFeedback
     from streamrec.redis_store import RedisStore
     from streamrec.versions import Versions, version_settings
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, protocol=2)
+    client = connect(settings.redis_url, settings.redis_cluster, socket_timeout=30)
     try:
         registry = Versions(client, settings.redis_prefix)
         version = version or registry.serving()

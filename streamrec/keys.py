@@ -31,6 +31,7 @@ STATS = "stats"  # HASH counters written by the worker (events applied, last app
 WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
+APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
 
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
@@ -41,7 +42,56 @@ SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions
 # and stays under the base prefix.
 STATE = (HISTORY, NEIGHBOURS, ITEM_COUNT, POPULAR, POPULAR_BY_CATEGORY, MF_USER, MF_ITEM,
-         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES)
+         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES, APPLIED)
+
+# Redis Cluster layout. A prefix written as a hash tag ("{sr}") puts every key under it in
+# one slot: the catalog, the feedback and a version's global state (popularity, offsets),
+# which scripts and transactions touch together. The per-user and per-item state, the bulk
+# of the memory, is spread over SHARDS groups of users and SHARDS groups of items instead;
+# each group is a hash tag of its own ("{sr/u7}", "{sr/i7}"), so a batch is applied as one
+# script per group. SHARDS is part of the key layout: changing it means a rebuild.
+SHARDS = 16
+USER_SHARDED = (HISTORY, MF_USER, EVENT_TYPES)
+ITEM_SHARDED = (NEIGHBOURS, MF_ITEM)
+
+
+def is_tagged(prefix: str) -> bool:
+    """True for a prefix written as a hash tag (the Redis Cluster layout).
+
+    >>> is_tagged("{sr}"), is_tagged("sr")
+    (True, False)
+    """
+    return prefix.startswith("{") and prefix.endswith("}")
+
+
+def tagged(prefix: str) -> str:
+    """``prefix`` as a hash tag (unchanged when it is one).
+
+    >>> tagged("sr"), tagged("{sr}")
+    ('{sr}', '{sr}')
+    """
+    return prefix if is_tagged(prefix) else "{" + prefix + "}"
+
+
+def group_prefix(prefix: str, group: str) -> str:
+    """The prefix of one group of a tagged prefix: a hash tag of its own.
+
+    >>> group_prefix("{sr}", "u7")
+    '{sr/u7}'
+    """
+    return "{" + prefix[1:-1] + "/" + group + "}"
+
+
+def group_patterns(prefix: str) -> list[str]:
+    """SCAN patterns for every group key of a tagged prefix (none for a plain prefix).
+
+    >>> group_patterns("{sr}")
+    ['{sr/u*}:*', '{sr/i*}:*']
+    """
+    if not is_tagged(prefix):
+        return []
+    literal = escape(prefix[1:-1])
+    return ["{" + literal + "/u*}:*", "{" + literal + "/i*}:*"]
 
 
 def key(prefix: str, kind: str, *parts: str) -> str:
@@ -65,5 +115,13 @@ def pattern(prefix: str, kind: str) -> str:
     >>> pattern("a*b", HISTORY)
     'a\\\\*b:hist:*'
     """
-    literal = key(prefix, kind, "")
-    return "".join("\\" + c if c in "*?[]\\" else c for c in literal) + "*"
+    return escape(key(prefix, kind, "")) + "*"
+
+
+def escape(text: str) -> str:
+    """``text`` as a literal in a SCAN ``MATCH`` pattern.
+
+    >>> escape("a*b")
+    'a\\\\*b'
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -15,6 +15,7 @@ import redis
 from recommender.attribution import Credit, Impression
 from recommender.feedback import Counters
 from streamrec import keys
+from streamrec.redis_client import is_cluster
 
 SEPARATOR = "|"
 
@@ -47,9 +48,16 @@ class RedisFeedback:
         self.prefix = prefix
         self._record = client.register_script(_RECORD_IMPRESSION)
         self._credit = client.register_script(_CREDIT)
+        self.cluster = is_cluster(client)
 
     def key(self, kind: str, *parts: str) -> str:
         return keys.key(self.prefix, kind, *parts)
+
+    def _pipelined(self, pipe, script, keys: list[str], args: list) -> None:
+        if self.cluster:  # redis-py's cluster pipeline refuses Script; EVAL routes by key
+            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        else:
+            script(keys=keys, args=args, client=pipe)
 
     def record_impressions(self, impressions: Sequence[Impression], ttl: float) -> int:
         if not impressions:
@@ -57,12 +65,12 @@ class RedisFeedback:
         pipe = self.client.pipeline(transaction=False)
         milliseconds = max(1, int(ttl * 1000))
         for impression in impressions:
-            self._record(
+            self._pipelined(
+                pipe, self._record,
                 keys=[self.key(keys.IMPRESSION, impression.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, impression.placement)],
                 args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant,
                       len(impression.items)],
-                client=pipe,
             )
         return sum(pipe.execute())
 
@@ -80,13 +88,13 @@ class RedisFeedback:
         pipe = self.client.pipeline(transaction=False)
         milliseconds = max(1, int(ttl * 1000))
         for credit in credits:
-            self._credit(
+            self._pipelined(
+                pipe, self._credit,
                 keys=[self.key(keys.CREDITED, credit.recommendation_id, credit.event_type,
                                credit.item_id),
                       self.key(keys.REWARDED_LIST, credit.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, credit.placement)],
                 args=[milliseconds, credit.variant, credit.event_type, credit.position],
-                client=pipe,
             )
         return [bool(result) for result in pipe.execute()]
 

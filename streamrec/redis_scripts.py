@@ -10,12 +10,24 @@ from __future__ import annotations
 # Between the event types one user had with one item (a configured type never holds it).
 EVENT_TYPE_SEPARATOR = "\x1f"
 
+# KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
+# A call whose offsets the hash holds already did its work (a retry after a lost reply, or a
+# group that ran ahead before a crash): it changes nothing. Every key a call touches is in
+# KEYS[1]'s slot (one hash tag per group on a cluster).
 # Increments travel as JSON numbers (shortest round-trip form) and reach Redis at full
 # double precision.
 APPLY = r"""
 local p = cjson.decode(ARGV[1])
 local k = p.k
+if #p.offsets > 0 then
+  local behind = false
+  for n = 1, #p.offsets, 2 do
+    local at = redis.call('HGET', KEYS[1], p.offsets[n])
+    if not at or tonumber(at) < tonumber(p.offsets[n + 1]) then behind = true end
+  end
+  if not behind then return 0 end
+end
 local function incr_all(key, flat)
   for n = 1, #flat, 2 do redis.call('ZINCRBY', key, flat[n + 1], flat[n]) end
 end
@@ -71,14 +83,15 @@ for _, user in ipairs(p.mfu) do
 end
 for _, item in ipairs(p.mfi) do
   redis.call('SET', k.mfi .. item, ARGV[blob]); blob = blob + 1
-  redis.call('ZADD', k.mfchg, p.changed_at, item)
 end
-for n = 1, #p.offsets, 2 do redis.call('HSET', k.offsets, p.offsets[n], p.offsets[n + 1]) end
+for _, item in ipairs(p.mfchg) do redis.call('ZADD', k.mfchg, p.changed_at, item) end
+for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
 return 1
 """
 
-# ARGV: the history key prefix, a limit, then user ids. Returns JSON: per user, a flat
+# KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
+# prefix, a limit, then user ids. Returns JSON: per user, a flat
 # [item, score, ...] list of their positive history, newest first (an empty one is {}).
 WINDOWS = r"""
 local limit = tonumber(ARGV[2])

@@ -1,12 +1,17 @@
 """The Redis implementation of :class:`recommender.store.StateStore`.
 
-Reads are pipelined (one round trip per call); :meth:`RedisStore.apply` writes a whole
-batch in one MULTI/EXEC transaction, so readers never see half a batch.
+Reads are pipelined (one round trip per call). On one Redis, :meth:`RedisStore.apply` writes
+a whole batch in one Lua call, so readers never see half a batch. On a Redis Cluster (a
+prefix written as a hash tag, see :mod:`streamrec.keys`) a batch is one Lua call per group
+of slots, each recording the offsets it applied; ``streams.catchup`` replays exactly what a
+crash left unapplied.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -18,6 +23,9 @@ from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.store import StateUpdate
 from streamrec import keys, redis_scripts
+from streamrec.redis_client import connect, is_cluster
+
+GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 
 
 def _pack(vector: np.ndarray) -> bytes:
@@ -41,6 +49,35 @@ def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
 
 
+def _part(update: StateUpdate) -> StateUpdate:
+    """An empty update with ``update``'s limits: one group's share is filled in."""
+    return StateUpdate(history_length=update.history_length,
+                       max_neighbours=update.max_neighbours, pairs={}, history={},
+                       user_factors={}, item_factors={}, event_types={})
+
+
+def _payload(update: StateUpdate) -> dict[str, Any]:
+    """The APPLY document for ``update``'s state (offsets and counters come separately)."""
+    return {
+        "max_neighbours": update.max_neighbours,
+        "history_length": update.history_length,
+        "pop": _flat(update.popularity),
+        "popcat": [part for category, increments in update.category_popularity.items()
+                   for part in (category, _flat(increments))],
+        "cnt": _flat(update.item_counts),
+        "pairs": [part for item, increments in update.pairs.items()
+                  for part in (item, _flat(increments))],
+        "hist": [part for user, scores in update.history.items()
+                 for part in (user, _flat(scores))],
+        "mfu": list(update.user_factors),
+        "mfi": list(update.item_factors),
+        "mfchg": list(update.item_factors),
+        "types": [part for user, items in update.event_types.items()
+                  for part in (user, _flat({item: _joined(types)
+                                            for item, types in items.items()}))],
+    }
+
+
 class RedisStore:
     # How far back a change-cursor read reaches: covers clock skew between workers and a
     # transaction that took its timestamp before a read but committed after it.
@@ -53,9 +90,20 @@ class RedisStore:
         # A model version's state lives under its own prefix; the catalog and everything
         # else shared by the versions under the base one (see keys.STATE).
         self.catalog_prefix = catalog_prefix or prefix
+        self.cluster = is_cluster(client)
+        # A tagged prefix spreads per-user and per-item state over groups of slots.
+        self.sharded = keys.is_tagged(prefix)
+        if self.cluster and not (self.sharded and keys.is_tagged(self.catalog_prefix)):
+            raise ValueError(
+                f"on a Redis Cluster the key prefixes must be hash tags such as '{{sr}}' "
+                f"(got {prefix!r} and {self.catalog_prefix!r}); STREAMREC_REDIS_CLUSTER=true "
+                "makes them so")
         self._apply = client.register_script(redis_scripts.APPLY)
         self._windows = client.register_script(redis_scripts.WINDOWS)
-        # Each kind's key prefix; the scripts append the id (ids always come last).
+        self._groups = {f"{kind}{n}": keys.group_prefix(prefix, f"{kind}{n}")
+                        for kind in "ui" for n in range(keys.SHARDS)} if self.sharded else {}
+        # Each kind's key prefix, per group; the scripts append the id (ids always come
+        # last). Unsharded, every kind is in the one group.
         self._key_prefixes = {
             name: self.key(kind, "")
             for name, kind in (("pop", keys.POPULAR), ("popcat", keys.POPULAR_BY_CATEGORY),
@@ -63,32 +111,64 @@ class RedisStore:
                                ("hist", keys.HISTORY), ("mfu", keys.MF_USER),
                                ("mfi", keys.MF_ITEM), ("evtypes", keys.EVENT_TYPES))
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
-             "mfchg": self.key(keys.MF_CHANGED), "offsets": self.key(keys.OFFSETS),
-             "stats": self.key(keys.STATS)}
+             "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS)}
+        self._group_key_prefixes = {
+            group: {name: keys.key(tagged, kind, "") for name, kind in (
+                (("hist", keys.HISTORY), ("mfu", keys.MF_USER), ("evtypes", keys.EVENT_TYPES))
+                if group[0] == "u" else (("nbr", keys.NEIGHBOURS), ("mfi", keys.MF_ITEM)))}
+            for group, tagged in self._groups.items()}
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sr",
-                 catalog_prefix: str | None = None) -> RedisStore:
-        # RESP2: with RESP3, redis-py 8 re-encodes every sorted-set score to bytes and back
-        # to keep its legacy reply shapes (a third of a co-occurrence request's time).
-        return cls(redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30,
-                                        protocol=2), prefix, catalog_prefix)
+    def from_url(cls, url: str, prefix: str = "sr", catalog_prefix: str | None = None,
+                 cluster: bool = False) -> RedisStore:
+        return cls(connect(url, cluster, socket_timeout=5, health_check_interval=30),
+                   prefix, catalog_prefix)
 
     def key(self, kind: str, *parts: str) -> str:
-        prefix = self.prefix if kind in keys.STATE else self.catalog_prefix
-        return keys.key(prefix, kind, *parts)
+        if kind not in keys.STATE:
+            return keys.key(self.catalog_prefix, kind, *parts)
+        if self.sharded and parts and parts[0]:
+            if kind in keys.USER_SHARDED:
+                return keys.key(self._groups[self.group("u", parts[0])], kind, *parts)
+            if kind in keys.ITEM_SHARDED:
+                return keys.key(self._groups[self.group("i", parts[0])], kind, *parts)
+        return keys.key(self.prefix, kind, *parts)
+
+    @staticmethod
+    def group(kind: str, entity: str) -> str:
+        """The group (``"u3"``, ``"i7"``) of a user's or an item's state, sharded."""
+        return f"{kind}{zlib.crc32(entity.encode()) % keys.SHARDS}"
+
+    def _marker(self, group: str) -> str:
+        """The hash of offsets a group applied (unsharded: the state's own offsets)."""
+        if not self.sharded:
+            return self.key(keys.OFFSETS)
+        if group == GLOBAL:
+            return keys.key(self.prefix, keys.APPLIED)
+        return keys.key(self._groups[group], keys.APPLIED)
+
+    def _mget(self, names: list[str]) -> list[bytes | None]:
+        # MGET must stay in one slot on a cluster; redis-py splits it by slot there.
+        if self.cluster:
+            return self.client.mget_nonatomic(names)
+        return self.client.mget(names)
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
-        users = list(user_ids)
-        if not users:
-            return {}
-        raw = self._windows(args=[self._key_prefixes["hist"], limit, *users])
-        rows = orjson.loads(raw)
-        return {
-            user: [(flat[n], float(flat[n + 1])) for n in range(0, len(flat), 2)]
-            if flat else []
-            for user, flat in zip(users, rows, strict=True)
-        }
+        by_group: dict[str, list[UserId]] = defaultdict(list)
+        for user in user_ids:
+            by_group[self.group("u", user) if self.sharded else GLOBAL].append(user)
+        found: dict[UserId, list[Scored]] = {}
+        for group, users in by_group.items():
+            prefix = (self._group_key_prefixes[group]["hist"] if self.sharded
+                      else self._key_prefixes["hist"])
+            raw = self._windows(keys=[self._marker(group)], args=[prefix, limit, *users])
+            rows = orjson.loads(raw)
+            found.update({
+                user: [(flat[n], float(flat[n + 1])) for n in range(0, len(flat), 2)]
+                if flat else []
+                for user, flat in zip(users, rows, strict=True)
+            })
+        return found
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
@@ -103,38 +183,74 @@ class RedisStore:
         return {user: _decode(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
 
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
-        """SCAN over the history keys, ``count`` keys per round trip."""
+        """SCAN over the history keys, ``count`` keys per round trip (every node's)."""
+        if self.sharded:
+            match = "{" + keys.escape(self.prefix[1:-1]) + "/u*}:" + keys.HISTORY + ":*"
+            cut = "}:" + keys.HISTORY + ":"  # ids come last: the first one is the key's
+            for name in self.client.scan_iter(match=match, count=count):
+                yield name.decode().split(cut, 1)[1]
+            return
         start = len(self.key(keys.HISTORY, "").encode())
         for name in self.client.scan_iter(match=keys.pattern(self.prefix, keys.HISTORY),
                                           count=count):
             yield name[start:].decode()
 
     def apply(self, update: StateUpdate) -> None:
-        """The whole batch in one Lua call: atomic, one round trip, one packed argument."""
-        payload = {
-            "k": self._key_prefixes,
-            "max_neighbours": update.max_neighbours,
-            "history_length": update.history_length,
-            "pop": _flat(update.popularity),
-            "popcat": [part for category, increments in update.category_popularity.items()
-                       for part in (category, _flat(increments))],
-            "cnt": _flat(update.item_counts),
-            "pairs": [part for item, increments in update.pairs.items()
-                      for part in (item, _flat(increments))],
-            "hist": [part for user, scores in update.history.items()
-                     for part in (user, _flat(scores))],
-            "mfu": list(update.user_factors),
-            "mfi": list(update.item_factors),
-            "changed_at": time.time(),
-            "offsets": _flat(update.offsets),
-            "events": update.events,
-            "types": [part for user, items in update.event_types.items()
-                      for part in (user, _flat({item: _joined(types)
-                                                for item, types in items.items()}))],
-        }
-        vectors = [_pack(v) for v in update.user_factors.values()]
-        vectors += [_pack(v) for v in update.item_factors.values()]
-        self._apply(args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
+        """Unsharded, the whole batch in one Lua call: atomic, one round trip, one packed
+        argument. Sharded, one call per group, in the order ``streams.catchup`` relies on:
+        the global state and the item groups, then the user groups (whose histories the
+        next batch's windows read), then the offsets."""
+        offsets = _flat(update.offsets)
+        if not self.sharded:
+            self._call(GLOBAL, self._key_prefixes, _payload(update), offsets, update.events,
+                       update.user_factors, update.item_factors)
+            return
+        users: dict[str, StateUpdate] = defaultdict(lambda: _part(update))
+        items: dict[str, StateUpdate] = defaultdict(lambda: _part(update))
+        for item, increments in update.pairs.items():
+            items[self.group("i", item)].pairs[item] = increments  # type: ignore[index]
+        for item, vector in update.item_factors.items():
+            items[self.group("i", item)].item_factors[item] = vector  # type: ignore[index]
+        for user, scores in update.history.items():
+            users[self.group("u", user)].history[user] = scores  # type: ignore[index]
+        for user, vector in update.user_factors.items():
+            users[self.group("u", user)].user_factors[user] = vector  # type: ignore[index]
+        for user, types in update.event_types.items():
+            users[self.group("u", user)].event_types[user] = types  # type: ignore[index]
+        overall = _payload(update) | {"pairs": [], "hist": [], "types": [], "mfu": [],
+                                      "mfi": []}
+        self._call(GLOBAL, self._key_prefixes, overall, offsets, 0, {}, {})
+        for groups in (items, users):
+            for group, part in sorted(groups.items()):
+                self._call(group, self._group_key_prefixes[group],
+                           _payload(part) | {"mfchg": []}, offsets, 0, part.user_factors,
+                           part.item_factors)
+        self._call(None, self._key_prefixes, _payload(_part(update)), offsets, update.events,
+                   {}, {})
+
+    def _call(self, group: str | None, prefixes: Mapping[str, str], payload: dict[str, Any],
+              offsets: list[Any], events: int, user_factors: Mapping[str, np.ndarray],
+              item_factors: Mapping[str, np.ndarray]) -> None:
+        """One APPLY: ``group`` None is the commit (the state's offsets and counters)."""
+        marker = self.key(keys.OFFSETS) if group is None else self._marker(group)
+        payload |= {"k": prefixes, "offsets": offsets, "events": events,
+                    "changed_at": time.time()}
+        vectors = [_pack(v) for v in user_factors.values()]
+        vectors += [_pack(v) for v in item_factors.values()]
+        self._apply(keys=[marker],
+                    args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
+
+    def group_markers(self, partitions: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Sharded: the offsets each group applied, per partition (unsharded: none)."""
+        names = list(partitions)
+        if not self.sharded or not names:
+            return {}
+        groups = [GLOBAL, *self._groups]
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.hmget(self._marker(group), names)
+        return {group: {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
+                for group, values in zip(groups, pipe.execute(), strict=True)}
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
         items = list(item_ids)
@@ -163,7 +279,7 @@ class RedisStore:
         items = list(item_ids)
         if not items:
             return {}
-        documents = self.client.mget([self.key(keys.ITEM, item) for item in items])
+        documents = self._mget([self.key(keys.ITEM, item) for item in items])
         return {
             item: list(orjson.loads(raw).get("categories", ()))
             for item, raw in zip(items, documents, strict=True)
@@ -180,7 +296,7 @@ class RedisStore:
         ids = list(ids)
         if not ids:
             return {}
-        raw = self.client.mget([self.key(kind, i) for i in ids])
+        raw = self._mget([self.key(kind, i) for i in ids])
         return {i: _unpack(r) for i, r in zip(ids, raw, strict=True) if r is not None}
 
     def sample_items(self, count: int) -> list[ItemId]:
@@ -211,7 +327,9 @@ class RedisStore:
                   for item, document in latest.items() if document is not None}
         deleted = [self.key(keys.ITEM, item) for item, doc in latest.items() if doc is None]
         if stored:
-            pipe.mset(stored)
+            # As a command, not pipe.mset (which redis-py's cluster pipeline refuses): the
+            # catalog's keys share one slot, so MSET is valid on a cluster too.
+            pipe.execute_command("MSET", *(part for pair in stored.items() for part in pair))
         if deleted:
             pipe.delete(*deleted)
         hidden = {item: at for item, at in withdrawn.items() if at is not None}
@@ -231,7 +349,7 @@ class RedisStore:
         changed: dict[ItemId, dict[str, Any] | None] = {}
         for start in range(0, len(members), 10_000):
             chunk = [member.decode() for member in members[start:start + 10_000]]
-            raw = self.client.mget([self.key(keys.ITEM, item) for item in chunk])
+            raw = self._mget([self.key(keys.ITEM, item) for item in chunk])
             changed.update({item: None if document is None else orjson.loads(document)
                             for item, document in zip(chunk, raw, strict=True)})
         return now, changed
@@ -247,7 +365,7 @@ class RedisStore:
                     if at is not None and at <= now}, {}
         pipe = self.client.pipeline(transaction=False)
         pipe.zmscore(self.key(keys.WITHDRAWN), items)
-        pipe.mget([self.key(keys.ITEM, item) for item in items])
+        pipe.execute_command("MGET", *(self.key(keys.ITEM, item) for item in items))
         times, raw = pipe.execute()
         withdrawn = {i for i, at in zip(items, times, strict=True) if at is not None and at <= now}
         found = {i: orjson.loads(r) for i, r in zip(items, raw, strict=True)

@@ -7,11 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
+from streamrec import keys
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
@@ -21,6 +22,9 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "rating": 3.0,
 }
 
+
+# A Redis key prefix: plain, or a hash tag ("{sr}", the Redis Cluster layout).
+PREFIX = r"^([A-Za-z0-9_.-]{1,32}|\{[A-Za-z0-9_.-]{1,32}\})$"
 
 KNOWN_DEFAULT_KEYS = frozenset({"changeme", "secret", "password", "admin", "apikey",
                                 "streamrec", "changeme-changeme", "0123456789abcdef"})
@@ -38,12 +42,16 @@ class Settings(BaseSettings):
     # Infrastructure
     kafka_bootstrap: str = "localhost:9092"
     redis_url: str = "redis://localhost:6379/0"
-    redis_prefix: str = Field(default="sr", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # Redis Cluster instead of one Redis (redis_url names any node): the prefixes become hash
+    # tags ("{sr}") and the per-user and per-item state is spread over groups of slots (see
+    # streamrec.keys.SHARDS and docs/scaling.md).
+    redis_cluster: bool = False
+    redis_prefix: str = Field(default="sr", pattern=PREFIX)
 
     # The model version this process runs (see streamrec.versions): "main" is the state
     # under redis_prefix; a worker started with --version NAME sets it.
     state_version: str = Field(default="main", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
-    catalog_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    catalog_prefix: str | None = Field(default=None, pattern=PREFIX)
     version_refresh_seconds: float = Field(default=0.5, gt=0)
 
     # Topics
@@ -112,6 +120,14 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
+
+    @model_validator(mode="after")
+    def _prefixes_are_hash_tags_on_a_cluster(self) -> Settings:
+        if self.redis_cluster:
+            self.redis_prefix = keys.tagged(self.redis_prefix)
+            if self.catalog_prefix is not None:
+                self.catalog_prefix = keys.tagged(self.catalog_prefix)
+        return self
 
     @field_validator("default_model")
     @classmethod

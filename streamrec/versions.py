@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from streamrec import keys
+from streamrec.redis_client import connect
 
 MAIN = "main"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
@@ -58,10 +59,14 @@ def check_name(name: str) -> str:
 def state_prefix(base: str, name: str) -> str:
     """The Redis prefix of a version's state.
 
-    >>> state_prefix("sr", "main"), state_prefix("sr", "v2")
-    ('sr', 'sr.v2')
+    >>> state_prefix("sr", "main"), state_prefix("sr", "v2"), state_prefix("{sr}", "v2")
+    ('sr', 'sr.v2', '{sr.v2}')
     """
-    return base if name == MAIN else f"{base}.{check_name(name)}"
+    if name == MAIN:
+        return base
+    if keys.is_tagged(base):  # a cluster: the version's global state gets a slot of its own
+        return "{" + base[1:-1] + "." + check_name(name) + "}"
+    return f"{base}.{check_name(name)}"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -222,6 +227,20 @@ def scan_state(client: redis.Redis, prefix: str, count: int = 1000) -> Iterator[
         single = keys.key(prefix, kind)  # kinds with one key (popularity, offsets, ...)
         if client.exists(single):
             yield single.encode()
+    for pattern in keys.group_patterns(prefix):  # a cluster's per-user and per-item groups
+        yield from client.scan_iter(match=pattern, count=count)
+
+
+def _relative(name: bytes, prefix: str) -> str:
+    """A state key's name without its version's prefix, as a snapshot keeps it. A tagged
+    prefix's group keys start "{<prefix>/": both keep what follows the tag's opening."""
+    cut = len(prefix) - 1 if keys.is_tagged(prefix) else len(prefix)
+    return name[cut:].decode("latin-1")
+
+
+def _absolute(relative: str, prefix: str) -> bytes:
+    start = prefix[:-1] if keys.is_tagged(prefix) else prefix
+    return start.encode() + relative.encode("latin-1")
 
 
 def _chunks(names: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -260,7 +279,7 @@ def save_snapshot(client: redis.Redis, prefix: str, path: Path,
                 if dumped is None:  # expired or removed since the scan
                     continue
                 out.write(orjson.dumps({
-                    "key": name[len(prefix):].decode("latin-1"),
+                    "key": _relative(name, prefix),
                     "ttl": max(int(ttl), 0), "value": base64.b64encode(dumped).decode()})
                     + b"\n")
                 written += 1
@@ -281,11 +300,17 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
         header = orjson.loads(source.readline())
         if header.get("format") != SNAPSHOT_FORMAT:
             raise VersionError(f"{path}: not a streamrec snapshot")
+        if keys.is_tagged(header.get("prefix", "")) != keys.is_tagged(prefix):
+            layouts = {True: "Redis Cluster", False: "single Redis"}
+            raise VersionError(
+                f"{path}: a snapshot of the {layouts[keys.is_tagged(header['prefix'])]} key "
+                f"layout cannot be restored into the {layouts[keys.is_tagged(prefix)]} one: "
+                "rebuild from the event log instead")
         pipe = client.pipeline(transaction=False)
         pending = 0
         for line in source:
             entry = orjson.loads(line)
-            name = prefix.encode() + entry["key"].encode("latin-1")
+            name = _absolute(entry["key"], prefix)
             pipe.restore(name, entry["ttl"], base64.b64decode(entry["value"]), replace=True)
             pending += 1
             if pending >= 500:
@@ -315,7 +340,7 @@ def effective_settings(settings: Any) -> Any:
     """``settings`` as the version named by ``settings.state_version`` runs them."""
     if settings.state_version == MAIN:
         return settings
-    client = redis.Redis.from_url(settings.redis_url, protocol=2)
+    client = connect(settings.redis_url, settings.redis_cluster)
     try:
         version = Versions(client, settings.redis_prefix).get(settings.state_version)
     finally:
@@ -337,18 +362,6 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
         await admin.close()
     return sorted(p["partition"] for entry in described if entry.get("error_code", 0) == 0
                   for p in entry.get("partitions", ()))
-
-
-@dataclass(frozen=True)
-class _Record:
-    """A Kafka record as ``streams.decode`` reads it (time in seconds)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
 
 
 @dataclass
@@ -376,12 +389,13 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
 
     from recommender.engine import Engine
     from streamrec.redis_store import RedisStore
-    from streams.decode import decode_events, source, unapplied
+    from streams.catchup import learn_once
+    from streams.decode import PlainRecord, decode_events, source, unapplied
 
     check_name(name)
     if name == MAIN:
         raise VersionError("rebuild into a new version name; 'main' is the base state")
-    client = redis.Redis.from_url(settings.redis_url, protocol=2)
+    client = connect(settings.redis_url, settings.redis_cluster)
     registry = Versions(client, settings.redis_prefix)
     if registry.serving() == name:
         raise VersionError(f"version {name!r} is serving: rebuild into another name")
@@ -389,7 +403,8 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
     registry.register(version)
     effective = version_settings(settings, version)
     store = RedisStore.from_url(effective.redis_url, effective.redis_prefix,
-                                catalog_prefix=effective.catalog_prefix)
+                                catalog_prefix=effective.catalog_prefix,
+                                cluster=effective.redis_cluster)
     if snapshot is not None:
         restore_snapshot(client, snapshot, effective.redis_prefix)
     engine = Engine(store, effective.engine_config())
@@ -426,7 +441,7 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
         while remaining:
             fetched = await consumer.getmany(*remaining, timeout_ms=1000,
                                              max_records=settings.batch_size)
-            records = [_Record(r.topic, r.partition, r.offset, r.key, r.value,
+            records = [PlainRecord(r.topic, r.partition, r.offset, r.key, r.value,
                                r.timestamp / 1000.0)  # Faust's messages carry seconds
                        for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
             if records:
@@ -436,7 +451,7 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
                 report.rejected += len(decoded.rejected)
                 report.skipped += len(records) - len(fresh)
                 if offsets:
-                    engine.learn_many(decoded.interactions, offsets)
+                    learn_once(engine, store, weights, fresh, decoded.interactions, offsets)
                 report.events += len(decoded.interactions)
                 # Only what was applied: records past the end are the version's
                 # worker's to apply.

@@ -21,6 +21,7 @@ from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
 from streamrec.versions import MAIN
 from streams.app import app, settings
+from streams.catchup import learn_once
 from streams.decode import (
     Rejected,
     decode_catalog,
@@ -40,7 +41,8 @@ from streams.topics import (
 log = logging.getLogger(__name__)
 
 store = RedisStore.from_url(settings.redis_url, settings.redis_prefix,
-                            catalog_prefix=settings.catalog_prefix)
+                            catalog_prefix=settings.catalog_prefix,
+                            cluster=settings.redis_cluster)
 # A model version's worker only learns; the main worker also keeps the catalog and the
 # feedback (shared by every version).
 MAIN_WORKER = settings.state_version == MAIN
@@ -66,15 +68,6 @@ async def steadily(call, *args):
             log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-def apply_once(interactions, offsets: dict[str, int]) -> None:
-    """Learn a batch unless an earlier attempt already committed it: a transaction whose
-    reply was lost with the connection may have been applied, offsets included."""
-    stored = store.applied_offsets(offsets)
-    if offsets and all(stored.get(name, -1) >= offset for name, offset in offsets.items()):
-        return
-    engine.learn_many(interactions, offsets)
 
 
 def freshness_samples(batch, now: float, most: int = 20) -> list[float]:
@@ -115,7 +108,8 @@ async def update_recommendation_state(stream):
         if MAIN_WORKER:  # a version's worker sees the same rejects: one dead letter each
             await send_to_dead_letters(decoded.rejected)
         started = time.perf_counter()
-        await steadily(apply_once, decoded.interactions, offsets)
+        await steadily(learn_once, engine, store, weights, fresh, decoded.interactions,
+                       offsets)
         log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                   1000 * (time.perf_counter() - started))
         if decoded.interactions:

@@ -29,6 +29,19 @@ class Record(Protocol):
 
 
 @dataclass(frozen=True)
+class PlainRecord:
+    """A :class:`Record` outside Faust: aiokafka's records (their milliseconds made seconds)
+    in a rebuild, and tests. The protocol above is what Faust's messages already are."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+
+
+@dataclass(frozen=True)
 class Rejected:
     record: Record
     reason: str

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from streamrec.local.services import LocalKafka, LocalRedis
+from streamrec.local.services import LocalKafka, LocalRedis, LocalRedisCluster
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.7.1"  # Kafka 3.7, KRaft (testcontainers' module)
 REDIS_IMAGE = "redis:7.4"
@@ -64,6 +64,15 @@ def services(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A three-node Redis Cluster of local redis-server processes (cluster mode), Docker or
+    not: its URL names one node, the client finds the others."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def worker_env(services):
     return dict(os.environ, STREAMREC_REDIS_URL=services["redis_url"],
                 STREAMREC_KAFKA_BOOTSTRAP=services["bootstrap"])
@@ -80,14 +89,14 @@ def worker(services, worker_env):
 
 
 @contextlib.contextmanager
-def own_worker(services, worker_env):
-    """Start a worker of its own: its own topics, consumer group and Redis prefix.
-    Yields its settings overrides."""
+def own_worker(services, worker_env, **settings: str):
+    """Start a worker of its own: its own topics, consumer group and Redis prefix, plus
+    any other ``settings``. Yields its settings overrides."""
     run = f"iso{uuid.uuid4().hex[:8]}"
     names = {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
              "dead_letter_topic": f"{run}.events.dlq", "items_topic": f"{run}.items",
              "users_topic": f"{run}.users", "impressions_topic": f"{run}.impressions",
-             "metrics_topic": f"{run}.metrics"}
+             "metrics_topic": f"{run}.metrics", **settings}
     env = dict(worker_env, **{f"STREAMREC_{k.upper()}": v for k, v in names.items()})
     with open(services["dir"] / f"worker-{run}.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"],
