@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import redis
 
+from streamrec import keys
+from streamrec.redis_client import connect
 from streamrec.redis_store import RedisStore
 from streamrec.simulator import Simulation
 
@@ -47,6 +48,7 @@ class Stack:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     processes: list[subprocess.Popen] = field(default_factory=list)
     roles: dict[str, subprocess.Popen] = field(default_factory=dict)  # the latest per name
+    cluster: bool = False  # redis_url names a node of a Redis Cluster
 
     @property
     def prefix(self) -> str:
@@ -62,6 +64,7 @@ class Stack:
             "STREAMREC_DEAD_LETTER_TOPIC": f"{self.prefix}.events.dlq",
             "STREAMREC_ITEMS_TOPIC": f"{self.prefix}.items",
             "STREAMREC_USERS_TOPIC": f"{self.prefix}.users",
+            "STREAMREC_REDIS_CLUSTER": "true" if self.cluster else "false",
         }
         return {**os.environ, **names, **extra}
 
@@ -74,7 +77,8 @@ class Stack:
         return process
 
     def store(self) -> RedisStore:
-        return RedisStore(redis.Redis.from_url(self.redis_url), self.prefix)
+        prefix = keys.tagged(self.prefix) if self.cluster else self.prefix
+        return RedisStore(connect(self.redis_url, self.cluster), prefix)
 
     def stop_roles(self) -> None:
         for process in self.processes:
@@ -90,9 +94,10 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(run_dir: Path | None = None) -> Iterator[Stack]:
-    """Local Kafka and Redis for the run unless the environment names running ones."""
-    from streamrec.local.services import LocalKafka, LocalRedis
+def stack(run_dir: Path | None = None, cluster: bool = False) -> Iterator[Stack]:
+    """Local Kafka and Redis (with ``cluster``, a three-node Redis Cluster) for the run
+    unless the environment names running ones."""
+    from streamrec.local.services import LocalKafka, LocalRedis, LocalRedisCluster
 
     base = Path(tempfile.mkdtemp(prefix="streamrec-bench-")) if run_dir is None else run_dir
     base.mkdir(parents=True, exist_ok=True)
@@ -100,13 +105,14 @@ def stack(run_dir: Path | None = None) -> Iterator[Stack]:
     try:
         redis_url = os.environ.get("STREAMREC_REDIS_URL")
         if redis_url is None:
-            started.append(LocalRedis(base / "redis").start())
+            server = LocalRedisCluster(base / "redis") if cluster else LocalRedis(base / "redis")
+            started.append(server.start())
             redis_url = started[-1].url
         bootstrap = os.environ.get("STREAMREC_KAFKA_BOOTSTRAP")
         if bootstrap is None:
             started.append(LocalKafka(base / "kafka").start())
             bootstrap = started[-1].bootstrap
-        current = Stack(bootstrap, redis_url, base)
+        current = Stack(bootstrap, redis_url, base, cluster=cluster)
         try:
             yield current
         finally:
@@ -338,8 +344,6 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     """Redis bytes per user and per item, from ``MEMORY USAGE`` of a sample of each's keys
     (users: history, event types and factors; items: neighbours, factors and document), plus the
     sorted sets every item has a member in (popularity, counts, change cursor) shared out."""
-    from streamrec import keys
-
     store = current.store()
     client = store.client
     users = []
@@ -363,9 +367,11 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     catalog = client.zcard(store.key(keys.POPULAR)) or 1
     shared = usage([store.key(keys.POPULAR), store.key(keys.ITEM_COUNT),
                     store.key(keys.MF_CHANGED)]) / catalog
+    nodes = ([node.redis_connection for node in client.get_primaries()] if current.cluster
+             else [client])
     return {"bytes_per_user": per_user, "bytes_per_item": per_item + shared,
             "users_sampled": len(users), "items_sampled": len(items),
-            "used_memory": client.info("memory")["used_memory"]}
+            "used_memory": sum(node.info("memory")["used_memory"] for node in nodes)}
 
 
 WRK_SCRIPT = """

@@ -398,10 +398,13 @@ def _names(text: str) -> list[str]:
               help="Keep logs and data here (default: a temporary directory, removed).")
 @click.option("--cover-catalog", is_flag=True,
               help="Start the backlog with one view of every item (a full MF index).")
+@click.option("--redis-cluster", is_flag=True,
+              help="Run on a local three-node Redis Cluster (or STREAMREC_REDIS_URL's).")
 def bench(events: int, users: int, items: int, categories: int, probes: int,
           freshness_rate: float, duration: int, connections: int, models: str,
           serve_rates: str, rate_seconds: float, budget_ms: float, scale_out: bool,
-          output: Path | None, run_dir: Path | None, cover_catalog: bool) -> None:
+          output: Path | None, run_dir: Path | None, cover_catalog: bool,
+          redis_cluster: bool) -> None:
     """Measure ingest events/s, freshness, serving latency, Redis memory and scale-out on
     this machine."""
     import uuid
@@ -410,9 +413,10 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
     from streamrec.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=7)
-    figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                     "redis": "cluster of 3" if redis_cluster else "single"}
     model_names = _names(models)
-    with measure.stack(run_dir) as current:
+    with measure.stack(run_dir, cluster=redis_cluster) as current:
         if scale_out:
             click.echo(f"ingest: {events} events, two workers in one group ...")
             result = measure.ingest(current, simulation, events, cover=cover_catalog,
