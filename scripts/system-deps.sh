@@ -4,7 +4,7 @@
 # browser test). Needs root for apt-get;
 # without root it names what is missing and stops.
 set -euo pipefail
-declare -A package=([redis-server]=redis-server [java]=openjdk-17-jre-headless [mvn]=maven [wrk]=wrk
+declare -A package=([redis-server]=redis-server [redis-cli]=redis-tools [java]=openjdk-17-jre-headless [mvn]=maven [wrk]=wrk
                     [chromium]=chromium)
 missing=()
 for command in "${!package[@]}"; do

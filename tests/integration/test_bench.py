@@ -1,0 +1,38 @@
+"""``streamrec bench`` runs every stage end to end and writes its figures (tiny sizes: this
+checks that the benchmark works, not how fast anything is; the figures are in
+docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+SMALL = ["--events", "3000", "--items", "400", "--users", "300", "--categories", "5",
+         "--probes", "5", "--freshness-rate", "100", "--duration", "2", "--connections", "2",
+         "--models", "popular,hybrid", "--serve-rates", "50", "--rate-seconds", "2"]
+
+
+@pytest.mark.parametrize("layout", ["single", "cluster"])
+def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path, layout):
+    cluster = layout == "cluster"
+    env = dict(os.environ, STREAMREC_KAFKA_BOOTSTRAP=services["bootstrap"],
+               STREAMREC_REDIS_URL=redis_cluster if cluster else services["redis_url"])
+    output = tmp_path / "figures.json"
+    argv = [sys.executable, "-m", "streamrec.cli", "bench", *SMALL, "--output", str(output)]
+    done = subprocess.run(argv + (["--redis-cluster"] if cluster else []), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = orjson.loads(output.read_bytes())
+    assert figures["redis"] == ("cluster of 3" if cluster else "single")
+    assert figures["ingest"]["events"] == 3000
+    assert figures["ingest"]["apply_per_second"] > 0
+    assert figures["redis_memory"]["bytes_per_user"] > 0
+    assert figures["freshness_ms"]["p99"] > 0
+    for model in ("popular", "hybrid"):
+        assert figures["serve"][model]["requests_per_second"] > 0
+        assert figures["open_loop"][model][0]["answered"] > 0
+    assert "events/s" in done.stdout and "bytes per user" in done.stdout
