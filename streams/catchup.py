@@ -14,6 +14,7 @@ groups ahead of the offsets; each group records what it applied, so:
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ from recommender.engine import Engine
 from recommender.weights import EventWeights
 from streamrec.redis_store import RedisStore
 from streams.decode import Record, decode_events, source
+
+log = logging.getLogger(__name__)
+
+
+CAUGHT_UP = "catching up"  # what the worker logs when it replays an interrupted batch
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ def learn_once(engine: Engine, store: RedisStore, weights: EventWeights,
     if plan is None:
         engine.learn_many(interactions, offsets)
         return
+    log.warning("%s: %d chunk(s) of an interrupted batch replayed group by group",
+                CAUGHT_UP, len(plan))
     for chunk in plan:
         decoded = decode_events(chunk.records, weights).interactions
         kept = [event for event in decoded
