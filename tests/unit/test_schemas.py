@@ -37,6 +37,9 @@ SAMPLES = [
     ("event", event(context={f"k{n}": n for n in range(33)}), False),
     ("event", event(kind=""), False),
     ("event", event(user="ünïcødé:with:colons"), True),
+    # null is "not set" for every optional field, as the API itself publishes it
+    ("event", event(timestamp=None, value=None, event_id=None, recommendation_id=None), True),
+    ("event", event(context=None), False),
     ("item", {"item_id": "tea", "categories": ["drinks"], "price": 3.5, "available": True,
               "created_at": "2026-01-01T00:00:00Z", "properties": {"brand": "x"}}, True),
     ("item", {"item_id": "tea", "price": -1}, False),
@@ -49,6 +52,8 @@ SAMPLES = [
     ("item", {"item_id": "tea", "expires_at": 1_900_000_000_000}, False),  # milliseconds
     ("item", {"item_id": "tea", "expires_at": "soon"}, False),
     ("item", {"item_id": "tea", "price": "3"}, False),
+    ("item", {"item_id": "tea", "price": None, "created_at": None, "expires_at": None}, True),
+    ("item", {"item_id": "tea", "available": None}, False),
     ("user", {"user_id": "ann", "properties": {"tier": "gold", "age": 30}}, True),
     ("user", {"user_id": "ann", "tier": "gold"}, False),
 ]
