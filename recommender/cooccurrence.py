@@ -70,30 +70,38 @@ class CoOccurrence:
         before this batch; interactions are applied in the order given.
         """
         update = CoOccurrenceUpdate()
+        # Locals, and the window scanned once: this loop runs for every event of a batch.
+        pairs, counts, history = update.pairs, update.item_counts, update.history
+        factor, size, span = self.decay.factor, self.window, self.window_seconds
         live: dict[UserId, list[Scored]] = {}
         for event in interactions:
-            window = live.get(event.user_id)
+            user, item, at = event.user_id, event.item_id, event.timestamp
+            window = live.get(user)
             if window is None:
-                window = live[event.user_id] = list(windows.get(event.user_id, ()))[: self.window]
+                window = live[user] = list(windows.get(user, ()))[:size]
             if event.weight <= 0:
-                update.history[event.user_id].setdefault(event.item_id, -event.timestamp)
+                history[user].setdefault(item, -at)
                 continue
-            position = next((n for n, (item, _) in enumerate(window) if item == event.item_id), -1)
-            if position < 0:
-                increment = event.weight * self.decay.factor(event.timestamp)
-                update.item_counts[event.item_id] += increment
-                oldest = event.timestamp - self.window_seconds
-                for other, seen_at in window:
-                    if seen_at >= oldest:
-                        update.pairs[event.item_id][other] += increment
-                        update.pairs[other][event.item_id] += increment
+            for position, (seen, _) in enumerate(window):
+                if seen == item:
+                    del window[position]
+                    break
             else:
-                del window[position]
-            window.insert(0, (event.item_id, event.timestamp))
-            del window[self.window :]
-            previous = update.history[event.user_id].get(event.item_id)
-            if previous is None or event.timestamp > previous:
-                update.history[event.user_id][event.item_id] = event.timestamp
+                increment = event.weight * factor(at)
+                counts[item] += increment
+                oldest = at - span
+                others = [other for other, seen_at in window if seen_at >= oldest]
+                if others:
+                    mine = pairs[item]
+                    for other in others:
+                        mine[other] += increment
+                        pairs[other][item] += increment
+            window.insert(0, (item, at))
+            del window[size:]
+            scores = history[user]
+            previous = scores.get(item)
+            if previous is None or at > previous:
+                scores[item] = at
         return update
 
     @staticmethod

@@ -83,15 +83,20 @@ class OnlineBPR:
 
     def initial(self, identifier: str, kind: str) -> Vector:
         """The vector an id starts with: the same in every process for a seed."""
+        return self.initial_many([identifier], kind)[0]
+
+    def initial_many(self, identifiers: Sequence[str], kind: str) -> np.ndarray:
+        """:meth:`initial` for many ids at once, one row each."""
         # Uniform noise from the id's own hash (same spread as N(0, init_scale)): one hash
-        # call per new id, where a seeded generator per id cost ten times more.
+        # call per new id, where a seeded generator per id cost ten times more; the
+        # arithmetic runs once over all the rows.
         size = 4 * (self.dim + 1)
-        digest = hashlib.shake_128(f"{self.seed}\x00{kind}\x00{identifier}".encode()
-                                   ).digest(size)
-        unit = np.frombuffer(digest, dtype="<u4").astype(np.float32) / np.float32(2**32)
-        vector = (unit - 0.5) * np.float32(self.init_scale * 12**0.5)
-        vector[-1] = 1.0 if kind == "user" else 0.0
-        return vector
+        digests = b"".join(hashlib.shake_128(f"{self.seed}\x00{kind}\x00{i}".encode()).digest(size)
+                           for i in identifiers)
+        unit = np.frombuffer(digests, dtype="<u4").astype(np.float32) / np.float32(2**32)
+        rows = ((unit - 0.5) * np.float32(self.init_scale * 12**0.5)).reshape(-1, self.dim + 1)
+        rows[:, -1] = 1.0 if kind == "user" else 0.0
+        return rows
 
     def learn_many(
         self,
@@ -113,8 +118,8 @@ class OnlineBPR:
         item_ids = list(dict.fromkeys([*(event.item_id for event in positives), *pool]))
         user_row = {user: row for row, user in enumerate(user_ids)}
         item_row = {item: row for row, item in enumerate(item_ids)}
-        P = np.stack([_or(users.get(u), self.initial, u, "user") for u in user_ids])
-        Q = np.stack([_or(items.get(i), self.initial, i, "item") for i in item_ids])
+        P = self._matrix(user_ids, users, "user")
+        Q = self._matrix(item_ids, items, "item")
 
         u = np.fromiter((user_row[e.user_id] for e in positives), np.int64, len(positives))
         i = np.fromiter((item_row[e.item_id] for e in positives), np.int64, len(positives))
@@ -138,6 +143,18 @@ class OnlineBPR:
             loss=loss,
         )
 
+    def _matrix(self, ids: Sequence[str], stored: Mapping[str, Vector], kind: str
+                ) -> np.ndarray:
+        """One row per id: its stored vector, or its initial one."""
+        vectors = [stored.get(i) for i in ids]
+        matrix = np.empty((len(ids), self.dim + 1), np.float32)
+        known = [n for n, vector in enumerate(vectors) if vector is not None]
+        missing = [n for n, vector in enumerate(vectors) if vector is None]
+        if known:
+            matrix[known] = np.stack([vectors[n] for n in known])
+        if missing:
+            matrix[missing] = self.initial_many([ids[n] for n in missing], kind)
+        return matrix
 
     def _step(self, P, Q, u, i, j, weight) -> float:
         """One vectorised SGD step in place; returns the chunk's mean loss before it."""
@@ -164,10 +181,6 @@ class OnlineBPR:
         Q += self.learning_rate * grad_Q / np.sqrt(np.maximum(item_count, 1.0))[:, None]
         P[:, -1] = 1.0  # the bias slot of a user vector is a constant
         return loss
-
-
-def _or(vector: Vector | None, initial, identifier: str, kind: str) -> Vector:
-    return initial(identifier, kind) if vector is None else np.asarray(vector, np.float32)
 
 
 class ItemFactorIndex:

@@ -400,11 +400,13 @@ def _names(text: str) -> list[str]:
               help="Start the backlog with one view of every item (a full MF index).")
 @click.option("--redis-cluster", is_flag=True,
               help="Run on a local three-node Redis Cluster (or STREAMREC_REDIS_URL's).")
+@click.option("--ingest-only", is_flag=True,
+              help="Stop after the ingest stage (and Redis memory): no API, no HTTP load.")
 def bench(events: int, users: int, items: int, categories: int, probes: int,
           freshness_rate: float, duration: int, connections: int, models: str,
           serve_rates: str, rate_seconds: float, budget_ms: float, scale_out: bool,
           output: Path | None, run_dir: Path | None, cover_catalog: bool,
-          redis_cluster: bool) -> None:
+          redis_cluster: bool, ingest_only: bool) -> None:
     """Measure ingest events/s, freshness, serving latency, Redis memory and scale-out on
     this machine."""
     import uuid
@@ -436,6 +438,9 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         click.echo(f"Redis: {memory['bytes_per_user']:,.0f} bytes per user "
                    f"({memory['bytes_per_user'] * 1e6 / 2**30:.2f} GiB per million users), "
                    f"{memory['bytes_per_item']:,.0f} bytes per item")
+        if ingest_only:
+            _write_figures(output, figures)
+            return
         base = measure.start_api(current)
         anchors = [item for item, _ in current.store().popular(50)]
         seconds, background = measure.freshness(current, base, anchors, probes, simulation,
@@ -472,6 +477,10 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
             figures["serve_2_api_processes"] = {model: vars(served)}
             click.echo(f"two API processes, model={model}: {served.requests_per_second:,.0f}"
                        f" req/s, latency ms: {_format(served.latency_ms)}")
+    _write_figures(output, figures)
+
+
+def _write_figures(output: Path | None, figures: dict) -> None:
     if output is not None:
         output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 

@@ -28,63 +28,124 @@ if #p.offsets > 0 then
   end
   if not behind then return 0 end
 end
+-- Members per ZMSCORE/ZADD/HMGET/HSET/MSET call: bounded by Lua's unpack stack (8000).
+local CHUNK = 1000
+-- Walks a flat [member, value, ...] list a chunk at a time: yields the index of the
+-- chunk's first member in flat and the chunk's members.
+local function chunks(flat)
+  local start = 1 - 2 * CHUNK
+  return function()
+    start = start + 2 * CHUNK
+    if start > #flat then return nil end
+    local members = {}
+    local last = math.min(start + 2 * CHUNK - 1, #flat)
+    for n = start, last, 2 do members[#members + 1] = flat[n] end
+    return start, members
+  end
+end
+-- Increments as one ZMSCORE and one ZADD per chunk instead of one ZINCRBY per member (a
+-- call and a formatted reply each); old + increment is the same double addition ZINCRBY
+-- does, since scores and Lua numbers cross as exact %.17g text. Returns how many members
+-- it created.
 local function incr_all(key, flat)
-  for n = 1, #flat, 2 do redis.call('ZINCRBY', key, flat[n + 1], flat[n]) end
+  local created = 0
+  for start, members in chunks(flat) do
+    local scores = redis.call('ZMSCORE', key, unpack(members))
+    local args = {}
+    for m, member in ipairs(members) do
+      local increment = flat[start + 2 * m - 1]
+      local old = scores[m]
+      args[#args + 1] = old and (tonumber(old) + increment) or increment
+      args[#args + 1] = member
+    end
+    created = created + redis.call('ZADD', key, unpack(args))
+  end
+  return created
 end
 incr_all(k.pop, p.pop)
 for n = 1, #p.popcat, 2 do incr_all(k.popcat .. p.popcat[n], p.popcat[n + 1]) end
 incr_all(k.cnt, p.cnt)
+-- Every batch leaves each list it touched at most max_neighbours long, so a list only
+-- needs trimming when a member joined it.
 local trim_neighbours = -p.max_neighbours - 1
 for n = 1, #p.pairs, 2 do
   local key = k.nbr .. p.pairs[n]
-  incr_all(key, p.pairs[n + 1])
-  redis.call('ZREMRANGEBYRANK', key, 0, trim_neighbours)
+  if incr_all(key, p.pairs[n + 1]) > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, trim_neighbours)
+  end
 end
 -- Event types per (user, item): merged into "type\31type" (the separator: byte 31).
 for n = 1, #p.types, 2 do
   local key = k.evtypes .. p.types[n]
   local flat = p.types[n + 1]
-  for m = 1, #flat, 2 do
-    local known = redis.call('HGET', key, flat[m])
-    local merged = known or ''
-    for kind in string.gmatch(flat[m + 1], '[^\31]+') do
-      if not string.find('\31' .. merged .. '\31', '\31' .. kind .. '\31', 1, true) then
-        merged = (merged == '') and kind or (merged .. '\31' .. kind)
+  for start, fields in chunks(flat) do
+    local stored = redis.call('HMGET', key, unpack(fields))
+    local args = {}
+    for f, field in ipairs(fields) do
+      local known = stored[f]
+      local merged = known or ''
+      for kind in string.gmatch(flat[start + 2 * f - 1], '[^\31]+') do
+        if not string.find('\31' .. merged .. '\31', '\31' .. kind .. '\31', 1, true) then
+          merged = (merged == '') and kind or (merged .. '\31' .. kind)
+        end
+      end
+      if merged ~= known then
+        args[#args + 1] = field
+        args[#args + 1] = merged
       end
     end
-    if merged ~= known then redis.call('HSET', key, flat[m], merged) end
+    if #args > 0 then redis.call('HSET', key, unpack(args)) end
   end
 end
 local trim_history = -p.history_length - 1
 for n = 1, #p.hist, 2 do
   local key = k.hist .. p.hist[n]
   local flat = p.hist[n + 1]
-  for start = 1, #flat, 2000 do
+  local created = 0
+  for start = 1, #flat, 2 * CHUNK do
     local args = {}
-    for m = start, math.min(start + 1999, #flat), 2 do
+    for m = start, math.min(start + 2 * CHUNK - 1, #flat), 2 do
       args[#args + 1] = flat[m + 1]
       args[#args + 1] = flat[m]
     end
-    redis.call('ZADD', key, 'GT', unpack(args))
+    created = created + redis.call('ZADD', key, 'GT', unpack(args))
   end
   -- What the history forgets, the event types forget too: both stay history_length long.
-  local gone = redis.call('ZRANGE', key, 0, trim_history)
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
-    for start = 1, #gone, 2000 do
-      local last = math.min(start + 1999, #gone)
-      redis.call('HDEL', k.evtypes .. p.hist[n], unpack(gone, start, last))
+  -- As with the neighbours, only a history that gained a member can be over its length.
+  if created > 0 then
+    local gone = redis.call('ZRANGE', key, 0, trim_history)
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
+      for start = 1, #gone, CHUNK do
+        local last = math.min(start + CHUNK - 1, #gone)
+        redis.call('HDEL', k.evtypes .. p.hist[n], unpack(gone, start, last))
+      end
     end
   end
 end
+-- Factor vectors: one MSET per chunk of ids (the blobs follow ARGV[1], users' first).
 local blob = 2
-for _, user in ipairs(p.mfu) do
-  redis.call('SET', k.mfu .. user, ARGV[blob]); blob = blob + 1
+local function set_all(prefix, ids)
+  for start = 1, #ids, CHUNK do
+    local args = {}
+    for m = start, math.min(start + CHUNK - 1, #ids) do
+      args[#args + 1] = prefix .. ids[m]
+      args[#args + 1] = ARGV[blob]
+      blob = blob + 1
+    end
+    redis.call('MSET', unpack(args))
+  end
 end
-for _, item in ipairs(p.mfi) do
-  redis.call('SET', k.mfi .. item, ARGV[blob]); blob = blob + 1
+set_all(k.mfu, p.mfu)
+set_all(k.mfi, p.mfi)
+for start = 1, #p.mfchg, CHUNK do
+  local args = {}
+  for m = start, math.min(start + CHUNK - 1, #p.mfchg) do
+    args[#args + 1] = p.changed_at
+    args[#args + 1] = p.mfchg[m]
+  end
+  redis.call('ZADD', k.mfchg, unpack(args))
 end
-for _, item in ipairs(p.mfchg) do redis.call('ZADD', k.mfchg, p.changed_at, item) end
 for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
 return 1
