@@ -21,19 +21,22 @@ import redis
 
 from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
-from recommender.store import StateUpdate
+from recommender.store import USER_FACTOR_DTYPE, StateUpdate
 from streamrec import keys, redis_scripts
 from streamrec.redis_client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 
 
-def _pack(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
+ITEM_FACTOR_DTYPE = np.dtype("<f4")
 
 
-def _unpack(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, dtype="<f4").copy()
+def _pack(vector: np.ndarray, dtype: np.dtype) -> bytes:
+    return np.asarray(vector, dtype=dtype).tobytes()
+
+
+def _unpack(raw: bytes, dtype: np.dtype) -> np.ndarray:
+    return np.frombuffer(raw, dtype=dtype).astype(np.float32)
 
 
 def _flat(mapping: Mapping[str, Any]) -> list[Any]:
@@ -235,8 +238,8 @@ class RedisStore:
         marker = self.key(keys.OFFSETS) if group is None else self._marker(group)
         payload |= {"k": prefixes, "offsets": offsets, "events": events,
                     "changed_at": time.time()}
-        vectors = [_pack(v) for v in user_factors.values()]
-        vectors += [_pack(v) for v in item_factors.values()]
+        vectors = [_pack(v, USER_FACTOR_DTYPE) for v in user_factors.values()]
+        vectors += [_pack(v, ITEM_FACTOR_DTYPE) for v in item_factors.values()]
         self._apply(keys=[marker],
                     args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
 
@@ -287,17 +290,18 @@ class RedisStore:
         }
 
     def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
-        return self._vectors(keys.MF_USER, user_ids)
+        return self._vectors(keys.MF_USER, user_ids, USER_FACTOR_DTYPE)
 
     def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]:
-        return self._vectors(keys.MF_ITEM, item_ids)
+        return self._vectors(keys.MF_ITEM, item_ids, ITEM_FACTOR_DTYPE)
 
-    def _vectors(self, kind: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def _vectors(self, kind: str, ids: Iterable[str], dtype: np.dtype
+                 ) -> dict[str, np.ndarray]:
         ids = list(ids)
         if not ids:
             return {}
         raw = self._mget([self.key(kind, i) for i in ids])
-        return {i: _unpack(r) for i, r in zip(ids, raw, strict=True) if r is not None}
+        return {i: _unpack(r, dtype) for i, r in zip(ids, raw, strict=True) if r is not None}
 
     def sample_items(self, count: int) -> list[ItemId]:
         if count <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recommender.store import as_stored_user_factors
 from tests.factories import update, vector
 
 
@@ -94,6 +95,15 @@ class StoreContract:
         assert "tea" in changed and np.array_equal(changed["tea"], vector(3.0, 3.0))
         assert set(store.sample_items(10)) == {"tea", "cup"}
         assert len(store.sample_items(1)) == 1
+
+    def test_user_factors_are_kept_at_half_precision(self, store):
+        store.apply(update(user_factors={"ann": vector(0.1, 1.0)},
+                           item_factors={"tea": vector(0.1, 1.0)}))
+        kept = store.user_factors(["ann"])["ann"]
+        assert kept.dtype == np.float32
+        assert np.array_equal(kept, as_stored_user_factors(vector(0.1, 1.0)))
+        assert not np.array_equal(kept, vector(0.1, 1.0))
+        assert np.array_equal(store.item_factors(["tea"])["tea"], vector(0.1, 1.0))
 
     def test_applied_offsets_travel_with_the_state(self, store):
         assert store.applied_offsets(["events:0"]) == {}
