@@ -37,7 +37,8 @@ def as_stored_user_factors(vector: np.ndarray) -> np.ndarray:
 class StateUpdate:
     """Everything one batch changes, applied atomically by :meth:`StateStore.apply`.
 
-    Increments are added; ``history`` scores replace the stored score only when greater;
+    Increments are added; ``history`` scores (times in seconds, kept to the millisecond)
+    replace the stored score only when greater;
     afterwards each touched history keeps its ``history_length`` highest scores and each
     touched neighbour list its ``max_neighbours`` highest weights.
     """
@@ -252,6 +253,7 @@ class InMemoryStore:
         for user, scores in update.history.items():
             history = self._history[user]
             for item, score in scores.items():
+                score = round(score * 1000) / 1000  # kept to the millisecond, as in Redis
                 if item not in history or score > history[item]:
                     history[item] = score
             if len(history) > update.history_length:

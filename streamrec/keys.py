@@ -8,7 +8,7 @@ from __future__ import annotations
 
 SEPARATOR = ":"
 
-HISTORY = "hist"  # ZSET item -> last interaction time (epoch seconds), per user
+HISTORY = "hist"  # ZSET item -> last interaction time (epoch milliseconds), per user
 NEIGHBOURS = "nbr"  # ZSET neighbour item -> decayed co-occurrence weight, per item
 ITEM_COUNT = "cnt"  # ZSET item -> decayed weight of users' first touches (co-occurrence norm)
 POPULAR = "pop"  # ZSET item -> decayed popularity, global

@@ -52,6 +52,17 @@ def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
 
 
+# History times are stored as whole milliseconds: an integer score is kept in a listpack as
+# an 8-byte integer, a fractional one as its decimal text (18 bytes on Redis 7.0, ~14 on
+# 7.4), so this saves ~10 bytes per history entry. Reads divide back into seconds.
+def _milliseconds(scores: Mapping[ItemId, float]) -> dict[ItemId, int]:
+    return {item: round(score * 1000) for item, score in scores.items()}
+
+
+def _history(pairs: list[tuple[bytes, float]]) -> list[Scored]:
+    return [(member.decode(), score / 1000) for member, score in pairs]
+
+
 def _part(update: StateUpdate) -> StateUpdate:
     """An empty update with ``update``'s limits: one group's share is filled in."""
     return StateUpdate(history_length=update.history_length,
@@ -71,7 +82,7 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         "pairs": [part for item, increments in update.pairs.items()
                   for part in (item, _flat(increments))],
         "hist": [part for user, scores in update.history.items()
-                 for part in (user, _flat(scores))],
+                 for part in (user, _flat(_milliseconds(scores)))],
         "mfu": list(update.user_factors),
         "mfi": list(update.item_factors),
         "mfchg": list(update.item_factors),
@@ -167,7 +178,7 @@ class RedisStore:
             raw = self._windows(keys=[self._marker(group)], args=[prefix, limit, *users])
             rows = orjson.loads(raw)
             found.update({
-                user: [(flat[n], float(flat[n + 1])) for n in range(0, len(flat), 2)]
+                user: [(flat[n], float(flat[n + 1]) / 1000) for n in range(0, len(flat), 2)]
                 if flat else []
                 for user, flat in zip(users, rows, strict=True)
             })
@@ -176,14 +187,14 @@ class RedisStore:
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
                                   withscores=True)
-        return _decode(rows)
+        return _history(rows)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
         pipe = self.client.pipeline(transaction=False)
         for user in users:
             pipe.zrange(self.key(keys.HISTORY, user), 0, limit - 1, desc=True, withscores=True)
-        return {user: _decode(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
+        return {user: _history(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
 
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
         """SCAN over the history keys, ``count`` keys per round trip (every node's)."""

@@ -255,7 +255,8 @@ def _chunks(names: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 
 
 # The number changes with the layout of the values a snapshot copies byte for byte (2: user
-# factors in float16); an older snapshot is refused, the event log rebuilds the state.
+# factors in float16, history times in milliseconds); an older snapshot is refused, and the
+# event log rebuilds the state.
 SNAPSHOT_FORMAT = "streamrec-snapshot-2"
 
 

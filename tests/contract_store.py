@@ -39,6 +39,14 @@ class StoreContract:
         assert store.history("ann", 10) == [("jam", 40.0), ("cup", 20.0), ("tea", 10.0)]
         assert store.history("nobody", 10) == []
 
+    def test_history_times_are_kept_to_the_millisecond(self, store):
+        store.apply(update(history={"ann": {"tea": 1_700_000_000.123, "cup": -1_700_000_000.5,
+                                            "pot": 12.0004}}))
+        assert store.history("ann", 10) == [("tea", 1_700_000_000.123), ("pot", 12.0),
+                                            ("cup", -1_700_000_000.5)]
+        assert store.windows(["ann"], 10) == {"ann": [("tea", 1_700_000_000.123),
+                                                      ("pot", 12.0)]}
+
     def test_user_ids_are_every_user_with_a_history(self, store):
         odd = ["a:b", "a", "*", "[x]?", "caf\u00e9 \U0001f375"]
         many = [f"user-{n}" for n in range(2500)]  # more than one SCAN page
