@@ -18,12 +18,27 @@ import numpy as np
 from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 
+# User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
+# a user's ~880 bytes in Redis, with the same Recall@10 (docs/benchmarks.md). Item vectors
+# stay float32: there are fewer of them, and the serving index multiplies them.
+USER_FACTOR_DTYPE = np.dtype("<f2")
+
+
+def as_stored_user_factors(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as a store gives it back: rounded to half precision, returned as float32.
+
+    >>> as_stored_user_factors(np.array([0.1, 1.0], np.float32)).tolist()
+    [0.0999755859375, 1.0]
+    """
+    return np.asarray(vector, USER_FACTOR_DTYPE).astype(np.float32)
+
 
 @dataclass
 class StateUpdate:
     """Everything one batch changes, applied atomically by :meth:`StateStore.apply`.
 
-    Increments are added; ``history`` scores replace the stored score only when greater;
+    Increments are added; ``history`` scores (times in seconds, kept to the millisecond)
+    replace the stored score only when greater;
     afterwards each touched history keeps its ``history_length`` highest scores and each
     touched neighbour list its ``max_neighbours`` highest weights.
     """
@@ -85,7 +100,8 @@ class StateStore(Protocol):
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
 
     def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
-        """Stored factor vectors (float32); users without one are absent."""
+        """Stored factor vectors, as float32 rounded to half precision
+        (:func:`as_stored_user_factors`); users without one are absent."""
         ...
 
     def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]: ...
@@ -237,6 +253,7 @@ class InMemoryStore:
         for user, scores in update.history.items():
             history = self._history[user]
             for item, score in scores.items():
+                score = round(score * 1000) / 1000  # kept to the millisecond, as in Redis
                 if item not in history or score > history[item]:
                     history[item] = score
             if len(history) > update.history_length:
@@ -251,7 +268,7 @@ class InMemoryStore:
         if update.user_factors or update.item_factors:
             self._version += 1
         for user, vector in update.user_factors.items():
-            self._user_factors[user] = np.array(vector, np.float32)
+            self._user_factors[user] = as_stored_user_factors(vector)
         for item, vector in update.item_factors.items():
             if item not in self._item_factors:
                 self._factor_ids.append(item)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 SEPARATOR = ":"
 
-HISTORY = "hist"  # ZSET item -> last interaction time (epoch seconds), per user
+HISTORY = "hist"  # ZSET item -> last interaction time (epoch milliseconds), per user
 NEIGHBOURS = "nbr"  # ZSET neighbour item -> decayed co-occurrence weight, per item
 ITEM_COUNT = "cnt"  # ZSET item -> decayed weight of users' first touches (co-occurrence norm)
 POPULAR = "pop"  # ZSET item -> decayed popularity, global
 POPULAR_BY_CATEGORY = "popcat"  # ZSET item -> decayed popularity, per category
 ITEM = "item"  # STRING JSON item properties, per item
 USER = "user"  # STRING JSON user properties, per user
-MF_USER = "mfu"  # STRING float32 bytes: a user's factor vector (constant 1 last)
+MF_USER = "mfu"  # STRING float16 bytes: a user's factor vector (constant 1 last)
 MF_ITEM = "mfi"  # STRING float32 bytes: an item's factor vector (bias last)
 MF_CHANGED = "mfchg"  # ZSET item -> time its factors last changed (serving refreshes from it)
 IMPRESSION = "imp"  # STRING JSON impression, per recommendation id (expires)

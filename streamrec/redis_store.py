@@ -22,19 +22,22 @@ import redis
 
 from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
-from recommender.store import StateUpdate
+from recommender.store import USER_FACTOR_DTYPE, StateUpdate
 from streamrec import keys, redis_scripts
 from streamrec.redis_client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 
 
-def _pack(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
+ITEM_FACTOR_DTYPE = np.dtype("<f4")
 
 
-def _unpack(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, dtype="<f4").copy()
+def _pack(vector: np.ndarray, dtype: np.dtype) -> bytes:
+    return np.asarray(vector, dtype=dtype).tobytes()
+
+
+def _unpack(raw: bytes, dtype: np.dtype) -> np.ndarray:
+    return np.frombuffer(raw, dtype=dtype).astype(np.float32)
 
 
 def _flat(mapping: Mapping[str, Any]) -> list[Any]:
@@ -48,6 +51,17 @@ def _joined(event_types: Iterable[str]) -> str:
 
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
+
+
+# History times are stored as whole milliseconds: an integer score is kept in a listpack as
+# an 8-byte integer, a fractional one as its decimal text (18 bytes on Redis 7.0, ~14 on
+# 7.4), so this saves ~10 bytes per history entry. Reads divide back into seconds.
+def _milliseconds(scores: Mapping[ItemId, float]) -> dict[ItemId, int]:
+    return {item: round(score * 1000) for item, score in scores.items()}
+
+
+def _history(pairs: list[tuple[bytes, float]]) -> list[Scored]:
+    return [(member.decode(), score / 1000) for member, score in pairs]
 
 
 def _part(update: StateUpdate) -> StateUpdate:
@@ -69,7 +83,7 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         "pairs": [part for item, increments in update.pairs.items()
                   for part in (item, _flat(increments))],
         "hist": [part for user, scores in update.history.items()
-                 for part in (user, _flat(scores))],
+                 for part in (user, _flat(_milliseconds(scores)))],
         "mfu": list(update.user_factors),
         "mfi": list(update.item_factors),
         "mfchg": list(update.item_factors),
@@ -165,7 +179,7 @@ class RedisStore:
             raw = self._windows(keys=[self._marker(group)], args=[prefix, limit, *users])
             rows = orjson.loads(raw)
             found.update({
-                user: [(flat[n], float(flat[n + 1])) for n in range(0, len(flat), 2)]
+                user: [(flat[n], float(flat[n + 1]) / 1000) for n in range(0, len(flat), 2)]
                 if flat else []
                 for user, flat in zip(users, rows, strict=True)
             })
@@ -174,14 +188,14 @@ class RedisStore:
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
                                   withscores=True)
-        return _decode(rows)
+        return _history(rows)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
         pipe = self.client.pipeline(transaction=False)
         for user in users:
             pipe.zrange(self.key(keys.HISTORY, user), 0, limit - 1, desc=True, withscores=True)
-        return {user: _decode(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
+        return {user: _history(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
 
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
         """SCAN over the history keys, ``count`` keys per round trip (every node's)."""
@@ -236,8 +250,8 @@ class RedisStore:
         marker = self.key(keys.OFFSETS) if group is None else self._marker(group)
         payload |= {"k": prefixes, "offsets": offsets, "events": events,
                     "changed_at": time.time()}
-        vectors = [_pack(v) for v in user_factors.values()]
-        vectors += [_pack(v) for v in item_factors.values()]
+        vectors = [_pack(v, USER_FACTOR_DTYPE) for v in user_factors.values()]
+        vectors += [_pack(v, ITEM_FACTOR_DTYPE) for v in item_factors.values()]
         self._apply(keys=[marker],
                     args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
 
@@ -288,17 +302,18 @@ class RedisStore:
         }
 
     def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
-        return self._vectors(keys.MF_USER, user_ids)
+        return self._vectors(keys.MF_USER, user_ids, USER_FACTOR_DTYPE)
 
     def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]:
-        return self._vectors(keys.MF_ITEM, item_ids)
+        return self._vectors(keys.MF_ITEM, item_ids, ITEM_FACTOR_DTYPE)
 
-    def _vectors(self, kind: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def _vectors(self, kind: str, ids: Iterable[str], dtype: np.dtype
+                 ) -> dict[str, np.ndarray]:
         ids = list(ids)
         if not ids:
             return {}
         raw = self._mget([self.key(kind, i) for i in ids])
-        return {i: _unpack(r) for i, r in zip(ids, raw, strict=True) if r is not None}
+        return {i: _unpack(r, dtype) for i, r in zip(ids, raw, strict=True) if r is not None}
 
     def sample_items(self, count: int) -> list[ItemId]:
         if count <= 0:

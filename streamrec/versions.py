@@ -254,7 +254,10 @@ def _chunks(names: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-SNAPSHOT_FORMAT = "streamrec-snapshot-1"
+# The number changes with the layout of the values a snapshot copies byte for byte (2: user
+# factors in float16, history times in milliseconds); an older snapshot is refused, and the
+# event log rebuilds the state.
+SNAPSHOT_FORMAT = "streamrec-snapshot-2"
 
 
 def save_snapshot(client: redis.Redis, prefix: str, path: Path,
@@ -299,6 +302,11 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
     with open(path, "rb") as source:
         header = orjson.loads(source.readline())
         if header.get("format") != SNAPSHOT_FORMAT:
+            found = header.get("format", "")
+            if str(found).startswith("streamrec-snapshot-"):
+                raise VersionError(f"{path}: a {found} snapshot, of an older state layout "
+                                   f"than this streamrec's ({SNAPSHOT_FORMAT}): rebuild from "
+                                   "the event log instead")
             raise VersionError(f"{path}: not a streamrec snapshot")
         if keys.is_tagged(header.get("prefix", "")) != keys.is_tagged(prefix):
             layouts = {True: "Redis Cluster", False: "single Redis"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recommender.store import as_stored_user_factors
 from tests.factories import update, vector
 
 
@@ -37,6 +38,14 @@ class StoreContract:
                                                               "jam": 40.0}}))
         assert store.history("ann", 10) == [("jam", 40.0), ("cup", 20.0), ("tea", 10.0)]
         assert store.history("nobody", 10) == []
+
+    def test_history_times_are_kept_to_the_millisecond(self, store):
+        store.apply(update(history={"ann": {"tea": 1_700_000_000.123, "cup": -1_700_000_000.5,
+                                            "pot": 12.0004}}))
+        assert store.history("ann", 10) == [("tea", 1_700_000_000.123), ("pot", 12.0),
+                                            ("cup", -1_700_000_000.5)]
+        assert store.windows(["ann"], 10) == {"ann": [("tea", 1_700_000_000.123),
+                                                      ("pot", 12.0)]}
 
     def test_user_ids_are_every_user_with_a_history(self, store):
         odd = ["a:b", "a", "*", "[x]?", "caf\u00e9 \U0001f375"]
@@ -94,6 +103,15 @@ class StoreContract:
         assert "tea" in changed and np.array_equal(changed["tea"], vector(3.0, 3.0))
         assert set(store.sample_items(10)) == {"tea", "cup"}
         assert len(store.sample_items(1)) == 1
+
+    def test_user_factors_are_kept_at_half_precision(self, store):
+        store.apply(update(user_factors={"ann": vector(0.1, 1.0)},
+                           item_factors={"tea": vector(0.1, 1.0)}))
+        kept = store.user_factors(["ann"])["ann"]
+        assert kept.dtype == np.float32
+        assert np.array_equal(kept, as_stored_user_factors(vector(0.1, 1.0)))
+        assert not np.array_equal(kept, vector(0.1, 1.0))
+        assert np.array_equal(store.item_factors(["tea"])["tea"], vector(0.1, 1.0))
 
     def test_applied_offsets_travel_with_the_state(self, store):
         assert store.applied_offsets(["events:0"]) == {}

@@ -140,6 +140,14 @@ class LocalProcess:
                 self.kill()
 
 
+# What we ship for Redis memory (docker-compose.yml's redis command repeats it: a unit test
+# keeps the two in step). A user's history and event types hold up to history_length (200)
+# entries; above 128, Redis's default, they turn from a listpack into a skiplist or hash
+# table, 2-3 times the bytes. Listpack operations are linear, but 256 entries are a few
+# microseconds. Raise both with STREAMREC_HISTORY_LENGTH.
+REDIS_MEMORY_ARGS = ("--zset-max-listpack-entries", "256", "--hash-max-listpack-entries", "256")
+
+
 @dataclass
 class LocalRedis(LocalProcess):
     @property
@@ -154,7 +162,7 @@ class LocalRedis(LocalProcess):
         self._spawn([
             binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--protected-mode", "yes", "--daemonize", "no",
+            "--protected-mode", "yes", "--daemonize", "no", *REDIS_MEMORY_ARGS,
         ])
         _wait(lambda: redis_ready(self.url), "redis-server", timeout, self.process, self.logfile)
         return self
@@ -264,7 +272,7 @@ class LocalRedisCluster:
                 "--cluster-port", str(free_port()),
                 "--cluster-node-timeout", "5000", "--appendonly", "yes",
                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-                "--daemonize", "no",
+                "--daemonize", "no", *REDIS_MEMORY_ARGS,
             ])
             self.nodes.append(node)
         for node in self.nodes:

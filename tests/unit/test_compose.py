@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamrec.local.services import KAFKA_VERSION
+from streamrec.local.services import KAFKA_VERSION, REDIS_MEMORY_ARGS
 from streamrec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +101,13 @@ def copied_sources() -> set[str]:
 
 def test_the_five_services_exist(services: dict[str, dict[str, Any]]) -> None:
     assert {"kafka", "redis", *ROLES} <= services.keys()
+
+
+def test_redis_runs_with_the_memory_settings_of_the_local_one(
+        services: dict[str, dict[str, Any]]) -> None:
+    command = services["redis"]["command"]
+    pairs = list(zip(REDIS_MEMORY_ARGS[::2], REDIS_MEMORY_ARGS[1::2], strict=True))
+    assert all(command[command.index(name) + 1] == value for name, value in pairs)
 
 
 def test_kafka_image_matches_the_local_broker_version(services: dict[str, dict[str, Any]]) -> None:
