@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from recommender import screening
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
 from recommender.content import ContentIndex
@@ -266,7 +268,13 @@ class Engine:
         unknown = set(params or ()) - set(HYBRID_PARAMS)
         if unknown:
             raise ValueError(f"params: {sorted(unknown)} are not among {list(HYBRID_PARAMS)}")
-        history = self.store.history(user_id, self.config.history_length)
+        vector = None
+        if model in ("mf", "hybrid"):  # the history and the user's factors in one read
+            if self.item_index.cursor is None:
+                self.refresh()
+            history, vector = self.store.user_state(user_id, self.config.history_length)
+        else:
+            history = self.store.history(user_id, self.config.history_length)
         seen = [item for item, _ in history]
         screen = self._screen(now, item_filter, user_id)
         if model == "popular":
@@ -276,9 +284,9 @@ class Engine:
         if model == "cooccurrence":
             rank = self._cooccurrence_ranking(recent, seen)
         elif model == "mf":
-            rank = self._factors_ranking(user_id, seen)
+            rank = self._factors_ranking(vector, seen)
         else:
-            rank = self._hybrid_ranking(user_id, recent, seen, now, params or {})
+            rank = self._hybrid_ranking(vector, recent, seen, now, params or {})
         ranked = [] if rank is None else self._take(
             rank, k, self._first_round(k, item_filter), screen)
         used = model if ranked else "popular"
@@ -404,25 +412,19 @@ class Engine:
     def _candidates_cap(self) -> int:
         return self.config.window * self.config.neighbours_per_item
 
-    def _user_vector(self, user_id: UserId):
-        if self.item_index.cursor is None:
-            self.refresh()
-        return self.store.user_factors([user_id]).get(user_id)
-
-    def _factors_ranking(self, user_id: UserId, seen: list[ItemId]) -> Ranking | None:
-        vector = self._user_vector(user_id)
+    def _factors_ranking(self, vector: np.ndarray | None, seen: list[ItemId]) -> Ranking | None:
         if vector is None:
             return None
         return lambda n: self.item_index.top(vector, n, exclude=seen)
 
     def _hybrid_ranking(
-        self, user_id: UserId, recent: list[ItemId], seen: list[ItemId], now: float,
-        params: Mapping[str, float],
+        self, vector: np.ndarray | None, recent: list[ItemId], seen: list[ItemId],
+        now: float, params: Mapping[str, float],
     ) -> Ranking | None:
-        """Blend MF, co-occurrence and popularity over the union of their candidates."""
+        """Blend MF (``vector``: the user's factors), co-occurrence and popularity over the
+        union of their candidates."""
         config = dataclasses.replace(self.config, **params) if params else self.config
         cooccurrence = self._cooccurrence(recent, self._candidates_cap(), seen)
-        vector = self._user_vector(user_id)
         if vector is None and not cooccurrence:
             return None
         weights = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,

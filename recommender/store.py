@@ -75,6 +75,11 @@ class StateStore(Protocol):
         """:meth:`history` of many users, in one round trip."""
         ...
 
+    def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
+        """:meth:`history` and the user's factor vector (None without one), in one round
+        trip: what a factor-model request reads first."""
+        ...
+
     def user_ids(self) -> Iterator[UserId]:
         """Every user with a history, in no particular order, without holding them all.
 
@@ -231,6 +236,9 @@ class InMemoryStore:
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         return {user: self.history(user, limit) for user in user_ids}
+
+    def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
+        return self.history(user_id, limit), self._user_factors.get(user_id)
 
     def user_ids(self) -> Iterator[UserId]:
         yield from list(self._history)

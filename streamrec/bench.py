@@ -315,29 +315,35 @@ class RateResult:
 
 
 def serve_at_rates(base: str, simulation: Simulation, rates: list[float], seconds: float,
-                   model: str | None = None) -> list[RateResult]:
-    """Open-loop ``GET /recommendations`` at each fixed rate: every request leaves at its
-    scheduled time and its latency counts from then (soak's generator), so queueing shows."""
-    import httpx
+                   model: str | None = None, seed: int = 7) -> list[RateResult]:
+    """Open-loop ``GET /recommendations`` at each fixed rate over random users: every
+    request leaves at its scheduled time and its latency counts from then, so queueing
+    shows (:mod:`streamrec.open_loop`)."""
+    import random
+    from urllib.parse import quote
 
-    from streamrec.soak import Load, SoakConfig, request
+    import uvloop
 
-    params = {} if model is None else {"model": model}
+    from streamrec import open_loop
 
-    async def one(rate: float) -> RateResult:
-        load = Load()
-        config = SoakConfig(duration=seconds, request_rate=rate, request_timeout=5.0)
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(base_url=base, params=params, limits=limits) as client:
-            await request(load, config, client, simulation)
-        samples = sorted(load.all_latencies)
+    query = "" if model is None else f"&model={quote(model)}"
+
+    def one(rate: float) -> RateResult:
+        rng = random.Random(seed)
+
+        def path(_: int) -> str:
+            user = simulation.user_id(rng.randrange(simulation.users))
+            return f"/recommendations?user_id={quote(user)}&k=10{query}"
+
+        result = uvloop.run(open_loop.run(base, path, rate, seconds))
+        samples = sorted(result.latencies)
         latency = {}
         if samples:
             for name, fraction in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
                 latency[name] = 1000 * percentile(samples, fraction)
-        return RateResult(rate, load.requests_total, dict(load.all_errors), latency)
+        return RateResult(rate, len(samples), dict(result.errors), latency)
 
-    return [asyncio.run(one(rate)) for rate in rates]
+    return [one(rate) for rate in rates]
 
 
 def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:

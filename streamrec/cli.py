@@ -450,33 +450,35 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
                    f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"]))
         figures["mf_items_in_index"] = len(current.store().changed_items(None)[1])
-        figures["serve"] = {}
-        for model in model_names:
-            served = measure.serve(current, base, users, duration, connections, model)
-            figures["serve"][model] = vars(served)
-            click.echo(f"GET /recommendations?model={model}: "
-                       f"{served.requests_per_second:,.0f} req/s with {connections} connections,"
-                       f" latency ms: {_format(served.latency_ms)}, errors: {served.errors}")
         rates = [float(rate) for rate in _names(serve_rates)]
-        figures["open_loop"] = {}
-        for model in model_names if rates else []:
-            results = measure.serve_at_rates(base, simulation, rates, rate_seconds, model)
-            figures["open_loop"][model] = [vars(r) for r in results]
-            within = [r.rate for r in results
-                      if not r.errors and r.latency_ms.get("p99", 1e9) <= budget_ms]
-            for r in results:
-                click.echo(f"  open loop {model} at {r.rate:g} req/s: {r.answered} answered, "
-                           f"errors {r.errors or 'none'}, latency ms: {_format(r.latency_ms)}")
-            click.echo(f"  {model}: highest rate with p99 <= {budget_ms:g} ms: "
-                       f"{max(within) if within else 'none of ' + serve_rates} req/s")
+
+        def serving(base: str, suffix: str, processes: str) -> None:
+            """wrk (closed loop), then the open-loop rates, per model."""
+            figures["serve" + suffix], figures["open_loop" + suffix] = {}, {}
+            for model in model_names:
+                served = measure.serve(current, base, users, duration, connections, model)
+                figures["serve" + suffix][model] = vars(served)
+                click.echo(f"GET /recommendations?model={model}, {processes}: "
+                           f"{served.requests_per_second:,.0f} req/s with {connections} "
+                           f"connections, latency ms: {_format(served.latency_ms)}, "
+                           f"errors: {served.errors}")
+            for model in model_names if rates else []:
+                results = measure.serve_at_rates(base, simulation, rates, rate_seconds, model)
+                figures["open_loop" + suffix][model] = [vars(r) for r in results]
+                for r in results:
+                    click.echo(f"  open loop {model} at {r.rate:g} req/s: {r.answered} "
+                               f"answered, errors {r.errors or 'none'}, latency ms: "
+                               f"{_format(r.latency_ms)}")
+                within = [r.rate for r in results
+                          if not r.errors and r.latency_ms.get("p99", 1e9) <= budget_ms]
+                click.echo(f"  {model}, {processes}: highest rate with p99 <= {budget_ms:g} "
+                           f"ms: {max(within) if within else 'none of ' + serve_rates} req/s")
+
+        serving(base, "", "one API process")
         if scale_out:
             current.roles.pop("api").terminate()
-            base = measure.start_api(current, processes=2)
-            model = model_names[-1] if model_names else None
-            served = measure.serve(current, base, users, duration, connections, model)
-            figures["serve_2_api_processes"] = {model: vars(served)}
-            click.echo(f"two API processes, model={model}: {served.requests_per_second:,.0f}"
-                       f" req/s, latency ms: {_format(served.latency_ms)}")
+            serving(measure.start_api(current, processes=2), "_2_api_processes",
+                    "two API processes")
     _write_figures(output, figures)
 
 

@@ -86,6 +86,9 @@ class ChunkView:
             return self._histories[user_id][:limit]
         return self.store.history(user_id, limit)
 
+    def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
+        return self.history(user_id, limit), self.user_factors([user_id]).get(user_id)
+
     def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
         items = list(item_ids)
         if limit != self.config.neighbours_per_item:

@@ -197,6 +197,13 @@ class RedisStore:
             pipe.zrange(self.key(keys.HISTORY, user), 0, limit - 1, desc=True, withscores=True)
         return {user: _history(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
 
+    def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True, withscores=True)
+        pipe.get(self.key(keys.MF_USER, user_id))
+        rows, raw = pipe.execute()
+        return _history(rows), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
+
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
         """SCAN over the history keys, ``count`` keys per round trip (every node's)."""
         if self.sharded:

@@ -63,6 +63,15 @@ class StoreContract:
         assert store.histories(["ann"], 10) == {"ann": store.history("ann", 10)}
         assert store.histories([], 10) == {}
 
+    def test_user_state_is_history_and_factors(self, store):
+        store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0}, "bob": {"pot": 5.0}},
+                           user_factors={"ann": vector(0.5, 1.0)}))
+        history, factors = store.user_state("ann", 1)
+        assert history == store.history("ann", 1)
+        assert np.array_equal(factors, vector(0.5, 1.0))
+        assert store.user_state("bob", 10) == ([("pot", 5.0)], None)
+        assert store.user_state("nobody", 10) == ([], None)
+
     def test_windows_are_positive_newest_first(self, store):
         store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0, "pot": 30.0}}))
         assert store.windows(["ann", "bob"], 5) == {"ann": [("pot", 30.0), ("tea", 10.0)],

@@ -83,3 +83,29 @@ def test_index_excludes_and_handles_small_catalogs():
     index.upsert({f"i{n}": np.full(3, n, np.float32) for n in range(3000)})
     assert len(index) == 3001
     assert [item for item, _ in index.top(np.ones(3, np.float32), k=2)] == ["i2999", "i2998"]
+
+
+def test_index_top_is_the_exact_top_k_with_ties_by_row():
+    rng = np.random.default_rng(3)
+    # Few distinct values: many ties, at the k-th place too; a catalog large enough for the
+    # sampled bound and one small enough for the full partition.
+    for size in (50, 20_000):
+        index = ItemFactorIndex()
+        index.upsert({f"i{n}": np.array([rng.integers(0, 40), 1.0], np.float32)
+                      for n in range(size)})
+        excluded = {f"i{n}" for n in range(0, size, 7)}
+        for k in (1, 10, 100, 1000):
+            expected = sorted(
+                ((float(index.vectors([f"i{n}"])[f"i{n}"][0]), n) for n in range(size)
+                 if f"i{n}" not in excluded),
+                key=lambda pair: (-pair[0], pair[1]))[:k]
+            got = index.top(np.array([1.0, 0.0], np.float32), k, exclude=excluded)
+            assert got == [(f"i{n}", score) for score, n in expected]
+
+
+def test_index_top_ranks_nan_scores_out():
+    index = ItemFactorIndex()
+    index.upsert({f"i{n}": np.array([np.nan if n % 3 == 0 else n], np.float32)
+                  for n in range(30_000)})
+    assert [item for item, _ in index.top(np.ones(1, np.float32), k=3)] == [
+        "i29999", "i29998", "i29996"]
