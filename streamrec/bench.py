@@ -306,6 +306,23 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     return asyncio.run(run())
 
 
+def settle(base: str, quiet_ms: float = 50.0, timeout: float = 60.0) -> None:
+    """Wait until the API answers ``/healthz`` within ``quiet_ms`` three times running: an
+    overloaded rate leaves requests queued in the API after its generator gave up on them,
+    and the next rate would otherwise inherit that queue."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 3 and time.monotonic() < deadline:
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5):
+                pass
+        except OSError:
+            time.sleep(0.2)
+            continue
+        quiet = quiet + 1 if (time.perf_counter() - started) * 1000 <= quiet_ms else 0
+        time.sleep(0.1)
+
+
 @dataclass
 class RateResult:
     rate: float
@@ -335,6 +352,7 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
             user = simulation.user_id(rng.randrange(simulation.users))
             return f"/recommendations?user_id={quote(user)}&k=10{query}"
 
+        settle(base)
         result = uvloop.run(open_loop.run(base, path, rate, seconds))
         samples = sorted(result.latencies)
         latency = {}
@@ -416,6 +434,7 @@ def serve(current: Stack, base: str, users: int, seconds: int, connections: int,
     """Drive ``GET /recommendations`` (``model`` or the default) with wrk (Debian's)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run `make system` (Debian: apt-get install wrk)")
+    settle(base)
     script = current.run_dir / "recommendations.lua"
     query = "" if model is None else f"&model={model}"
     script.write_text(WRK_SCRIPT % {"seed": 7, "last": users - 1, "model": query})
