@@ -82,16 +82,19 @@ def group_prefix(prefix: str, group: str) -> str:
     return "{" + prefix[1:-1] + "/" + group + "}"
 
 
-def group_patterns(prefix: str) -> list[str]:
-    """SCAN patterns for every group key of a tagged prefix (none for a plain prefix).
+def group_patterns(prefix: str, kind: str | None = None, groups: str = "ui") -> list[str]:
+    """SCAN patterns for the group keys of a tagged prefix (none for a plain prefix): of
+    every kind or of ``kind``, in the user groups ("u"), the item groups ("i") or both.
 
     >>> group_patterns("{sr}")
     ['{sr/u*}:*', '{sr/i*}:*']
+    >>> group_patterns("{sr}", HISTORY, groups="u")
+    ['{sr/u*}:hist:*']
     """
     if not is_tagged(prefix):
         return []
-    literal = escape(prefix[1:-1])
-    return ["{" + literal + "/u*}:*", "{" + literal + "/i*}:*"]
+    tail = "*" if kind is None else escape(kind + SEPARATOR) + "*"
+    return ["{" + escape(prefix[1:-1]) + "/" + group + "*}:" + tail for group in groups]
 
 
 def key(prefix: str, kind: str, *parts: str) -> str:

@@ -27,6 +27,11 @@ from streamrec import keys, redis_scripts
 from streamrec.redis_client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
+# The APPLY script's names for the kinds of a user group ("u") and of an item group ("i").
+_GROUP_SCRIPT_KINDS = {
+    "u": (("hist", keys.HISTORY), ("mfu", keys.MF_USER), ("evtypes", keys.EVENT_TYPES)),
+    "i": (("nbr", keys.NEIGHBOURS), ("mfi", keys.MF_ITEM)),
+}
 
 
 ITEM_FACTOR_DTYPE = np.dtype("<f4")
@@ -64,11 +69,10 @@ def _history(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score / 1000) for member, score in pairs]
 
 
-def _part(update: StateUpdate) -> StateUpdate:
-    """An empty update with ``update``'s limits: one group's share is filled in."""
+def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
+    """An update with ``update``'s limits and only ``fields``: one group's share."""
     return StateUpdate(history_length=update.history_length,
-                       max_neighbours=update.max_neighbours, pairs={}, history={},
-                       user_factors={}, item_factors={}, event_types={})
+                       max_neighbours=update.max_neighbours, **fields)
 
 
 def _payload(update: StateUpdate) -> dict[str, Any]:
@@ -128,9 +132,8 @@ class RedisStore:
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
              "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS)}
         self._group_key_prefixes = {
-            group: {name: keys.key(tagged, kind, "") for name, kind in (
-                (("hist", keys.HISTORY), ("mfu", keys.MF_USER), ("evtypes", keys.EVENT_TYPES))
-                if group[0] == "u" else (("nbr", keys.NEIGHBOURS), ("mfi", keys.MF_ITEM)))}
+            group: {name: keys.key(tagged, kind, "")
+                    for name, kind in _GROUP_SCRIPT_KINDS[group[0]]}
             for group, tagged in self._groups.items()}
 
     @classmethod
@@ -207,7 +210,7 @@ class RedisStore:
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
         """SCAN over the history keys, ``count`` keys per round trip (every node's)."""
         if self.sharded:
-            match = "{" + keys.escape(self.prefix[1:-1]) + "/u*}:" + keys.HISTORY + ":*"
+            (match,) = keys.group_patterns(self.prefix, kind=keys.HISTORY, groups="u")
             cut = "}:" + keys.HISTORY + ":"  # ids come last: the first one is the key's
             for name in self.client.scan_iter(match=match, count=count):
                 yield name.decode().split(cut, 1)[1]
@@ -239,9 +242,10 @@ class RedisStore:
             users[self.group("u", user)].user_factors[user] = vector  # type: ignore[index]
         for user, types in update.event_types.items():
             users[self.group("u", user)].event_types[user] = types  # type: ignore[index]
-        overall = _payload(update) | {"pairs": [], "hist": [], "types": [], "mfu": [],
-                                      "mfi": []}
-        self._call(GLOBAL, self._key_prefixes, overall, offsets, 0, {}, {})
+        overall = _part(update, popularity=update.popularity, item_counts=update.item_counts,
+                        category_popularity=update.category_popularity)
+        self._call(GLOBAL, self._key_prefixes,
+                   _payload(overall) | {"mfchg": list(update.item_factors)}, offsets, 0, {}, {})
         for groups in (items, users):
             for group, part in sorted(groups.items()):
                 self._call(group, self._group_key_prefixes[group],

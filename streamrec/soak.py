@@ -43,6 +43,7 @@ import orjson
 import redis
 
 from streamrec import bench
+from streamrec.open_loop import expired
 from streamrec.simulator import Simulation
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -257,16 +258,12 @@ async def request(load: Load, config: SoakConfig, client: httpx.AsyncClient,
         if ahead > 0:
             await asyncio.sleep(ahead)
         if backlog.full():  # a request timeout's worth is waiting: this one would expire too
-            load.error(_expired(config.request_timeout))
+            load.error(expired(config.request_timeout))
             continue
         backlog.put_nowait((simulation.user_id(rng.randrange(simulation.users)), due))
     for _ in senders:
         await backlog.put(None)
     await asyncio.gather(*senders)
-
-
-def _expired(timeout: float) -> str:
-    return f"request: no answer within {timeout:g} s"
 
 
 async def _send(load: Load, client: httpx.AsyncClient,
@@ -275,7 +272,7 @@ async def _send(load: Load, client: httpx.AsyncClient,
         user, due = job
         left = due + timeout - time.monotonic()
         if left <= 0:
-            load.error(_expired(timeout))
+            load.error(expired(timeout))
             continue
         # httpx's own timeouts, never a cancellation: a request cancelled while its
         # connection is being set up leaks that connection's pool slot for good
@@ -284,7 +281,7 @@ async def _send(load: Load, client: httpx.AsyncClient,
             response = await client.get("/recommendations", params={"user_id": user, "k": 10},
                                         timeout=left)
         except httpx.TimeoutException:
-            load.error(_expired(timeout))
+            load.error(expired(timeout))
             continue
         except httpx.HTTPError as error:
             load.error(f"request: {type(error).__name__}", error.__cause__ or error)
@@ -293,7 +290,7 @@ async def _send(load: Load, client: httpx.AsyncClient,
         if not response.is_success:
             load.error(f"HTTP {response.status_code}", response.text[:200])
         elif latency > timeout:  # each phase had the time left: the sum may exceed it
-            load.error(_expired(timeout))
+            load.error(expired(timeout))
         elif response.json().get("degraded"):
             load.error("degraded answer")
         else:

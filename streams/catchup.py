@@ -52,6 +52,8 @@ def chunks(records: list[Record], applied: Mapping[str, int],
     >>> chunks(batch, {"e:0": 7}, markers) is None
     True
     """
+    if not markers:  # one Redis: a batch is one atomic call, never half applied
+        return None
     by_partition: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         by_partition[source(record)].append(record)
