@@ -381,7 +381,7 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
         users.append(user)
         if len(users) >= sample:
             break
-    items = [item for item, _ in store.popular(sample)]
+    items = [item for item, _ in store.popular(sample).scores]
     nodes = ([node.redis_connection for node in client.get_primaries()] if current.cluster
              else [client])
     stored = max(1, client.dbsize() // len(nodes))  # each node's keyspace has its own array
@@ -400,8 +400,10 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     per_item = usage([store.key(kind, item) for item in items
                       for kind in (keys.NEIGHBOURS, keys.MF_ITEM, keys.ITEM)]) / max(1, len(items))
     catalog = client.zcard(store.key(keys.POPULAR)) or 1
+    # The landmarks hashes too: the global one is small, each item group's holds a field
+    # per item with neighbours.
     shared = usage([store.key(keys.POPULAR), store.key(keys.ITEM_COUNT),
-                    store.key(keys.MF_CHANGED)]) / catalog
+                    store.key(keys.MF_CHANGED), *store.landmark_keys()]) / catalog
     return {"bytes_per_user": per_user, "bytes_per_item": per_item + shared,
             "users_sampled": len(users), "items_sampled": len(items),
             "used_memory": sum(node.info("memory")["used_memory"] for node in nodes)}
