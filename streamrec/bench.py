@@ -367,7 +367,8 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
 def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     """Redis bytes per user and per item, from ``MEMORY USAGE`` of a sample of each's keys
     (users: history, event types and factors; items: neighbours, factors and document), plus the
-    sorted sets every item has a member in (popularity, counts, change cursor) shared out.
+    sorted sets every item has a member in (popularity, counts, change cursor) and the
+    landmark hashes (a field per item's neighbour list) shared out.
 
     ``MEMORY USAGE`` counts a key's value, name, ``robj`` and dict entry (allocator size
     classes included) but not its slot in the keyspace's bucket array: 8 bytes per bucket,
