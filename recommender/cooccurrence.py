@@ -8,12 +8,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from recommender.base import Interaction, ItemId, Scored, UserId
-from recommender.decay import ForwardDecay
+from recommender.decay import Decayed, ForwardDecay
 
 
 @dataclass
 class CoOccurrenceUpdate:
-    """What one batch adds. All weights are forward-decayed."""
+    """What one batch adds. Weights are decayed to the batch's reference time."""
 
     pairs: dict[ItemId, dict[ItemId, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
@@ -29,7 +29,9 @@ class CoOccurrence:
     ``window`` positively weighted items, no older than ``window_seconds``), the pair
     (item, each window item) gains the event's decayed weight in both directions, and the
     item's own count gains it too. Similarity is ``C(i, j) / sqrt(N(i) N(j))``, so items
-    that everybody touches do not crowd out the rest.
+    that everybody touches do not crowd out the rest. The cosine does not depend on when it
+    is read (every term decays alike), so it is computed from the stored values and their
+    keys' landmarks, dividing before multiplying: nothing overflows.
 
     A user's history holds ``timestamp`` for positive interactions and ``-timestamp`` for
     zero-weight ones (seen, not liked): they are excluded from lists but never paired.
@@ -46,12 +48,17 @@ class CoOccurrence:
     Examples
     --------
     >>> from recommender.base import Interaction
-    >>> model = CoOccurrence(window=5, window_seconds=3600, decay=ForwardDecay(1e9, 0.0))
+    >>> model = CoOccurrence(window=5, window_seconds=3600, decay=ForwardDecay(60.0))
     >>> update = model.learn_many(
-    ...     [Interaction("u1", "a", 1.0, 1.0), Interaction("u1", "b", 1.0, 1.0)], {"u1": []}
+    ...     [Interaction("u1", "a", 0.0, 1.0), Interaction("u1", "b", 60.0, 1.0)], {"u1": []},
+    ...     reference=60.0,
     ... )
-    >>> round(update.pairs["a"]["b"], 6), round(update.item_counts["b"], 6)
-    (1.0, 1.0)
+    >>> update.pairs["a"]["b"], update.item_counts["a"], update.item_counts["b"]
+    (1.0, 0.5, 1.0)
+    >>> counts = Decayed(update.item_counts, landmark=60.0)
+    >>> [(item, round(score, 6)) for item, score in
+    ...  model.similar("a", Decayed([("b", 1.0)], landmark=60.0), counts, k=5)]
+    [('b', 1.414214)]
     """
 
     def __init__(self, window: int, window_seconds: float, decay: ForwardDecay) -> None:
@@ -63,11 +70,13 @@ class CoOccurrence:
         self,
         interactions: Iterable[Interaction],
         windows: Mapping[UserId, Sequence[Scored]],
+        reference: float,
     ) -> CoOccurrenceUpdate:
         """Pair each new item with its user's window.
 
         ``windows`` holds each user's positive history, newest first, as the store has it
-        before this batch; interactions are applied in the order given.
+        before this batch; interactions are applied in the order given. Increments are
+        decayed to ``reference`` (the batch's latest event time).
         """
         update = CoOccurrenceUpdate()
         # Locals, and the window scanned once: this loop runs for every event of a batch.
@@ -87,7 +96,7 @@ class CoOccurrence:
                     del window[position]
                     break
             else:
-                increment = event.weight * factor(at)
+                increment = event.weight * factor(at, reference)
                 counts[item] += increment
                 oldest = at - span
                 others = [other for other, seen_at in window if seen_at >= oldest]
@@ -104,30 +113,37 @@ class CoOccurrence:
                 scores[item] = at
         return update
 
-    @staticmethod
     def similar(
+        self,
         item_id: ItemId,
-        neighbours: Sequence[Scored],
-        counts: Mapping[ItemId, float],
+        neighbours: Decayed[Sequence[Scored]],
+        counts: Decayed[Mapping[ItemId, float]],
         k: int,
         exclude: Iterable[ItemId] = (),
     ) -> list[Scored]:
-        """Rank ``item_id``'s stored neighbours by cosine similarity."""
-        own = counts.get(item_id, 0.0)
+        """Rank ``item_id``'s stored neighbours (its list's scores and landmark) by cosine
+        similarity, with the normalisers ``counts`` (one key: one landmark)."""
+        own = counts.scores.get(item_id, 0.0)
+        if own <= 0 or not neighbours.scores:
+            return []
         banned = set(exclude) | {item_id}
+        found = counts.scores
+        # The pair weights in the normalisers' frame, over sqrt(N(i)): each factor alone
+        # stays far inside double range (sqrt first, never the product N(i) N(j)).
+        scale = self.decay.ratio(neighbours.landmark, counts.landmark) / math.sqrt(own)
         scored = [
-            (other, weight / math.sqrt(own * counts[other]))
-            for other, weight in neighbours
-            if other not in banned and own > 0 and counts.get(other, 0.0) > 0
+            (other, weight * scale / math.sqrt(found[other]))
+            for other, weight in neighbours.scores
+            if other not in banned and found.get(other, 0.0) > 0
         ]
         scored.sort(key=lambda pair: (-pair[1], pair[0]))
         return scored[:k]
 
-    @staticmethod
     def recommend(
+        self,
         recent: Sequence[ItemId],
-        neighbours: Mapping[ItemId, Sequence[Scored]],
-        counts: Mapping[ItemId, float],
+        neighbours: Mapping[ItemId, Decayed[Sequence[Scored]]],
+        counts: Decayed[Mapping[ItemId, float]],
         k: int,
         exclude: Iterable[ItemId] = (),
         recency: float = 0.85,
@@ -138,14 +154,17 @@ class CoOccurrence:
         """
         banned = set(exclude) | set(recent)
         scores: dict[ItemId, float] = defaultdict(float)
+        found = counts.scores
         for position, item in enumerate(recent):
-            own = counts.get(item, 0.0)
-            if own <= 0:
+            own = found.get(item, 0.0)
+            listed = neighbours.get(item)
+            if own <= 0 or listed is None or not listed.scores:
                 continue
-            weight = recency**position
-            for other, pair in neighbours.get(item, ()):
-                count = counts.get(other, 0.0)
+            weight = (recency**position * self.decay.ratio(listed.landmark, counts.landmark)
+                      / math.sqrt(own))
+            for other, pair in listed.scores:
+                count = found.get(other, 0.0)
                 if other not in banned and count > 0:
-                    scores[other] += weight * pair / math.sqrt(own * count)
+                    scores[other] += weight * pair / math.sqrt(count)
         ranked = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
         return ranked[:k]

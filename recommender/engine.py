@@ -17,7 +17,7 @@ from recommender import screening
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
-from recommender.decay import ForwardDecay
+from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay
 from recommender.filters import BoundFilter
 from recommender.mf import ItemFactorIndex, OnlineBPR
 from recommender.popularity import DecayedPopularity
@@ -39,7 +39,8 @@ class EngineConfig:
     max_neighbours: int = 200
     neighbours_per_item: int = 50
     half_life: float = 7 * 86400.0
-    epoch: float = 1_735_689_600.0
+    # The frame of decayed state written before landmarks existed (recommender.decay).
+    epoch: float = LEGACY_EPOCH
     mf_dim: int = 32
     mf_learning_rate: float = 0.05
     mf_regularization: float = 0.002
@@ -75,7 +76,7 @@ class Engine:
     Examples
     --------
     >>> from recommender.store import InMemoryStore
-    >>> engine = Engine(InMemoryStore(), EngineConfig(epoch=0.0))
+    >>> engine = Engine(InMemoryStore(), EngineConfig())
     >>> _ = engine.learn_many([
     ...     Interaction("ann", "tea", 1.0, 1.0), Interaction("ann", "cup", 2.0, 1.0),
     ...     Interaction("bob", "tea", 3.0, 1.0),
@@ -118,8 +119,11 @@ class Engine:
         items = {event.item_id for event in interactions}
         windows = self.store.windows(users, self.config.window)
         categories = self.store.item_categories(items)
-        pairs = self.cooccurrence.learn_many(interactions, windows)
-        popularity = self.popularity.learn_many(interactions, categories)
+        # The batch's frame: increments are decayed to its latest event (each at most its
+        # weight); the store moves them into each key's frame.
+        reference = max((event.timestamp for event in interactions), default=0.0)
+        pairs = self.cooccurrence.learn_many(interactions, windows, reference)
+        popularity = self.popularity.learn_many(interactions, categories, reference)
         factors = self._learn_factors(interactions)
         update = StateUpdate(
             history_length=self.config.history_length,
@@ -134,6 +138,9 @@ class Engine:
             events=len(interactions) if events is None else events,
             offsets=offsets or {},
             event_types=_event_types(interactions),
+            reference=reference,
+            half_life=self.config.half_life,
+            epoch=self.config.epoch,
         )
         self.store.apply(update)
         if self.item_index.cursor is not None:
@@ -190,34 +197,34 @@ class Engine:
         screen: Screen, item_filter: BoundFilter | None,
     ) -> list[Scored]:
         banned = set(exclude)
-        factor = self.decay.factor(now)
         categories = None
         if category is None and item_filter is not None:
             categories = item_filter.required_categories()
         if categories is not None and len(categories) <= MAX_CATEGORY_READS:
             def rank(n: int) -> list[Scored]:
-                return self._popular_in(sorted(categories), n)
+                return self._popular_in(sorted(categories), n, now)
         else:
             def rank(n: int) -> list[Scored]:
-                return self.store.popular(n, category)
+                return self.decay.values_at(self.store.popular(n, category), now)
         first = self._first_round(k, item_filter) + len(banned)
-        ranked = self._take(rank, k, first, screen, banned)
-        return [(item, score / factor) for item, score in ranked]
+        return self._take(rank, k, first, screen, banned)
 
-    def _popular_in(self, categories: list[Category], n: int) -> list[Scored]:
-        """The ``n`` most popular items of any of ``categories``."""
+    def _popular_in(self, categories: list[Category], n: int, now: float) -> list[Scored]:
+        """The ``n`` most popular items of any of ``categories``, as decayed values at one
+        time for all of them (each category's list is in its own frame)."""
+        found = [self.store.popular(n, category) for category in categories]
+        at = self.decay.reading_time(now, [ranked.landmark for ranked in found])
         best: dict[ItemId, float] = {}
-        for category in categories:
-            for item, score in self.store.popular(n, category):
-                best[item] = max(score, best.get(item, score))
+        for ranked in found:
+            for item, value in self.decay.values_at(ranked, at):
+                best[item] = max(value, best.get(item, value))
         return top(best, n)
 
     def _popular_ranked(self, k: int, now: float, exclude: Sequence[ItemId]) -> list[Scored]:
         """Popularity as a hybrid source: unscreened (the blend is screened once)."""
         banned = set(exclude)
-        factor = self.decay.factor(now)
-        ranked = self.store.popular(k + len(banned))
-        return [(item, score / factor) for item, score in ranked if item not in banned][:k]
+        ranked = self.decay.values_at(self.store.popular(k + len(banned)), now)
+        return [(item, value) for item, value in ranked if item not in banned][:k]
 
     def similar(
         self, item_id: ItemId, k: int, now: float | None = None,
@@ -236,8 +243,10 @@ class Engine:
         def rank(n: int) -> list[Scored]:
             limit = min(max(self.config.neighbours_per_item, n), self.config.max_neighbours)
             neighbours = self.store.neighbours([item_id], limit)[item_id]
-            counts = self.store.item_counts([item_id, *(other for other, _ in neighbours)])
-            ranked = self.cooccurrence.similar(item_id, neighbours, counts, len(neighbours))
+            counts = self.store.item_counts([item_id, *(other for other, _ in
+                                                        neighbours.scores)])
+            ranked = self.cooccurrence.similar(item_id, neighbours, counts,
+                                               len(neighbours.scores))
             if len(ranked) < n:  # a new item: what its catalog document resembles
                 self._content_ready()
                 chosen = [item for item, _ in ranked]
@@ -386,12 +395,13 @@ class Engine:
         if not recent:
             return []
         neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
-        candidates = {other for pairs in neighbours.values() for other, _ in pairs}
+        candidates = {other for pairs in neighbours.values() for other, _ in pairs.scores}
         counts = self.store.item_counts(candidates.union(recent))
         ranked = self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
         # Recent items nobody else has touched yet have no neighbours: take their
         # content's (three newest at most, so that a request stays cheap).
-        cold = [(n, item) for n, item in enumerate(recent[:3]) if not neighbours.get(item)]
+        cold = [(n, item) for n, item in enumerate(recent[:3])
+                if not neighbours.get(item, _NOTHING).scores]
         if not cold or self.config.content_weight <= 0:
             return ranked
         self._content_ready()
@@ -446,6 +456,7 @@ class Engine:
 
 
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
+_NOTHING: Decayed[list[Scored]] = Decayed([], None)
 
 
 def _blend(sources: Mapping[str, Mapping[ItemId, float]], weights: Mapping[str, float]

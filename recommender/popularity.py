@@ -12,7 +12,7 @@ from recommender.decay import ForwardDecay
 
 @dataclass
 class PopularityUpdate:
-    """Forward-decayed increments from one batch."""
+    """Increments from one batch, in the batch's frame (relative to ``reference``)."""
 
     overall: dict[ItemId, float] = field(default_factory=lambda: defaultdict(float))
     by_category: dict[Category, dict[ItemId, float]] = field(
@@ -26,15 +26,15 @@ class DecayedPopularity:
     Examples
     --------
     >>> from recommender.base import Interaction
-    >>> model = DecayedPopularity(ForwardDecay(half_life=10.0, epoch=0.0))
+    >>> model = DecayedPopularity(ForwardDecay(half_life=10.0))
     >>> update = model.learn_many(
     ...     [Interaction("u", "a", 0.0, 1.0), Interaction("v", "a", 10.0, 2.0)],
-    ...     {"a": ["books"]},
+    ...     {"a": ["books"]}, reference=10.0,
     ... )
     >>> update.overall["a"], update.by_category["books"]["a"]
-    (5.0, 5.0)
-    >>> model.decay.value_at(update.overall["a"], now=10.0)
-    2.5
+    (2.5, 2.5)
+    >>> model.decay.value_at(update.overall["a"], landmark=10.0, now=20.0)
+    1.25
     """
 
     def __init__(self, decay: ForwardDecay) -> None:
@@ -44,12 +44,16 @@ class DecayedPopularity:
         self,
         interactions: Iterable[Interaction],
         categories: Mapping[ItemId, Sequence[Category]],
+        reference: float,
     ) -> PopularityUpdate:
+        """Each positive event's weight, decayed to ``reference`` (the batch's latest
+        event time, where the increments are at most the weights)."""
         update = PopularityUpdate()
+        factor = self.decay.factor
         for event in interactions:
             if event.weight <= 0:
                 continue
-            increment = event.weight * self.decay.factor(event.timestamp)
+            increment = event.weight * factor(event.timestamp, reference)
             update.overall[event.item_id] += increment
             for category in categories.get(event.item_id, ()):
                 update.by_category[category][event.item_id] += increment

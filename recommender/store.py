@@ -8,8 +8,9 @@ Redis sorted sets: descending by score, ties by descending member.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
+from recommender.decay import LEGACY_EPOCH, Decayed, Renormalisation, renormalise
 
 # User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
 # a user's ~880 bytes in Redis, with the same Recall@10 (docs/benchmarks.md). Item vectors
@@ -41,6 +43,12 @@ class StateUpdate:
     replace the stored score only when greater;
     afterwards each touched history keeps its ``history_length`` highest scores and each
     touched neighbour list its ``max_neighbours`` highest weights.
+
+    The decayed increments (``popularity``, ``category_popularity``, ``item_counts``,
+    ``pairs``) are in the batch's frame: ``weight * 2 ** ((t - reference) / half_life)``.
+    The store moves them into the frame of each key it adds them to, rescaling the key
+    first when its landmark is far behind (:func:`recommender.decay.renormalise`); a key
+    with values but no landmark (written before landmarks existed) has ``epoch``'s frame.
     """
 
     history_length: int
@@ -60,6 +68,65 @@ class StateUpdate:
     # the items the user's history keeps (filters on Interactions.event_type read them).
     event_types: Mapping[UserId, Mapping[ItemId, Collection[str]]] = field(
         default_factory=dict)
+    reference: float | None = None
+    half_life: float | None = None
+    epoch: float = LEGACY_EPOCH
+
+    def has_decayed(self) -> bool:
+        return bool(self.popularity or self.category_popularity or self.item_counts
+                    or self.pairs)
+
+
+class NonFiniteError(ValueError):
+    """An update holding NaN or an infinity (or a decayed update without its frame): the
+    store refuses the whole batch before writing any of it. ``str()`` names the key and
+    the member."""
+
+
+def check_finite(update: StateUpdate,
+                 name: Callable[[str, str | None], str] = lambda kind, id: (
+                     kind if id is None else f"{kind}[{id!r}]")) -> None:
+    """Raise :class:`NonFiniteError` if any value of ``update`` is NaN or infinite.
+
+    ``name(field, id)`` names the key holding a value of the update's ``field`` (the
+    category, item or user ``id``; None for a key of its own), as the store calls it.
+    Sums come first: a batch without a bad value costs one addition per value.
+
+    >>> check_finite(StateUpdate(200, 200, pairs={"tea": {"cup": float("nan")}},
+    ...                          reference=0.0, half_life=60.0))
+    Traceback (most recent call last):
+    ...
+    recommender.store.NonFiniteError: pairs['tea'], member 'cup': nan is not finite
+    """
+    def refuse(where: str, value: object) -> None:
+        raise NonFiniteError(f"{where}: {value!r} is not finite")
+
+    def scan(kind: str, id: str | None, values: Mapping[str, float]) -> None:
+        if not math.isfinite(sum(values.values())):
+            for member, value in values.items():
+                if not math.isfinite(value):
+                    refuse(f"{name(kind, id)}, member {member!r}", value)
+
+    if update.has_decayed():
+        frame = (update.reference, update.half_life, update.epoch)
+        if None in frame or not all(map(math.isfinite, frame)) or not update.half_life > 0:
+            raise NonFiniteError(
+                "decayed increments need a finite reference, epoch and positive half-life, "
+                f"got {frame}")
+    scan("popularity", None, update.popularity)
+    for category, increments in update.category_popularity.items():
+        scan("category_popularity", category, increments)
+    scan("item_counts", None, update.item_counts)
+    for item, increments in update.pairs.items():
+        scan("pairs", item, increments)
+    for user, scores in update.history.items():
+        scan("history", user, scores)
+    for kind, vectors in (("user_factors", update.user_factors),
+                          ("item_factors", update.item_factors)):
+        for id, vector in vectors.items():
+            if not np.isfinite(vector).all():
+                bad = np.asarray(vector)[~np.isfinite(vector)][0]
+                refuse(name(kind, id), float(bad))
 
 
 class StateStore(Protocol):
@@ -90,16 +157,19 @@ class StateStore(Protocol):
 
     def apply(self, update: StateUpdate) -> None: ...
 
-    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
-        """Each item's ``limit`` heaviest co-occurring items."""
+    # Decayed state is read with its key's landmark, in the same round trip: the stored
+    # scores are in that key's frame (recommender.decay).
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int
+                   ) -> dict[ItemId, Decayed[list[Scored]]]:
+        """Each item's ``limit`` heaviest co-occurring items, with its list's landmark."""
         ...
 
-    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
-        """Co-occurrence normalisers; items never counted are absent."""
+    def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
+        """Co-occurrence normalisers (items never counted are absent), with their landmark."""
         ...
 
-    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
-        """The ``k`` most popular items (forward-decayed scores)."""
+    def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
+        """The ``k`` most popular items (stored decayed scores), with their landmark."""
         ...
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
@@ -185,6 +255,13 @@ class _ScoreArray:
                 self._scores = np.concatenate([self._scores, np.zeros(len(self._scores))])
         self._scores[row] += increment
 
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def rescale(self, factor: float) -> None:
+        """Every score times ``factor``."""
+        self._scores[: len(self._members)] *= factor
+
     def top(self, k: int) -> list[Scored]:
         count = len(self._members)
         scores = self._scores[:count]
@@ -223,6 +300,8 @@ class InMemoryStore:
         self._offsets: dict[str, int] = {}
         self._withdrawn: dict[ItemId, float] = {}
         self._event_types: dict[UserId, dict[ItemId, set[str]]] = defaultdict(dict)
+        # The landmark of each decayed key, by (StateUpdate field, category or item).
+        self._landmarks: dict[tuple[str, str | None], float] = {}
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         result = {}
@@ -243,19 +322,41 @@ class InMemoryStore:
     def user_ids(self) -> Iterator[UserId]:
         yield from list(self._history)
 
+    def _frame(self, key: tuple[str, str | None], exists: bool, update: StateUpdate
+               ) -> Renormalisation:
+        """The write rule for one decayed key (as the Redis APPLY script applies it)."""
+        assert update.reference is not None and update.half_life is not None  # check_finite
+        plan = renormalise(self._landmarks.get(key), exists, update.reference,
+                           update.half_life, update.epoch)
+        self._landmarks[key] = plan.landmark
+        return plan
+
+    def _add(self, key: tuple[str, str | None], scores: dict[str, float],
+             increments: Mapping[str, float], update: StateUpdate) -> None:
+        plan = self._frame(key, bool(scores), update)
+        if plan.rescale is not None:
+            for member, value in scores.items():
+                scores[member] = value * plan.rescale
+        factor = plan.increments
+        for member, increment in increments.items():
+            scores[member] = scores.get(member, 0.0) + increment * factor
+
     def apply(self, update: StateUpdate) -> None:
-        for item, increment in update.popularity.items():
-            self._popular.add(item, increment)
+        check_finite(update)
+        if update.popularity:
+            plan = self._frame(("popularity", None), len(self._popular) > 0, update)
+            if plan.rescale is not None:
+                self._popular.rescale(plan.rescale)
+            for item, increment in update.popularity.items():
+                self._popular.add(item, increment * plan.increments)
         for category, increments in update.category_popularity.items():
-            scores = self._popular_by_category[category]
-            for item, increment in increments.items():
-                scores[item] += increment
-        for item, increment in update.item_counts.items():
-            self._counts[item] += increment
+            self._add(("category_popularity", category), self._popular_by_category[category],
+                      increments, update)
+        if update.item_counts:
+            self._add(("item_counts", None), self._counts, update.item_counts, update)
         for item, increments in update.pairs.items():
             weights = self._neighbours[item]
-            for other, increment in increments.items():
-                weights[other] = weights.get(other, 0.0) + increment
+            self._add(("pairs", item), weights, increments, update)
             if len(weights) > update.max_neighbours:
                 self._neighbours[item] = dict(top(weights, update.max_neighbours))
         for user, scores in update.history.items():
@@ -285,16 +386,22 @@ class InMemoryStore:
         self._events += update.events
         self._offsets.update(update.offsets)
 
-    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
-        return {item: top(self._neighbours.get(item, {}), limit) for item in item_ids}
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int
+                   ) -> dict[ItemId, Decayed[list[Scored]]]:
+        landmarks = self._landmarks
+        return {item: Decayed(top(self._neighbours.get(item, {}), limit),
+                              landmarks.get(("pairs", item))) for item in item_ids}
 
-    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
-        return {item: self._counts[item] for item in item_ids if item in self._counts}
+    def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
+        counts = self._counts
+        return Decayed({item: counts[item] for item in item_ids if item in counts},
+                       self._landmarks.get(("item_counts", None)))
 
-    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
+    def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         if category is None:
-            return self._popular.top(k)
-        return top(self._popular_by_category.get(category, {}), k)
+            return Decayed(self._popular.top(k), self._landmarks.get(("popularity", None)))
+        return Decayed(top(self._popular_by_category.get(category, {}), k),
+                       self._landmarks.get(("category_popularity", category)))
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
         return {

@@ -367,7 +367,8 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
 def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     """Redis bytes per user and per item, from ``MEMORY USAGE`` of a sample of each's keys
     (users: history, event types and factors; items: neighbours, factors and document), plus the
-    sorted sets every item has a member in (popularity, counts, change cursor) shared out.
+    sorted sets every item has a member in (popularity, counts, change cursor) and the
+    landmark hashes (a field per item's neighbour list) shared out.
 
     ``MEMORY USAGE`` counts a key's value, name, ``robj`` and dict entry (allocator size
     classes included) but not its slot in the keyspace's bucket array: 8 bytes per bucket,
@@ -381,7 +382,7 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
         users.append(user)
         if len(users) >= sample:
             break
-    items = [item for item, _ in store.popular(sample)]
+    items = [item for item, _ in store.popular(sample).scores]
     nodes = ([node.redis_connection for node in client.get_primaries()] if current.cluster
              else [client])
     stored = max(1, client.dbsize() // len(nodes))  # each node's keyspace has its own array
@@ -400,8 +401,10 @@ def redis_bytes(current: Stack, sample: int = 500) -> dict[str, float]:
     per_item = usage([store.key(kind, item) for item in items
                       for kind in (keys.NEIGHBOURS, keys.MF_ITEM, keys.ITEM)]) / max(1, len(items))
     catalog = client.zcard(store.key(keys.POPULAR)) or 1
+    # The landmarks hashes too: the global one is small, each item group's holds a field
+    # per item with neighbours.
     shared = usage([store.key(keys.POPULAR), store.key(keys.ITEM_COUNT),
-                    store.key(keys.MF_CHANGED)]) / catalog
+                    store.key(keys.MF_CHANGED), *store.landmark_keys()]) / catalog
     return {"bytes_per_user": per_user, "bytes_per_item": per_item + shared,
             "users_sampled": len(users), "items_sampled": len(items),
             "used_memory": sum(node.info("memory")["used_memory"] for node in nodes)}

@@ -442,7 +442,7 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
             _write_figures(output, figures)
             return
         base = measure.start_api(current)
-        anchors = [item for item, _ in current.store().popular(50)]
+        anchors = [item for item, _ in current.store().popular(50).scores]
         seconds, background = measure.freshness(current, base, anchors, probes, simulation,
                                                 freshness_rate)
         figures["freshness_ms"] = {k: v * 1000 for k, v in measure.summarise(seconds).items()}

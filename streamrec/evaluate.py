@@ -3,7 +3,6 @@ Markdown table, JSON and a PNG of recall over time."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,11 +47,11 @@ def catalog(path: Path) -> list[tuple[str, dict]]:
                 for row in csv.DictReader(source)]
 
 
-def build(models: list[str], baselines: list[str], settings: Settings, epoch: float,
+def build(models: list[str], baselines: list[str], settings: Settings,
           retrain_every: float, documents: list[tuple[str, dict]] = ()) -> dict:
-    # The exact model code the worker runs, on the in-memory store; the forward-decay
-    # epoch moves to the data's start (MovieLens begins in 1996).
-    config = dataclasses.replace(settings.engine_config(), epoch=epoch)
+    # The exact model code the worker runs, on the in-memory store (decayed state keeps
+    # its own landmarks, so any dataset's dates work as they are).
+    config = settings.engine_config()
     store = InMemoryStore(seed=settings.seed)
     store.put_items(documents)  # the catalog exists before anyone rates it
     engine = Engine(store, config)
@@ -77,8 +76,7 @@ def run(path: Path, format: str | None, k: int, models: list[str], baselines: li
     events = load(path, format, settings, limit)
     if not events:
         raise ValueError(f"{path}: no events")
-    built = build(models, baselines, settings, events[0].timestamp, retrain_every,
-                  catalog(path))
+    built = build(models, baselines, settings, retrain_every, catalog(path))
     started = time.perf_counter()
     with tqdm(total=len(events), unit="event", desc="prequential") as bar:
         report = prequential(events, built, k=k, batch_seconds=batch_seconds,

@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from recommender.base import Category, ItemId, Scored, UserId
+from recommender.decay import Decayed, ForwardDecay
 from recommender.engine import Engine, EngineConfig
 from recommender.filters import BoundFilter
 from recommender.store import StateStore
@@ -39,7 +40,8 @@ class ChunkView:
     nobody prefetched) is read from the store once and kept until the next chunk; a
     filter's Interactions conditions read each user's event types from the store. Answers
     equal the store's while the state does not change; a live worker's writes during a
-    chunk show up in the next one.
+    chunk show up in the next one (normalisers read later in a chunk are brought into the
+    frame of those read first, should the worker have rescaled them meanwhile).
 
     Examples
     --------
@@ -55,16 +57,18 @@ class ChunkView:
     def __init__(self, store: StateStore, config: EngineConfig) -> None:
         self.store = store
         self.config = config
+        self.decay = ForwardDecay(config.half_life, config.epoch)
         self._clear()
 
     def _clear(self) -> None:
         self._histories: dict[UserId, list[Scored]] = {}
-        self._neighbours: dict[ItemId, list[Scored]] = {}
+        self._neighbours: dict[ItemId, Decayed[list[Scored]]] = {}
         self._counted: set[ItemId] = set()
         self._counts: dict[ItemId, float] = {}
+        self._counts_landmark: float | None = None
         self._factor_users: set[UserId] = set()
         self._user_factors: dict[UserId, np.ndarray] = {}
-        self._popular: dict[Category | None, tuple[int, list[Scored]]] = {}
+        self._popular: dict[Category | None, tuple[int, Decayed[list[Scored]]]] = {}
         self._screened_at: float | None = None
         self._withdrawn: dict[ItemId, bool] = {}
         self._documents: dict[ItemId, dict[str, Any] | None] = {}
@@ -77,7 +81,8 @@ class ChunkView:
                   for item in [item for item, score in history if score > 0][
                       : self.config.window]}
         self.neighbours(recent, self.config.neighbours_per_item)
-        candidates = {other for pairs in self._neighbours.values() for other, _ in pairs}
+        candidates = {other for pairs in self._neighbours.values()
+                      for other, _ in pairs.scores}
         self.item_counts(candidates | recent)
         self.user_factors(users)
 
@@ -89,7 +94,8 @@ class ChunkView:
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         return self.history(user_id, limit), self.user_factors([user_id]).get(user_id)
 
-    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int
+                   ) -> dict[ItemId, Decayed[list[Scored]]]:
         items = list(item_ids)
         if limit != self.config.neighbours_per_item:
             return self.store.neighbours(items, limit)
@@ -98,21 +104,33 @@ class ChunkView:
             self._neighbours.update(self.store.neighbours(missing, limit))
         return {item: self._neighbours[item] for item in items}
 
-    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
-        return _read_through(item_ids, self._counted, self._counts, self.store.item_counts)
+    def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
+        def read(missing: list[ItemId]) -> dict[ItemId, float]:
+            counts, landmark = self.store.item_counts(missing)
+            if not self._counted:
+                self._counts_landmark = landmark
+            elif landmark != self._counts_landmark:  # rescaled since: one frame for all
+                older = self.decay.ratio(self._counts_landmark, landmark)
+                for item in self._counts:
+                    self._counts[item] *= older
+                self._counts_landmark = landmark
+            return counts
+
+        found = _read_through(item_ids, self._counted, self._counts, read)
+        return Decayed(found, self._counts_landmark)
 
     def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
         return _read_through(user_ids, self._factor_users, self._user_factors,
                              self.store.user_factors)
 
-    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
+    def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         # The top k of a sorted set is the head of any longer top list read from it.
-        read, ranked = self._popular.get(category, (0, []))
+        read, ranked = self._popular.get(category, (0, Decayed([], None)))
         if k > read:
             read = max(k, 2 * read, 256)
             ranked = self.store.popular(read, category)
             self._popular[category] = (read, ranked)
-        return ranked[:k]
+        return Decayed(ranked.scores[:k], ranked.landmark)
 
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
                ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:

@@ -32,6 +32,11 @@ WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: un
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
 APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
+# HASH decayed key's kind and id (landmark_field) -> its landmark, epoch seconds: a score S
+# of that key means the decayed value S * 2 ** ((landmark - now) / half-life). In the slot
+# of the keys it describes: the global one for pop, popcat:*, cnt; each item group's for
+# its nbr:* (recommender.decay).
+LANDMARKS = "lm"
 
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
@@ -42,7 +47,9 @@ SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions
 # and stays under the base prefix.
 STATE = (HISTORY, NEIGHBOURS, ITEM_COUNT, POPULAR, POPULAR_BY_CATEGORY, MF_USER, MF_ITEM,
-         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES, APPLIED)
+         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES, APPLIED, LANDMARKS)
+# The forward-decayed sorted sets, each with a landmark in LANDMARKS.
+DECAYED = (POPULAR, POPULAR_BY_CATEGORY, ITEM_COUNT, NEIGHBOURS)
 
 # Redis Cluster layout. A prefix written as a hash tag ("{sr}") puts every key under it in
 # one slot: the catalog, the feedback and a version's global state (popularity, offsets),
@@ -106,6 +113,29 @@ def key(prefix: str, kind: str, *parts: str) -> str:
     'sr:pop'
     """
     return SEPARATOR.join((prefix, kind, *parts))
+
+
+def landmark_field(kind: str, *parts: str) -> str:
+    """The LANDMARKS field of a decayed key: its kind and id, without the prefix (the
+    hash is in the key's slot already).
+
+    >>> landmark_field(POPULAR), landmark_field(NEIGHBOURS, "item:1")
+    ('pop', 'nbr:item:1')
+    """
+    return SEPARATOR.join((kind, *parts))
+
+
+def landmark_keys(prefix: str) -> list[str]:
+    """Every LANDMARKS hash of a version's state: the global one and, under a tagged
+    prefix, each item group's.
+
+    >>> landmark_keys("sr")
+    ['sr:lm']
+    >>> landmark_keys("{sr}")[:2]
+    ['{sr}:lm', '{sr/i0}:lm']
+    """
+    groups = [group_prefix(prefix, f"i{n}") for n in range(SHARDS)] if is_tagged(prefix) else []
+    return [key(prefix, LANDMARKS)] + [key(group, LANDMARKS) for group in groups]
 
 
 def pattern(prefix: str, kind: str) -> str:

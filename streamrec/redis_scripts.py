@@ -9,6 +9,9 @@ from __future__ import annotations
 
 # Between the event types one user had with one item (a configured type never holds it).
 EVENT_TYPE_SEPARATOR = "\x1f"
+# How APPLY's error for a NaN or an infinity it computed begins (RedisStore raises
+# NonFiniteError with the rest: the key and member).
+NON_FINITE = "streamrec non-finite:"
 
 # KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
@@ -43,36 +46,119 @@ local function chunks(flat)
     return start, members
   end
 end
--- Increments as one ZMSCORE and one ZADD per chunk instead of one ZINCRBY per member (a
--- call and a formatted reply each); old + increment is the same double addition ZINCRBY
--- does, since scores and Lua numbers cross as exact %.17g text. Returns how many members
--- it created.
-local function incr_all(key, flat)
-  local created = 0
-  for start, members in chunks(flat) do
-    local scores = redis.call('ZMSCORE', key, unpack(members))
-    local args = {}
-    for m, member in ipairs(members) do
-      local increment = flat[start + 2 * m - 1]
-      local old = scores[m]
-      args[#args + 1] = old and (tonumber(old) + increment) or increment
-      args[#args + 1] = member
-    end
-    created = created + redis.call('ZADD', key, unpack(args))
+-- Decayed sorted sets (popularity overall and per category, the co-occurrence normalisers,
+-- each item's neighbours) each have a landmark in the hash k.lm (field: kind and id): a
+-- stored score S means S * 2^((landmark - now) / half_life). The batch's increments are in
+-- its own frame (p.decay.reference). The write rule mirrors recommender.decay.renormalise:
+-- a key with nothing stored takes the batch's frame; a key with values but no landmark
+-- has the legacy epoch's; a key more than rescale_half_lives behind the reference is
+-- rescaled first and takes the batch's frame; otherwise the increments move into the
+-- key's frame. Every new score is computed and checked before anything is written: a
+-- script is not rolled back. old * scale + increment * factor is the same double
+-- arithmetic the in-memory store does, since scores and Lua numbers cross as exact %.17g
+-- text. A rescale multiplies every member natively (ZUNIONSTORE of the key alone with a
+-- weight: the same IEEE product, 2-3 times faster than a loop here over a large key).
+local decayed = {}
+local function decays(key, field, flat, trim)
+  if #flat > 0 then
+    decayed[#decayed + 1] = {key = key, field = field, flat = flat, trim = trim}
   end
-  return created
 end
-incr_all(k.pop, p.pop)
-for n = 1, #p.popcat, 2 do incr_all(k.popcat .. p.popcat[n], p.popcat[n + 1]) end
-incr_all(k.cnt, p.cnt)
+decays(k.pop, p.lf.pop, p.pop, false)
+for n = 1, #p.popcat, 2 do
+  decays(k.popcat .. p.popcat[n], p.lf.popcat .. p.popcat[n], p.popcat[n + 1], false)
+end
+decays(k.cnt, p.lf.cnt, p.cnt, false)
+for n = 1, #p.pairs, 2 do
+  decays(k.nbr .. p.pairs[n], p.lf.nbr .. p.pairs[n], p.pairs[n + 1], true)
+end
+local moved = {}  -- landmark fields and values that change
+if #decayed > 0 then
+  local d = p.decay
+  local reference, half_life = d.reference, d.half_life
+  local limit = d.rescale_half_lives * half_life
+  local fields = {}
+  for n, key in ipairs(decayed) do fields[n] = key.field end
+  local stored = {}
+  for start = 1, #fields, CHUNK do
+    local found = redis.call('HMGET', k.lm, unpack(fields, start,
+                                                   math.min(start + CHUNK - 1, #fields)))
+    for m = 1, #found do stored[start + m - 1] = found[m] end
+  end
+  for n, key in ipairs(decayed) do
+    local landmark = stored[n] and tonumber(stored[n])
+    local changed = not landmark
+    if changed then
+      landmark = (redis.call('EXISTS', key.key) == 1) and d.epoch or reference
+    end
+    local factor, scale = 1, nil
+    if reference - landmark > limit then
+      scale = 2 ^ ((landmark - reference) / half_life)
+      landmark = reference
+      changed = true
+    else
+      factor = 2 ^ ((reference - landmark) / half_life)
+    end
+    if changed then
+      moved[#moved + 1] = key.field
+      moved[#moved + 1] = landmark
+    end
+    local members, scores = {}, {}
+    if scale then
+      -- Infinities sort first and last: a stored one (a clamped older state) is refused.
+      for _, row in ipairs({redis.call('ZRANGE', key.key, 0, 0, 'WITHSCORES'),
+                            redis.call('ZRANGE', key.key, -1, -1, 'WITHSCORES')}) do
+        local value = row[2] and tonumber(row[2]) * scale
+        if value and (value ~= value or value == math.huge or value == -math.huge) then
+          return redis.error_reply('@NON_FINITE@ ' .. key.key .. ', member ' .. row[1] ..
+                                   ': ' .. tostring(value) .. ' is not finite; nothing ' ..
+                                   'of the batch was written here')
+        end
+      end
+    end
+    for start, chunk in chunks(key.flat) do
+      local olds = redis.call('ZMSCORE', key.key, unpack(chunk))
+      for m, member in ipairs(chunk) do
+        local increment = key.flat[start + 2 * m - 1] * factor
+        local old = olds[m] and tonumber(olds[m])
+        if old and scale then old = old * scale end
+        members[#members + 1] = member
+        scores[#members] = old and (old + increment) or increment
+      end
+    end
+    for m = 1, #members do
+      local value = scores[m]
+      if value ~= value or value == math.huge or value == -math.huge then
+        return redis.error_reply('@NON_FINITE@ ' .. key.key .. ', member ' ..
+                                 members[m] .. ': ' .. tostring(value) ..
+                                 ' is not finite; nothing of the batch was written here')
+      end
+    end
+    key.members, key.scores, key.scale = members, scores, scale
+  end
+end
 -- Every batch leaves each list it touched at most max_neighbours long, so a list only
 -- needs trimming when a member joined it.
 local trim_neighbours = -p.max_neighbours - 1
-for n = 1, #p.pairs, 2 do
-  local key = k.nbr .. p.pairs[n]
-  if incr_all(key, p.pairs[n + 1]) > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, trim_neighbours)
+for _, key in ipairs(decayed) do
+  if key.scale then
+    redis.call('ZUNIONSTORE', key.key, 1, key.key, 'WEIGHTS', key.scale)
   end
+  local created = 0
+  for start = 1, #key.members, CHUNK do
+    local args = {}
+    for m = start, math.min(start + CHUNK - 1, #key.members) do
+      args[#args + 1] = key.scores[m]
+      args[#args + 1] = key.members[m]
+    end
+    created = created + redis.call('ZADD', key.key, unpack(args))
+  end
+  if key.trim and created > 0 then
+    redis.call('ZREMRANGEBYRANK', key.key, 0, trim_neighbours)
+  end
+end
+for start = 1, #moved, 2 * CHUNK do
+  redis.call('HSET', k.lm, unpack(moved, start, math.min(start + 2 * CHUNK - 1, #moved)))
 end
 -- Event types per (user, item): merged into "type\31type" (the separator: byte 31).
 for n = 1, #p.types, 2 do
@@ -149,7 +235,7 @@ end
 for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
 return 1
-"""
+""".replace("@NON_FINITE@", NON_FINITE)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
 # prefix, a limit, then user ids. Returns JSON: per user, a flat

@@ -22,7 +22,8 @@ import redis
 
 from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
-from recommender.store import USER_FACTOR_DTYPE, StateUpdate
+from recommender.decay import RESCALE_HALF_LIVES, Decayed
+from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
 from streamrec import keys, redis_scripts
 from streamrec.redis_client import connect, is_cluster
 
@@ -35,6 +36,18 @@ _GROUP_SCRIPT_KINDS = {
 
 
 ITEM_FACTOR_DTYPE = np.dtype("<f4")
+
+# The LANDMARKS fields of the decayed kinds, as the APPLY script names them (it appends
+# the category or item).
+_LANDMARK_FIELDS = {"pop": keys.landmark_field(keys.POPULAR),
+                    "popcat": keys.landmark_field(keys.POPULAR_BY_CATEGORY, ""),
+                    "cnt": keys.landmark_field(keys.ITEM_COUNT),
+                    "nbr": keys.landmark_field(keys.NEIGHBOURS, "")}
+# Each StateUpdate field's kind of key, to name a refused value's key.
+_UPDATE_KINDS = {"popularity": keys.POPULAR, "category_popularity": keys.POPULAR_BY_CATEGORY,
+                 "item_counts": keys.ITEM_COUNT, "pairs": keys.NEIGHBOURS,
+                 "history": keys.HISTORY, "user_factors": keys.MF_USER,
+                 "item_factors": keys.MF_ITEM}
 
 
 def _pack(vector: np.ndarray, dtype: np.dtype) -> bytes:
@@ -70,9 +83,15 @@ def _history(pairs: list[tuple[bytes, float]]) -> list[Scored]:
 
 
 def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
-    """An update with ``update``'s limits and only ``fields``: one group's share."""
+    """An update with ``update``'s limits and frame and only ``fields``: one group's
+    share."""
     return StateUpdate(history_length=update.history_length,
-                       max_neighbours=update.max_neighbours, **fields)
+                       max_neighbours=update.max_neighbours, reference=update.reference,
+                       half_life=update.half_life, epoch=update.epoch, **fields)
+
+
+def _landmark(raw: bytes | None) -> float | None:
+    return None if raw is None else float(raw)
 
 
 def _payload(update: StateUpdate) -> dict[str, Any]:
@@ -94,6 +113,12 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         "types": [part for user, items in update.event_types.items()
                   for part in (user, _flat({item: _joined(types)
                                             for item, types in items.items()}))],
+        # The frame of the decayed increments and the rule's constants
+        # (recommender.decay.renormalise, mirrored by the script).
+        "decay": {"reference": update.reference, "half_life": update.half_life,
+                  "epoch": update.epoch, "rescale_half_lives": RESCALE_HALF_LIVES}
+        if update.has_decayed() else {},
+        "lf": _LANDMARK_FIELDS,
     }
 
 
@@ -130,10 +155,12 @@ class RedisStore:
                                ("hist", keys.HISTORY), ("mfu", keys.MF_USER),
                                ("mfi", keys.MF_ITEM), ("evtypes", keys.EVENT_TYPES))
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
-             "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS)}
+             "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS),
+             "lm": self.key(keys.LANDMARKS)}
         self._group_key_prefixes = {
             group: {name: keys.key(tagged, kind, "")
                     for name, kind in _GROUP_SCRIPT_KINDS[group[0]]}
+            | {"lm": keys.key(tagged, keys.LANDMARKS)}
             for group, tagged in self._groups.items()}
 
     @classmethod
@@ -224,7 +251,12 @@ class RedisStore:
         """Unsharded, the whole batch in one Lua call: atomic, one round trip, one packed
         argument. Sharded, one call per group, in the order ``streams.catchup`` relies on:
         the global state and the item groups, then the user groups (whose histories the
-        next batch's windows read), then the offsets."""
+        next batch's windows read), then the offsets.
+
+        Raises :class:`~recommender.store.NonFiniteError` naming the key and member of a
+        NaN or an infinity, in the update (before any call) or computed by a call (before
+        that call writes anything)."""
+        check_finite(update, self._name)
         offsets = _flat(update.offsets)
         if not self.sharded:
             self._call(GLOBAL, self._key_prefixes, _payload(update), offsets, update.events,
@@ -263,8 +295,29 @@ class RedisStore:
                     "changed_at": time.time()}
         vectors = [_pack(v, USER_FACTOR_DTYPE) for v in user_factors.values()]
         vectors += [_pack(v, ITEM_FACTOR_DTYPE) for v in item_factors.values()]
-        self._apply(keys=[marker],
-                    args=[orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
+        try:
+            self._apply(keys=[marker], args=[
+                orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
+        except redis.ResponseError as error:
+            if redis_scripts.NON_FINITE in str(error):
+                raise NonFiniteError(str(error).split(redis_scripts.NON_FINITE, 1)[1]
+                                     .strip()) from None
+            raise
+
+    def _name(self, field: str, id: str | None) -> str:
+        """The key holding a value of a StateUpdate ``field`` (see ``check_finite``)."""
+        kind = _UPDATE_KINDS[field]
+        return self.key(kind) if id is None else self.key(kind, id)
+
+    def _landmarks_key(self, item: ItemId | None = None) -> str:
+        """The LANDMARKS hash in the slot of the global state, or of ``item``'s group."""
+        if item is None or not self.sharded:
+            return self.key(keys.LANDMARKS)
+        return keys.key(self._groups[self.group("i", item)], keys.LANDMARKS)
+
+    def landmark_keys(self) -> list[str]:
+        """Every LANDMARKS hash of the state (the global one, and each item group's)."""
+        return keys.landmark_keys(self.prefix)
 
     def group_markers(self, partitions: Iterable[str]) -> dict[str, dict[str, int]]:
         """Sharded: the offsets each group applied, per partition (unsharded: none)."""
@@ -278,28 +331,49 @@ class RedisStore:
         return {group: {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
                 for group, values in zip(groups, pipe.execute(), strict=True)}
 
-    def neighbours(self, item_ids: Iterable[ItemId], limit: int) -> dict[ItemId, list[Scored]]:
+    def neighbours(self, item_ids: Iterable[ItemId], limit: int
+                   ) -> dict[ItemId, Decayed[list[Scored]]]:
+        """The lists and their landmarks in one pipeline (one HMGET per landmark hash)."""
         items = list(item_ids)
         pipe = self.client.pipeline(transaction=False)
         for item in items:
             pipe.zrange(self.key(keys.NEIGHBOURS, item), 0, limit - 1, desc=True,
                         withscores=True)
-        return {item: _decode(rows) for item, rows in zip(items, pipe.execute(), strict=True)}
+        by_hash: dict[str, list[ItemId]] = defaultdict(list)
+        for item in dict.fromkeys(items):
+            by_hash[self._landmarks_key(item)].append(item)
+        for name, members in by_hash.items():
+            pipe.hmget(name, [keys.landmark_field(keys.NEIGHBOURS, item) for item in members])
+        replies = pipe.execute()
+        landmarks = {item: _landmark(raw)
+                     for members, found in zip(by_hash.values(), replies[len(items):],
+                                               strict=True)
+                     for item, raw in zip(members, found, strict=True)}
+        return {item: Decayed(_decode(rows), landmarks[item])
+                for item, rows in zip(items, replies[:len(items)], strict=True)}
 
-    def item_counts(self, item_ids: Iterable[ItemId]) -> dict[ItemId, float]:
+    def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
         items = list(item_ids)
         if not items:
-            return {}
-        scores = self.client.zmscore(self.key(keys.ITEM_COUNT), items)
-        return {item: s for item, s in zip(items, scores, strict=True) if s is not None}
+            return Decayed({}, None)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zmscore(self.key(keys.ITEM_COUNT), items)
+        pipe.hget(self._landmarks_key(), keys.landmark_field(keys.ITEM_COUNT))
+        scores, landmark = pipe.execute()
+        return Decayed({item: s for item, s in zip(items, scores, strict=True) if s is not None},
+                       _landmark(landmark))
 
-    def popular(self, k: int, category: Category | None = None) -> list[Scored]:
-        name = (
-            self.key(keys.POPULAR)
-            if category is None
-            else self.key(keys.POPULAR_BY_CATEGORY, category)
-        )
-        return _decode(self.client.zrange(name, 0, k - 1, desc=True, withscores=True))
+    def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
+        if category is None:
+            name, field = self.key(keys.POPULAR), keys.landmark_field(keys.POPULAR)
+        else:
+            name = self.key(keys.POPULAR_BY_CATEGORY, category)
+            field = keys.landmark_field(keys.POPULAR_BY_CATEGORY, category)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(name, 0, k - 1, desc=True, withscores=True)
+        pipe.hget(self._landmarks_key(), field)
+        rows, landmark = pipe.execute()
+        return Decayed(_decode(rows), _landmark(landmark))
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
         items = list(item_ids)

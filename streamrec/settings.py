@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recommender.decay import LEGACY_EPOCH
 from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
 from streamrec import keys
@@ -82,8 +83,10 @@ class Settings(BaseSettings):
     cooccurrence_window_seconds: float = Field(default=7 * 86400.0, gt=0)
     max_neighbours: int = Field(default=200, ge=1)
     neighbours_per_item_read: int = Field(default=50, ge=1)
-    decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0)
-    decay_epoch: float = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+    decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0, allow_inf_nan=False)
+    # The frame of decayed state written before landmarks existed (recommender.decay):
+    # 2025-01-01T00:00:00Z, the fixed epoch of those versions.
+    decay_epoch: float = Field(default=LEGACY_EPOCH, allow_inf_nan=False)
     mf_dim: int = Field(default=32, ge=1, le=512)
     mf_learning_rate: float = Field(default=0.05, gt=0)
     mf_regularization: float = Field(default=0.002, ge=0)

@@ -255,9 +255,12 @@ def _chunks(names: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 
 
 # The number changes with the layout of the values a snapshot copies byte for byte (2: user
-# factors in float16, history times in milliseconds); an older snapshot is refused, and the
-# event log rebuilds the state.
-SNAPSHOT_FORMAT = "streamrec-snapshot-2"
+# factors in float16, history times in milliseconds; 3: decayed keys with landmarks); an
+# older snapshot is refused, and the event log rebuilds the state. Format 2 differs only by
+# having no landmarks: its decayed keys are read in the legacy epoch's frame, as state
+# upgraded in place is (recommender.decay), so it is restored.
+SNAPSHOT_FORMAT = "streamrec-snapshot-3"
+WITHOUT_LANDMARKS = "streamrec-snapshot-2"
 
 
 def save_snapshot(client: redis.Redis, prefix: str, path: Path,
@@ -301,7 +304,7 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
     """
     with open(path, "rb") as source:
         header = orjson.loads(source.readline())
-        if header.get("format") != SNAPSHOT_FORMAT:
+        if header.get("format") not in (SNAPSHOT_FORMAT, WITHOUT_LANDMARKS):
             found = header.get("format", "")
             if str(found).startswith("streamrec-snapshot-"):
                 raise VersionError(f"{path}: a {found} snapshot, of an older state layout "
@@ -314,6 +317,9 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
                 f"{path}: a snapshot of the {layouts[keys.is_tagged(header['prefix'])]} key "
                 f"layout cannot be restored into the {layouts[keys.is_tagged(prefix)]} one: "
                 "rebuild from the event log instead")
+        if header["format"] == WITHOUT_LANDMARKS:
+            # Its keys have none: landmarks left in the namespace would describe other data.
+            _drop_landmarks(client, prefix)
         pipe = client.pipeline(transaction=False)
         pending = 0
         for line in source:
@@ -330,6 +336,11 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
         if progress is not None and pending:
             progress(pending)
     return header
+
+
+def _drop_landmarks(client: redis.Redis, prefix: str) -> None:
+    for name in keys.landmark_keys(prefix):  # one by one: a cluster's are in other slots
+        client.unlink(name)
 
 
 def version_settings(settings: Any, version: Version) -> Any:

@@ -3,9 +3,12 @@ Subclasses provide the ``store`` fixture."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from recommender.store import as_stored_user_factors
+import numpy as np
+import pytest
+
+from recommender.store import NonFiniteError, as_stored_user_factors
 from tests.factories import update, vector
 
 
@@ -15,22 +18,22 @@ class StoreContract:
                            category_popularity={"drinks": {"tea": 1.0}}, events=2))
         store.apply(update(popularity={"tea": 2.5}, item_counts={"tea": 0.5},
                            category_popularity={"drinks": {"tea": 1.0}}, events=1))
-        assert store.popular(5) == [("tea", 3.5), ("cup", 2.0)]
-        assert store.popular(5, "drinks") == [("tea", 2.0)]
-        assert store.popular(5, "nothing") == []
-        assert store.item_counts(["tea", "unknown"]) == {"tea": 1.5}
+        assert store.popular(5) == ([("tea", 3.5), ("cup", 2.0)], 0.0)
+        assert store.popular(5, "drinks") == ([("tea", 2.0)], 0.0)
+        assert store.popular(5, "nothing") == ([], None)
+        assert store.item_counts(["tea", "unknown"]) == ({"tea": 1.5}, 0.0)
         assert store.events_applied() == 3
 
     def test_ties_follow_sorted_set_order(self, store):
         store.apply(update(popularity={"a": 1.0, "c": 1.0, "b": 1.0}))
-        assert [item for item, _ in store.popular(3)] == ["c", "b", "a"]
+        assert [item for item, _ in store.popular(3).scores] == ["c", "b", "a"]
 
     def test_neighbours_keep_the_heaviest(self, store):
         store.apply(update(max_neighbours=2, pairs={"tea": {"cup": 3.0, "pot": 1.0,
                                                             "milk": 2.0}}))
         store.apply(update(max_neighbours=2, pairs={"tea": {"pot": 5.0}}))
         assert store.neighbours(["tea", "nobody"], 10) == {
-            "tea": [("pot", 5.0), ("cup", 3.0)], "nobody": []}
+            "tea": ([("pot", 5.0), ("cup", 3.0)], 0.0), "nobody": ([], None)}
 
     def test_history_keeps_greater_scores_and_its_length(self, store):
         store.apply(update(history_length=3, history={"ann": {"tea": 10.0, "cup": 20.0}}))
@@ -163,3 +166,51 @@ class StoreContract:
         assert store.interaction_types("ann") == {"tea": {"view", "purchase"},
                                                   "jam": {"click"}}
         assert store.interaction_types("nobody") == {}
+
+    def test_each_decayed_key_keeps_its_own_landmark(self, store):
+        """The write rule of recommender.decay.renormalise, key by key (half-life 1 s,
+        rescale past 64 s): exact powers of two, so every store must agree exactly."""
+        def batch(reference, **fields):
+            store.apply(update(reference=reference, half_life=1.0, **fields))
+
+        batch(0.0, popularity={"a": 1.0}, category_popularity={"x": {"a": 1.0}},
+              item_counts={"a": 1.0}, pairs={"a": {"b": 1.0}})
+        # 10 s later: the increments move into the keys' frame (times 2**10).
+        batch(10.0, popularity={"a": 1.0, "b": 2.0}, pairs={"b": {"a": 1.0}})
+        assert store.popular(5) == ([("b", 2048.0), ("a", 1025.0)], 0.0)
+        # A batch behind the landmark (a lagging partition): times 2**-5.
+        batch(-5.0, popularity={"b": 32.0})
+        assert store.popular(5) == ([("b", 2049.0), ("a", 1025.0)], 0.0)
+        # 100 s after the landmark: the key is rescaled into the batch's frame first.
+        batch(100.0, popularity={"c": 1.0}, item_counts={"c": 4.0})
+        assert store.popular(5) == ([("c", 1.0), ("b", 2049.0 * 2**-100),
+                                     ("a", 1025.0 * 2**-100)], 100.0)
+        assert store.item_counts(["a", "c"]) == ({"a": 2.0**-100, "c": 4.0}, 100.0)
+        # Keys the later batches did not write keep their landmarks; a new key takes the
+        # batch's.
+        assert store.popular(5, "x") == ([("a", 1.0)], 0.0)
+        assert store.neighbours(["a", "b", "c"], 5) == {
+            "a": ([("b", 1.0)], 0.0), "b": ([("a", 1.0)], 10.0), "c": ([], None)}
+        # A rescale by less than a double holds (2**-3000) writes 0.
+        batch(3000.0, pairs={"a": {"c": 1.0}})
+        assert store.neighbours(["a"], 5) == {"a": ([("c", 1.0), ("b", 0.0)], 3000.0)}
+
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+    def test_non_finite_values_are_refused_before_anything_is_written(self, store, bad):
+        whole = dict(popularity={"tea": 1.0}, history={"ann": {"tea": 5.0}},
+                     offsets={"events:0": 3}, events=1)
+        refused = [({"pairs": {"tea": {"cup": bad}}}, r"tea\b.*member 'cup'"),
+                   ({"popularity": {"cup": bad}}, r"member 'cup'"),
+                   ({"category_popularity": {"drinks": {"cup": bad}}},
+                    r"drinks.*member 'cup'"),
+                   ({"item_counts": {"cup": bad}}, r"member 'cup'"),
+                   ({"history": {"bob": {"cup": bad}}}, r"bob.*member 'cup'"),
+                   ({"item_factors": {"cup": vector(1.0, bad)}}, r"cup"),
+                   ({"reference": bad}, r"reference")]
+        for fields, names in refused:
+            with pytest.raises(NonFiniteError, match=names):
+                store.apply(update(**(whole | fields)))
+        assert store.popular(5) == ([], None)
+        assert store.history("ann", 5) == [] and store.history("bob", 5) == []
+        assert store.applied_offsets(["events:0"]) == {} and store.events_applied() == 0
+        assert store.item_factors(["cup"]) == {}

@@ -13,8 +13,12 @@ def interaction(user: str = "ann", item: str = "tea", timestamp: float = 1.0,
     return Interaction(user, item, timestamp, weight)
 
 
-def update(history_length: int = 200, max_neighbours: int = 200, **fields) -> StateUpdate:
-    return StateUpdate(history_length=history_length, max_neighbours=max_neighbours, **fields)
+def update(history_length: int = 200, max_neighbours: int = 200, reference: float = 0.0,
+           half_life: float = 1.0, **fields) -> StateUpdate:
+    """A batch; its decayed increments are in the frame of time ``reference`` (so batches
+    with the same reference add up as plain numbers)."""
+    return StateUpdate(history_length=history_length, max_neighbours=max_neighbours,
+                       reference=reference, half_life=half_life, **fields)
 
 
 def vector(*values: float) -> np.ndarray:
@@ -45,3 +49,30 @@ async def produce_views(bootstrap: str, topic: str, run: str, start: int, count:
         await producer.flush()
     finally:
         await producer.stop()
+
+
+def decayed_batches(years: float, batch_hours: float, users: int = 4, items: int = 6,
+                    per_batch: int = 3, start: float = 1_800_000_000.0, seed: int = 0
+                    ) -> list[list[Interaction]]:
+    """Batches spanning ``batch_hours`` of event time each, for ``years``: ``per_batch``
+    positive events (weights 1 to 3) at random moments of each span, in time order. Each
+    user goes round all ``items`` in an order of their own, so an event's item is never in
+    a window of fewer than ``items`` of the user's latest items (every event is a first
+    touch and pairs with the user's previous ones)."""
+    import random
+
+    rng = random.Random(seed)
+    orders = [rng.sample([f"i{n}" for n in range(items)], items) for _ in range(users)]
+    turns = [0] * users
+    span = batch_hours * 3600.0
+    batches = []
+    for number in range(int(years * 365 * 24 / batch_hours)):
+        at = sorted(round(start + (number + rng.random()) * span, 3) for _ in range(per_batch))
+        batch = []
+        for moment in at:
+            user = rng.randrange(users)
+            item = orders[user][turns[user] % items]
+            turns[user] += 1
+            batch.append(Interaction(f"u{user}", item, moment, float(rng.randint(1, 3))))
+        batches.append(batch)
+    return batches

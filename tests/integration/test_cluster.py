@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from recommender.decay import ForwardDecay
 from recommender.engine import Engine
 from streamrec import keys
 from streamrec.redis_client import connect
@@ -60,11 +61,18 @@ def _learn(engine: Engine, store: RedisStore, settings: Settings, batch: list[Pl
 
 
 def _state(store: RedisStore, users: int = 30, items: int = 25) -> dict:
+    """What the store holds; decayed values as of one time after the last record (the
+    stored scores are in frames that depend on where the batches began)."""
+    decay = ForwardDecay(Settings().decay_half_life_seconds)
+    now = 1_800_000_000.0 + 1000
     item_ids = [f"i{n}" for n in range(items)]
+    counts = store.item_counts(item_ids)
     return {
-        "popular": dict(store.popular(100)),
-        "counts": store.item_counts(item_ids),
-        "neighbours": {i: dict(rows) for i, rows in store.neighbours(item_ids, 100).items()},
+        "popular": dict(decay.values_at(store.popular(100), now)),
+        "counts": {item: decay.value_at(value, counts.landmark, now)
+                   for item, value in counts.scores.items()},
+        "neighbours": {i: dict(decay.values_at(rows, now))
+                       for i, rows in store.neighbours(item_ids, 100).items()},
         "histories": store.histories([f"u{n}" for n in range(users)], 100),
         "events": store.events_applied(),
         "offsets": store.applied_offsets(["events:0"]),

@@ -272,7 +272,8 @@ def test_export_ranks_with_the_serving_version(export_settings, tmp_path):
     registry.register(Version("v2", {"hybrid_popular": 1.0, "history_length": 2}))
     v2 = RedisStore(store.client, state_prefix(settings.redis_prefix, "v2"),
                     settings.redis_prefix)
-    v2.apply(StateUpdate(2, 200, popularity={"v2-only": 1e9},
+    v2.apply(StateUpdate(2, 200, popularity={"v2-only": 1e9}, reference=time.time(),
+                         half_life=settings.decay_half_life_seconds,
                          history={"user-1": {f"item-{n}": 1_800_000_000.0 + n
                                              for n in range(3)}}))
     users_file = tmp_path / "users.txt"

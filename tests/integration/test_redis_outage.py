@@ -20,7 +20,8 @@ def test_api_serves_degraded_lists_while_redis_is_down(services, tmp_path):
     try:
         store = RedisStore.from_url(own.url)
         store.apply(StateUpdate(history_length=10, max_neighbours=10,
-                                popularity={"tea": 3.0, "cup": 2.0}))
+                                popularity={"tea": 3.0, "cup": 2.0},
+                                reference=time.time(), half_life=86400.0))
         settings = Settings(kafka_bootstrap=services["bootstrap"], redis_url=own.url)
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             def fresh_list() -> list[str]:

@@ -30,5 +30,6 @@ def test_seen_items_are_excluded_and_unknown_users_get_popular():
 
 
 def test_forward_decay_halves_per_half_life():
-    decay = ForwardDecay(half_life=60.0, epoch=0.0)
-    assert decay.value_at(decay.factor(0.0), now=60.0) == 0.5
+    decay = ForwardDecay(half_life=60.0)
+    assert decay.value_at(decay.factor(0.0, reference=0.0), landmark=0.0, now=60.0) == 0.5
+    assert decay.factor(0.0, reference=60.0) == 0.5
