@@ -21,6 +21,9 @@ from streamrec.settings import get_settings
 @click.option("--log-level", default="info", show_default=True)
 def main(log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""
+    from streamrec import logs
+
+    logs.install()  # every role's log lines escape what came from outside
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -546,6 +549,7 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
     """Validate every row of a CSV or JSON Lines file and send the valid ones to Kafka
     (items and users to their compacted topics, events to the events topic)."""
     from streamrec import importer
+    from streamrec.logs import escape
 
     kind = kind or ("items" if data_format == "movielens-movies" else "events")
     try:
@@ -557,7 +561,7 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
                f"Kafka), {report.rejected:,} rejected, in {report.seconds:.1f} s "
                f"({report.read / max(report.seconds, 1e-9):,.0f} rows/s)")
     for row in report.first_rejected:
-        click.echo(f"  {row}")
+        click.echo(f"  {escape(str(row))}")  # the reasons quote the file's names
     if report.rejected > len(report.first_rejected):
         click.echo(f"  ... and {report.rejected - len(report.first_rejected):,} more")
     if report.rejected:

@@ -15,6 +15,7 @@ from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
 from schemas.models import EventContractError, Item, User, describe, parse_event
+from streamrec.logs import escape
 
 
 class Record(Protocol):
@@ -48,7 +49,8 @@ class Rejected:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            ("streamrec-reason", self.reason.encode()[:4096]),
+            # The reason quotes the message (a context key, say): one line, no escapes.
+            ("streamrec-reason", escape(self.reason).encode()[:4096]),
             ("streamrec-source", f"{self.record.topic}/{self.record.partition}"
                                  f"/{self.record.offset}".encode()),
         ]
