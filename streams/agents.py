@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 import redis
 
@@ -104,12 +105,14 @@ async def update_recommendation_state(stream):
         fresh, offsets = unapplied(records, applied)
         if not fresh:
             continue
-        decoded = decode_events(fresh, weights)
+        # One clock for the batch: a part replayed after a crash decodes as the whole did.
+        decode = partial(decode_events, weights=weights,
+                         max_skew=settings.max_event_time_skew_seconds, now=time.time())
+        decoded = decode(fresh)
         if MAIN_WORKER:  # a version's worker sees the same rejects: one dead letter each
             await send_to_dead_letters(decoded.rejected)
         started = time.perf_counter()
-        await steadily(learn_once, engine, store, weights, fresh, decoded.interactions,
-                       offsets)
+        await steadily(learn_once, engine, store, decode, fresh, decoded.interactions, offsets)
         log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                   1000 * (time.perf_counter() - started))
         if decoded.interactions:

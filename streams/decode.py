@@ -5,6 +5,7 @@ Pure of Faust so that it can be tested on plain records; the agents only move by
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,8 +15,12 @@ from pydantic import ValidationError
 from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
-from schemas.models import EventContractError, Item, User, describe, parse_event
+from schemas.models import EventContractError, Item, User, describe, event_time, parse_event
 from streamrec.logs import escape
+
+# Kafka's timestamp types: the producer's clock, or the broker's when it appended the record
+# (a topic's message.timestamp.type; streamrec creates the events topic with the latter).
+CREATE_TIME, LOG_APPEND_TIME = 0, 1
 
 
 class Record(Protocol):
@@ -27,6 +32,7 @@ class Record(Protocol):
     key: bytes | None
     value: bytes | None
     timestamp: float
+    timestamp_type: int | None
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class PlainRecord:
     key: bytes | None
     value: bytes | None
     timestamp: float
+    timestamp_type: int | None
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,28 @@ class DecodedEvents:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents:
-    """Validate each record; events without a timestamp take the record's (broker) time."""
+def received_at(record: Record, now: float) -> float:
+    """When streamrec received ``record``, as no producer can set it far ahead and every
+    replay finds it again: the broker's append time, which the log keeps. A record with
+    the producer's time (written before the topic stamped its records, or to a topic
+    streamrec could not configure) is bounded by the worker's clock ``now`` instead.
+
+    >>> from types import SimpleNamespace as R
+    >>> received_at(R(timestamp=4e9, timestamp_type=LOG_APPEND_TIME), now=2e9)
+    4000000000.0
+    >>> received_at(R(timestamp=4e9, timestamp_type=CREATE_TIME), now=2e9)
+    2000000000.0
+    """
+    if record.timestamp_type == LOG_APPEND_TIME:
+        return record.timestamp
+    return min(record.timestamp, now)
+
+
+def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
+                  now: float | None = None) -> DecodedEvents:
+    """Validate each record; event times are bounded by :func:`event_time` (``now``, the
+    worker's clock, only matters for records without the broker's append time)."""
+    now = time.time() if now is None else now
     decoded = DecodedEvents()
     interactions, rejected = decoded.interactions, decoded.rejected
     for record in records:
@@ -91,7 +118,7 @@ def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents
             # Keying by user_id keeps a user's state in one partition, hence one worker.
             rejected.append(Rejected(record, "key: must equal user_id"))
             continue
-        timestamp = event.timestamp if event.timestamp is not None else record.timestamp
+        timestamp = event_time(event.timestamp, received_at(record, now), max_skew)
         interactions.append(
             Interaction(event.user_id, event.item_id, timestamp,
                         weights.weight(event.event_type, event.value), event.event_type)

@@ -109,7 +109,7 @@ def test_killed_worker_ends_with_the_state_of_an_uninterrupted_one(services, wor
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=services["bootstrap"],
                                            **names)))
     simulation = Simulation(users=2000, items=600, categories=12, seed=11)
-    events = list(simulation.events(EVENTS, start=1_800_000_000.0))
+    events = list(simulation.events(EVENTS, start=1_750_000_000.0))
     asyncio.run(_produce(services["bootstrap"],
                          [f"{runs['steady']}.events", f"{runs['killed']}.events"], events))
     client = connect(layout["url"], layout["cluster"])
