@@ -36,7 +36,9 @@ Category = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
 ]
 Scalar = Annotated[str, Strict(), StringConstraints(max_length=1024)] | bool | float
-PropertyName = Annotated[str, StringConstraints(max_length=64)]
+PropertyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_CHARACTERS)
+]
 Timestamp = Annotated[float, Strict(), Field(ge=0, le=MAX_TIMESTAMP)] | AwareDatetime
 
 

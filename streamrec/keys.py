@@ -33,6 +33,7 @@ EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
 APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
 
+USER_DELETIONS = "userdel"  # ZSET user -> number of the deletion that last deleted them
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
 SERVING = "serving"  # STRING the version that serves (absent: main)

@@ -20,7 +20,7 @@ from schemas.models import Item, User
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
-from streamrec.versions import MAIN
+from streamrec.versions import MAIN, Versions, state_prefix
 from streams.app import app, settings
 from streams.catchup import learn_once
 from streams.decode import (
@@ -152,6 +152,18 @@ async def _update_catalog(stream, model, put) -> None:
             await steadily(put, documents)
 
 
+def put_users(documents) -> None:
+    """The last document of each user in the batch wins (the compacted topic's order); a
+    tombstone deletes the user and their state in every model version."""
+    latest = dict(documents)
+    store.put_users([(user, document) for user, document in latest.items() if document])
+    deleted = [user for user, document in latest.items() if document is None]
+    if deleted:
+        versions = Versions(store.client, settings.redis_prefix).all()
+        store.delete_users(deleted, also=[state_prefix(settings.redis_prefix, name)
+                                          for name in versions])
+
+
 @app.agent(items_topic, concurrency=1)
 async def update_items(stream):
     await _update_catalog(stream, Item, store.put_items)
@@ -159,4 +171,4 @@ async def update_items(stream):
 
 @app.agent(users_topic, concurrency=1)
 async def update_users(stream):
-    await _update_catalog(stream, User, store.put_users)
+    await _update_catalog(stream, User, put_users)

@@ -88,9 +88,20 @@ def learn_once(engine: Engine, store: RedisStore,
     offsets travel with the state, so a batch whose reply was lost with the connection, or
     that a crash cut short, is recognised. ``decode`` decodes a part of the batch again as
     it decoded the whole (the same clock), to replay what a crash left unapplied."""
+    # Before the batch reads any state: a user deleted while it runs is deleted again after.
+    deletions = store.deletion_count()
     stored = store.applied_offsets(offsets)
     if offsets and all(stored.get(name, -1) >= offset for name, offset in offsets.items()):
         return
+    try:
+        _learn(engine, store, decode, records, interactions, offsets, stored)
+    finally:
+        store.delete_again({event.user_id for event in interactions}, deletions)
+
+
+def _learn(engine: Engine, store: RedisStore, decode: Callable[[list[Record]], DecodedEvents],
+           records: list[Record], interactions: list[Interaction], offsets: dict[str, int],
+           stored: dict[str, int]) -> None:
     plan = chunks(records, stored, store.group_markers(offsets))
     if plan is None:
         engine.learn_many(interactions, offsets)

@@ -114,9 +114,9 @@ def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
         except EventContractError as error:
             rejected.append(Rejected(record, str(error)))
             continue
-        if record.key is not None and record.key != event.user_id.encode():
+        if record.key != event.user_id.encode():
             # Keying by user_id keeps a user's state in one partition, hence one worker.
-            rejected.append(Rejected(record, "key: must equal user_id"))
+            rejected.append(Rejected(record, "key: required, and must equal user_id"))
             continue
         timestamp = event_time(event.timestamp, received_at(record, now), max_skew)
         interactions.append(
@@ -146,22 +146,21 @@ def decode_catalog(
 ) -> tuple[list[tuple[str, dict[str, Any] | None]], list[Rejected]]:
     """Validate item or user documents; returns ``(id, document)`` pairs in record order.
 
-    On the compacted items topic a tombstone (no value) keyed by an item id deletes the
-    item: its document is None.
+    The items and users topics are compacted by key, so a record counts only when its key
+    is the id of its document: a record under another key would outlive the tombstone
+    that deletes its id. A tombstone (no value) deletes the id its key names: its document
+    is None.
     """
     id_field = "item_id" if model is Item else "user_id"
     documents: list[tuple[str, dict[str, Any] | None]] = []
     rejected: list[Rejected] = []
     for record in records:
-        if record.value is None and model is Item:
-            item_id, reason = _tombstone_key(record.key)
-            if item_id is None:
+        if record.value is None:
+            identifier, reason = _tombstone_key(record.key, model, id_field)
+            if identifier is None:
                 rejected.append(Rejected(record, reason))
             else:
-                documents.append((item_id, None))
-            continue
-        if record.value is None:
-            rejected.append(Rejected(record, "body: empty message"))
+                documents.append((identifier, None))
             continue
         try:
             document = model.model_validate_json(record.value)
@@ -169,18 +168,23 @@ def decode_catalog(
             rejected.append(Rejected(record, describe(error)))
             continue
         data = document.model_dump(mode="json")
+        if record.key != data[id_field].encode():
+            rejected.append(Rejected(record, f"key: required, and must equal {id_field} "
+                                             "(the topic is compacted by it)"))
+            continue
         documents.append((data[id_field], data))
     return documents, rejected
 
 
-def _tombstone_key(key: bytes | None) -> tuple[str | None, str]:
-    """The item id a tombstone deletes, or None and why it names none."""
+def _tombstone_key(key: bytes | None, model: type[Item] | type[User], id_field: str
+                   ) -> tuple[str | None, str]:
+    """The id a tombstone deletes, or None and why it names none."""
     if key is None:
-        return None, "key: a tombstone must be keyed by the item_id it deletes"
+        return None, f"key: a tombstone must be keyed by the {id_field} it deletes"
     try:
-        return Item(item_id=key.decode()).item_id, ""
+        return getattr(model.model_validate({id_field: key.decode()}), id_field), ""
     except UnicodeDecodeError:
-        return None, "key: a tombstone's key must be a UTF-8 item_id"
+        return None, f"key: a tombstone's key must be a UTF-8 {id_field}"
     except ValidationError as error:
         return None, f"key: {describe(error)}"
 
