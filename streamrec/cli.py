@@ -60,9 +60,14 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from streamrec.shutdown import ROLE_STOP_SECONDS
+
     settings = get_settings()
+    # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
+    # the lifespan's own shutdown runs within the role's bound.
     uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(ROLE_STOP_SECONDS / 2))
 
 
 @main.command()
