@@ -473,6 +473,8 @@ class RedisStore:
         deletion and wrote after it must not bring it back. Returns them."""
         deleted = {member.decode() for member in self.client.zrangebyscore(
             self.key(keys.USER_DELETIONS), f"({since}", "+inf")}
+        if not deleted:  # the usual case: nobody was deleted while the batch ran
+            return []
         again = [user for user in dict.fromkeys(user_ids) if user in deleted]
         if again:
             self._user_state_deletion([self.prefix], again).execute()
