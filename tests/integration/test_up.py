@@ -63,13 +63,25 @@ def _up(run_dir: Path, env: dict[str, str], cwd: Path, *args: str) -> subprocess
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _kill_leftovers(run_dir: Path) -> None:
+    """What a failed test leaves must not run on: kill it."""
+    for pid in _leftovers(run_dir):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _fails(run_dir: Path, env: dict[str, str], cwd: Path, *args: str) -> str:
     """Run up to its failure; returns what it printed once nothing of it is left."""
     up = _up(run_dir, env, cwd, *args)
-    output, _ = up.communicate(timeout=STAGE_SECONDS)
-    assert up.returncode == 1, output
-    assert wait_for(lambda: not _leftovers(run_dir), timeout=5), (_leftovers(run_dir), output)
-    return output
+    try:
+        output, _ = up.communicate(timeout=STAGE_SECONDS)
+        assert up.returncode == 1, output
+        assert wait_for(lambda: not _leftovers(run_dir), timeout=5), (_leftovers(run_dir),
+                                                                     output)
+        return output
+    finally:
+        up.kill()
+        _kill_leftovers(run_dir)
 
 
 @pytest.fixture
@@ -115,10 +127,8 @@ def test_up_takes_a_free_port_keeps_files_in_the_run_dir_and_stops_within_its_bo
         assert took <= UP_STOP_SECONDS + 3, took
         assert wait_for(lambda: not _leftovers(run_dir), timeout=5), _leftovers(run_dir)
     finally:
-        if up.poll() is None:
-            up.kill()
-        for pid in _leftovers(run_dir):
-            os.kill(pid, signal.SIGKILL)
+        up.kill()
+        _kill_leftovers(run_dir)
 
 
 def test_an_explicit_port_that_is_taken_is_an_error_naming_it(tmp_path, taken_port):
