@@ -153,15 +153,16 @@ async def _update_catalog(stream, model, put) -> None:
 
 
 def put_users(documents) -> None:
-    """The last document of each user in the batch wins (the compacted topic's order); a
-    tombstone deletes the user and their state in every model version."""
-    latest = dict(documents)
-    store.put_users([(user, document) for user, document in latest.items() if document])
-    deleted = [user for user, document in latest.items() if document is None]
+    """A tombstone deletes the user and their state in every model version; then the last
+    document of each user in the batch is stored (the compacted topic's order), so a user
+    deleted and described again within a batch starts afresh with the new document."""
+    deleted = list(dict.fromkeys(user for user, document in documents if document is None))
     if deleted:
         versions = Versions(store.client, settings.redis_prefix).all()
         store.delete_users(deleted, also=[state_prefix(settings.redis_prefix, name)
                                           for name in versions])
+    store.put_users([(user, document) for user, document in dict(documents).items()
+                     if document is not None])
 
 
 @app.agent(items_topic, concurrency=1)

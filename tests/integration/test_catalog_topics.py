@@ -78,11 +78,17 @@ def test_catalog_records_count_only_under_their_id_and_tombstones_delete(
         assert version.user_state(ann, 10) == ([], None)
         assert version.interaction_types(ann) == {}
     assert [key for key in client.scan_iter(match=f"{prefix}*:{ann}")] == []
-    assert [i for i, _ in store.history(bob, 10)] == [tea] and store.get_user(bob)
+    assert [i for i, _ in store.history(bob, 10)] == [tea] and store.user_factors([bob])
     assert store.screen([tea], now=time.time())[0] == {tea}  # withdrawn: never listed
 
-    # A deleted user may come back: new events start a new history.
-    _send(services, (topics["events"], ann.encode(), orjson.dumps(event(ann, f"{run}-cup"))))
-    assert wait_for(lambda: store.history(ann, 10), timeout=60)
+    # A deleted user may come back: new events start a new history; a tombstone followed
+    # by a document (in one batch or two) leaves the new document and no old state.
+    renewed = {"user_id": bob, "properties": {"tier": "new"}}
+    _send(services, (topics["events"], ann.encode(), orjson.dumps(event(ann, f"{run}-cup"))),
+          (topics["users"], bob.encode(), None),
+          (topics["users"], bob.encode(), orjson.dumps(renewed)))
+    assert wait_for(lambda: store.history(ann, 10) and store.get_user(bob) == renewed,
+                    timeout=60)
     assert [i for i, _ in store.history(ann, 10)] == [f"{run}-cup"]
+    assert store.user_state(bob, 10) == ([], None)
     client.close()
