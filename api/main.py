@@ -22,6 +22,7 @@ from api.producer import EventProducer
 from api.routers import admin, catalog, events, filters, health, metrics, recommendations
 from api.versions import ServingVersions
 from recommender.engine import Engine
+from streamrec import logs, shutdown
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_filters import RedisFilters
@@ -71,11 +72,14 @@ class RequestTimer:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    logs.install()  # each API process, however uvicorn started it
     settings = settings or get_settings()
     api_keys = settings.load_api_keys()  # refuses to build an unsafe production app
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
+        shutdown.bound_signals()
         store = RedisStore.from_url(settings.redis_url, settings.redis_prefix,
                                     cluster=settings.redis_cluster)
         producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)

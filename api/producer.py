@@ -60,8 +60,10 @@ class EventProducer:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
-        """Produce every ``(key, value)`` and return once Kafka acknowledged all of them."""
+    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]]
+                       ) -> None:
+        """Produce every ``(key, value)`` and return once Kafka acknowledged all of them (a
+        None value is a tombstone)."""
         if self._producer is None:
             raise KafkaUnavailable("not connected to Kafka yet")
         try:

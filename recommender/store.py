@@ -217,6 +217,12 @@ class StateStore(Protocol):
 
     def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None: ...
 
+    def delete_users(self, user_ids: Iterable[UserId]) -> None:
+        """Delete each user's document, history, event types and factors (a tombstone on
+        the users topic); the items' shared state (popularity, co-occurrence) stays.
+        Deleting a user who is not there does nothing."""
+        ...
+
     def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
 
     def events_applied(self) -> int: ...
@@ -468,6 +474,11 @@ class InMemoryStore:
     def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None:
         for user_id, document in documents:
             self._users[user_id] = dict(document)
+
+    def delete_users(self, user_ids: Iterable[UserId]) -> None:
+        for user_id in user_ids:
+            for state in (self._users, self._history, self._user_factors, self._event_types):
+                state.pop(user_id, None)
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
         return self._users.get(user_id)

@@ -36,7 +36,9 @@ Category = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
 ]
 Scalar = Annotated[str, Strict(), StringConstraints(max_length=1024)] | bool | float
-PropertyName = Annotated[str, StringConstraints(max_length=64)]
+PropertyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_CHARACTERS)
+]
 Timestamp = Annotated[float, Strict(), Field(ge=0, le=MAX_TIMESTAMP)] | AwareDatetime
 
 
@@ -111,6 +113,19 @@ class User(_Contract):
     properties: Annotated[dict[PropertyName, Scalar], Field(max_length=64)] = Field(
         default_factory=dict
     )
+
+
+def event_time(timestamp: float | None, received: float, max_skew: float) -> float:
+    """An event's time as streamrec learns it: its own (``received`` without one), at most
+    ``max_skew`` seconds after ``received``, the time it reached streamrec: a clock far
+    ahead must not make one event outweigh years of real ones.
+
+    >>> event_time(4_102_444_800.0, received=1_750_000_000.0, max_skew=300.0)
+    1750000300.0
+    >>> event_time(1_700_000_000.0, 1_750_000_000.0, 300.0), event_time(None, 1e9, 300.0)
+    (1700000000.0, 1000000000.0)
+    """
+    return received if timestamp is None else min(timestamp, received + max_skew)
 
 
 class EventContractError(ValueError):

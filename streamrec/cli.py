@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,9 @@ from streamrec.settings import get_settings
 @click.option("--log-level", default="info", show_default=True)
 def main(log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""
+    from streamrec import logs
+
+    logs.install()  # every role's log lines escape what came from outside
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -57,9 +58,14 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from streamrec.shutdown import ROLE_STOP_SECONDS
+
     settings = get_settings()
+    # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
+    # the lifespan's own shutdown runs within the role's bound.
     uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(ROLE_STOP_SECONDS / 2))
 
 
 @main.command()
@@ -155,145 +161,20 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
 
 @main.command()
 @click.option("--run-dir", default=".streamrec", show_default=True,
-              type=click.Path(path_type=Path))
+              type=click.Path(path_type=Path),
+              help="Logs, keys and every service's data (the worker's included) go here.")
 @click.option("--rate", default=50.0, show_default=True, help="Simulated events per second.")
-def up(run_dir: Path, rate: float) -> None:
-    """Everything locally: Kafka and Redis (unless configured), worker, API and simulator."""
-    from streamrec.local.services import LocalKafka, LocalRedis, free_port, port_open
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The API's port (default: STREAMREC_API_PORT, else 8000, else a free one).")
+def up(run_dir: Path, rate: float, port: int | None) -> None:
+    """Everything locally: Kafka and Redis (unless configured), worker, API and simulator.
+    Whatever fails, or on Ctrl-C or SIGTERM, it stops everything it started."""
+    from streamrec.local import up as stack
 
-    env = dict(os.environ)
-    started = []
-    run_dir = run_dir.resolve()
-    if "STREAMREC_REDIS_URL" not in env:
-        port = 6379 if not port_open(6379) else free_port()
-        redis_server = LocalRedis(run_dir / "redis", port=port)
-        click.echo(f"starting redis-server on port {redis_server.port} ...")
-        started.append(redis_server.start())
-        env["STREAMREC_REDIS_URL"] = redis_server.url
-    if "STREAMREC_KAFKA_BOOTSTRAP" not in env:
-        kafka = LocalKafka(run_dir / "kafka", port=9092 if not port_open(9092) else free_port())
-        click.echo(f"starting Kafka {kafka.bootstrap} (KRaft) ...")
-        started.append(kafka.start())
-        env["STREAMREC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
-    env.setdefault("STREAMREC_API_PORT", "8000")
-    keys = _local_api_keys(env, run_dir)
-    roles = {
-        "worker": [sys.executable, "-m", "streamrec.cli", "worker", "--log-level", "warning"],
-        "api": [sys.executable, "-m", "streamrec.cli", "api"],
-        "simulate": [sys.executable, "-m", "streamrec.cli", "simulate", "--rate", str(rate),
-                     "--loop-api", f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"],
-    }
-    processes = {}
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    for name, argv in roles.items():
-        # The log file lives as long as the role.
-        log_file = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
-        processes[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"
-    _configure_demo_placement(base, keys.get("admin"))
-    reader = f"-H 'X-API-Key: {keys['read']}' " if "read" in keys else ""
-    admin = f"-H 'X-API-Key: {keys['admin']}' " if "admin" in keys else ""
-    click.echo(
-        "\nstreamrec is up:\n"
-        f"  API          {base}   (docs: {base}/docs)\n"
-        f"  dashboard    {base}/dashboard   (live CTR, take-rate, freshness, latency)\n"
-        f"  try          curl {reader}'{base}/recommendations?user_id=user-1&k=5"
-        "&placement=home'\n"
-        f"               curl {admin}'{base}/admin/placements/home/report'\n"
-        f"               curl {reader}'{base}/popular?k=5'\n"
-        f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}"
-        "   (topics: events, events.dlq, items, users, impressions, metrics)\n"
-        f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
-        f"  logs         {run_dir / 'logs'}\n"
-        + _describe_keys(env, run_dir) +
-        "Ctrl-C stops everything.\n"
-    )
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        while not stop["now"]:
-            for name, process in processes.items():
-                if process.poll() is not None and name != "simulate":
-                    log_path = run_dir / "logs" / f"{name}.log"
-                    raise click.ClickException(
-                        f"{name} exited with {process.returncode}; see {log_path}")
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for service in reversed(started):
-            service.stop()
-
-
-KEYS_FILE = "api-keys.json"
-
-
-def _local_api_keys(env: dict[str, str], run_dir: Path) -> dict[str, str]:
-    """Keys for a local stack: unless keys are configured, make one per role (kept in
-    ``run_dir/api-keys.json``, readable only by this user, and reused on the next run), hand
-    the file to the API and a write key to the simulator. Returns a key per role known."""
-    import json
-    import secrets
-
-    if "STREAMREC_API_KEYS" in env or "STREAMREC_API_KEYS_FILE" in env:
-        return {role: key for key, role in get_settings().load_api_keys().items()}
-    path = run_dir / KEYS_FILE
-    if not path.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        keys = {f"sr-{role}-{secrets.token_urlsafe(24)}": role
-                for role in ("read", "write", "admin")}
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(keys, indent=2))
-    keys = json.loads(path.read_text())
-    env["STREAMREC_API_KEYS_FILE"] = str(path)
-    by_role = {role: key for key, role in keys.items()}
-    env.setdefault("STREAMREC_CLIENT_API_KEY", by_role["write"])
-    return by_role
-
-
-def _describe_keys(env: dict[str, str], run_dir: Path) -> str:
-    path = run_dir / KEYS_FILE
-    if env.get("STREAMREC_API_KEYS_FILE") != str(path):
-        return "  API keys     as configured (STREAMREC_API_KEYS / STREAMREC_API_KEYS_FILE)\n"
-    lines = [f"  API keys     send as X-API-Key (kept in {path}):"]
-    for key, role in orjson.loads(path.read_bytes()).items():
-        lines.append(f"               {role:<6} {key}")
-    return "\n".join(lines) + "\n"
-
-
-def _configure_demo_placement(base: str, admin_key: str | None, timeout: float = 60.0) -> None:
-    """A bandit on placement "home" for the demo loop, unless one is configured already."""
-    import urllib.request
-
-    headers = {} if admin_key is None else {"X-API-Key": admin_key}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            request = urllib.request.Request(f"{base}/admin/placements", headers=headers)
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if "home" in orjson.loads(response.read()):
-                    return
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"the API at {base} did not come up") from None
-            time.sleep(0.5)
-    body = {"strategy": "bandit", "floor": 0.05, "variants": [
-        {"name": "hybrid", "model": "hybrid"}, {"name": "mf", "model": "mf"},
-        {"name": "popular", "model": "popular"}]}
-    request = urllib.request.Request(f"{base}/admin/placements/home", method="PUT",
-                                     data=orjson.dumps(body),
-                                     headers={"Content-Type": "application/json",
-                                              "X-Streamrec-Author": "streamrec up", **headers})
-    urllib.request.urlopen(request, timeout=10).close()
+        stack.run(run_dir, rate, port, click.echo)
+    except stack.UpFailed as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -546,6 +427,7 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
     """Validate every row of a CSV or JSON Lines file and send the valid ones to Kafka
     (items and users to their compacted topics, events to the events topic)."""
     from streamrec import importer
+    from streamrec.logs import escape
 
     kind = kind or ("items" if data_format == "movielens-movies" else "events")
     try:
@@ -557,7 +439,7 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
                f"Kafka), {report.rejected:,} rejected, in {report.seconds:.1f} s "
                f"({report.read / max(report.seconds, 1e-9):,.0f} rows/s)")
     for row in report.first_rejected:
-        click.echo(f"  {row}")
+        click.echo(f"  {escape(str(row))}")  # the reasons quote the file's names
     if report.rejected > len(report.first_rejected):
         click.echo(f"  ... and {report.rejected - len(report.first_rejected):,} more")
     if report.rejected:

@@ -216,10 +216,11 @@ def read_jsonl(lines: _Lines) -> Iterator[tuple[int, Any, bytes | str]]:
 class _Messages:
     """Validated rows as the API would produce them: ``(key, value)`` per row."""
 
-    def __init__(self, kind: str, event_types: set[str]) -> None:
+    def __init__(self, kind: str, event_types: set[str], max_skew: float) -> None:
         self.model = KINDS[kind]
         self.kind = kind
         self.event_types = event_types
+        self.max_skew = max_skew
 
     def message(self, document: dict[str, Any] | bytes) -> tuple[bytes, bytes]:
         """Raises ValueError naming the field at fault."""
@@ -234,8 +235,15 @@ class _Messages:
             if valid.event_type not in self.event_types:
                 raise ValueError(f"event_type: {valid.event_type!r} is not one of "
                                  f"{sorted(self.event_types)}")
+            now = time.time()
+            if valid.timestamp is not None and valid.timestamp > now + self.max_skew:
+                # A file is history: a time after the import is a mistake to mend, not to
+                # clamp (the worker would clamp it to when the broker got it).
+                raise ValueError(f"timestamp: {valid.timestamp:.0f} is more than "
+                                 f"{self.max_skew:g} s after now (the import's clock; "
+                                 "STREAMREC_MAX_EVENT_TIME_SKEW_SECONDS)")
             filled = valid.model_copy(update={
-                "timestamp": time.time() if valid.timestamp is None else valid.timestamp,
+                "timestamp": now if valid.timestamp is None else valid.timestamp,
                 "event_id": valid.event_id or uuid.uuid4().hex,
             })
             return filled.user_id.encode(), orjson.dumps(
@@ -245,12 +253,14 @@ class _Messages:
 
 
 def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
-         progress: Callable[[int], Any] = lambda _: None) -> Iterator[Accepted | Rejected]:
+         max_skew: float, progress: Callable[[int], Any] = lambda _: None
+         ) -> Iterator[Accepted | Rejected]:
     """Each non-blank row of ``file``, validated: an :class:`Accepted` message or a
-    :class:`Rejected` row."""
+    :class:`Rejected` row. An event more than ``max_skew`` seconds in the future is
+    rejected."""
     if data_format == "movielens-movies" and kind != "items":
         raise ImportFailed("--format movielens-movies loads items (--kind items)")
-    messages = _Messages(kind, event_types)
+    messages = _Messages(kind, event_types, max_skew)
     lines = _Lines(file, progress)
     if data_format == "jsonl":
         source = read_jsonl(lines)
@@ -368,7 +378,8 @@ def run(path: Path, kind: str, data_format: str | None, settings: Settings,
             bar.set_postfix(sent=f"{report.sent:,}", rejected=f"{report.rejected:,}",
                             refresh=False)
 
-        outcomes = rows(file, data_format, kind, set(settings.event_weights), bar.update)
+        outcomes = rows(file, data_format, kind, set(settings.event_weights),
+                        settings.max_event_time_skew_seconds, bar.update)
         started = time.monotonic()
         asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))
         report.seconds = time.monotonic() - started

@@ -38,6 +38,7 @@ APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group 
 # its nbr:* (recommender.decay).
 LANDMARKS = "lm"
 
+USER_DELETIONS = "userdel"  # ZSET user -> number of the deletion that last deleted them
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
 SERVING = "serving"  # STRING the version that serves (absent: main)

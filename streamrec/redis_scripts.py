@@ -250,3 +250,15 @@ for n = 3, #ARGV do
 end
 return cjson.encode(out)
 """
+
+# KEYS[1]: the user deletions ZSET; KEYS[2..]: the user documents; ARGV[1]: how many
+# deletions to remember, then the user ids. Deletes the documents and records the users
+# under the next deletion number (workers read it: see RedisStore.delete_again).
+FORGET_USERS = r"""
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local number = (tonumber(top[2]) or 0) + 1
+if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+for n = 2, #ARGV do redis.call('ZADD', KEYS[1], number, ARGV[n]) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+return number
+"""

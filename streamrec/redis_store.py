@@ -144,6 +144,7 @@ class RedisStore:
                 "makes them so")
         self._apply = client.register_script(redis_scripts.APPLY)
         self._windows = client.register_script(redis_scripts.WINDOWS)
+        self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
         self._groups = {f"{kind}{n}": keys.group_prefix(prefix, f"{kind}{n}")
                         for kind in "ui" for n in range(keys.SHARDS)} if self.sharded else {}
         # Each kind's key prefix, per group; the scripts append the id (ids always come
@@ -490,6 +491,68 @@ class RedisStore:
         encoded = {self.key(kind, i): orjson.dumps(dict(d)) for i, d in documents}
         if encoded:
             self.client.mset(encoded)
+
+    # How many user deletions are remembered for delete_again: far more than can happen
+    # while one batch is being applied.
+    REMEMBERED_DELETIONS = 100_000
+
+    def delete_users(self, user_ids: Iterable[UserId], also: Iterable[str] = ()) -> None:
+        """Delete each user's document and their history, event types and factors, in this
+        store's model version and in the versions whose state prefixes are ``also``.
+
+        On one Redis it is one transaction, so a batch applied meanwhile lands wholly
+        before or wholly after it; on a cluster one deletion per group of slots. Deleting
+        a user who is not there does nothing; the deletion is numbered so that a worker
+        whose batch read a user's state before it and wrote after it deletes again
+        (:meth:`delete_again`)."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return
+        prefixes = list(dict.fromkeys([self.prefix, *also]))
+        pipe = self._user_state_deletion(prefixes, users)
+        forget = {"keys": [self.key(keys.USER_DELETIONS),
+                           *(self.key(keys.USER, user) for user in users)],
+                  "args": [self.REMEMBERED_DELETIONS, *users]}
+        if self.cluster:  # the state first: a worker must not see the number before that
+            pipe.execute()
+            self._forget_users(**forget)
+        else:
+            self._forget_users(**forget, client=pipe)
+            pipe.execute()
+
+    def _user_state_deletion(self, prefixes: list[str], users: list[UserId]):
+        """A pipeline (a transaction on one Redis) that deletes the per-user keys of
+        ``users`` under each prefix: one DEL per slot (as a command: redis-py's cluster
+        pipeline refuses a DEL of several keys, which one slot allows)."""
+        slots: dict[str, list[str]] = defaultdict(list)
+        for prefix in prefixes:
+            for user in users:
+                tag = (keys.group_prefix(prefix, self.group("u", user)) if self.sharded
+                       else prefix)
+                slots[tag].extend(keys.key(tag, kind, user) for kind in keys.USER_SHARDED)
+        pipe = self.client.pipeline(transaction=not self.cluster)
+        for names in slots.values():
+            pipe.execute_command("DEL", *names)
+        return pipe
+
+    def deletion_count(self) -> int:
+        """The number of the last user deletion: read it before a batch reads any state,
+        and hand it to :meth:`delete_again` once the batch is applied."""
+        top = self.client.zrevrange(self.key(keys.USER_DELETIONS), 0, 0, withscores=True)
+        return int(top[0][1]) if top else 0
+
+    def delete_again(self, user_ids: Iterable[UserId], since: int) -> list[UserId]:
+        """Delete again, in this store's version, the state of those of ``user_ids``
+        deleted after deletion number ``since``: a batch that read their state before the
+        deletion and wrote after it must not bring it back. Returns them."""
+        deleted = {member.decode() for member in self.client.zrangebyscore(
+            self.key(keys.USER_DELETIONS), f"({since}", "+inf")}
+        if not deleted:  # the usual case: nobody was deleted while the batch ran
+            return []
+        again = [user for user in dict.fromkeys(user_ids) if user in deleted]
+        if again:
+            self._user_state_deletion([self.prefix], again).execute()
+        return again
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.USER, user_id))

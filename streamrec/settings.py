@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     rating_positive_threshold: float = 3.5
     max_events_per_request: int = Field(default=1000, ge=1)
+    # An event's time is at most this far after the time streamrec received it (the API's
+    # clock, the broker's append time, the import): a clock far ahead cannot make one event
+    # outweigh years of real ones.
+    max_event_time_skew_seconds: float = Field(default=300.0, ge=0)
 
     # Models
     history_length: int = Field(default=200, ge=1)

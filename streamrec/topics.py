@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The broker stamps each event with the time it appended it: the "received" time that
+# bounds an event's own time (STREAMREC_MAX_EVENT_TIME_SKEW_SECONDS). No producer can set
+# it, and the log keeps it, so a replay or a rebuild finds the same time again.
+TIMESTAMP_TYPE = "message.timestamp.type"
+APPEND_TIME = "LogAppendTime"
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     compacted = {"cleanup.policy": "compact"}
     partitions, replicas = settings.topic_partitions, settings.topic_replication
     return [
-        NewTopic(settings.events_topic, partitions, replicas),
+        NewTopic(settings.events_topic, partitions, replicas,
+                 topic_configs={TIMESTAMP_TYPE: APPEND_TIME}),
         NewTopic(settings.dead_letter_topic, partitions, replicas),
         NewTopic(settings.impressions_topic, partitions, replicas),
         NewTopic(settings.metrics_topic, 1, replicas),
@@ -32,5 +44,33 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another role created them first
+        if settings.events_topic in existing:
+            await _stamp_append_time(admin, settings.events_topic)
     finally:
         await admin.close()
+
+
+async def _stamp_append_time(admin: AIOKafkaAdminClient, topic: str) -> None:
+    """Make an events topic created before streamrec asked for it (or by someone else)
+    stamp its records with the broker's append time. AlterConfigs replaces every config
+    set on the topic, so the others set on it are sent again with it."""
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+        (_, _, _, _, entries) = response.resources[0]
+        # Entries are (name, value, read-only, default or source, sensitive, ...): version
+        # 0 says is-default, later ones the source (1: set on this topic).
+        current = {name: value for name, value, read_only, source, *_ in entries
+                   if not read_only and (source == 1 if response.API_VERSION else not source)}
+        if dict((entry[0], entry[1]) for entry in entries).get(TIMESTAMP_TYPE) == APPEND_TIME:
+            return
+        (altered,) = await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={**current, TIMESTAMP_TYPE: APPEND_TIME})])
+        (error_code, message, *_) = altered.resources[0]
+        if error_code:
+            raise KafkaError(f"error {error_code}: {message}")
+        log.info("topic %s now stamps records with the broker's append time", topic)
+    except (KafkaError, ValueError, IndexError) as error:
+        log.warning("could not set %s=%s on topic %s (%s): events written with a producer's "
+                    "time are bounded by the worker's clock instead, which a rebuild does not "
+                    "reproduce", TIMESTAMP_TYPE, APPEND_TIME, topic, error)

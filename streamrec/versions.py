@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -461,16 +462,20 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
             fetched = await consumer.getmany(*remaining, timeout_ms=1000,
                                              max_records=settings.batch_size)
             records = [PlainRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                               r.timestamp / 1000.0)  # Faust's messages carry seconds
+                                   r.timestamp / 1000.0,  # Faust's messages carry seconds
+                                   r.timestamp_type)
                        for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
             if records:
                 applied = store.applied_offsets({source(r) for r in records})
                 fresh, offsets = unapplied(records, applied)
-                decoded = decode_events(fresh, weights)
+                decode = partial(decode_events, weights=weights,
+                                 max_skew=effective.max_event_time_skew_seconds,
+                                 now=time.time())
+                decoded = decode(fresh)
                 report.rejected += len(decoded.rejected)
                 report.skipped += len(records) - len(fresh)
                 if offsets:
-                    learn_once(engine, store, weights, fresh, decoded.interactions, offsets)
+                    learn_once(engine, store, decode, fresh, decoded.interactions, offsets)
                 report.events += len(decoded.interactions)
                 # Only what was applied: records past the end are the version's
                 # worker's to apply.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 import redis
 
@@ -19,7 +20,7 @@ from schemas.models import Item, User
 from streamrec.ops import OpsStats
 from streamrec.redis_feedback import RedisFeedback
 from streamrec.redis_store import RedisStore
-from streamrec.versions import MAIN
+from streamrec.versions import MAIN, Versions, state_prefix
 from streams.app import app, settings
 from streams.catchup import learn_once
 from streams.decode import (
@@ -104,12 +105,14 @@ async def update_recommendation_state(stream):
         fresh, offsets = unapplied(records, applied)
         if not fresh:
             continue
-        decoded = decode_events(fresh, weights)
+        # One clock for the batch: a part replayed after a crash decodes as the whole did.
+        decode = partial(decode_events, weights=weights,
+                         max_skew=settings.max_event_time_skew_seconds, now=time.time())
+        decoded = decode(fresh)
         if MAIN_WORKER:  # a version's worker sees the same rejects: one dead letter each
             await send_to_dead_letters(decoded.rejected)
         started = time.perf_counter()
-        await steadily(learn_once, engine, store, weights, fresh, decoded.interactions,
-                       offsets)
+        await steadily(learn_once, engine, store, decode, fresh, decoded.interactions, offsets)
         log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                   1000 * (time.perf_counter() - started))
         if decoded.interactions:
@@ -149,6 +152,19 @@ async def _update_catalog(stream, model, put) -> None:
             await steadily(put, documents)
 
 
+def put_users(documents) -> None:
+    """A tombstone deletes the user and their state in every model version; then the last
+    document of each user in the batch is stored (the compacted topic's order), so a user
+    deleted and described again within a batch starts afresh with the new document."""
+    deleted = list(dict.fromkeys(user for user, document in documents if document is None))
+    if deleted:
+        versions = Versions(store.client, settings.redis_prefix).all()
+        store.delete_users(deleted, also=[state_prefix(settings.redis_prefix, name)
+                                          for name in versions])
+    store.put_users([(user, document) for user, document in dict(documents).items()
+                     if document is not None])
+
+
 @app.agent(items_topic, concurrency=1)
 async def update_items(stream):
     await _update_catalog(stream, Item, store.put_items)
@@ -156,4 +172,4 @@ async def update_items(stream):
 
 @app.agent(users_topic, concurrency=1)
 async def update_users(stream):
-    await _update_catalog(stream, User, store.put_users)
+    await _update_catalog(stream, User, put_users)

@@ -24,6 +24,7 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,
     web_enabled=False,
+    Worker="streams.worker:Worker",  # ends within a bound of SIGTERM, whatever Kafka does
     # How long a dead worker holds its partitions before the group hands them on.
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),

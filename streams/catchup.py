@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from recommender.base import Interaction
 from recommender.engine import Engine
-from recommender.weights import EventWeights
 from streamrec.redis_store import RedisStore
-from streams.decode import Record, decode_events, source
+from streams.decode import DecodedEvents, Record, source
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,27 @@ def _chunk(name: str, records: list[Record], markers: Mapping[str, Mapping[str, 
     return Chunk(name, records, done)
 
 
-def learn_once(engine: Engine, store: RedisStore, weights: EventWeights,
-               records: list[Record], interactions: list, offsets: dict[str, int]) -> None:
-    """Learn ``interactions`` (decoded from ``records``) unless an earlier attempt did: the
+def learn_once(engine: Engine, store: RedisStore,
+               decode: Callable[[list[Record]], DecodedEvents], records: list[Record],
+               interactions: list[Interaction], offsets: dict[str, int]) -> None:
+    """Learn ``interactions`` (``decode(records)``) unless an earlier attempt did: the
     offsets travel with the state, so a batch whose reply was lost with the connection, or
-    that a crash cut short, is recognised."""
+    that a crash cut short, is recognised. ``decode`` decodes a part of the batch again as
+    it decoded the whole (the same clock), to replay what a crash left unapplied."""
+    # Before the batch reads any state: a user deleted while it runs is deleted again after.
+    deletions = store.deletion_count()
     stored = store.applied_offsets(offsets)
     if offsets and all(stored.get(name, -1) >= offset for name, offset in offsets.items()):
         return
+    try:
+        _learn(engine, store, decode, records, interactions, offsets, stored)
+    finally:
+        store.delete_again({event.user_id for event in interactions}, deletions)
+
+
+def _learn(engine: Engine, store: RedisStore, decode: Callable[[list[Record]], DecodedEvents],
+           records: list[Record], interactions: list[Interaction], offsets: dict[str, int],
+           stored: dict[str, int]) -> None:
     plan = chunks(records, stored, store.group_markers(offsets))
     if plan is None:
         engine.learn_many(interactions, offsets)
@@ -96,7 +109,7 @@ def learn_once(engine: Engine, store: RedisStore, weights: EventWeights,
     log.warning("%s: %d chunk(s) of an interrupted batch replayed group by group",
                 CAUGHT_UP, len(plan))
     for chunk in plan:
-        decoded = decode_events(chunk.records, weights).interactions
+        decoded = decode(chunk.records).interactions
         kept = [event for event in decoded
                 if store.group("u", event.user_id) not in chunk.done_user_groups]
         engine.learn_many(kept, {chunk.partition: chunk.records[-1].offset},

@@ -5,6 +5,7 @@ Pure of Faust so that it can be tested on plain records; the agents only move by
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,7 +15,12 @@ from pydantic import ValidationError
 from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
-from schemas.models import EventContractError, Item, User, describe, parse_event
+from schemas.models import EventContractError, Item, User, describe, event_time, parse_event
+from streamrec.logs import escape
+
+# Kafka's timestamp types: the producer's clock, or the broker's when it appended the record
+# (a topic's message.timestamp.type; streamrec creates the events topic with the latter).
+CREATE_TIME, LOG_APPEND_TIME = 0, 1
 
 
 class Record(Protocol):
@@ -26,6 +32,7 @@ class Record(Protocol):
     key: bytes | None
     value: bytes | None
     timestamp: float
+    timestamp_type: int | None
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class PlainRecord:
     key: bytes | None
     value: bytes | None
     timestamp: float
+    timestamp_type: int | None
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,8 @@ class Rejected:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            ("streamrec-reason", self.reason.encode()[:4096]),
+            # The reason quotes the message (a context key, say): one line, no escapes.
+            ("streamrec-reason", escape(self.reason).encode()[:4096]),
             ("streamrec-source", f"{self.record.topic}/{self.record.partition}"
                                  f"/{self.record.offset}".encode()),
         ]
@@ -72,8 +81,28 @@ class DecodedEvents:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents:
-    """Validate each record; events without a timestamp take the record's (broker) time."""
+def received_at(record: Record, now: float) -> float:
+    """When streamrec received ``record``, as no producer can set it far ahead and every
+    replay finds it again: the broker's append time, which the log keeps. A record with
+    the producer's time (written before the topic stamped its records, or to a topic
+    streamrec could not configure) is bounded by the worker's clock ``now`` instead.
+
+    >>> from types import SimpleNamespace as R
+    >>> received_at(R(timestamp=4e9, timestamp_type=LOG_APPEND_TIME), now=2e9)
+    4000000000.0
+    >>> received_at(R(timestamp=4e9, timestamp_type=CREATE_TIME), now=2e9)
+    2000000000.0
+    """
+    if record.timestamp_type == LOG_APPEND_TIME:
+        return record.timestamp
+    return min(record.timestamp, now)
+
+
+def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
+                  now: float | None = None) -> DecodedEvents:
+    """Validate each record; event times are bounded by :func:`event_time` (``now``, the
+    worker's clock, only matters for records without the broker's append time)."""
+    now = time.time() if now is None else now
     decoded = DecodedEvents()
     interactions, rejected = decoded.interactions, decoded.rejected
     for record in records:
@@ -85,11 +114,11 @@ def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents
         except EventContractError as error:
             rejected.append(Rejected(record, str(error)))
             continue
-        if record.key is not None and record.key != event.user_id.encode():
+        if record.key != event.user_id.encode():
             # Keying by user_id keeps a user's state in one partition, hence one worker.
-            rejected.append(Rejected(record, "key: must equal user_id"))
+            rejected.append(Rejected(record, "key: required, and must equal user_id"))
             continue
-        timestamp = event.timestamp if event.timestamp is not None else record.timestamp
+        timestamp = event_time(event.timestamp, received_at(record, now), max_skew)
         interactions.append(
             Interaction(event.user_id, event.item_id, timestamp,
                         weights.weight(event.event_type, event.value), event.event_type)
@@ -117,22 +146,21 @@ def decode_catalog(
 ) -> tuple[list[tuple[str, dict[str, Any] | None]], list[Rejected]]:
     """Validate item or user documents; returns ``(id, document)`` pairs in record order.
 
-    On the compacted items topic a tombstone (no value) keyed by an item id deletes the
-    item: its document is None.
+    The items and users topics are compacted by key, so a record counts only when its key
+    is the id of its document: a record under another key would outlive the tombstone
+    that deletes its id. A tombstone (no value) deletes the id its key names: its document
+    is None.
     """
     id_field = "item_id" if model is Item else "user_id"
     documents: list[tuple[str, dict[str, Any] | None]] = []
     rejected: list[Rejected] = []
     for record in records:
-        if record.value is None and model is Item:
-            item_id, reason = _tombstone_key(record.key)
-            if item_id is None:
+        if record.value is None:
+            identifier, reason = _tombstone_key(record.key, model, id_field)
+            if identifier is None:
                 rejected.append(Rejected(record, reason))
             else:
-                documents.append((item_id, None))
-            continue
-        if record.value is None:
-            rejected.append(Rejected(record, "body: empty message"))
+                documents.append((identifier, None))
             continue
         try:
             document = model.model_validate_json(record.value)
@@ -140,18 +168,23 @@ def decode_catalog(
             rejected.append(Rejected(record, describe(error)))
             continue
         data = document.model_dump(mode="json")
+        if record.key != data[id_field].encode():
+            rejected.append(Rejected(record, f"key: required, and must equal {id_field} "
+                                             "(the topic is compacted by it)"))
+            continue
         documents.append((data[id_field], data))
     return documents, rejected
 
 
-def _tombstone_key(key: bytes | None) -> tuple[str | None, str]:
-    """The item id a tombstone deletes, or None and why it names none."""
+def _tombstone_key(key: bytes | None, model: type[Item] | type[User], id_field: str
+                   ) -> tuple[str | None, str]:
+    """The id a tombstone deletes, or None and why it names none."""
     if key is None:
-        return None, "key: a tombstone must be keyed by the item_id it deletes"
+        return None, f"key: a tombstone must be keyed by the {id_field} it deletes"
     try:
-        return Item(item_id=key.decode()).item_id, ""
+        return getattr(model.model_validate({id_field: key.decode()}), id_field), ""
     except UnicodeDecodeError:
-        return None, "key: a tombstone's key must be a UTF-8 item_id"
+        return None, f"key: a tombstone's key must be a UTF-8 {id_field}"
     except ValidationError as error:
         return None, f"key: {describe(error)}"
 

@@ -214,3 +214,21 @@ class StoreContract:
         assert store.history("ann", 5) == [] and store.history("bob", 5) == []
         assert store.applied_offsets(["events:0"]) == {} and store.events_applied() == 0
         assert store.item_factors(["cup"]) == {}
+
+    def test_deleting_users_removes_all_their_state_and_only_theirs(self, store):
+        store.apply(update(history={"ann": {"tea": 10.0}, "bob": {"tea": 20.0}},
+                           event_types={"ann": {"tea": ["view"]}, "bob": {"tea": ["view"]}},
+                           user_factors={"ann": vector(1.0, 0.5), "bob": vector(0.5, 1.0)},
+                           popularity={"tea": 2.0}))
+        store.put_users([("ann", {"user_id": "ann"}), ("bob", {"user_id": "bob"})])
+        store.delete_users(["ann", "nobody"])
+        store.delete_users(["ann"])  # again: nothing left to delete, no error
+        assert store.history("ann", 10) == [] and store.interaction_types("ann") == {}
+        assert store.user_factors(["ann"]) == {} and store.get_user("ann") is None
+        assert store.user_state("ann", 10) == ([], None)
+        assert list(store.user_ids()) == ["bob"]
+        assert store.history("bob", 10) == [("tea", 20.0)] and store.get_user("bob")
+        assert store.interaction_types("bob") == {"tea": {"view"}}
+        assert set(store.user_factors(["bob"])) == {"bob"}
+        assert store.popular(5).scores == [("tea", 2.0)]  # what the items learned stays
+        store.delete_users([])

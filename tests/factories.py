@@ -42,7 +42,7 @@ async def produce_views(bootstrap: str, topic: str, run: str, start: int, count:
         for n in range(start, start + count):
             user = f"{run}-u{n % 50}"
             await producer.send(topic, orjson.dumps(event(user, f"{run}-i{n % 80}",
-                                                          timestamp=1_800_000_000 + n)),
+                                                          timestamp=1_750_000_000 + n)),
                                 key=user.encode())
         for value in extra:
             await producer.send(topic, value, key=run.encode())

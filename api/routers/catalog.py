@@ -16,8 +16,10 @@ router = APIRouter(tags=["catalog"], responses=KEY_RESPONSES)
 
 
 async def _publish(producer, settings, topic: str, identifier: str, document) -> Queued:
+    """Send ``document`` keyed by its id (None: a tombstone, which deletes the id)."""
+    value = None if document is None else orjson.dumps(document)
     try:
-        await producer.send_all(topic, [(identifier.encode(), orjson.dumps(document))])
+        await producer.send_all(topic, [(identifier.encode(), value)])
     except KafkaUnavailable as error:
         raise unavailable(settings, error) from error
     return Queued(id=identifier, topic=topic)
@@ -42,6 +44,13 @@ async def put_item(
                           item.model_dump(mode="json"))
 
 
+@router.delete("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
+               dependencies=[ADMIN])
+async def delete_item(item_id: Id, producer: ProducerDep, settings: SettingsDep) -> Queued:
+    """Delete an item: a tombstone on the compacted items topic. No list shows it again."""
+    return await _publish(producer, settings, settings.items_topic, item_id, None)
+
+
 @router.get("/items/{item_id}", response_model=Item, dependencies=[READ],
             responses={404: {"description": "Not in the catalog"}})
 def get_item(item_id: Id, engine: EngineDep) -> Item:
@@ -61,3 +70,11 @@ async def put_user(
     user = User.model_validate({**body.model_dump(exclude={"user_id"}), "user_id": user_id})
     return await _publish(producer, settings, settings.users_topic, user_id,
                           user.model_dump(mode="json"))
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
+               dependencies=[ADMIN])
+async def delete_user(user_id: Id, producer: ProducerDep, settings: SettingsDep) -> Queued:
+    """Delete a user: a tombstone on the compacted users topic. The worker removes their
+    properties, history, event types and factors in every model version."""
+    return await _publish(producer, settings, settings.users_topic, user_id, None)

@@ -14,7 +14,7 @@ from api.limits import BODY_RESPONSES
 from api.models import Accepted
 from api.producer import KafkaUnavailable
 from api.security import KEY_RESPONSES, WRITE
-from schemas.models import Event
+from schemas.models import Event, event_time
 
 router = APIRouter(tags=["events"], dependencies=[WRITE], responses=KEY_RESPONSES)
 
@@ -81,7 +81,8 @@ async def post_events(
                 "type": "enum", "loc": (*where, "event_type"), "input": event.event_type,
                 "msg": f"{event.event_type!r} is not one of {sorted(weights)}"}])
         filled = event.model_copy(update={
-            "timestamp": now if event.timestamp is None else event.timestamp,
+            # A device clock far ahead is clamped, not refused: the event happened.
+            "timestamp": event_time(event.timestamp, now, settings.max_event_time_skew_seconds),
             "event_id": event.event_id or uuid.uuid4().hex,
         })
         ids.append(filled.event_id)

@@ -4,7 +4,11 @@ changes (split, kill switch, pin) take effect within a second."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+import orjson
+from aiokafka import AIOKafkaProducer
 
 from tests.api.conftest import wait_for
 
@@ -20,7 +24,19 @@ def _report(client, placement: str) -> dict:
     return client.get(f"/admin/placements/{placement}/report").json()
 
 
-def test_clicks_are_credited_once_to_the_variant_that_served(client, run):
+async def _send(bootstrap: str, topic: str, impression: dict) -> None:
+    """An impression as the API logs it: keyed by its user."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, orjson.dumps(impression),
+                                     key=impression["user_id"].encode())
+    finally:
+        await producer.stop()
+
+
+def test_clicks_are_credited_once_to_the_variant_that_served(client, run, api_settings,
+                                                             services):
     placement = f"home-{run}"
     _seed(client, run)
     config = {"strategy": "split", "variants": [
@@ -41,7 +57,16 @@ def test_clicks_are_credited_once_to_the_variant_that_served(client, run):
     shown = lists[0]
     click = {"user_id": shown["user_id"], "item_id": shown["items"][2]["item_id"],
              "event_type": "click", "recommendation_id": shown["recommendation_id"]}
-    late = {**click, "item_id": shown["items"][0]["item_id"], "timestamp": time.time() + 7200}
+    # A click two hours after its list was shown is late. An event's time cannot be set
+    # hours ahead (STREAMREC_MAX_EVENT_TIME_SKEW_SECONDS), so the list is one shown then, on
+    # a placement of its own.
+    shown_then = {"recommendation_id": f"{run}-then", "user_id": shown["user_id"],
+                  "placement": f"{placement}-then", "variant": shown["variant"],
+                  "model": shown["model"], "items": [item["item_id"] for item in shown["items"]],
+                  "timestamp": time.time() - 7200}
+    asyncio.run(_send(services["bootstrap"], api_settings.impressions_topic, shown_then))
+    late = {**click, "item_id": shown["items"][0]["item_id"],
+            "recommendation_id": shown_then["recommendation_id"]}
     assert client.post("/events", json=[click, click, late]).status_code == 202
 
     variant = shown["variant"]

@@ -41,6 +41,8 @@ PLACEMENT = {"variants": [{"name": "A", "model": "popular"}]}
     ("get", "/popular", None, "read"),
     ("post", "/events", EVENT, "write"),
     ("put", "/items/sec-tea", {}, "admin"),
+    ("delete", "/items/sec-gone", None, "admin"),
+    ("delete", "/users/sec-gone", None, "admin"),
     ("put", "/admin/placements/sec-home", PLACEMENT, "admin"),
 ])
 def test_each_route_needs_its_role(secured, method, path, body, needed):

@@ -18,7 +18,7 @@ from streamrec.redis_client import connect
 from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
 from streams.catchup import learn_once
-from streams.decode import PlainRecord, decode_events, unapplied
+from streams.decode import LOG_APPEND_TIME, PlainRecord, decode_events, unapplied
 from tests.api.conftest import wait_for
 from tests.conftest import own_worker
 from tests.factories import event, produce_views
@@ -30,8 +30,9 @@ def _records(count: int, users: int = 30, items: int = 25) -> list[PlainRecord]:
     rows = []
     for n in range(count):
         user = f"u{(n * 7) % users}"
-        value = orjson.dumps(event(user, f"i{(n * 13) % items}", timestamp=1_800_000_000 + n))
-        rows.append(PlainRecord("events", 0, n, user.encode(), value, 1_800_000_000.0 + n))
+        value = orjson.dumps(event(user, f"i{(n * 13) % items}", timestamp=1_750_000_000 + n))
+        rows.append(PlainRecord("events", 0, n, user.encode(), value, 1_750_000_000.0 + n,
+                                LOG_APPEND_TIME))
     return rows
 
 
@@ -56,8 +57,10 @@ def _crashing(store: RedisStore, after: int) -> None:
 
 def _learn(engine: Engine, store: RedisStore, settings: Settings, batch: list[PlainRecord]):
     fresh, offsets = unapplied(batch, store.applied_offsets({"events:0"}))
-    decoded = decode_events(fresh, settings.weights())
-    learn_once(engine, store, settings.weights(), fresh, decoded.interactions, offsets)
+    def decode(part):
+        return decode_events(part, settings.weights(), settings.max_event_time_skew_seconds)
+
+    learn_once(engine, store, decode, fresh, decode(fresh).interactions, offsets)
 
 
 def _state(store: RedisStore, users: int = 30, items: int = 25) -> dict:

@@ -13,6 +13,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamrec.redis_store import RedisStore
+from tests.api.conftest import wait_for
 from tests.factories import event
 
 
@@ -117,3 +118,29 @@ def test_every_kind_of_malformed_message_is_dead_lettered_and_the_worker_goes_on
         dead_key, dead_value, reason = dead[source]
         assert (dead_key, dead_value) == (key, value), case  # the original bytes
         assert mention in reason, (case, reason)
+
+
+def test_outside_data_cannot_forge_lines_in_the_worker_log_or_the_reason(
+        services, isolated_worker):
+    """A context key holding a newline, a fake log line and ANSI escapes reaches the log
+    and the dead letter's reason (which quotes the key) as one escaped line."""
+    run = uuid.uuid4().hex[:8]
+    forged = "[2026-01-01 00:00:00,000] [1] [CRITICAL] [^Worker]: FORGED"
+    key = f"x\n{forged}\x1b[2K\x1b[31m\r"
+    user = f"{run}-eve"
+    sources = asyncio.run(_produce(services["bootstrap"], [
+        (isolated_worker["events_topic"], user.encode(),
+         _json(event(user, context={key: "v"})))]))
+    dead = asyncio.run(_dead_letters(services["bootstrap"],
+                                     isolated_worker["dead_letter_topic"], 1))
+    reason = dead[sources[0]][2]
+    assert forged in reason and "\\n" in reason and "\\x1b[31m" in reason
+    assert not any(character in reason for character in "\n\r\x1b")
+
+    log = services["dir"] / f"worker-{isolated_worker['worker_id']}.log"
+    assert wait_for(lambda: forged in log.read_text(errors="replace"), timeout=30)
+    text = log.read_text(errors="replace")
+    assert "\x1b" not in text
+    assert not any(line.startswith(forged) for line in text.splitlines())
+    (logged,) = [line for line in text.splitlines() if forged in line]
+    assert "dead-lettered" in logged and "\\x1b[2K" in logged

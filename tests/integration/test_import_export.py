@@ -88,14 +88,14 @@ def test_import_events_jsonl_and_users_reach_the_state(pipeline, tmp_path):
     run = uuid.uuid4().hex[:6]
     good = [{"user_id": f"{run}-ann", "item_id": "tea", "event_type": "view"},
             {"user_id": f"{run}-ann", "item_id": "cup", "event_type": "click",
-             "timestamp": 1_800_000_000},
+             "timestamp": 1_750_000_000},
             {"user_id": f"{run}-bob", "item_id": "tea", "event_type": "purchase",
-             "timestamp": "2027-01-15T08:00:00+00:00", "context": {"device": "mobile"}}]
+             "timestamp": "2025-06-15T15:06:40+00:00", "context": {"device": "mobile"}}]
     lines = [orjson.dumps(good[0]).decode(), "",
              orjson.dumps({**good[0], "event_type": "teleport"}).decode(),
              orjson.dumps(good[1]).decode(),
              '{"user_id": "x", "item_id": "tea"',
-             orjson.dumps({**good[1], "timestamp": 1_800_000_000_000}).decode(),
+             orjson.dumps({**good[1], "timestamp": 1_750_000_000_000}).decode(),
              orjson.dumps(good[2]).decode()]
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(lines) + "\n")
@@ -109,7 +109,7 @@ def test_import_events_jsonl_and_users_reach_the_state(pipeline, tmp_path):
     assert wait_for(lambda: store.events_applied() >= before + 3)
     assert store.events_applied() == before + 3
     assert {item for item, _ in store.history(f"{run}-ann", 10)} == {"tea", "cup"}
-    assert store.history(f"{run}-bob", 10) == [("tea", 1_800_000_000.0)]  # the RFC 3339 time
+    assert store.history(f"{run}-bob", 10) == [("tea", 1_750_000_000.0)]  # the RFC 3339 time
 
     users = tmp_path / "users.csv"
     users.write_text(f"user_id,properties.tier,properties.vip\n{run}-ann,gold,true\n")

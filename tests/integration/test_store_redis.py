@@ -9,8 +9,9 @@ from streamrec import keys
 from streamrec.local.services import free_port
 from streamrec.redis_client import connect
 from streamrec.redis_store import RedisStore
+from streamrec.versions import state_prefix
 from tests.contract_store import StoreContract
-from tests.factories import update
+from tests.factories import update, vector
 
 
 class TestRedisStore(StoreContract):
@@ -64,3 +65,51 @@ def test_a_plain_prefix_is_refused_on_a_cluster(redis_cluster):
 
 def test_ping_is_false_when_redis_is_away():
     assert RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0").ping() is False
+
+
+@pytest.fixture(params=["one Redis", "cluster layout on one Redis", "Redis Cluster"])
+def client_and_prefix(request, services):
+    """A client and a fresh base prefix of each key layout."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    if request.param == "Redis Cluster":
+        client = connect(request.getfixturevalue("redis_cluster"), cluster=True)
+    else:
+        client = redis.Redis.from_url(services["redis_url"])
+    yield client, name if request.param == "one Redis" else keys.tagged(name)
+    client.close()
+
+
+def test_deleting_users_reaches_every_model_version_and_outlives_a_racing_batch(
+        client_and_prefix):
+    client, base = client_and_prefix
+    main = RedisStore(client, base)
+    other = RedisStore(client, state_prefix(base, "v2"), catalog_prefix=base)
+    ann, bob = f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    for store in (main, other):
+        store.apply(update(history={ann: {"tea": 1.0}, bob: {"tea": 2.0}},
+                           event_types={ann: {"tea": ["view"]}, bob: {"tea": ["view"]}},
+                           user_factors={ann: vector(1.0, 0.5), bob: vector(0.5, 1.0)}))
+    main.put_users([(ann, {"user_id": ann}), (bob, {"user_id": bob})])
+    before = other.deletion_count()
+
+    main.delete_users([ann], also=[other.prefix])
+    assert [name for name in client.scan_iter(match=f"*{ann}")] == []
+    for store in (main, other):
+        assert store.user_state(ann, 10) == ([], None) and store.interaction_types(ann) == {}
+        assert store.history(bob, 10) == [("tea", 2.0)] and store.user_factors([bob])
+    assert main.get_user(ann) is None and main.get_user(bob) == {"user_id": bob}
+
+    # A batch of the other version read ann's state before the deletion and writes after
+    # it: the worker deletes again what it wrote.
+    other.apply(update(history={ann: {"cup": 3.0}, bob: {"cup": 3.0}},
+                       user_factors={ann: vector(1.0, 1.0)}))
+    assert other.delete_again([bob, ann], before) == [ann]
+    assert other.user_state(ann, 10) == ([], None)
+    assert [item for item, _ in other.history(bob, 10)] == ["cup", "tea"]
+    # A batch that began after the deletion keeps what it learned: ann may come back.
+    after = other.deletion_count()
+    other.apply(update(history={ann: {"jam": 4.0}}))
+    assert other.delete_again([ann], after) == []
+    assert other.history(ann, 10) == [("jam", 4.0)]
+    main.delete_users([ann], also=[other.prefix])  # and go again, as often as asked
+    assert other.history(ann, 10) == [] and main.deletion_count() == after + 1

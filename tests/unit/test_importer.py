@@ -15,7 +15,7 @@ EVENT_TYPES = {"view", "click"}
 
 def read(text: str | bytes, data_format: str = "csv", kind: str = "items") -> list:
     data = text.encode() if isinstance(text, str) else text
-    return list(rows(io.BytesIO(data), data_format, kind, EVENT_TYPES))
+    return list(rows(io.BytesIO(data), data_format, kind, EVENT_TYPES, max_skew=300.0))
 
 
 def documents(outcomes: list) -> list[dict]:

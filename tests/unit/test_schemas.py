@@ -36,6 +36,11 @@ SAMPLES = [
     ("event", event(context={"nested": {"a": 1}}), False),
     ("event", event(context={f"k{n}": n for n in range(33)}), False),
     ("event", event(kind=""), False),
+    # Names are one line of text, as ids are: no control characters (a log, a header).
+    ("event", event(context={"x\n2026 CRITICAL forged\x1b[31m": 1}), False),
+    ("event", event(context={"": 1}), False),
+    ("item", {"item_id": "tea", "properties": {"brand\x00": "x"}}, False),
+    ("user", {"user_id": "ann", "properties": {"tier\u0085": "gold"}}, False),
     ("event", event(user="ünïcødé:with:colons"), True),
     # null is "not set" for every optional field, as the API itself publishes it
     ("event", event(timestamp=None, value=None, event_id=None, recommendation_id=None), True),
