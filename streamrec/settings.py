@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
+    max_stream_clients: int = Field(default=100, ge=1)  # /metrics/stream; more get 503
 
     @model_validator(mode="after")
     def _prefixes_are_hash_tags_on_a_cluster(self) -> Settings:

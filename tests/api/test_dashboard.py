@@ -8,7 +8,6 @@ import base64
 import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 
 import aiohttp
@@ -16,29 +15,13 @@ import orjson
 import pytest
 
 from streamrec.local.services import free_port
-from tests.api.conftest import wait_for
+from tests.api.conftest import api_process, wait_for
 
 
 @pytest.fixture(scope="module")
 def api_url(worker_env, services):
-    port = free_port()
-    env = dict(worker_env, STREAMREC_API_PORT=str(port))
-    with open(services["dir"] / "api-dashboard.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "api"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        assert wait_for(ready, timeout=60), "the API did not start"
+    with api_process(services, worker_env, "api-dashboard") as (url, _, _):
         yield url
-        process.terminate()
-        process.wait(20)
 
 
 async def _devtools(port: int, page_url: str, seconds: float) -> tuple[dict, bytes]:
