@@ -57,9 +57,12 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from api.server import BoundedHttpToolsProtocol
+
     settings = get_settings()
     uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False,
+                http=BoundedHttpToolsProtocol, timeout_keep_alive=settings.keep_alive_seconds)
 
 
 @main.command()

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
     max_stream_clients: int = Field(default=100, ge=1)  # /metrics/stream; more get 503
+    # The HTTP server's bounds (api/server.py), for every route, keyed or not.
+    max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; 431
+    max_headers: int = Field(default=100, ge=8)  # 431
+    max_connections: int = Field(default=1000, ge=1)  # open at once per process; 503
+    header_timeout_seconds: float = Field(default=10.0, gt=0)  # the head must arrive; 408
+    body_timeout_seconds: float = Field(default=30.0, gt=0)  # the body, after its head; 408
+    keep_alive_seconds: float = Field(default=5.0, gt=0)  # an idle connection is closed
 
     @model_validator(mode="after")
     def _prefixes_are_hash_tags_on_a_cluster(self) -> Settings:
