@@ -109,9 +109,12 @@ class MetricsHub:
         recent = [seconds for at, seconds in samples if at >= horizon]
         placements = {}
         for name, config in sorted(self.feedback.placements().items()):
-            # Configured variants show from the start, before anything is credited.
-            counters = {variant["name"]: {} for variant in config.get("variants", [])}
-            counters.update(self.feedback.variant_counters(name))
+            # Configured variants only, from the start, before anything is credited: every
+            # label (Prometheus, dashboard) is a name an admin chose, never one a message
+            # brought in.
+            stored = self.feedback.variant_counters(name)
+            counters = {variant["name"]: stored.get(variant["name"], {})
+                        for variant in config.get("variants", [])}
             placements[name] = abtest.placement_report(counters)
         return {
             "time": now,

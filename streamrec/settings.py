@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recommender.base import MAX_WEIGHT
 from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
 from streamrec import keys
@@ -90,9 +91,9 @@ class Settings(BaseSettings):
     mf_negatives: int = Field(default=4, ge=1)
     mf_negative_pool: int = Field(default=256, ge=1)
     seed: int = 0
-    hybrid_mf: float = Field(default=1.0, ge=0)
-    hybrid_cooccurrence: float = Field(default=1.0, ge=0)
-    hybrid_popular: float = Field(default=0.2, ge=0)
+    hybrid_mf: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
+    hybrid_cooccurrence: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
+    hybrid_popular: float = Field(default=0.2, ge=0, le=MAX_WEIGHT)
     hybrid_candidates: int = Field(default=100, ge=1)
     max_screened_candidates: int = Field(default=5000, ge=1)
     content_weight: float = Field(default=0.5, ge=0)
@@ -103,6 +104,9 @@ class Settings(BaseSettings):
     # Feedback loop
     attribution_window_seconds: float = Field(default=1800.0, gt=0)
     attribution_grace_seconds: float = Field(default=10.0, ge=0)
+    # Clock difference forgiven between a list and the event that names it: an event that
+    # claims (or reached Kafka) more than this before its list was shown earns nothing.
+    attribution_clock_skew_seconds: float = Field(default=60.0, ge=0)
     reward_event_types: list[str] = Field(
         default_factory=lambda: ["click", "add_to_cart", "purchase"])
     allocation_refresh_seconds: float = Field(default=0.5, gt=0)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 
 from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
+from schemas.impression import ImpressionMessage
 from schemas.models import EventContractError, Item, User, describe, parse_event
 
 
@@ -62,7 +62,8 @@ class Feedback:
     user_id: str
     item_id: str
     event_type: str
-    timestamp: float
+    timestamp: float  # what the event claims
+    received: float  # its Kafka record time: when the API (or a producer) handed it over
 
 
 @dataclass
@@ -96,19 +97,27 @@ def decode_events(records: list[Record], weights: EventWeights) -> DecodedEvents
         )
         if event.recommendation_id is not None:
             decoded.feedback.append(Feedback(event.recommendation_id, event.user_id,
-                                             event.item_id, event.event_type, timestamp))
+                                             event.item_id, event.event_type, timestamp,
+                                             record.timestamp))
     return decoded
 
 
 def decode_impressions(records: list[Record]) -> tuple[list[Impression], list[Rejected]]:
-    """Impressions come from the API; anything else on the topic is rejected, not fatal."""
+    """Impressions come from the API; each is validated like HTTP input
+    (``schemas.impression.ImpressionMessage``: types, finite numbers, bounded names, a
+    list of ids), and anything else on the topic is rejected, not fatal."""
     impressions: list[Impression] = []
     rejected: list[Rejected] = []
     for record in records:
+        if record.value is None:
+            rejected.append(Rejected(record, "impression: empty message"))
+            continue
         try:
-            impressions.append(Impression.from_dict(orjson.loads(record.value or b"")))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            rejected.append(Rejected(record, f"impression: {error!r}"))
+            message = ImpressionMessage.model_validate_json(record.value)
+        except ValidationError as error:
+            rejected.append(Rejected(record, f"impression: {describe(error)}"))
+            continue
+        impressions.append(Impression.from_dict(message.model_dump()))
     return impressions, rejected
 
 

@@ -17,12 +17,13 @@ from recommender import abtest
 from recommender.allocation import Placement, Variant
 from recommender.base import MAX_WEIGHT
 from recommender.engine import HYBRID_PARAMS
+from schemas.impression import NAME_PATTERN
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses=KEY_RESPONSES)
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
 class VariantBody(BaseModel):
