@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from api.limits import read_json
 from api.security import RANK, authenticate
@@ -40,7 +42,12 @@ class GuardedRoute(APIRoute):
             if role is not None:
                 authenticate(request, role)
             if reads_body:
-                await read_json(request)
+                try:
+                    await read_json(request)
+                except ClientDisconnect:
+                    # The client left, or the server cut a body too slow to wait for (its
+                    # 408 is sent already): nobody reads an answer, none is an error.
+                    return Response(status_code=400)
             return await handler(request)
 
         return guarded
