@@ -32,6 +32,11 @@ class Allocation:
     def placement(self, name: str) -> Placement:
         return self._placements.get(name) or self.fallback(name)
 
+    def configured(self, name: str) -> bool:
+        """Whether ``name`` is a configured placement. An unknown name gets the fallback's
+        answer and creates no state: its lists count for no variant."""
+        return name in self._placements
+
     def refresh(self) -> None:
         placements = {
             name: Placement.from_dict(config)

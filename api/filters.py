@@ -14,11 +14,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
 from recommender.filters import BoundFilter, Filter, FilterError, parse
+from schemas.impression import NAME_PATTERN
 from streamrec.redis_filters import RedisFilters
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class Filters:

@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 import streamrec
 from api.allocation import Allocation
-from api.errors import validation_failed
+from api.errors import http_error, validation_failed
 from api.fallback import LastKnownPopular
 from api.filters import Filters
 from api.limits import BodyLimit
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (recommendations, events, catalog, admin, filters, metrics, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(HTTPException, http_error)
 
     app.add_middleware(RequestTimer)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

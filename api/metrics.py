@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -53,7 +54,12 @@ class MetricsHub:
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=20000)
         self._previous: tuple[float, int] | None = None
         self.latest: dict[str, Any] = {}
-        self._changed = asyncio.Condition()
+        # Each snapshot sets the Event its readers wait on and puts a fresh one in its place:
+        # waiting holds no lock, so a reader that is cancelled (its client left) cannot
+        # affect another reader or the publisher (a shared asyncio.Condition could: a wait
+        # cancelled while re-acquiring kept the lock, and every metric froze).
+        self._published = asyncio.Event()
+        self.stream_clients = 0
         self._lag_clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
     def observe(self, route: str, seconds: float) -> None:
@@ -68,9 +74,7 @@ class MetricsHub:
                 # the thread while requests append raised "deque mutated during iteration".
                 snapshot = await asyncio.to_thread(self.collect, list(self._recent))
                 snapshot["consumer_lag"] = await self.consumer_lag()
-                self.latest = snapshot
-                async with self._changed:
-                    self._changed.notify_all()
+                self._publish(snapshot)
                 self.producer.send_soon(self.settings.metrics_topic, self.source.encode(),
                                         orjson.dumps(snapshot))
                 failing = False
@@ -80,12 +84,16 @@ class MetricsHub:
                 failing = True
             await asyncio.sleep(every)
 
+    def _publish(self, snapshot: dict[str, Any]) -> None:
+        self.latest = snapshot
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+
     async def next_snapshot(self, timeout: float = 5.0) -> dict[str, Any]:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+        """The next snapshot, or the latest one after ``timeout`` seconds without one."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._published.wait()
         return self.latest
 
     def collect(self, latencies: list[tuple[float, float]] | None = None) -> dict[str, Any]:
@@ -101,9 +109,12 @@ class MetricsHub:
         recent = [seconds for at, seconds in samples if at >= horizon]
         placements = {}
         for name, config in sorted(self.feedback.placements().items()):
-            # Configured variants show from the start, before anything is credited.
-            counters = {variant["name"]: {} for variant in config.get("variants", [])}
-            counters.update(self.feedback.variant_counters(name))
+            # Configured variants only, from the start, before anything is credited: every
+            # label (Prometheus, dashboard) is a name an admin chose, never one a message
+            # brought in.
+            stored = self.feedback.variant_counters(name)
+            counters = {variant["name"]: stored.get(variant["name"], {})
+                        for variant in config.get("variants", [])}
             placements[name] = abtest.placement_report(counters)
         return {
             "time": now,

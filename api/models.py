@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from schemas.models import Id, Item, User
 
@@ -15,7 +17,16 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items to return."
 
 class ScoredItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(description="Always a finite number.")
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, score: float) -> float:
+        # JSON has no NaN or infinity (they went out as null, against the spec): whatever
+        # a model computes, the answer carries a number, infinities as the largest float.
+        if math.isfinite(score):
+            return score
+        return 0.0 if math.isnan(score) else math.copysign(sys.float_info.max, score)
 
 
 class RecommendationList(BaseModel):

@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 RANK = {"read": 0, "write": 1, "admin": 2}
+_CHECKED = "streamrec.key_checked"  # scope entry: the role this request's key was checked for
 KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
                           description="An API key; its role decides what it may do.")
 
@@ -30,14 +31,16 @@ def role_of(presented: str, keys: dict[str, str]) -> str | None:
     return found
 
 
-def require(role: str):
-    """A dependency that lets a request through when its key has at least ``role``."""
-
-    async def check(request: Request,
-                    presented: Annotated[str | None, Security(KEY_HEADER)] = None) -> None:
-        keys: dict[str, str] = request.app.state.api_keys
-        if not keys:
-            return  # development: open (refused at start-up in production)
+def authenticate(request: Request, role: str) -> None:
+    """Raise 401 or 403 unless the request's key has at least ``role``. Routes call it
+    before anything reads the body (``api.routing.GuardedRoute``), so a client without a
+    key learns nothing about how its body would have been parsed."""
+    checked = request.scope.get(_CHECKED)
+    if checked is not None and RANK[checked] >= RANK[role]:
+        return
+    keys: dict[str, str] = request.app.state.api_keys
+    if keys:  # none: development, open (refused at start-up in production)
+        presented = request.headers.get(KEY_HEADER.model.name)
         if presented is None:
             raise HTTPException(401, detail="X-API-Key: required",
                                 headers={"WWW-Authenticate": "ApiKey"})
@@ -48,7 +51,18 @@ def require(role: str):
         if RANK[held] < RANK[role]:
             raise HTTPException(403, detail=f"X-API-Key: a {held} key may not do this "
                                             f"({role} needed)")
+    request.scope[_CHECKED] = role
 
+
+def require(role: str):
+    """A dependency that lets a request through when its key has at least ``role`` (it
+    also puts the key into the OpenAPI spec)."""
+
+    async def check(request: Request,
+                    presented: Annotated[str | None, Security(KEY_HEADER)] = None) -> None:
+        authenticate(request, role)
+
+    check.role = role  # type: ignore[attr-defined]  # read by GuardedRoute
     return Depends(check)
 
 

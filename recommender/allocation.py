@@ -115,10 +115,14 @@ class Allocator:
 
     @staticmethod
     def _split(live: list[Variant], position: float) -> Variant:
-        total = sum(variant.weight for variant in live)
+        # Scaled by the largest first, so even weights stored before MAX_WEIGHT existed
+        # cannot sum to infinity.
+        largest = max(variant.weight for variant in live)
+        shares = [variant.weight / largest for variant in live]
+        total = sum(shares)
         edge = 0.0
-        for variant in live:
-            edge += variant.weight / total
+        for variant, share in zip(live, shares, strict=True):
+            edge += share / total
             if position < edge:
                 return variant
         return live[-1]

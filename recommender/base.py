@@ -9,6 +9,11 @@ ItemId = str
 Category = str
 Scored = tuple[ItemId, float]
 
+# Split weights of variants and hybrid blend weights are relative; bounded so that sums of
+# them stay far from overflowing (weights of 1e308 summed to infinity: every user went to
+# one variant and every blended score was NaN, served as null).
+MAX_WEIGHT = 1e6
+
 
 @dataclass(frozen=True, slots=True)
 class Interaction:

@@ -21,7 +21,8 @@ Counters = dict[str, dict[str, int]]  # variant -> counter -> value
 
 class FeedbackStore(Protocol):
     def record_impressions(self, impressions: Sequence[Impression], ttl: float) -> int:
-        """Keep each impression for ``ttl`` seconds and count it once (replays are no-ops).
+        """Keep each impression for ``ttl`` seconds and count it once for its placement's
+        variant unless it is not ``allocated`` (replays are no-ops).
 
         Returns how many were new."""
         ...
@@ -73,9 +74,10 @@ class InMemoryFeedback:
             if impression.recommendation_id in self._impressions:
                 continue
             self._impressions[impression.recommendation_id] = impression
-            counters = self._counters[impression.placement][impression.variant]
-            counters["impressions"] += 1
-            counters["items_shown"] += len(impression.items)
+            if impression.allocated:
+                counters = self._counters[impression.placement][impression.variant]
+                counters["impressions"] += 1
+                counters["items_shown"] += len(impression.items)
             new += 1
         return new
 

@@ -58,6 +58,7 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from api.server import BoundedHttpToolsProtocol
     from streamrec.shutdown import ROLE_STOP_SECONDS
 
     settings = get_settings()
@@ -65,7 +66,8 @@ def api(workers: int) -> None:
     # the lifespan's own shutdown runs within the role's bound.
     uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port,
                 workers=workers, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(ROLE_STOP_SECONDS / 2))
+                timeout_graceful_shutdown=int(ROLE_STOP_SECONDS / 2),
+                http=BoundedHttpToolsProtocol, timeout_keep_alive=settings.keep_alive_seconds)
 
 
 @main.command()

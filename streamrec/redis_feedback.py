@@ -6,23 +6,31 @@ only when it was absent, so replayed or duplicated messages never count twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import redis
+from pydantic import ValidationError
 
 from recommender.attribution import Credit, Impression
 from recommender.feedback import Counters
+from schemas.impression import ImpressionMessage
+from schemas.models import describe
 from streamrec import keys
 from streamrec.redis_client import is_cluster
+
+log = logging.getLogger(__name__)
 
 SEPARATOR = "|"
 
 _RECORD_IMPRESSION = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|impressions', 1)
-  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|items_shown', ARGV[4])
+  if ARGV[5] == '1' then
+    redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|impressions', 1)
+    redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|items_shown', ARGV[4])
+  end
   return 1
 end
 return 0
@@ -70,7 +78,7 @@ class RedisFeedback:
                 keys=[self.key(keys.IMPRESSION, impression.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, impression.placement)],
                 args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant,
-                      len(impression.items)],
+                      len(impression.items), int(impression.allocated)],
             )
         return sum(pipe.execute())
 
@@ -79,8 +87,18 @@ class RedisFeedback:
         if not ids:
             return {}
         raw = self.client.mget([self.key(keys.IMPRESSION, r) for r in ids])
-        return {r: Impression.from_dict(orjson.loads(doc))
-                for r, doc in zip(ids, raw, strict=True) if doc is not None}
+        found = {}
+        for rid, document in zip(ids, raw, strict=True):
+            if document is None:
+                continue
+            try:  # validated on the way in; again here, whoever wrote to Redis since
+                message = ImpressionMessage.model_validate_json(document)
+            except ValidationError as error:
+                log.warning("stored impression %r is unreadable and is ignored: %s", rid,
+                            describe(error))
+                continue
+            found[rid] = Impression.from_dict(message.model_dump())
+        return found
 
     def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
         if not credits:

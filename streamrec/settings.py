@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recommender.base import MAX_WEIGHT
 from recommender.decay import LEGACY_EPOCH
 from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
@@ -97,9 +98,9 @@ class Settings(BaseSettings):
     mf_negatives: int = Field(default=4, ge=1)
     mf_negative_pool: int = Field(default=256, ge=1)
     seed: int = 0
-    hybrid_mf: float = Field(default=1.0, ge=0)
-    hybrid_cooccurrence: float = Field(default=1.0, ge=0)
-    hybrid_popular: float = Field(default=0.2, ge=0)
+    hybrid_mf: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
+    hybrid_cooccurrence: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
+    hybrid_popular: float = Field(default=0.2, ge=0, le=MAX_WEIGHT)
     hybrid_candidates: int = Field(default=100, ge=1)
     max_screened_candidates: int = Field(default=5000, ge=1)
     content_weight: float = Field(default=0.5, ge=0)
@@ -110,6 +111,9 @@ class Settings(BaseSettings):
     # Feedback loop
     attribution_window_seconds: float = Field(default=1800.0, gt=0)
     attribution_grace_seconds: float = Field(default=10.0, ge=0)
+    # Clock difference forgiven between a list and the event that names it: an event that
+    # claims (or reached Kafka) more than this before its list was shown earns nothing.
+    attribution_clock_skew_seconds: float = Field(default=60.0, ge=0)
     reward_event_types: list[str] = Field(
         default_factory=lambda: ["click", "add_to_cart", "purchase"])
     allocation_refresh_seconds: float = Field(default=0.5, gt=0)
@@ -127,6 +131,14 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
+    max_stream_clients: int = Field(default=100, ge=1)  # /metrics/stream; more get 503
+    # The HTTP server's bounds (api/server.py), for every route, keyed or not.
+    max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; 431
+    max_headers: int = Field(default=100, ge=8)  # 431
+    max_connections: int = Field(default=1000, ge=1)  # open at once per process; 503
+    header_timeout_seconds: float = Field(default=10.0, gt=0)  # the head must arrive; 408
+    body_timeout_seconds: float = Field(default=30.0, gt=0)  # the body, after its head; 408
+    keep_alive_seconds: float = Field(default=5.0, gt=0)  # an idle connection is closed
 
     @model_validator(mode="after")
     def _prefixes_are_hash_tags_on_a_cluster(self) -> Settings:

@@ -52,7 +52,7 @@ weights = settings.weights()
 ops = OpsStats(store.client, settings.redis_prefix)
 attributor = Attributor(RedisFeedback(store.client, settings.redis_prefix),
                         settings.attribution_window_seconds, settings.attribution_grace_seconds,
-                        settings.reward_event_types)
+                        settings.reward_event_types, settings.attribution_clock_skew_seconds)
 
 
 async def steadily(call, *args):
@@ -118,8 +118,8 @@ async def update_recommendation_state(stream):
         if decoded.interactions:
             await steadily(ops.record_freshness, freshness_samples(batch, time.time()))
         if decoded.feedback and MAIN_WORKER:
-            events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp)
-                      for f in decoded.feedback]
+            events = [(f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp,
+                       f.received) for f in decoded.feedback]
             await steadily(attributor.credit_many, events, time.time())
 
 
@@ -132,7 +132,7 @@ async def record_impressions(stream):
         impressions, rejected = decode_impressions([event.message for event in batch])
         await send_to_dead_letters(rejected)
         if impressions:
-            await steadily(attributor.record_impressions, impressions)
+            await steadily(attributor.record_impressions, impressions, time.time())
 
 
 @app.timer(interval=1.0)

@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 
 from recommender.attribution import Impression
 from recommender.base import Interaction
 from recommender.weights import EventWeights
+from schemas.impression import ImpressionMessage
 from schemas.models import EventContractError, Item, User, describe, event_time, parse_event
 from streamrec.logs import escape
 
@@ -71,7 +71,8 @@ class Feedback:
     user_id: str
     item_id: str
     event_type: str
-    timestamp: float
+    timestamp: float  # what the event claims
+    received: float  # when streamrec received it (received_at): the attribution clock
 
 
 @dataclass
@@ -118,26 +119,35 @@ def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
             # Keying by user_id keeps a user's state in one partition, hence one worker.
             rejected.append(Rejected(record, "key: required, and must equal user_id"))
             continue
-        timestamp = event_time(event.timestamp, received_at(record, now), max_skew)
+        received = received_at(record, now)
+        timestamp = event_time(event.timestamp, received, max_skew)
         interactions.append(
             Interaction(event.user_id, event.item_id, timestamp,
                         weights.weight(event.event_type, event.value), event.event_type)
         )
         if event.recommendation_id is not None:
             decoded.feedback.append(Feedback(event.recommendation_id, event.user_id,
-                                             event.item_id, event.event_type, timestamp))
+                                             event.item_id, event.event_type, timestamp,
+                                             received))
     return decoded
 
 
 def decode_impressions(records: list[Record]) -> tuple[list[Impression], list[Rejected]]:
-    """Impressions come from the API; anything else on the topic is rejected, not fatal."""
+    """Impressions come from the API; each is validated like HTTP input
+    (``schemas.impression.ImpressionMessage``: types, finite numbers, bounded names, a
+    list of ids), and anything else on the topic is rejected, not fatal."""
     impressions: list[Impression] = []
     rejected: list[Rejected] = []
     for record in records:
+        if record.value is None:
+            rejected.append(Rejected(record, "impression: empty message"))
+            continue
         try:
-            impressions.append(Impression.from_dict(orjson.loads(record.value or b"")))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            rejected.append(Rejected(record, f"impression: {error!r}"))
+            message = ImpressionMessage.model_validate_json(record.value)
+        except ValidationError as error:
+            rejected.append(Rejected(record, f"impression: {describe(error)}"))
+            continue
+        impressions.append(Impression.from_dict(message.model_dump()))
     return impressions, rejected
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from recommender.attribution import Credit, Impression
 
 
-def impression(rid: str = "r1", variant: str = "B", items=("tea", "cup")) -> Impression:
-    return Impression(rid, "ann", "home", variant, "hybrid", tuple(items), 100.0)
+def impression(rid: str = "r1", variant: str = "B", items=("tea", "cup"),
+               allocated: bool = True) -> Impression:
+    return Impression(rid, "ann", "home", variant, "hybrid", tuple(items), 100.0, allocated)
 
 
 def credit(rid: str = "r1", item: str = "cup", kind: str = "click", position: int = 1,
@@ -21,6 +22,12 @@ class FeedbackContract:
         assert feedback.record_impressions([impression("r1")], 60) == 0  # a replay
         assert feedback.impressions(["r1", "missing"]) == {"r1": impression("r1")}
         assert feedback.variant_counters("home") == {"B": {"impressions": 2, "items_shown": 4}}
+
+    def test_impressions_not_allocated_are_kept_but_counted_nowhere(self, feedback):
+        forced = impression("r3", "popular", allocated=False)
+        assert feedback.record_impressions([forced], 60) == 1
+        assert feedback.impressions(["r3"]) == {"r3": forced}
+        assert feedback.variant_counters("home") == {}
 
     def test_credits_count_once_per_list_item_and_type(self, feedback):
         feedback.record_impressions([impression("r1"), impression("r2", "A")], 60)

@@ -11,16 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import AllocationDep
 from api.limits import BODY_RESPONSES
+from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
+from recommender.base import MAX_WEIGHT
 from recommender.engine import HYBRID_PARAMS
+from schemas.impression import NAME_PATTERN
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ADMIN],
+router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses=KEY_RESPONSES)
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
 class VariantBody(BaseModel):
@@ -29,9 +32,10 @@ class VariantBody(BaseModel):
 
     name: Name
     model: Literal["popular", "cooccurrence", "mf", "hybrid"]
-    weight: float = Field(default=1.0, ge=0, description="Split share; 0 switches it off.")
-    params: dict[Literal[HYBRID_PARAMS], Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict, description="Hybrid blend weights.")
+    weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT,
+                          description="Split share (relative); 0 switches it off.")
+    params: dict[Literal[HYBRID_PARAMS], Annotated[float, Field(ge=0, le=MAX_WEIGHT)]] = Field(
+        default_factory=dict, description="Hybrid blend weights (relative).")
 
 
 class PlacementBody(BaseModel):

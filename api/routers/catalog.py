@@ -9,10 +9,11 @@ from api.limits import BODY_RESPONSES
 from api.models import ItemBody, Queued, UserBody
 from api.producer import KafkaUnavailable
 from api.routers.events import unavailable
+from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES, READ
 from schemas.models import Id, Item, User
 
-router = APIRouter(tags=["catalog"], responses=KEY_RESPONSES)
+router = APIRouter(route_class=GuardedRoute, tags=["catalog"], responses=KEY_RESPONSES)
 
 
 async def _publish(producer, settings, topic: str, identifier: str, document) -> Queued:

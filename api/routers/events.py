@@ -13,10 +13,12 @@ from api.deps import ProducerDep, SettingsDep, WeightsDep
 from api.limits import BODY_RESPONSES
 from api.models import Accepted
 from api.producer import KafkaUnavailable
+from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, WRITE
 from schemas.models import Event, event_time
 
-router = APIRouter(tags=["events"], dependencies=[WRITE], responses=KEY_RESPONSES)
+router = APIRouter(route_class=GuardedRoute, tags=["events"], dependencies=[WRITE],
+                   responses=KEY_RESPONSES)
 
 
 def unavailable(settings, error: Exception) -> HTTPException:

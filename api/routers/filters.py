@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.deps import FiltersDep
 from api.filters import NAME_PATTERN
 from api.limits import BODY_RESPONSES
+from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from recommender.filters import MAX_LENGTH, FilterError, parse
 from streamrec.redis_filters import TooManyFilters
 
-router = APIRouter(prefix="/admin", tags=["filters"], dependencies=[ADMIN],
-                   responses=KEY_RESPONSES)
+router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["filters"],
+                   dependencies=[ADMIN], responses=KEY_RESPONSES)
 
 FilterName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.deps import SettingsDep
 from api.metrics import MetricsHub
 
 router = APIRouter(tags=["metrics"])
@@ -35,30 +36,66 @@ def snapshot(hub: HubDep) -> dict:
     return hub.latest
 
 
-@router.get("/metrics/stream", response_class=StreamingResponse)
-async def stream(hub: HubDep, request: Request) -> StreamingResponse:
+class _StreamResponse(StreamingResponse):
+    """Gives the hub's stream slot back however the stream ends (client gone, shutdown)."""
+
+    def __init__(self, hub: MetricsHub, events) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.hub = hub
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hub.stream_clients -= 1
+
+
+@router.get("/metrics/stream", response_class=StreamingResponse, responses={
+    503: {"description": "As many stream clients as max_stream_clients are connected"}})
+async def stream(hub: HubDep, settings: SettingsDep) -> StreamingResponse:
     """Server-Sent Events: one ``snapshot`` event about once a second."""
+    if hub.stream_clients >= settings.max_stream_clients:
+        raise HTTPException(503, detail=f"stream: {settings.max_stream_clients} clients are "
+                                        "connected already (max_stream_clients)",
+                            headers={"Retry-After": str(settings.retry_after_seconds)})
 
     async def events():
+        # Starlette cancels this generator when the client leaves; nothing here holds
+        # anything another client needs.
         if hub.latest:
             yield b"event: snapshot\ndata: " + orjson.dumps(hub.latest) + b"\n\n"
-        while not await request.is_disconnected():
+        while True:
             latest = await hub.next_snapshot()
             yield b"event: snapshot\ndata: " + orjson.dumps(latest) + b"\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    hub.stream_clients += 1
+    return _StreamResponse(hub, events())
+
+
+# The dashboard runs only its own files: no inline script or style, no other origin, no
+# framing. A name that slipped past every check could at worst show as text.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+STATIC_TYPES = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css",
+                "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
 @router.get("/dashboard", response_class=FileResponse, include_in_schema=False)
 def dashboard() -> FileResponse:
-    return FileResponse(STATIC / "dashboard.html", media_type="text/html")
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html",
+                        headers=PAGE_HEADERS)
 
 
 @router.get("/static/{name}", include_in_schema=False)
-def static(name: str) -> FileResponse:
-    allowed = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css",
-               "dashboard.js": "text/javascript"}
-    if name not in allowed:
-        return Response(status_code=404)
-    return FileResponse(STATIC / name, media_type=allowed[name])
+def static(name: str) -> Response:
+    if name not in STATIC_TYPES:
+        return Response(status_code=404, headers=PAGE_HEADERS)
+    return FileResponse(STATIC / name, media_type=STATIC_TYPES[name], headers=PAGE_HEADERS)

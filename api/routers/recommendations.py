@@ -20,12 +20,14 @@ from api.deps import (
     SimilarItemsFilterDep,
 )
 from api.models import ItemList, K, RecommendationList, ScoredItem
+from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
 from recommender.attribution import Impression
 from recommender.engine import Recommendations
+from schemas.impression import NAME_PATTERN
 from schemas.models import Id
 
-router = APIRouter(tags=["recommendations"], dependencies=[READ],
+router = APIRouter(route_class=GuardedRoute, tags=["recommendations"], dependencies=[READ],
                    responses=KEY_RESPONSES)
 
 ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
@@ -35,7 +37,7 @@ def _items(scored) -> list[ScoredItem]:
     return [ScoredItem(item_id=item, score=score) for item, score in scored]
 
 
-Placement = Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+Placement = Annotated[str, Query(max_length=64, pattern=NAME_PATTERN,
                                  description="Where the list is shown (home, item_page ...).")]
 FilterUser = Annotated[Id | None, Query(
     description="Whose interactions a filter's Interactions conditions read (the list "
@@ -85,6 +87,9 @@ async def recommendations(
         name, chosen, params = variant.name, variant.model, variant.params
     else:
         name, chosen, params = model, model, {}
+    # Only the allocation's choice on a configured placement may count for its variants
+    # (and move its bandit): a forced model or an unknown name is logged, never credited.
+    allocated = model is None and allocation.configured(placement)
     now = time.time()
     try:
         if item_filter is None:
@@ -103,7 +108,7 @@ async def recommendations(
         result, degraded = Recommendations("popular", fallback.top(k)), True
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement, name, result.model,
-                            tuple(item for item, _ in result.items), now)
+                            tuple(item for item, _ in result.items), now, allocated)
     producer.send_soon(settings.impressions_topic, user_id.encode(),
                        orjson.dumps(impression.to_dict()))
     return RecommendationList(

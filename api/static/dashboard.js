@@ -30,19 +30,33 @@ function push(id, names, time, values) {
 const pct = (x) => (100 * x).toFixed(2) + "%";
 const interval = (pair) => `[${pct(pair[0])}, ${pct(pair[1])}]`;
 
+// Every string from the server is written as text (textContent), never parsed as HTML: a
+// name is data, whoever chose it.
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = String(text);
+  row.appendChild(td);
+}
+
 function table(snapshot) {
   const rows = [];
   for (const [placement, report] of Object.entries(snapshot.placements || {})) {
     for (const [variant, m] of Object.entries(report.variants)) {
       const c = (report.comparisons || {})[variant];
-      rows.push(`<tr><td>${placement}</td><td>${variant}${variant === report.control ? " (control)" : ""}</td>` +
-        `<td>${m.impressions}</td><td>${m.clicks}</td><td>${pct(m.ctr)} ${interval(m.ctr_interval)}</td>` +
-        `<td>${pct(m.take_rate)} ${interval(m.take_rate_interval)}</td><td>${m.conversions}</td>` +
-        `<td>${c ? (isFinite(c.lift) ? (100 * c.lift).toFixed(1) + "%" : "∞") : "–"}</td>` +
-        `<td>${c ? c.p_value.toFixed(3) : "–"}</td></tr>`);
+      const row = document.createElement("tr");
+      cell(row, placement);
+      cell(row, variant + (variant === report.control ? " (control)" : ""));
+      cell(row, m.impressions);
+      cell(row, m.clicks);
+      cell(row, `${pct(m.ctr)} ${interval(m.ctr_interval)}`);
+      cell(row, `${pct(m.take_rate)} ${interval(m.take_rate_interval)}`);
+      cell(row, m.conversions);
+      cell(row, c ? (isFinite(c.lift) ? (100 * c.lift).toFixed(1) + "%" : "∞") : "–");
+      cell(row, c ? c.p_value.toFixed(3) : "–");
+      rows.push(row);
     }
   }
-  document.querySelector("#variants tbody").innerHTML = rows.join("");
+  document.querySelector("#variants tbody").replaceChildren(...rows);
 }
 
 function draw(snapshot) {

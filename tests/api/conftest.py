@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from streamrec.local.services import free_port
 from streamrec.settings import Settings
 
 
@@ -46,3 +51,31 @@ def client(api_settings, worker):
 def run() -> str:
     """A fresh id prefix: the session's Kafka and Redis are shared by every test."""
     return uuid.uuid4().hex[:8]
+
+
+@contextlib.contextmanager
+def api_process(services, worker_env, name: str = "api", **settings: str):
+    """A real ``streamrec api`` (uvicorn, as deployed) on a free port, with ``settings`` as
+    ``STREAMREC_*`` variables. Yields ``(url, process, log path)``."""
+    port = free_port()
+    env = dict(worker_env, STREAMREC_API_PORT=str(port),
+               **{f"STREAMREC_{key.upper()}": value for key, value in settings.items()})
+    log_path = services["dir"] / f"{name}-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "api"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        try:
+            assert wait_for(ready, timeout=60, every=0.1), f"the API did not start: {log_path}"
+            yield url, process, log_path
+        finally:
+            process.terminate()
+            process.wait(20)

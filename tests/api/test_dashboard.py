@@ -8,37 +8,22 @@ import base64
 import os
 import shutil
 import subprocess
-import sys
+import time
 import urllib.request
 
 import aiohttp
 import orjson
 import pytest
 
+from streamrec.keys import PLACEMENTS
 from streamrec.local.services import free_port
-from tests.api.conftest import wait_for
+from tests.api.conftest import api_process, wait_for
 
 
 @pytest.fixture(scope="module")
 def api_url(worker_env, services):
-    port = free_port()
-    env = dict(worker_env, STREAMREC_API_PORT=str(port))
-    with open(services["dir"] / "api-dashboard.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "api"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        assert wait_for(ready, timeout=60), "the API did not start"
+    with api_process(services, worker_env, "api-dashboard") as (url, _, _):
         yield url
-        process.terminate()
-        process.wait(20)
 
 
 async def _devtools(port: int, page_url: str, seconds: float) -> tuple[dict, bytes]:
@@ -67,10 +52,21 @@ async def _devtools(port: int, page_url: str, seconds: float) -> tuple[dict, byt
             probe = ("JSON.stringify({updates: Number(document.getElementById('updates')"
                      ".dataset.count), drawn: document.body.dataset.drawn === 'true',"
                      " canvases: document.querySelectorAll('canvas').length,"
-                     " rows: document.querySelectorAll('#variants tbody tr').length})")
+                     " rows: document.querySelectorAll('#variants tbody tr').length,"
+                     " ran: document.body.dataset.xss || null,"
+                     " elements: document.querySelectorAll('#variants img, #variants svg,"
+                     " .u-legend img, .u-legend svg').length,"
+                     " cells: [...document.querySelectorAll('#variants td')]"
+                     ".map((td) => td.textContent)})")
             result = await call("Runtime.evaluate", expression=probe, returnByValue=True)
             shot = await call("Page.captureScreenshot", format="png")
             return orjson.loads(result["result"]["value"]), base64.b64decode(shot["data"])
+
+
+# Names that would run script if the page wrote them as HTML. The admin API refuses such
+# names; these are written straight into Redis, as stored state from anywhere would be.
+HOSTILE_VARIANT = """<img src=x onerror="document.body.dataset.xss='variant'">"""
+HOSTILE_PLACEMENT = """<svg onload="document.body.dataset.xss='placement'">"""
 
 
 def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_path):
@@ -78,6 +74,11 @@ def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_pa
     assert chromium, "chromium is missing: run `make system` (Debian: apt-get install chromium)"
     client.put(f"/admin/placements/dash-{run}", json={"variants": [
         {"name": "A", "model": "popular"}, {"name": "B", "model": "hybrid"}]})
+    feedback = client.app.state.allocation.feedback
+    hostile = f"{HOSTILE_PLACEMENT}{run}"
+    feedback.put_placement({"name": hostile, "strategy": "split", "variants": [
+        {"name": HOSTILE_VARIANT, "model": "popular", "weight": 1.0, "params": {}}]},
+        "test", time.time())
     client.post("/events", json=[{"user_id": f"{run}-u", "item_id": f"{run}-i{n}",
                                   "event_type": "view"} for n in range(5)])
     for n in range(10):
@@ -89,6 +90,11 @@ def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_pa
          f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
          "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        with urllib.request.urlopen(f"{api_url}/dashboard", timeout=5) as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in policy and "default-src 'none'" in policy
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+
         def devtools_up() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1):
@@ -101,6 +107,7 @@ def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_pa
     finally:
         browser.terminate()
         browser.wait(20)
+        feedback.client.hdel(feedback.key(PLACEMENTS), hostile)
     screenshot = os.environ.get("STREAMREC_DASHBOARD_SCREENSHOT", str(tmp_path / "dash.png"))
     with open(screenshot, "wb") as file:
         file.write(png)
@@ -108,4 +115,7 @@ def test_dashboard_loads_receives_updates_and_draws(client, api_url, run, tmp_pa
     assert state["updates"] >= 3  # about one snapshot a second
     assert state["drawn"] and state["canvases"] >= 3
     assert state["rows"] >= 1  # the placement's variants are listed
+    assert state["ran"] is None and state["elements"] == 0  # the names ran nothing
+    assert hostile in state["cells"]  # shown as text
+    assert any(cell.startswith(HOSTILE_VARIANT) for cell in state["cells"])
     assert png.startswith(b"\x89PNG")

@@ -1,0 +1,53 @@
+"""The route class of every router: the key first, then the body.
+
+FastAPI reads and parses a body before it solves any dependency, the key's included: a
+client without a key got 422 for broken JSON and 400 for deep nesting before the 401, and
+learnt how its body would have been parsed. Here a route checks the key its dependencies
+ask for first, then reads a JSON body itself (``api.limits.read_json``: every refusal
+names the body, and a lone surrogate is a 422 naming its field), and only then hands the
+request to FastAPI, which finds the body parsed already.
+"""
+
+from __future__ import annotations
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from api.limits import read_json
+from api.security import RANK, authenticate
+
+
+def required_role(dependant: Dependant) -> str | None:
+    """The highest role any of the route's dependencies require (``api.security.require``)."""
+    roles = []
+    pending = list(dependant.dependencies)
+    while pending:
+        dependency = pending.pop()
+        role = getattr(dependency.call, "role", None)
+        if role is not None:
+            roles.append(role)
+        pending.extend(dependency.dependencies)
+    return max(roles, key=RANK.__getitem__, default=None)
+
+
+class GuardedRoute(APIRoute):
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        role = required_role(self.dependant)
+        reads_body = self.body_field is not None
+
+        async def guarded(request):
+            if role is not None:
+                authenticate(request, role)
+            if reads_body:
+                try:
+                    await read_json(request)
+                except ClientDisconnect:
+                    # The client left, or the server cut a body too slow to wait for (its
+                    # 408 is sent already): nobody reads an answer, none is an error.
+                    return Response(status_code=400)
+            return await handler(request)
+
+        return guarded

@@ -1,0 +1,39 @@
+"""The impressions topic's contract: what the API logs for every list it serves.
+
+The worker validates each message with :class:`ImpressionMessage` exactly as the API
+validates what clients send (types, finite numbers, bounded names and sizes), and reads
+stored impressions back through it too: a record that breaks it, on the topic or in Redis,
+is refused with a reason and can never reach the attribution code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, Strict, StringConstraints
+
+from schemas.models import MAX_TIMESTAMP, Id, _Contract
+
+# Placement, variant and filter names: what a key, a Prometheus label and a URL can carry.
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+Name = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64,
+                                                  pattern=NAME_PATTERN)]
+MAX_ITEMS = 500  # the longest list the API serves (k)
+
+
+class ImpressionMessage(_Contract):
+    """One list shown: by whom, where, which variant and model, which items, when.
+
+    ``allocated`` is false when the placement's allocation did not choose the variant (a
+    forced ``model=``, an unconfigured placement): such a list is kept so that feedback on
+    it is told apart, but it never counts for the placement's variants.
+    """
+
+    recommendation_id: Id
+    user_id: Id
+    placement: Name
+    variant: Name
+    model: Literal["popular", "cooccurrence", "mf", "hybrid"]
+    items: Annotated[list[Id], Field(max_length=MAX_ITEMS)]
+    timestamp: Annotated[float, Strict(), Field(ge=0, le=MAX_TIMESTAMP)]
+    allocated: bool = True
