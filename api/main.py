@@ -16,19 +16,19 @@ import streamrec
 from api.allocation import Allocation
 from api.errors import http_error, validation_failed
 from api.fallback import LastKnownPopular
-from api.filters import Filters
 from api.limits import BodyLimit
-from api.metrics import MetricsHub
+from api.metrics_hub import MetricsHub
+from api.named_filters import Filters
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, filters, health, metrics, recommendations
-from api.versions import ServingVersions
+from api.serving_version import ServingVersions
 from recommender.engine import Engine
 from streamrec import logs, shutdown
-from streamrec.ops import OpsStats
-from streamrec.redis_feedback import RedisFeedback
-from streamrec.redis_filters import RedisFilters
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
+from streamrec.storage.feedback_store import RedisFeedback
+from streamrec.storage.filter_definitions import RedisFilters
+from streamrec.storage.ops_stats import OpsStats
+from streamrec.storage.state_store import RedisStore
 
 log = logging.getLogger(__name__)
 

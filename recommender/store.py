@@ -1,6 +1,6 @@
 """The narrow interface to recommendation state, and its in-memory implementation.
 
-``streamrec.redis_store.RedisStore`` implements the same protocol for production; the
+``streamrec.storage.state_store.RedisStore`` implements the same protocol for production; the
 shared contract test (``tests/contract_store.py``) runs against both. Orderings follow
 Redis sorted sets: descending by score, ties by descending member.
 """

@@ -14,7 +14,7 @@ from recommender.base import MAX_WEIGHT
 from recommender.decay import LEGACY_EPOCH
 from recommender.engine import MODELS, EngineConfig
 from recommender.weights import EventWeights
-from streamrec import keys
+from streamrec.storage import keys
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
@@ -46,12 +46,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     # Redis Cluster instead of one Redis (redis_url names any node): the prefixes become hash
     # tags ("{sr}") and the per-user and per-item state is spread over groups of slots (see
-    # streamrec.keys.SHARDS and docs/scaling.md).
+    # streamrec.storage.keys.SHARDS and docs/scaling.md).
     redis_cluster: bool = False
     redis_prefix: str = Field(default="sr", pattern=PREFIX)
 
-    # The model version this process runs (see streamrec.versions): "main" is the state
-    # under redis_prefix; a worker started with --version NAME sets it.
+    # The model version this process runs (see streamrec.storage.model_versions): "main" is
+    # the state under redis_prefix; a worker started with --version NAME sets it.
     state_version: str = Field(default="main", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
     catalog_prefix: str | None = Field(default=None, pattern=PREFIX)
     version_refresh_seconds: float = Field(default=0.5, gt=0)

@@ -17,10 +17,10 @@ import redis
 from recommender.attribution import Attributor
 from recommender.engine import Engine
 from schemas.models import Item, User
-from streamrec.ops import OpsStats
-from streamrec.redis_feedback import RedisFeedback
-from streamrec.redis_store import RedisStore
-from streamrec.versions import MAIN, Versions, state_prefix
+from streamrec.storage.feedback_store import RedisFeedback
+from streamrec.storage.model_versions import MAIN, Versions, state_prefix
+from streamrec.storage.ops_stats import OpsStats
+from streamrec.storage.state_store import RedisStore
 from streams.app import app, settings
 from streams.catchup import learn_once
 from streams.decode import (

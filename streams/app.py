@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from streamrec.settings import get_settings
-from streamrec.versions import effective_settings
+from streamrec.storage.model_versions import effective_settings
 
 # A worker started for a model version (streamrec worker --version NAME) runs with that
 # version's hyperparameters, Redis namespace and consumer group.

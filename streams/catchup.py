@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from recommender.base import Interaction
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from streams.decode import DecodedEvents, Record, source
 
 log = logging.getLogger(__name__)

@@ -294,7 +294,7 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from streamrec.topics import ensure_topics
+    from streamrec.kafka import ensure_topics
 
     try:
         await ensure_topics(settings)

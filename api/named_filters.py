@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 
 from recommender.filters import BoundFilter, Filter, FilterError, parse
 from schemas.impression import NAME_PATTERN
-from streamrec.redis_filters import RedisFilters
+from streamrec.storage.filter_definitions import RedisFilters
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ import httpx
 import orjson
 import redis
 
-from streamrec import bench
-from streamrec.open_loop import expired
-from streamrec.simulator import Simulation
+from streamrec.measure import bench
+from streamrec.measure.open_loop import expired
+from streamrec.sim.simulator import Simulation
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 JUDGED = ("worker", "api")

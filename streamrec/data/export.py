@@ -230,7 +230,7 @@ def bind_filter(client, settings, name: str | None, values: str | None) -> Bound
     """The registered filter ``name`` bound to ``values`` (a JSON object of its
     $PARAMETERS), as ``GET /recommendations?filter=&filter_values=`` binds it."""
     from recommender.filters import FilterError, parse
-    from streamrec.redis_filters import RedisFilters
+    from streamrec.storage.filter_definitions import RedisFilters
 
     if name is None:
         if values is not None:
@@ -267,10 +267,10 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
     from tqdm import tqdm
 
     from api.allocation import Allocation
-    from streamrec.redis_client import connect
-    from streamrec.redis_feedback import RedisFeedback
-    from streamrec.redis_store import RedisStore
-    from streamrec.versions import Versions, version_settings
+    from streamrec.storage.client import connect
+    from streamrec.storage.feedback_store import RedisFeedback
+    from streamrec.storage.model_versions import Versions, version_settings
+    from streamrec.storage.state_store import RedisStore
 
     client = connect(settings.redis_url, settings.redis_cluster, socket_timeout=30)
     try:

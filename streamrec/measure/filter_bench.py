@@ -1,4 +1,4 @@
-"""``python -m streamrec.bench_filters``: request latency with and without a filter that
+"""``python -m streamrec.measure.filter_bench``: request latency with and without a filter that
 removes 90% of the candidates, on a real stack (``streamrec bench``'s: Kafka, Redis, one
 worker, one API process), one request at a time so each figure is a request's own time.
 
@@ -23,8 +23,8 @@ import click
 import httpx
 import orjson
 
-from streamrec import bench
-from streamrec.simulator import Simulation
+from streamrec.measure import bench
+from streamrec.sim.simulator import Simulation
 
 FILTERS = {
     "cheap": ("INCLUDE ItemID WHERE Items.price < $MAX_PRICE", {"MAX_PRICE": 25}),

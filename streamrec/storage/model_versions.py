@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 import redis
 
-from streamrec import keys
-from streamrec.redis_client import connect
+from streamrec.storage import keys
+from streamrec.storage.client import connect
 
 MAIN = "main"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
@@ -408,7 +408,7 @@ async def rebuild(settings: Any, name: str, overrides: dict[str, Any],
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from recommender.engine import Engine
-    from streamrec.redis_store import RedisStore
+    from streamrec.storage.state_store import RedisStore
     from streams.catchup import learn_once
     from streams.decode import PlainRecord, decode_events, source, unapplied
 

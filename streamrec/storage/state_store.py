@@ -2,7 +2,7 @@
 
 Reads are pipelined (one round trip per call). On one Redis, :meth:`RedisStore.apply` writes
 a whole batch in one Lua call, so readers never see half a batch. On a Redis Cluster (a
-prefix written as a hash tag, see :mod:`streamrec.keys`) a batch is one Lua call per group
+prefix written as a hash tag, see :mod:`streamrec.storage.keys`) a batch is one Lua call per group
 of slots, each recording the offsets it applied; ``streams.catchup`` replays exactly what a
 crash left unapplied.
 """
@@ -24,8 +24,9 @@ from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import RESCALE_HALF_LIVES, Decayed
 from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
-from streamrec import keys, redis_scripts
-from streamrec.redis_client import connect, is_cluster
+from streamrec.storage import keys
+from streamrec.storage import scripts as redis_scripts
+from streamrec.storage.client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 # The APPLY script's names for the kinds of a user group ("u") and of an item group ("i").

@@ -34,7 +34,7 @@ def main(log_level: str) -> None:
                    "instead of the main state.")
 def worker(log_level: str, state_version: str | None) -> None:
     """Run a Faust worker that applies events to the recommendation state in Redis."""
-    from streamrec.topics import ensure_topics
+    from streamrec.kafka import ensure_topics
 
     if state_version is not None:
         os.environ["STREAMREC_STATE_VERSION"] = state_version
@@ -91,7 +91,7 @@ def simulate(
     """Produce a synthetic event stream (and its item catalog) into Kafka."""
     import threading
 
-    from streamrec.simulator import Simulation
+    from streamrec.sim.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
     if loop_api:
@@ -105,7 +105,7 @@ def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int
     import urllib.parse
     import urllib.request
 
-    from streamrec.loop import run_loop
+    from streamrec.sim.loop import run_loop
 
     key = get_settings().client_api_key
     headers = {} if key is None else {"X-API-Key": key}
@@ -132,7 +132,7 @@ def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int
 async def _produce_simulation(simulation, rate: float, count: int | None) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streamrec.topics import ensure_topics
+    from streamrec.kafka import ensure_topics
 
     settings = get_settings()
     await ensure_topics(settings)
@@ -187,8 +187,8 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
     two-proportion test on take-rate and the sample size still needed."""
     from recommender.abtest import NO_EFFECT, placement_report
-    from streamrec.redis_client import connect
-    from streamrec.redis_feedback import RedisFeedback
+    from streamrec.storage.client import connect
+    from streamrec.storage.feedback_store import RedisFeedback
 
     settings = get_settings()
     feedback = RedisFeedback(connect(settings.redis_url, settings.redis_cluster),
@@ -238,8 +238,8 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
              output_dir: Path, limit: int | None, batch_seconds: float,
              retrain_every: float, cold_start: int) -> None:
     """Prequential evaluation: each model ranks before it learns each event."""
-    from streamrec import evaluate as evaluation
-    from streamrec.datasets import DatasetError
+    from streamrec.data.datasets import DatasetError
+    from streamrec.measure import evaluate as evaluation
 
     try:
         report = evaluation.run(
@@ -294,8 +294,8 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
     this machine."""
     import uuid
 
-    from streamrec import bench as measure
-    from streamrec.simulator import Simulation
+    from streamrec.measure import bench as measure
+    from streamrec.sim.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=7)
     figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -395,7 +395,7 @@ def soak(duration: float, event_rate: float, request_rate: float, interval: floa
          run_dir: Path | None) -> None:
     """Hold a fixed event and request rate on a real local stack; print errors, latency and
     memory every interval, then a verdict (exit 1 on any error or growing memory)."""
-    from streamrec import soak as soaking
+    from streamrec.measure import soak as soaking
 
     config = soaking.SoakConfig(duration=duration, event_rate=event_rate,
                                 request_rate=request_rate, interval=interval, users=users,
@@ -428,7 +428,7 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
                 show_rejected: int, batch: int) -> None:
     """Validate every row of a CSV or JSON Lines file and send the valid ones to Kafka
     (items and users to their compacted topics, events to the events topic)."""
-    from streamrec import importer
+    from streamrec.data import importer
     from streamrec.logs import escape
 
     kind = kind or ("items" if data_format == "movielens-movies" else "events")
@@ -475,7 +475,7 @@ def export(users_file: Path | None, all_users: bool, k: int, model: str | None,
            placement: str, output: Path, state_version: str | None, filter_name: str | None,
            filter_values: str | None, chunk: int) -> None:
     """Write top-k lists for many users, ranked by the API's engine code, to a file."""
-    from streamrec import export as exporting
+    from streamrec.data import export as exporting
 
     if (users_file is None) == (not all_users):
         raise click.UsageError("give either --users FILE or --all-users")
@@ -502,7 +502,7 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -
     namespace while the serving version keeps serving."""
     from tqdm import tqdm
 
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     try:
         changes = versions.parse_overrides(list(overrides))
@@ -526,7 +526,7 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
 def promote(name: str, author: str) -> None:
     """Serve model version NAME (every API process follows within a second)."""
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     try:
         previous = _versions().promote(name, author)
@@ -539,7 +539,7 @@ def promote(name: str, author: str) -> None:
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
 def rollback(author: str) -> None:
     """Serve again the version that served before the last promote."""
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     try:
         restored = _versions().rollback(author)
@@ -556,8 +556,8 @@ def versions_group(context: click.Context) -> None:
         return
     import redis
 
-    from streamrec import keys
-    from streamrec.redis_store import RedisStore
+    from streamrec.storage import keys
+    from streamrec.storage.state_store import RedisStore
 
     registry = _versions()
     serving = registry.serving()
@@ -577,7 +577,7 @@ def versions_group(context: click.Context) -> None:
 @click.argument("name")
 def versions_delete(name: str) -> None:
     """Delete model version NAME and its state (not the serving one)."""
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     try:
         removed = _versions().delete(name)
@@ -606,7 +606,7 @@ def snapshot() -> None:
 def snapshot_save(path: Path, name: str) -> None:
     from tqdm import tqdm
 
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     registry = _versions()
     version = registry.get(name)
@@ -625,7 +625,7 @@ def snapshot_save(path: Path, name: str) -> None:
 def snapshot_restore(path: Path, name: str) -> None:
     from tqdm import tqdm
 
-    from streamrec import versions
+    from streamrec.storage import model_versions as versions
 
     registry = _versions()
     try:
@@ -642,8 +642,8 @@ def snapshot_restore(path: Path, name: str) -> None:
 
 
 def _versions():
-    from streamrec.redis_client import connect
-    from streamrec.versions import Versions
+    from streamrec.storage.client import connect
+    from streamrec.storage.model_versions import Versions
 
     settings = get_settings()
     return Versions(connect(settings.redis_url, settings.redis_cluster),

@@ -14,9 +14,9 @@ import threading
 import redis
 
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
-from streamrec.versions import MAIN, Versions, version_settings
+from streamrec.storage.model_versions import MAIN, Versions, version_settings
+from streamrec.storage.state_store import RedisStore
 
 log = logging.getLogger(__name__)
 

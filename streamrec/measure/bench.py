@@ -32,10 +32,10 @@ from pathlib import Path
 
 import orjson
 
-from streamrec import keys
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
-from streamrec.simulator import Simulation
+from streamrec.sim.simulator import Simulation
+from streamrec.storage import keys
+from streamrec.storage.client import connect
+from streamrec.storage.state_store import RedisStore
 
 
 @dataclass
@@ -138,8 +138,8 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
     ``cover``); returns the producer's events/s."""
     from aiokafka import AIOKafkaProducer
 
+    from streamrec.kafka import ensure_topics
     from streamrec.settings import Settings
-    from streamrec.topics import ensure_topics
 
     settings = Settings(**_settings_overrides(current))
     await ensure_topics(settings)
@@ -252,7 +252,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     loop). Returns the samples and the background rate Kafka acknowledged."""
     from aiokafka import AIOKafkaProducer
 
-    from streamrec.soak import Load, SoakConfig, produce
+    from streamrec.measure.soak import Load, SoakConfig, produce
 
     topic = f"{current.prefix}.events"
 
@@ -335,13 +335,13 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
                    model: str | None = None, seed: int = 7) -> list[RateResult]:
     """Open-loop ``GET /recommendations`` at each fixed rate over random users: every
     request leaves at its scheduled time and its latency counts from then, so queueing
-    shows (:mod:`streamrec.open_loop`)."""
+    shows (:mod:`streamrec.measure.open_loop`)."""
     import random
     from urllib.parse import quote
 
     import uvloop
 
-    from streamrec import open_loop
+    from streamrec.measure import open_loop
 
     query = "" if model is None else f"&model={quote(model)}"
 
