@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommender import screening
-from recommender.base import Category, Interaction, ItemId, Scored, UserId
+from recommender.base import MODELS, Category, Interaction, ItemId, Scored, UserId
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
 from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay
@@ -27,7 +27,6 @@ from recommender.store import StateStore, StateUpdate, top
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
 
-MODELS = ("popular", "cooccurrence", "mf", "hybrid")
 HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular")
 
 

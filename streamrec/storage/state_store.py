@@ -559,6 +559,13 @@ class RedisStore:
         raw = self.client.get(self.key(keys.USER, user_id))
         return None if raw is None else orjson.loads(raw)
 
+    def items_with_factors(self) -> int:
+        """How many items have MF factors (the change cursor holds one member each)."""
+        try:
+            return self.client.zcard(self.key(keys.MF_CHANGED))
+        except redis.RedisError:  # a listing goes on without the figure
+            return 0
+
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)
 

@@ -155,13 +155,8 @@ def test_worker_and_api_serve_from_the_cluster(services, worker_env, redis_clust
 
 
 def test_snapshots_and_version_deletes_reach_every_group(redis_cluster, tmp_path):
-    from streamrec.storage.model_versions import (
-        Version,
-        VersionError,
-        Versions,
-        restore_snapshot,
-        save_snapshot,
-    )
+    from streamrec.storage.model_versions import Version, VersionError, Versions
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
 
     client = connect(redis_cluster, cluster=True)
     base = keys.tagged(f"snap-{uuid.uuid4().hex[:8]}")

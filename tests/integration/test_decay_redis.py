@@ -132,7 +132,7 @@ def test_a_snapshot_from_before_landmarks_restores_as_legacy_state(store, tmp_pa
     """A format-2 snapshot (no landmarks) restores; landmarks the target namespace held
     before are dropped, so its keys are read in the legacy epoch's frame, as they were
     written."""
-    from streamrec.storage.model_versions import restore_snapshot, save_snapshot
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
 
     half_life = 7 * DAY
     events = [event for batch in decayed_batches(0.2, 24.0, start=LEGACY_EPOCH + 40 * DAY)
