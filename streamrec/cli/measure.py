@@ -126,6 +126,7 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
     import uuid
 
     from streamrec.measure import bench as measure
+    from streamrec.percentiles import summarise
     from streamrec.sim.simulator import Simulation
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=7)
@@ -159,7 +160,7 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         anchors = [item for item, _ in current.store().popular(50).scores]
         seconds, background = measure.freshness(current, base, anchors, probes, simulation,
                                                 freshness_rate)
-        figures["freshness_ms"] = {k: v * 1000 for k, v in measure.summarise(seconds).items()}
+        figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(seconds).items()}
         figures["freshness_background_events_per_second"] = background
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
                    f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"]))

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from streamrec.measure import bench
+from streamrec.percentiles import summarise
 from streamrec.sim.simulator import Simulation
 
 FILTERS = {
@@ -91,7 +92,7 @@ def measure(client: httpx.Client, simulation: Simulation, route: str, requests: 
             sizes[name].append(len(response.json()["items"]))
     rows = []
     for name in names:
-        summary = bench.summarise(seconds[name])
+        summary = summarise(seconds[name])
         rows.append(Row(route, name or "none", 1000 * summary["p50"], 1000 * summary["p99"],
                         1000 * summary["mean"], sum(sizes[name]) / len(sizes[name])))
     return rows

@@ -44,6 +44,7 @@ import redis
 
 from streamrec.measure import bench
 from streamrec.measure.open_loop import expired
+from streamrec.percentiles import percentiles, summarise
 from streamrec.sim.simulator import Simulation
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -339,10 +340,11 @@ async def rows(load: Load, config: SoakConfig, watch: Watch, done: asyncio.Event
                 load.all_errors[problem] += 1
                 errors[problem] += 1
         now_applied = await asyncio.to_thread(watch.applied)
+        latency = percentiles(latencies) if latencies else {}
         row = Row(time.monotonic() - started, events, now_applied - applied, requests,
                   sum(errors.values()),
-                  1000 * bench.percentile(latencies, 0.5) if latencies else None,
-                  1000 * bench.percentile(latencies, 0.99) if latencies else None,
+                  1000 * latency["p50"] if latency else None,
+                  1000 * latency["p99"] if latency else None,
                   await asyncio.to_thread(watch.memory), os.getloadavg()[0])
         applied = now_applied
         taken.append(row)
@@ -401,7 +403,7 @@ async def _wait_applied(watch: Watch, target: int, timeout: float) -> int:
 def _latency_ms(seconds: list[float]) -> dict[str, float]:
     if not seconds:
         return {}
-    return {name: 1000 * value for name, value in bench.summarise(seconds).items()}
+    return {name: 1000 * value for name, value in summarise(seconds).items()}
 
 
 def run(config: SoakConfig, echo: Callable[[str], None], run_dir: Path | None = None
