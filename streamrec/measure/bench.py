@@ -317,13 +317,13 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
                    model: str | None = None, seed: int = 7) -> list[RateResult]:
     """Open-loop ``GET /recommendations`` at each fixed rate over random users: every
     request leaves at its scheduled time and its latency counts from then, so queueing
-    shows (:mod:`streamrec.measure.open_loop`)."""
+    shows (:mod:`streamrec.measure.load`)."""
     import random
     from urllib.parse import quote
 
     import uvloop
 
-    from streamrec.measure import open_loop
+    from streamrec.measure import load as open_loop
 
     query = "" if model is None else f"&model={quote(model)}"
 

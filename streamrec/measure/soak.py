@@ -43,7 +43,7 @@ import orjson
 import redis
 
 from streamrec.measure import bench
-from streamrec.measure.open_loop import expired
+from streamrec.measure.load import expired
 from streamrec.percentiles import percentiles, summarise
 from streamrec.sim.simulator import Simulation
 

@@ -7,7 +7,7 @@ import asyncio
 
 import orjson
 
-from streamrec.measure import open_loop
+from streamrec.measure import load as open_loop
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
