@@ -106,14 +106,12 @@ def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int
 
 
 async def _produce_simulation(simulation, rate: float, count: int | None) -> int:
-    from aiokafka import AIOKafkaProducer
-
     from streamrec.kafka import ensure_topics
+    from streamrec.kafka import producer as kafka_producer
 
     settings = get_settings()
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    producer = kafka_producer(settings.kafka_bootstrap, linger_ms=5)
     await producer.start()
     sent = 0
     try:

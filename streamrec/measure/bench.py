@@ -30,7 +30,9 @@ from pathlib import Path
 
 import orjson
 
+from streamrec import kafka
 from streamrec.local.supervisor import Supervisor
+from streamrec.measure.load import Load, produce_events
 from streamrec.percentiles import percentiles
 from streamrec.settings import Settings
 from streamrec.sim.simulator import Simulation
@@ -131,15 +133,11 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
                           cover: bool = False) -> float:
     """Produce the catalog and ``count`` events (after one view of every item when
     ``cover``); returns the producer's events/s."""
-    from aiokafka import AIOKafkaProducer
-
     from streamrec.kafka import ensure_topics
 
     settings = current.settings()
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=20,
-                                max_batch_size=256 * 1024)
+    producer = kafka.producer(current.bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for item in simulation.catalog.items():
@@ -232,15 +230,10 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     """Seconds from producing a new user's first event to a personalised list for them,
     while ``background_rate`` simulated events per second flow into the same topic (open
     loop). Returns the samples and the background rate Kafka acknowledged."""
-    from aiokafka import AIOKafkaProducer
-
-    from streamrec.measure.soak import Load, SoakConfig, produce
-
     topic = f"{current.prefix}.events"
 
     async def probe_all() -> list[float]:
-        producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
-                                    enable_idempotence=True)
+        producer = kafka.producer(current.bootstrap)
         await producer.start()
         seconds = []
         try:
@@ -269,9 +262,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         if background_rate <= 0 or simulation is None:
             return await probe_all(), 0.0
         load = Load()
-        config = SoakConfig(duration=3600.0, event_rate=background_rate)
-        background = asyncio.create_task(
-            produce(load, config, current.bootstrap, topic, simulation))
+        background = asyncio.create_task(produce_events(
+            load, current.bootstrap, topic, simulation, background_rate, seconds=3600.0))
         await asyncio.sleep(3.0)  # let the background rate settle before probing
         started, acknowledged = time.perf_counter(), load.events_total
         try:
