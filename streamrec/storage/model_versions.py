@@ -23,17 +23,11 @@ from typing import Any
 import orjson
 import redis
 
+from recommender.hyperparameters import BY_SETTING, TUNABLE
 from streamrec.storage import keys
 
 MAIN = "main"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
-# Engine settings a version may override (hyperparameters; not infrastructure).
-TUNABLE = frozenset({
-    "history_length", "cooccurrence_window", "cooccurrence_window_seconds", "max_neighbours",
-    "neighbours_per_item_read", "decay_half_life_seconds", "mf_dim", "mf_learning_rate",
-    "mf_regularization", "mf_negatives", "mf_negative_pool", "seed", "hybrid_mf",
-    "hybrid_cooccurrence", "hybrid_popular", "hybrid_candidates",
-})
 
 
 class VersionError(ValueError):
@@ -61,10 +55,15 @@ def state_prefix(base: str, name: str) -> str:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["mf_dim=64", "hybrid_popular=0.1"]`` as settings overrides (values as JSON).
+    """``["mf_dim=64", "hybrid_popular=0.1"]`` as settings overrides (values as JSON),
+    each a hyperparameter a version may change (:data:`TUNABLE`) within its bounds.
 
     >>> parse_overrides(["mf_dim=64", "hybrid_popular=0.1"])
     {'mf_dim': 64, 'hybrid_popular': 0.1}
+    >>> parse_overrides(["mf_dim=0"])
+    Traceback (most recent call last):
+    ...
+    streamrec.storage.model_versions.VersionError: mf_dim: 0 must be >= 1
     """
     overrides: dict[str, Any] = {}
     for pair in pairs:
@@ -75,9 +74,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise VersionError(f"{name!r} is not a model setting a version may change; "
                                f"one of {sorted(TUNABLE)}")
         try:
-            overrides[name] = orjson.loads(raw)
+            overrides[name] = BY_SETTING[name].check(orjson.loads(raw))
         except orjson.JSONDecodeError:
             raise VersionError(f"{name}: {raw!r} is not a number or JSON value") from None
+        except ValueError as error:
+            raise VersionError(str(error)) from None
     return overrides
 
 
