@@ -18,6 +18,8 @@ version's wiring on the same client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -26,6 +28,7 @@ from recommender.allocation import Allocation
 from recommender.attribution import Attributor
 from recommender.engine import Engine
 from streamrec.settings import Settings
+from streamrec.storage import snapshots
 from streamrec.storage.client import connect
 from streamrec.storage.feedback_store import RedisFeedback
 from streamrec.storage.filter_definitions import RedisFilters
@@ -108,6 +111,18 @@ class Wiring:
             raise VersionError(f"version {name!r} does not exist: build it with "
                                f"streamrec rebuild --version {name}")
         return Wiring(_version_settings(self.settings, version), self._client)
+
+    def save_snapshot(self, path: Path, progress: Callable[[int], None] | None = None,
+                      settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write this version's state, with the offsets it reflects, to ``path``."""
+        return snapshots.save_snapshot(self.client, self.settings.redis_prefix, path,
+                                       progress, settings)
+
+    def restore_snapshot(self, path: Path, prefix: str | None = None,
+                         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Load a snapshot into this version's namespace (or ``prefix``, a new version's)."""
+        return snapshots.restore_snapshot(self.client, path,
+                                          prefix or self.settings.redis_prefix, progress)
 
     # -- stores -----------------------------------------------------------------------
 

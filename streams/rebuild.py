@@ -20,7 +20,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Version, VersionError, check_name
-from streamrec.storage.snapshots import restore_snapshot
 from streamrec.wiring import Wiring
 from streams.batch import EventBatches
 from streams.decode import PlainRecord
@@ -82,7 +81,7 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
     effective = wiring.settings
     store = wiring.store()
     if snapshot is not None:
-        restore_snapshot(wiring.client, snapshot, effective.redis_prefix)
+        wiring.restore_snapshot(snapshot)
     batches = EventBatches(wiring.engine(store), store, effective.weights(),
                            effective.max_event_time_skew_seconds)
     report = RebuildReport(effective.state_version)

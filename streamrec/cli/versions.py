@@ -123,7 +123,6 @@ def snapshot() -> None:
 def snapshot_save(path: Path, name: str) -> None:
     from tqdm import tqdm
 
-    from streamrec.storage import snapshots
 
     wiring = _wiring()
     registry = wiring.versions()
@@ -131,8 +130,8 @@ def snapshot_save(path: Path, name: str) -> None:
     if version is None:
         raise click.ClickException(f"version {name!r} does not exist")
     with tqdm(unit="key", desc=f"snapshot {name}") as bar:
-        header = snapshots.save_snapshot(wiring.client, registry.prefix(name), path,
-                                         bar.update, settings=version.settings)
+        header = wiring.for_version(name, version).save_snapshot(path, bar.update,
+                                                                 version.settings)
     click.echo(f"snapshot of {name}: {header['keys']:,} keys, offsets {header['offsets']}"
                f" -> {path}")
 
@@ -144,7 +143,6 @@ def snapshot_restore(path: Path, name: str) -> None:
     from tqdm import tqdm
 
     from streamrec.storage import model_versions as versions
-    from streamrec.storage import snapshots
 
     wiring = _wiring()
     registry = wiring.versions()
@@ -152,8 +150,7 @@ def snapshot_restore(path: Path, name: str) -> None:
         if name == versions.MAIN or registry.get(name) is not None:
             raise versions.VersionError(f"version {name!r} exists: restore into a new name")
         with tqdm(unit="key", desc=f"restore {name}") as bar:
-            header = snapshots.restore_snapshot(wiring.client, path, registry.prefix(name),
-                                                bar.update)
+            header = wiring.restore_snapshot(path, registry.prefix(name), bar.update)
         registry.register(versions.Version(name, header.get("settings", {})))
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None

@@ -33,7 +33,7 @@ from recommender.filters import (
     bind_named,
     parse,
 )
-from recommender.store import StateStore
+from recommender.store import ServingReads
 
 CHUNK = 1000
 
@@ -61,7 +61,7 @@ class ChunkView:
     ([('tea', 1.0)], [])
     """
 
-    def __init__(self, store: StateStore, config: EngineConfig) -> None:
+    def __init__(self, store: ServingReads, config: EngineConfig) -> None:
         self.store = store
         self.config = config
         self.decay = ForwardDecay(config.half_life, config.epoch)

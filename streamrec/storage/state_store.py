@@ -4,7 +4,9 @@ Reads are pipelined (one round trip per call). On one Redis, :meth:`RedisStore.a
 a whole batch in one Lua call, so readers never see half a batch. On a Redis Cluster (a
 prefix written as a hash tag, see :mod:`streamrec.storage.keys`) a batch is one Lua call per group
 of slots, each recording the offsets it applied; ``streams.catchup`` replays exactly what a
-crash left unapplied.
+crash left unapplied, with the methods beyond the protocol's roles that only a Redis batch
+path needs (:meth:`RedisStore.group_markers`, :meth:`RedisStore.user_group`,
+:meth:`RedisStore.deletion_count`, :meth:`RedisStore.delete_again`).
 """
 
 from __future__ import annotations
@@ -185,6 +187,12 @@ class RedisStore:
     def group(kind: str, entity: str) -> str:
         """The group (``"u3"``, ``"i7"``) of a user's or an item's state, sharded."""
         return f"{kind}{zlib.crc32(entity.encode()) % keys.SHARDS}"
+
+    @classmethod
+    def user_group(cls, user_id: UserId) -> str:
+        """The group of ``user_id``'s state: what a replay of a half-applied batch on a
+        cluster asks (``streams.catchup``; :meth:`group_markers` names the groups)."""
+        return cls.group("u", user_id)
 
     def _marker(self, group: str) -> str:
         """The hash of offsets a group applied (unsharded: the state's own offsets)."""
