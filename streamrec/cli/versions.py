@@ -6,13 +6,16 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from streamrec.settings import get_settings
-from streamrec.storage.model_versions import Versions
-from streamrec.wiring import Wiring
+
+if TYPE_CHECKING:  # imported by the commands that use them: `streamrec --help` stays quick
+    from streamrec.storage.model_versions import Versions
+    from streamrec.wiring import Wiring
 
 
 @click.command()
@@ -164,4 +167,6 @@ def _versions() -> Versions:
 
 def _wiring() -> Wiring:
     """Operator commands wait longer on Redis than the roles: a snapshot moves many keys."""
+    from streamrec.wiring import Wiring
+
     return Wiring.connect(get_settings(), socket_timeout=30)
