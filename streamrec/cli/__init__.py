@@ -1,9 +1,9 @@
 """``streamrec``: one thin command per job, grouped by what it works on (Feast's ``cli/``).
 
 - :mod:`~streamrec.cli.roles`: worker, api, simulate, up;
-- :mod:`~streamrec.cli.measure`: report, evaluate, bench, soak;
-- :mod:`~streamrec.cli.data`: import, export;
-- :mod:`~streamrec.cli.versions`: rebuild, promote, rollback, versions, snapshot.
+- :mod:`~streamrec.cli.measurements`: report, evaluate, bench, soak;
+- :mod:`~streamrec.cli.import_export`: import, export;
+- :mod:`~streamrec.cli.versioning`: rebuild, promote, rollback, versions, snapshot.
 
 A command parses its options, asks the composition root (:mod:`streamrec.wiring`) or the
 module that does the work, and prints; the work itself lives elsewhere.
@@ -15,7 +15,7 @@ import logging
 
 import click
 
-from streamrec.cli import data, measure, roles, versions
+from streamrec.cli import import_export, measurements, roles, versioning
 
 
 @click.group()
@@ -29,8 +29,9 @@ def main(log_level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
-for command in (roles.worker, roles.api, roles.simulate, roles.up, measure.report,
-                measure.evaluate, measure.bench, measure.soak, data.import_rows, data.export,
-                versions.rebuild, versions.promote, versions.rollback,
-                versions.versions_group, versions.snapshot):
+for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.report,
+                measurements.evaluate, measurements.bench, measurements.soak,
+                import_export.import_rows, import_export.export, versioning.rebuild,
+                versioning.promote, versioning.rollback, versioning.versions_group,
+                versioning.snapshot):
     main.add_command(command)
