@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommender import screening
-from recommender.base import Category, Interaction, ItemId, Scored, UserId
+from recommender.base import MODELS, Category, Interaction, ItemId, Scored, UserId
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
-from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay
+from recommender.decay import Decayed, ForwardDecay
 from recommender.filters import BoundFilter
+from recommender.hyperparameters import EngineConfig
 from recommender.mf import ItemFactorIndex, OnlineBPR
 from recommender.popularity import DecayedPopularity
 from recommender.screening import Screen
@@ -27,41 +28,7 @@ from recommender.store import StateStore, StateUpdate, top
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
 
-MODELS = ("popular", "cooccurrence", "mf", "hybrid")
 HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    history_length: int = 200
-    window: int = 20
-    window_seconds: float = 7 * 86400.0
-    max_neighbours: int = 200
-    neighbours_per_item: int = 50
-    half_life: float = 7 * 86400.0
-    # The frame of decayed state written before landmarks existed (recommender.decay).
-    epoch: float = LEGACY_EPOCH
-    mf_dim: int = 32
-    mf_learning_rate: float = 0.05
-    mf_regularization: float = 0.002
-    mf_negatives: int = 4
-    mf_negative_pool: int = 256
-    seed: int = 0
-    # hybrid: a blend of each source's scores, each scaled to [0, 1] over the candidates
-    hybrid_mf: float = 1.0
-    hybrid_cooccurrence: float = 1.0
-    hybrid_popular: float = 0.2
-    hybrid_candidates: int = 100
-    # Most candidates one list screens (withdrawn items, filters) before it answers with
-    # what passed: the bound on a request whose filter removes nearly everything.
-    max_screened_candidates: int = 5000
-    # Cold start: items nobody has interacted with get neighbours from their catalog
-    # documents (content similarity, weighted against co-occurrence by content_weight);
-    # exploration_share of each personalised list goes to items created within
-    # new_item_seconds, so that they can earn interactions.
-    content_weight: float = 0.5
-    exploration_share: float = 0.0
-    new_item_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
