@@ -6,6 +6,7 @@ its thread pool, a thread hop per dependency per request for a dictionary lookup
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -48,6 +49,10 @@ async def _filters(request: Request) -> Filters:
     return request.app.state.filters
 
 
+async def _serving_threads(request: Request) -> Executor:
+    return request.app.state.serving_threads
+
+
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
@@ -55,6 +60,8 @@ ProducerDep = Annotated[EventProducer, Depends(_producer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 WeightsDep = Annotated[EventWeights, Depends(_weights)]
 FiltersDep = Annotated[Filters, Depends(_filters)]
+# Where a handler runs its blocking store calls (api.main's lifespan sizes it).
+ServingThreadsDep = Annotated[Executor, Depends(_serving_threads)]
 # The request's filter (query ``filter`` and ``filter_values``), bound; None without one.
 ListFilterDep = Annotated[BoundFilter | None, Depends(list_filter)]
 SimilarItemsFilterDep = Annotated[BoundFilter | None, Depends(similar_items_filter)]

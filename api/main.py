@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from api.named_filters import Filters
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, filters, health, metrics, recommendations
 from api.serving_version import ServingVersions
+from api.shedding import LoadShedding
 from streamrec import logs, shutdown
 from streamrec.settings import Settings, get_settings
 from streamrec.wiring import Wiring
@@ -98,6 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.filters = named_filters
         hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer)
         app.state.metrics = hub
+        # Where GET /recommendations waits on Redis, so the event loop never does (a Redis
+        # that hangs would stall every route, /healthz too). Few threads: the work is
+        # Python under one GIL, and each more thread cost CPU per request (measured).
+        serving_threads = ThreadPoolExecutor(settings.serving_threads,
+                                             thread_name_prefix="serving")
+        app.state.serving_threads = serving_threads
         refreshers = [
             asyncio.create_task(keep_fresh("item factors", versions.refresh_factors,
                                            settings.factor_refresh_seconds)),
@@ -117,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
+            serving_threads.shutdown(wait=False, cancel_futures=True)
             await hub.close()
             await producer.stop()
             wiring.close()
@@ -134,4 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestTimer)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(LoadShedding, max_in_flight=settings.max_requests_in_flight,
+                     deadline_seconds=settings.request_deadline_seconds,
+                     retry_after_seconds=settings.retry_after_seconds)
     return app

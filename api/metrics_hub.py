@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from recommender import abtest
@@ -43,6 +43,12 @@ class MetricsHub:
         self.request_seconds = Histogram(
             "streamrec_http_request_duration_seconds", "HTTP request latency by route",
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.shed_requests = Counter(
+            "streamrec_http_requests_shed", "Requests answered 503 by load shedding, by reason "
+            "(in_flight: max_requests_in_flight reached; deadline: no answer within "
+            "request_deadline_seconds)", ["reason"], registry=self.registry)
+        for reason in ("in_flight", "deadline"):  # exported at 0 before the first one
+            self.shed_requests.labels(reason)
         self.registry.register(_SnapshotCollector(self))
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=20000)
         self._previous: tuple[float, int] | None = None
@@ -58,6 +64,9 @@ class MetricsHub:
     def observe(self, route: str, seconds: float) -> None:
         self.request_seconds.labels(route).observe(seconds)
         self._recent.append((time.monotonic(), seconds))
+
+    def shed(self, reason: str) -> None:
+        self.shed_requests.labels(reason).inc()
 
     async def run(self, every: float = 1.0) -> None:
         failing = False
