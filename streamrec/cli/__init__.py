@@ -31,6 +31,7 @@ def main(log_level: str) -> None:
 
 for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.report,
                 measurements.evaluate, measurements.bench, measurements.soak,
+                measurements.ingest_ceiling,
                 import_export.import_rows, import_export.export, versioning.rebuild,
                 versioning.promote, versioning.rollback, versioning.versions_group,
                 versioning.snapshot):

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from recommender.base import MODELS
+from streamrec.measure.targets import FRESHNESS_LOAD, judge
 from streamrec.settings import get_settings
 
 
@@ -92,8 +93,9 @@ def _names(text: str) -> list[str]:
 @click.option("--items", default=10_000, show_default=True)
 @click.option("--categories", default=50, show_default=True)
 @click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
-@click.option("--freshness-rate", default=5000.0, show_default=True,
-              help="Background events/s flowing while freshness is probed (0: none).")
+@click.option("--freshness-rate", type=float, default=None,
+              help="Background events/s flowing while freshness is probed (0: none; "
+                   "default: 80% of the ingest rate just measured, the target's load).")
 @click.option("--duration", default=15, show_default=True, help="Seconds of HTTP load.")
 @click.option("--connections", default=16, show_default=True, help="wrk connections.")
 @click.option("--models", default=",".join(MODELS), show_default=True,
@@ -104,6 +106,8 @@ def _names(text: str) -> list[str]:
               help="Seconds at each open-loop rate.")
 @click.option("--budget-ms", default=10.0, show_default=True,
               help="p99 budget: the report names the highest rate that stays in it.")
+@click.option("--target-rate", default=1000.0, show_default=True,
+              help="The open-loop rate whose p99 is judged against --budget-ms.")
 @click.option("--scale-out", is_flag=True,
               help="Also ingest with 2 workers and serve with 2 API processes.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
@@ -117,12 +121,13 @@ def _names(text: str) -> list[str]:
 @click.option("--ingest-only", is_flag=True,
               help="Stop after the ingest stage (and Redis memory): no API, no HTTP load.")
 def bench(events: int, users: int, items: int, categories: int, probes: int,
-          freshness_rate: float, duration: int, connections: int, models: str,
-          serve_rates: str, rate_seconds: float, budget_ms: float, scale_out: bool,
-          output: Path | None, run_dir: Path | None, cover_catalog: bool,
+          freshness_rate: float | None, duration: int, connections: int, models: str,
+          serve_rates: str, rate_seconds: float, budget_ms: float, target_rate: float,
+          scale_out: bool, output: Path | None, run_dir: Path | None, cover_catalog: bool,
           redis_cluster: bool, ingest_only: bool) -> None:
     """Measure ingest events/s, freshness, serving latency, Redis memory and scale-out on
-    this machine."""
+    this machine, with the ceilings they are judged against (a do-nothing Faust agent,
+    ``/healthz``), and print each target with PASS or MISS."""
     import uuid
 
     from streamrec.measure import bench as measure
@@ -133,6 +138,7 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
     figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                      "redis": "cluster of 3" if redis_cluster else "single"}
     model_names = _names(models)
+    default_model = get_settings().default_model  # judged against /healthz, served always
     with measure.stack(run_dir, cluster=redis_cluster) as current:
         if scale_out:
             click.echo(f"ingest: {events} events, two workers in one group ...")
@@ -148,16 +154,22 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
                    f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, startup "
                    f"{result.startup_seconds:.1f} s excluded)")
+        ceiling = measure.ingest_ceiling(current, events)
+        figures["ingest_ceiling"] = ceiling
+        click.echo(f"  a do-nothing Faust agent took the same backlog at {ceiling:,.0f} events/s "
+                   f"(the worker: {result.apply_per_second / ceiling:.0%} of it)")
         memory = measure.redis_bytes(current)
         figures["redis_memory"] = memory
         click.echo(f"Redis: {memory['bytes_per_user']:,.0f} bytes per user "
                    f"({memory['bytes_per_user'] * 1e6 / 2**30:.2f} GiB per million users), "
                    f"{memory['bytes_per_item']:,.0f} bytes per item")
         if ingest_only:
-            _write_figures(output, figures)
+            _finish(output, figures, budget_ms, target_rate)
             return
         base = measure.start_api(current)
         anchors = [item for item, _ in current.store().popular(50).scores]
+        if freshness_rate is None:
+            freshness_rate = FRESHNESS_LOAD * result.apply_per_second
         seconds, background = measure.freshness(current, base, anchors, probes, simulation,
                                                 freshness_rate)
         figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(seconds).items()}
@@ -170,7 +182,13 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         def serving(base: str, suffix: str, processes: str) -> None:
             """wrk (closed loop), then the open-loop rates, per model."""
             figures["serve" + suffix], figures["open_loop" + suffix] = {}, {}
-            for model in model_names:
+            healthz = measure.serve_healthz(current, base, duration, connections)
+            figures["healthz" + suffix] = vars(healthz)
+            click.echo(f"GET /healthz, {processes}: {healthz.requests_per_second:,.0f} req/s "
+                       f"with {connections} connections (the ceiling), latency ms: "
+                       f"{_format(healthz.latency_ms)}")
+            for model in [*model_names, *([] if default_model in model_names
+                                          else [default_model])]:
                 served = measure.serve(current, base, users, duration, connections, model)
                 figures["serve" + suffix][model] = vars(served)
                 click.echo(f"GET /recommendations?model={model}, {processes}: "
@@ -194,10 +212,16 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
             current.roles.pop("api").terminate()
             serving(measure.start_api(current, processes=2), "_2_api_processes",
                     "two API processes")
-    _write_figures(output, figures)
+    _finish(output, figures, budget_ms, target_rate)
 
 
-def _write_figures(output: Path | None, figures: dict) -> None:
+def _finish(output: Path | None, figures: dict, budget_ms: float, target_rate: float) -> None:
+    """Print every target the run can judge, with PASS or MISS, and write the figures."""
+    targets = judge(figures, get_settings().default_model, budget_ms, target_rate)
+    figures["targets"] = [target.as_dict() for target in targets]
+    click.echo("\ntargets (issue 17: ratios to ceilings measured in this run):")
+    for target in targets:
+        click.echo(f"  {target.line()}")
     if output is not None:
         output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
@@ -205,6 +229,18 @@ def _write_figures(output: Path | None, figures: dict) -> None:
 def _format(values: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
 
+
+
+@click.command("ingest-ceiling", hidden=True)
+@click.option("--events", type=int, required=True, help="Records to take, then stop.")
+@click.option("--report", type=click.Path(path_type=Path), required=True,
+              help="Where to write the rate (JSON).")
+def ingest_ceiling(events: int, report: Path) -> None:
+    """A do-nothing agent on the worker's App over the events topic: the framework's own
+    rate, which ``streamrec bench`` compares ingest with."""
+    from streams.ceiling import run
+
+    run(get_settings(), events, report)
 
 
 @click.command()

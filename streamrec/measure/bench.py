@@ -200,6 +200,27 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
     return IngestResult(count, produced_rate, rate, first_seen - launched)
 
 
+def ingest_ceiling(current: Stack, count: int, timeout: float = 900.0) -> float:
+    """Events/s of a do-nothing agent on the worker's App and batching, over the backlog
+    the worker applied (a consumer group of its own, from the start of the topic): the
+    framework's ceiling on this machine, timed like the worker from its first batch."""
+    report = current.run_dir / f"ceiling-{current.run_id}.json"
+    agent = current.spawn("ingest-ceiling", ["ingest-ceiling", "--events", str(count),
+                                             "--report", str(report)],
+                          STREAMREC_DATA_DIR=str(current.run_dir / f"ceiling-{current.run_id}"))
+    deadline = time.monotonic() + timeout
+    while not report.exists():
+        if agent.poll() is not None and not report.exists():
+            raise RuntimeError(f"the do-nothing agent exited with {agent.returncode}; see "
+                               f"{current.run_dir}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the do-nothing agent took fewer than {count} events within "
+                               f"{timeout:.0f} s; see {current.run_dir}")
+        time.sleep(0.05)
+    agent.wait(30)
+    return orjson.loads(report.read_bytes())["events_per_second"]
+
+
 def start_api(current: Stack, processes: int = 1, **extra: str) -> str:
     """Start the API (``processes`` uvicorn workers; ``extra``: more environment) and wait
     until it is ready."""
@@ -407,16 +428,29 @@ def _milliseconds(text: str) -> float:
 def serve(current: Stack, base: str, users: int, seconds: int, connections: int,
           model: str | None = None, threads: int = 2) -> ServeResult:
     """Drive ``GET /recommendations`` (``model`` or the default) with wrk (Debian's)."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: run `make system` (Debian: apt-get install wrk)")
-    settle(base)
     script = current.run_dir / "recommendations.lua"
     query = "" if model is None else f"&model={model}"
     script.write_text(WRK_SCRIPT % {"seed": 7, "last": users - 1, "model": query})
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-s", str(script), base]
+    return _wrk(current, base, f"wrk-{model or 'default'}.txt", seconds, connections,
+                threads, ["-s", str(script), base])
+
+
+def serve_healthz(current: Stack, base: str, seconds: int, connections: int,
+                  threads: int = 2) -> ServeResult:
+    """Drive ``GET /healthz`` like :func:`serve`: the framework's ceiling on the same API
+    process (routing, one handler, a JSON answer, the same middleware)."""
+    return _wrk(current, base, "wrk-healthz.txt", seconds, connections, threads,
+                [f"{base}/healthz"])
+
+
+def _wrk(current: Stack, base: str, name: str, seconds: int, connections: int,
+         threads: int, target: list[str]) -> ServeResult:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run `make system` (Debian: apt-get install wrk)")
+    settle(base)
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *target]
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    (current.run_dir / f"wrk-{model or 'default'}.txt").write_text(output)
+    (current.run_dir / name).write_text(output)
     latency = {
         f"p{match.group(1)}": _milliseconds(match.group(2))
         for match in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", output, re.M)

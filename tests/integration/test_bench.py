@@ -1,6 +1,6 @@
-"""``streamrec bench`` runs every stage end to end and writes its figures (tiny sizes: this
-checks that the benchmark works, not how fast anything is; the figures are in
-docs/benchmarks.md)."""
+"""``streamrec bench`` runs every stage end to end, prints every target of issue 17 with
+PASS or MISS and writes its figures (tiny sizes: this checks that the benchmark works, not
+how fast anything is; the figures are in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 SMALL = ["--events", "3000", "--items", "400", "--users", "300", "--categories", "5",
          "--probes", "5", "--freshness-rate", "100", "--duration", "2", "--connections", "2",
-         "--models", "popular,hybrid", "--serve-rates", "50", "--rate-seconds", "2"]
+         "--models", "popular,hybrid", "--serve-rates", "50", "--rate-seconds", "2",
+         "--target-rate", "50"]
 
 
 @pytest.mark.parametrize("layout", ["single", "cluster"])
@@ -36,3 +37,14 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
         assert figures["serve"][model]["requests_per_second"] > 0
         assert figures["open_loop"][model][0]["answered"] > 0
     assert "events/s" in done.stdout and "bytes per user" in done.stdout
+    # The ceilings the targets are judged against, measured in the same run ...
+    assert figures["ingest_ceiling"] > 0
+    assert figures["healthz"]["requests_per_second"] > 0
+    # ... and every target printed with its verdict (tiny sizes: the verdicts themselves
+    # mean nothing here).
+    judged = {target["name"].split(",")[0].split(" at ")[0] for target in figures["targets"]}
+    assert judged == {"serving saturation", "open loop p99", "ingest vs a do-nothing Faust agent",
+                      "freshness p99", "Redis per million users"}, judged
+    assert all(target["verdict"] in ("PASS", "MISS") for target in figures["targets"])
+    for target in figures["targets"]:
+        assert f"{target['name']}: " in done.stdout and target["verdict"] in done.stdout
