@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -240,18 +241,27 @@ def start_api(current: Stack, processes: int = 1, **extra: str) -> str:
     raise RuntimeError(f"the API did not become ready; see {current.run_dir / 'api.log'}")
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return orjson.loads(response.read())
+def _get(url: str) -> dict | None:
+    """The JSON answer, or None when the API shed the request (503: it is loaded; ask
+    again)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code == 503:
+            return None
+        raise
 
 
 def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
               simulation: Simulation | None = None, background_rate: float = 0.0
-              ) -> tuple[list[float], float]:
+              ) -> tuple[list[float], float, int]:
     """Seconds from producing a new user's first event to a personalised list for them,
     while ``background_rate`` simulated events per second flow into the same topic (open
-    loop). Returns the samples and the background rate Kafka acknowledged."""
+    loop). Returns the samples, the background rate Kafka acknowledged and how many polls
+    the API shed (503, counted as not visible yet)."""
     topic = f"{current.prefix}.events"
+    shed = [0]
 
     async def probe_all() -> list[float]:
         producer = kafka.producer(current.bootstrap)
@@ -268,7 +278,9 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
                 url = f"{base}/recommendations?user_id={user}&k=10"
                 while True:
                     result = await asyncio.to_thread(_get, url)
-                    if result["model"] != "popular":
+                    if result is None:
+                        shed[0] += 1
+                    elif result["model"] != "popular":
                         break
                     if time.perf_counter() - started > 30:
                         raise RuntimeError(f"event for {user} not visible within 30 s")
@@ -298,7 +310,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
             raise RuntimeError(f"background producer failed: {dict(load.all_errors)}")
         return seconds, rate
 
-    return asyncio.run(run())
+    samples, rate = asyncio.run(run())
+    return samples, rate, shed[0]
 
 
 def settle(base: str, quiet_ms: float = 50.0, timeout: float = 60.0) -> None:
