@@ -6,17 +6,17 @@ once instead of letting requests queue until clients give up:
 - a request arriving while ``max_requests_in_flight`` are being handled is refused before
   anything else runs (reason ``in_flight``);
 - a read (``GET``, ``HEAD``) not answered within ``request_deadline_seconds`` is answered
-  503 then (reason ``deadline``). Its handler is cancelled but may still be running (a
-  thread waiting on Redis cannot be interrupted): it keeps its place in the bound until it
-  ends, and whatever it sends later is dropped. Writes are not cut short: ``POST /events``
+  503 then (reason ``deadline``), and its handler cancelled: its work still queued in a
+  thread pool is dropped, and whatever it sends later goes nowhere. A thread already
+  waiting on Redis cannot be interrupted and runs on, bounded by its pool
+  (``serving_threads`` for ``GET /recommendations``). Writes are not cut short: ``POST /events``
   waits for Kafka within ``produce_timeout_seconds``, and answering before Kafka does
   would invite a retry of events Kafka may still take.
 
-The 503 of a deadline is sent by a timer, beside the handler, not by cancelling it: a
-handler in a thread of Starlette's pool defers a cancellation until its thread ends (it
-shields them), which is the silence this is here to end, and no cancellation frees the
-thread anyway. A timer costs a few microseconds a request; running each handler in a task
-of its own to wait on it cost far more.
+The 503 of a deadline is sent by a timer, beside the handler, before it cancels it: the
+answer never waits on how a handler takes its cancellation (a shielded wait defers it).
+A timer costs a few microseconds a request; running each handler in a task of its own to
+wait on it cost far more.
 
 Operations routes (``/healthz``, ``/readyz``, ``/metrics...``) are never shed: they must
 answer while the process is saturated or Redis is away, and bound their own work.
@@ -63,6 +63,8 @@ class LoadShedding:
 
     async def _within_deadline(self, scope, receive, send) -> None:
         loop = asyncio.get_running_loop()
+        request = asyncio.current_task()
+        assert request is not None
         started = False
         refusal: asyncio.Task | None = None
 
@@ -75,14 +77,21 @@ class LoadShedding:
 
         def expire() -> None:
             nonlocal refusal
-            if not started:  # half an answer out cannot become a 503: let it finish
-                refusal = loop.create_task(self._refuse(
-                    scope, send, "deadline", f"deadline: no answer within {self.deadline:g} "
-                    "s (request_deadline_seconds); retry later"))
+            if started:  # half an answer out cannot become a 503: let it finish
+                return
+            refusal = loop.create_task(self._refuse(
+                scope, send, "deadline", f"deadline: no answer within {self.deadline:g} s "
+                "(request_deadline_seconds); retry later"))
+            # Work still queued in a thread pool is dropped (under overload, the queue is
+            # what would otherwise be served, late, to nobody); a thread under way runs on.
+            request.cancel()
 
         timer = loop.call_later(self.deadline, expire)
         try:
             await self.app(scope, receive, guarded_send)
+        except asyncio.CancelledError:
+            if refusal is None:  # the server's, not ours
+                raise
         except Exception:
             if refusal is None:
                 raise
@@ -91,8 +100,11 @@ class LoadShedding:
         finally:
             timer.cancel()
             self.in_flight -= 1
-            if refusal is not None:
-                await refusal  # the 503 is out before the server sees the handler end
+        if refusal is not None:
+            # Ours to withdraw, whether it was delivered or a shielded wait swallowed it.
+            while request.cancelling():
+                request.uncancel()
+            await refusal  # the 503 is out before the server sees the handler end
 
     async def _refuse(self, scope, send, reason: str, detail: str) -> None:
         hub = getattr(scope["app"].state, "metrics", None)

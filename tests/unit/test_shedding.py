@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from starlette.applications import Starlette
@@ -29,10 +30,11 @@ def build(release: threading.Event, max_in_flight: int = 4):
     return LoadShedding(app, max_in_flight, DEADLINE, retry_after_seconds=3)
 
 
-def request(app, path: str, method: str = "GET") -> tuple[asyncio.Task, list[dict]]:
+def request(app, path: str, method: str = "GET", query: bytes = b""
+            ) -> tuple[asyncio.Task, list[dict]]:
     """The request under way, and the messages sent for it so far."""
     scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
-             "query_string": b"", "headers": [], "root_path": "", "scheme": "http",
+             "query_string": query, "headers": [], "root_path": "", "scheme": "http",
              "server": ("test", 80), "client": ("test", 1), "http_version": "1.1",
              "app": app.app}
     sent: list[dict] = []
@@ -75,15 +77,46 @@ def test_a_read_past_its_deadline_is_answered_503_and_its_late_answer_dropped():
         app = build(release)
         handler, sent = request(app, "/blocking")
         status, headers, body = await answered(sent)
-        # The handler's thread is still blocked, yet the answer is out.
-        assert not handler.done()
+        # The handler's thread is still blocked, yet the answer is out ...
+        assert not release.is_set()
         assert status == 503 and headers[b"retry-after"] == b"3"
         assert "request_deadline_seconds" in body["detail"]
-        assert app.in_flight == 1  # the abandoned handler holds its place until it ends
-        release.set()
+        # ... and the handler was cancelled: its place is free (the thread is bounded by
+        # its pool, and runs on).
         await handler
         assert app.in_flight == 0
-        assert len(sent) == 2  # its late answer was dropped
+        release.set()
+        await asyncio.sleep(0.1)
+        assert len(sent) == 2  # its late answer, if any, was dropped
+
+    asyncio.run(scenario())
+
+
+def test_work_still_queued_in_a_pool_at_the_deadline_is_dropped():
+    async def scenario():
+        release, ran = threading.Event(), []
+        pool = ThreadPoolExecutor(1)
+
+        def rank(name: str) -> str:
+            ran.append(name)
+            release.wait(30)
+            return name
+
+        async def ranked(request):
+            name = request.query_params["name"]
+            loop = asyncio.get_running_loop()
+            return JSONResponse({"name": await loop.run_in_executor(pool, rank, name)})
+
+        app = LoadShedding(Starlette(routes=[Route("/ranked", ranked)]), 4, DEADLINE, 3)
+        first, first_sent = request(app, "/ranked", query=b"name=first")
+        await asyncio.sleep(0.05)
+        second, second_sent = request(app, "/ranked", query=b"name=second")
+        assert (await answered(first_sent))[0] == 503
+        assert (await answered(second_sent))[0] == 503
+        release.set()
+        await asyncio.gather(first, second)
+        pool.shutdown(wait=True)
+        assert ran == ["first"]  # the second waited behind it, and was never served late
 
     asyncio.run(scenario())
 
