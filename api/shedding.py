@@ -30,6 +30,11 @@ import orjson
 
 OPERATIONS = ("/healthz", "/readyz", "/metrics")
 READS = frozenset({"GET", "HEAD"})
+SHED = ("or shed: max_requests_in_flight requests in flight, or a read not answered within "
+        "request_deadline_seconds; retry after Retry-After")
+# For the OpenAPI spec of every route that may be shed (a middleware cannot declare answers).
+SHED_RESPONSES: dict[int | str, dict] = {503: {"description": "Shed: " + SHED.removeprefix(
+    "or shed: ")}}
 
 
 class LoadShedding:

@@ -13,6 +13,7 @@ from api.deps import AllocationDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
+from api.shedding import SHED_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
 from recommender.base import MAX_WEIGHT, ModelName
@@ -20,7 +21,7 @@ from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
-                   responses=KEY_RESPONSES)
+                   responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]

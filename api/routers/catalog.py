@@ -11,9 +11,11 @@ from api.producer import KafkaUnavailable
 from api.routers.events import unavailable
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES, READ
+from api.shedding import SHED_RESPONSES
 from schemas.models import Id, Item, User
 
-router = APIRouter(route_class=GuardedRoute, tags=["catalog"], responses=KEY_RESPONSES)
+router = APIRouter(route_class=GuardedRoute, tags=["catalog"],
+                   responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 
 async def _publish(producer, settings, topic: str, identifier: str, document) -> Queued:

@@ -15,10 +15,11 @@ from api.models import Accepted
 from api.producer import KafkaUnavailable
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, WRITE
+from api.shedding import SHED, SHED_RESPONSES
 from schemas.models import Event, event_time
 
 router = APIRouter(route_class=GuardedRoute, tags=["events"], dependencies=[WRITE],
-                   responses=KEY_RESPONSES)
+                   responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 
 def unavailable(settings, error: Exception) -> HTTPException:
@@ -65,7 +66,8 @@ def parse_events(body: Any, limit: int) -> list[Event]:
              responses={**BODY_RESPONSES,
                         413: {"description": "More events than max_events_per_request, or "
                                              "a body larger than max_body_bytes"},
-                        503: {"description": "Kafka unreachable; nothing accepted, retry later"}})
+                        503: {"description": "Kafka unreachable; nothing accepted, retry "
+                                             f"later; {SHED}"}})
 async def post_events(
     producer: ProducerDep,
     settings: SettingsDep,

@@ -14,11 +14,12 @@ from api.limits import BODY_RESPONSES
 from api.named_filters import NAME_PATTERN
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
+from api.shedding import SHED_RESPONSES
 from recommender.filters import MAX_LENGTH, FilterError, parse
 from streamrec.storage.filter_definitions import TooManyFilters
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["filters"],
-                   dependencies=[ADMIN], responses=KEY_RESPONSES)
+                   dependencies=[ADMIN], responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 FilterName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 

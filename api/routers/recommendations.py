@@ -23,6 +23,7 @@ from api.deps import (
 from api.models import ItemList, K, RecommendationList, ScoredItem
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
+from api.shedding import SHED, SHED_RESPONSES
 from recommender.allocation import DEFAULT_PLACEMENT
 from recommender.attribution import Impression
 from recommender.base import ModelName
@@ -31,7 +32,7 @@ from schemas.impression import NAME_PATTERN
 from schemas.models import Id
 
 router = APIRouter(route_class=GuardedRoute, tags=["recommendations"], dependencies=[READ],
-                   responses=KEY_RESPONSES)
+                   responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 def _items(scored) -> list[ScoredItem]:
     return [ScoredItem(item_id=item, score=score) for item, score in scored]
@@ -44,7 +45,7 @@ FilterUser = Annotated[Id | None, Query(
                 "itself is not personalised).")]
 FILTERED_RESPONSES: dict[int | str, dict] = {503: {
     "description": "State store unreachable for a filtered list (an unfiltered one falls back "
-                   "to the last known popular items)"}}
+                   f"to the last known popular items); {SHED}"}}
 
 
 def _unreachable(error: Exception) -> HTTPException:
@@ -124,7 +125,7 @@ def similar(engine: EngineDep, item_filter: SimilarItemsFilterDep, item_id: Id, 
 
 @router.get("/popular", response_model=ItemList, responses={
     503: {"description": "State store unreachable, for a category or a filter (the overall "
-                         "list falls back to the last known popular items)"}})
+                         f"list falls back to the last known popular items); {SHED}"}})
 def popular(
     engine: EngineDep,
     fallback: FallbackDep,
