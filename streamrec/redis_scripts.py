@@ -12,6 +12,9 @@ EVENT_TYPE_SEPARATOR = "\x1f"
 # How APPLY's error for a NaN or an infinity it computed begins (RedisStore raises
 # NonFiniteError with the rest: the key and member).
 NON_FINITE = "streamrec non-finite:"
+# Fields of the stats hash holding the hybrid's tally of its sources ("blend:trials",
+# "blend:hits:mf" ...; recommender.blend).
+BLEND_FIELD = "blend:"
 
 # KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
@@ -234,8 +237,11 @@ for start = 1, #p.mfchg, CHUNK do
 end
 for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
+for n = 1, #p.blend, 2 do
+  redis.call('HINCRBY', k.stats, '@BLEND@' .. p.blend[n], p.blend[n + 1])
+end
 return 1
-""".replace("@NON_FINITE@", NON_FINITE)
+""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
 # prefix, a limit, then user ids. Returns JSON: per user, a flat

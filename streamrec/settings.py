@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     hybrid_cooccurrence: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
     hybrid_popular: float = Field(default=0.2, ge=0, le=MAX_WEIGHT)
     hybrid_candidates: int = Field(default=100, ge=1)
+    hybrid_rank_constant: float = Field(default=60.0, ge=0, le=MAX_WEIGHT)
+    hybrid_learning_sample: int = Field(default=8, ge=0)
+    hybrid_learning_exponent: float = Field(default=2.0, ge=0, le=100)
     max_screened_candidates: int = Field(default=5000, ge=1)
     content_weight: float = Field(default=0.5, ge=0)
     exploration_share: float = Field(default=0.0, ge=0, le=1)
@@ -184,6 +187,9 @@ class Settings(BaseSettings):
             hybrid_cooccurrence=self.hybrid_cooccurrence,
             hybrid_popular=self.hybrid_popular,
             hybrid_candidates=self.hybrid_candidates,
+            hybrid_rank_constant=self.hybrid_rank_constant,
+            hybrid_learning_sample=self.hybrid_learning_sample,
+            hybrid_learning_exponent=self.hybrid_learning_exponent,
             max_screened_candidates=self.max_screened_candidates,
             content_weight=self.content_weight,
             exploration_share=self.exploration_share,

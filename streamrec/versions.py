@@ -42,7 +42,7 @@ TUNABLE = frozenset({
     "history_length", "cooccurrence_window", "cooccurrence_window_seconds", "max_neighbours",
     "neighbours_per_item_read", "decay_half_life_seconds", "mf_dim", "mf_learning_rate",
     "mf_regularization", "mf_negatives", "mf_negative_pool", "seed", "hybrid_mf",
-    "hybrid_cooccurrence", "hybrid_popular", "hybrid_candidates",
+    "hybrid_cooccurrence", "hybrid_popular", "hybrid_candidates", "hybrid_rank_constant",
 })
 
 
