@@ -10,6 +10,10 @@ before a batch is learned, the worker asks each source for its top
 :data:`TALLY_K` for a sample of the batch's positive events and counts the hits
 (:class:`Tally`). A source that finds a third of what the best finds weighs
 ``(1/3) ** exponent`` of it; with no tally yet every source weighs its configured weight.
+The fusion's own top is tallied too: while one source alone hits more often than the
+fusion (popularity on a news site, say), the hybrid serves that source's ranking, so it is
+never worse than its best part for long (follow the leader, with full information: every
+sampled event scores every candidate).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from operator import itemgetter
 from recommender.base import ItemId, Scored
 
 SOURCES = ("cooccurrence", "mf", "popular")
+HYBRID = "hybrid"  # the fusion's own line in the tally
 TALLY_K = 10  # a source scores a hit when the event's item is in its top TALLY_K
 TRIALS = "trials"
 
@@ -97,6 +102,19 @@ class Tally:
         rates = {source: self.rate(source) for source in SOURCES}
         best = max(rates.values())
         return {source: (rate / best) ** self.exponent for source, rate in rates.items()}
+
+    def leader(self, sources: Sequence[str] = SOURCES) -> str:
+        """:data:`HYBRID` while the fusion hits at least as often as each of ``sources``
+        (a tie, an empty tally: the fusion), else the source that hits most: the hybrid
+        is then that source alone, and stays at least as good as its best part.
+
+        >>> tally = Tally({"trials": 50, "hits:popular": 9, "hits:mf": 7, "hits:hybrid": 8})
+        >>> tally.leader(), tally.leader(["mf", "cooccurrence"]), Tally({}).leader()
+        ('popular', 'hybrid', 'hybrid')
+        """
+        best = max(sources, key=lambda source: (self.rate(source), -SOURCES.index(source)),
+                   default=HYBRID)
+        return best if self.rate(best) > self.rate(HYBRID) else HYBRID
 
 
 def count_hits(tops: Mapping[str, Sequence[ItemId]], item: ItemId) -> dict[str, int]:

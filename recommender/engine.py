@@ -15,7 +15,7 @@ import numpy as np
 
 from recommender import screening
 from recommender.base import Category, Interaction, ItemId, Scored, UserId
-from recommender.blend import SOURCES, TALLY_K, Tally, count_hits, fuse
+from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
 from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay
@@ -40,6 +40,9 @@ class EngineConfig:
     max_neighbours: int = 200
     neighbours_per_item: int = 50
     half_life: float = 7 * 86400.0
+    # Popularity's own half-life (None: half_life): what is popular now can change far
+    # faster than which items go together.
+    popularity_half_life: float | None = None
     # The frame of decayed state written before landmarks existed (recommender.decay).
     epoch: float = LEGACY_EPOCH
     mf_dim: int = 32
@@ -101,7 +104,9 @@ class Engine:
         decay = ForwardDecay(config.half_life, config.epoch)
         self.decay = decay
         self.cooccurrence = CoOccurrence(config.window, config.window_seconds, decay)
-        self.popularity = DecayedPopularity(decay)
+        self.popularity_decay = ForwardDecay(config.popularity_half_life or config.half_life,
+                                             config.epoch)
+        self.popularity = DecayedPopularity(self.popularity_decay)
         self.mf = OnlineBPR(config.mf_dim, config.mf_learning_rate, config.mf_regularization,
                             config.mf_negatives, seed=config.seed)
         # The serving copy of the item factors: filled on first use, then kept fresh by
@@ -154,6 +159,7 @@ class Engine:
             reference=reference,
             half_life=self.config.half_life,
             epoch=self.config.epoch,
+            popularity_half_life=self.config.popularity_half_life,
             blend=blend,
         )
         self.store.apply(update)
@@ -173,6 +179,7 @@ class Engine:
         if not positives or sample <= 0:
             return {}
         step = max(1, len(positives) // sample)
+        fusion = self._fusion_weights(self.config)
         counts: dict[str, int] = {}
         for event in positives[::step][:sample]:
             reads = self._recent_reads.get((event.user_id, event.timestamp))
@@ -187,7 +194,10 @@ class Engine:
             tops = {"cooccurrence": [item for item, _ in reads.cooccurrence(TALLY_K)],
                     "popular": self._popular_ranked(TALLY_K, reads),
                     "mf": ([] if reads.vector is None
-                           else [item for item, _ in reads.factors(TALLY_K)])}
+                           else [item for item, _ in reads.factors(TALLY_K)]),
+                    # the fusion itself, as it stands: is it better than its best part?
+                    HYBRID: [item for item, _ in self._fused(
+                        reads, fusion, self.config, self.config.hybrid_candidates)[:TALLY_K]]}
             for name, count in count_hits(tops, event.item_id).items():
                 counts[name] = counts.get(name, 0) + count
         return counts
@@ -256,7 +266,7 @@ class Engine:
             def rank(n: int) -> list[Scored]:
                 found = (self.store.popular(n, category) if reads is None
                          else reads.popular(n, category))
-                return self.decay.values_at(found, now)
+                return self.popularity_decay.values_at(found, now)
         first = self._first_round(k, item_filter) + len(banned)
         return self._take(rank, k, first, screen, banned)
 
@@ -264,10 +274,10 @@ class Engine:
         """The ``n`` most popular items of any of ``categories``, as decayed values at one
         time for all of them (each category's list is in its own frame)."""
         found = [self.store.popular(n, category) for category in categories]
-        at = self.decay.reading_time(now, [ranked.landmark for ranked in found])
+        at = self.popularity_decay.reading_time(now, [ranked.landmark for ranked in found])
         best: dict[ItemId, float] = {}
         for ranked in found:
-            for item, value in self.decay.values_at(ranked, at):
+            for item, value in self.popularity_decay.values_at(ranked, at):
                 best[item] = max(value, best.get(item, value))
         return top(best, n)
 
@@ -507,25 +517,36 @@ class Engine:
         return reads.factors
 
     def _hybrid_ranking(self, reads: _Reads, params: Mapping[str, float]) -> Ranking | None:
-        """Blend MF (the user's factors), co-occurrence and popularity over the union of
-        their candidates."""
+        """Fuse MF (the user's factors), co-occurrence and popularity over the union of
+        their candidates, with the weights the tally taught; or the one source that the
+        tally finds better than the fusion itself (recommender.blend)."""
         config = dataclasses.replace(self.config, **params) if params else self.config
         if reads.vector is None and not reads.cooccurrence(1):
             return None
+        weights = self._fusion_weights(config)
+        leader = self.tally.leader([source for source in SOURCES if weights[source] > 0])
+        if leader != HYBRID:
+            weights = {source: float(source == leader) for source in SOURCES}
+
+        def rank(n: int) -> list[Scored]:
+            return self._fused(reads, weights, config, max(config.hybrid_candidates, n))[:n]
+
+        return rank
+
+    def _fusion_weights(self, config: EngineConfig) -> dict[str, float]:
         configured = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
                       "popular": config.hybrid_popular}
         learned = self.tally.factors()
-        weights = {source: configured[source] * learned[source] for source in SOURCES}
+        return {source: configured[source] * learned[source] for source in SOURCES}
 
-        def rank(n: int) -> list[Scored]:
-            size = max(config.hybrid_candidates, n)
-            sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
-                       "popular": self._popular_ranked(size, reads)}
-            if reads.vector is not None:
-                sources["mf"] = [item for item, _ in reads.factors(size)]
-            return fuse(sources, weights, config.hybrid_rank_constant)[:n]
-
-        return rank
+    def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
+               size: int) -> list[Scored]:
+        """Each source's best ``size`` candidates, fused."""
+        sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
+                   "popular": self._popular_ranked(size, reads)}
+        if reads.vector is not None:
+            sources["mf"] = [item for item, _ in reads.factors(size)]
+        return fuse(sources, weights, config.hybrid_rank_constant)
 
     def user_history(self, user_id: UserId) -> list[Scored]:
         return self.store.history(user_id, self.config.history_length)

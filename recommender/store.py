@@ -73,6 +73,8 @@ class StateUpdate:
     reference: float | None = None
     half_life: float | None = None
     epoch: float = LEGACY_EPOCH
+    # The half-life of the popularity keys (overall and per category), if not half_life's.
+    popularity_half_life: float | None = None
     # Counts added to the hybrid's tally of its sources (recommender.blend): "trials" and
     # "hits:<source>".
     blend: Mapping[str, int] = field(default_factory=dict)
@@ -114,10 +116,12 @@ def check_finite(update: StateUpdate,
 
     if update.has_decayed():
         frame = (update.reference, update.half_life, update.epoch)
-        if None in frame or not all(map(math.isfinite, frame)) or not update.half_life > 0:
+        popular = update.popularity_half_life
+        if (None in frame or not all(map(math.isfinite, frame)) or not update.half_life > 0
+                or popular is not None and not (math.isfinite(popular) and popular > 0)):
             raise NonFiniteError(
-                "decayed increments need a finite reference, epoch and positive half-life, "
-                f"got {frame}")
+                "decayed increments need a finite reference, epoch and positive half-lives, "
+                f"got {frame} and {popular}")
     scan("popularity", None, update.popularity)
     for category, increments in update.category_popularity.items():
         scan("category_popularity", category, increments)
@@ -243,6 +247,10 @@ class StateStore(Protocol):
     def ping(self) -> bool:
         """True when the store answers; never raises."""
         ...
+
+
+# The StateUpdate fields decayed at the popularity half-life.
+POPULARITY_FIELDS = ("popularity", "category_popularity")
 
 
 def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
@@ -383,14 +391,17 @@ class InMemoryStore:
         """The write rule for one decayed key (as the Redis APPLY script applies it)."""
         assert update.reference is not None and update.half_life is not None  # check_finite
         stored = self._landmarks.get(key)
+        half_life = update.half_life
+        if key[0] in POPULARITY_FIELDS and update.popularity_half_life is not None:
+            half_life = update.popularity_half_life
         # Keys written by the same batches share landmarks: one plan per landmark a batch.
         plans = self._plans
         if plans[0] is not update:
             self._plans = plans = (update, {})
-        plan = plans[1].get((stored, exists))
+        plan = plans[1].get((stored, exists, half_life))
         if plan is None:
-            plan = plans[1][stored, exists] = renormalise(
-                stored, exists, update.reference, update.half_life, update.epoch)
+            plan = plans[1][stored, exists, half_life] = renormalise(
+                stored, exists, update.reference, half_life, update.epoch)
         self._landmarks[key] = plan.landmark
         return plan
 

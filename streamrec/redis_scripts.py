@@ -62,14 +62,16 @@ end
 -- text. A rescale multiplies every member natively (ZUNIONSTORE of the key alone with a
 -- weight: the same IEEE product, 2-3 times faster than a loop here over a large key).
 local decayed = {}
-local function decays(key, field, flat, trim)
+-- Popularity keys (popular = true) decay at their own half-life.
+local function decays(key, field, flat, trim, popular)
   if #flat > 0 then
-    decayed[#decayed + 1] = {key = key, field = field, flat = flat, trim = trim}
+    decayed[#decayed + 1] = {key = key, field = field, flat = flat, trim = trim,
+                             popular = popular}
   end
 end
-decays(k.pop, p.lf.pop, p.pop, false)
+decays(k.pop, p.lf.pop, p.pop, false, true)
 for n = 1, #p.popcat, 2 do
-  decays(k.popcat .. p.popcat[n], p.lf.popcat .. p.popcat[n], p.popcat[n + 1], false)
+  decays(k.popcat .. p.popcat[n], p.lf.popcat .. p.popcat[n], p.popcat[n + 1], false, true)
 end
 decays(k.cnt, p.lf.cnt, p.cnt, false)
 for n = 1, #p.pairs, 2 do
@@ -78,8 +80,7 @@ end
 local moved = {}  -- landmark fields and values that change
 if #decayed > 0 then
   local d = p.decay
-  local reference, half_life = d.reference, d.half_life
-  local limit = d.rescale_half_lives * half_life
+  local reference = d.reference
   local fields = {}
   for n, key in ipairs(decayed) do fields[n] = key.field end
   local stored = {}
@@ -89,6 +90,8 @@ if #decayed > 0 then
     for m = 1, #found do stored[start + m - 1] = found[m] end
   end
   for n, key in ipairs(decayed) do
+    local half_life = key.popular and d.popularity_half_life or d.half_life
+    local limit = d.rescale_half_lives * half_life
     local landmark = stored[n] and tonumber(stored[n])
     local changed = not landmark
     if changed then

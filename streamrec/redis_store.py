@@ -87,7 +87,8 @@ def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
     share."""
     return StateUpdate(history_length=update.history_length,
                        max_neighbours=update.max_neighbours, reference=update.reference,
-                       half_life=update.half_life, epoch=update.epoch, **fields)
+                       half_life=update.half_life, epoch=update.epoch,
+                       popularity_half_life=update.popularity_half_life, **fields)
 
 
 def _landmark(raw: bytes | None) -> float | None:
@@ -117,6 +118,7 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         # (recommender.decay.renormalise, mirrored by the script).
         "blend": _flat(update.blend),
         "decay": {"reference": update.reference, "half_life": update.half_life,
+                  "popularity_half_life": update.popularity_half_life or update.half_life,
                   "epoch": update.epoch, "rescale_half_lives": RESCALE_HALF_LIVES}
         if update.has_decayed() else {},
         "lf": _LANDMARK_FIELDS,

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_neighbours: int = Field(default=200, ge=1)
     neighbours_per_item_read: int = Field(default=50, ge=1)
     decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0, allow_inf_nan=False)
+    # Popularity's own half-life (unset: decay_half_life_seconds).
+    popularity_half_life_seconds: float | None = Field(default=None, gt=0,
+                                                       allow_inf_nan=False)
     # The frame of decayed state written before landmarks existed (recommender.decay):
     # 2025-01-01T00:00:00Z, the fixed epoch of those versions.
     decay_epoch: float = Field(default=LEGACY_EPOCH, allow_inf_nan=False)
@@ -176,6 +179,7 @@ class Settings(BaseSettings):
             max_neighbours=self.max_neighbours,
             neighbours_per_item=self.neighbours_per_item_read,
             half_life=self.decay_half_life_seconds,
+            popularity_half_life=self.popularity_half_life_seconds,
             epoch=self.decay_epoch,
             mf_dim=self.mf_dim,
             mf_learning_rate=self.mf_learning_rate,

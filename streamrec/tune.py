@@ -232,8 +232,13 @@ def table(result: Result, rows: int = 10) -> str:
                    for other, shown_name, _ in shown):
             shown.append((trial, name, recall))
     shown = shown[:rows]
-    if not any(trial is current and name == "hybrid" for trial, name, _ in shown):
-        shown.append((current, "hybrid", current.prefix["hybrid"]))
+    # For comparison: the current settings' hybrid, and the best trial's best single model.
+    best = shown[0][0] if shown else current
+    single = max(SINGLE_MODELS, key=lambda name: best.prefix[name])
+    for trial, name in ((current, "hybrid"), (best, single)):
+        if not any(shown_trial is trial and shown_name == name
+                   for shown_trial, shown_name, _ in shown):
+            shown.append((trial, name, trial.prefix[name]))
     for place, (trial, name, recall) in enumerate(shown, start=1):
         learning = trial.learning
         mark = " (current)" if trial is current and name == "hybrid" else ""

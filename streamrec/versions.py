@@ -40,7 +40,8 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
 # Engine settings a version may override (hyperparameters; not infrastructure).
 TUNABLE = frozenset({
     "history_length", "cooccurrence_window", "cooccurrence_window_seconds", "max_neighbours",
-    "neighbours_per_item_read", "decay_half_life_seconds", "mf_dim", "mf_learning_rate",
+    "neighbours_per_item_read", "decay_half_life_seconds", "popularity_half_life_seconds",
+    "mf_dim", "mf_learning_rate",
     "mf_regularization", "mf_negatives", "mf_negative_pool", "seed", "hybrid_mf",
     "hybrid_cooccurrence", "hybrid_popular", "hybrid_candidates", "hybrid_rank_constant",
 })

@@ -11,7 +11,7 @@ from recommender.base import Interaction
 from recommender.blend import Tally, count_hits, fuse
 from recommender.engine import MODELS, Engine, EngineConfig
 from recommender.evaluation import batches
-from recommender.store import InMemoryStore
+from recommender.store import InMemoryStore, StateUpdate
 from recommender.weights import EventWeights
 from streamrec.simulator import synthetic
 
@@ -87,3 +87,28 @@ def test_the_replay_learns_the_same_whether_or_not_lists_were_read_first():
         quiet.learn_many(batch)
         asked.learn_many(batch)
     assert quiet.store.blend_tally() == asked.store.blend_tally()
+
+
+def test_while_one_source_beats_the_fusion_the_hybrid_is_that_source():
+    events = _events("stable", 3000)
+    engine = _replay(EngineConfig(hybrid_learning_sample=0), events)
+    users = list(dict.fromkeys(event.user_id for event in events[-300:]))[:20]
+    now = events[-1].timestamp
+    fused = [engine.recommend(user, 10, now, "hybrid").items for user in users]
+    # a tally where popularity alone hits more often than the fusion
+    engine.store.apply(StateUpdate(200, 200, blend={"trials": 100, "hits:popular": 30,
+                                                    "hits:hybrid": 20, "hits:mf": 25}))
+    engine.refresh()
+    assert engine.tally.leader() == "popular"
+    for user in users:
+        assert ([item for item, _ in engine.recommend(user, 10, now, "hybrid").items]
+                == [item for item, _ in engine.recommend(user, 10, now, "popular").items])
+    # unless the operator left popularity out of the blend: then the fusion leads again
+    assert engine.recommend(users[0], 10, now, "hybrid", {"hybrid_popular": 0.0}).items != (
+        engine.recommend(users[0], 10, now, "popular").items)
+    engine.store.apply(StateUpdate(200, 200, blend={"trials": 10, "hits:hybrid": 20}))
+    engine.refresh()
+    assert engine.tally.leader() == "hybrid"
+    weights = engine._fusion_weights(engine.config)
+    assert weights["mf"] > 0 and weights["popular"] > 0  # a fusion of all three again
+    assert [engine.recommend(user, 10, now, "hybrid").items for user in users] != fused
