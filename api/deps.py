@@ -10,10 +10,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.allocation import Allocation
 from api.fallback import LastKnownPopular
-from api.filters import Filters, list_filter, similar_items_filter
+from api.named_filters import Filters, list_filter, similar_items_filter
 from api.producer import EventProducer
+from recommender.allocation import Allocation
 from recommender.engine import Engine
 from recommender.filters import BoundFilter
 from recommender.weights import EventWeights

@@ -1,4 +1,8 @@
-"""Builds the FastAPI app; the lifespan owns the Redis and Kafka clients."""
+"""Builds the FastAPI app; the lifespan owns the Redis and Kafka clients.
+
+``streamrec api`` serves ``create_app()`` through uvicorn's factory: nothing reads the
+settings or builds anything when this module is imported.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +17,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 import streamrec
-from api.allocation import Allocation
 from api.errors import http_error, validation_failed
 from api.fallback import LastKnownPopular
-from api.filters import Filters
 from api.limits import BodyLimit
-from api.metrics import MetricsHub
+from api.metrics_hub import MetricsHub
+from api.named_filters import Filters
 from api.producer import EventProducer
 from api.routers import admin, catalog, events, filters, health, metrics, recommendations
-from api.versions import ServingVersions
-from recommender.engine import Engine
+from api.serving_version import ServingVersions
 from streamrec import logs, shutdown
-from streamrec.ops import OpsStats
-from streamrec.redis_feedback import RedisFeedback
-from streamrec.redis_filters import RedisFilters
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings, get_settings
+from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +80,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
         shutdown.bound_signals()
-        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix,
-                                    cluster=settings.redis_cluster)
+        wiring = Wiring.connect(settings)
         producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings
         app.state.api_keys = api_keys
-        engine = Engine(store, settings.engine_config())
-        versions = ServingVersions(settings, store.client, engine)
+        engine = wiring.engine()
+        versions = ServingVersions(wiring, engine)
         app.state.versions = versions
         app.state.weights = settings.weights()
         app.state.producer = producer
-        allocation = Allocation(RedisFeedback(store.client, settings.redis_prefix),
-                                settings.default_model, settings.exploration_floor)
+        allocation = wiring.allocation()
         app.state.allocation = allocation
         fallback = LastKnownPopular(engine)
         app.state.fallback = fallback
-        named_filters = Filters(RedisFilters(
-            store.client, settings.catalog_prefix or settings.redis_prefix))
+        named_filters = Filters(wiring.filter_definitions())
         app.state.filters = named_filters
-        hub = MetricsHub(settings, OpsStats(store.client, settings.redis_prefix),
-                         allocation.feedback, producer)
+        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer)
         app.state.metrics = hub
         refreshers = [
             asyncio.create_task(keep_fresh("item factors", versions.refresh_factors,
@@ -124,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await refresher
             await hub.close()
             await producer.stop()
-            store.client.close()
+            wiring.close()
 
     app = FastAPI(
         title="streamrec",
@@ -140,6 +135,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestTimer)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
-
-
-app = create_app()

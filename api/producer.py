@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streamrec import kafka
+
 log = logging.getLogger(__name__)
 
 
@@ -33,13 +35,8 @@ class EventProducer:
     async def _start_until_connected(self) -> None:
         delay = 0.5
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=1,
-                request_timeout_ms=int(self.timeout * 1000),
-            )
+            producer = kafka.producer(self.bootstrap, linger_ms=1,
+                                      request_timeout_ms=int(self.timeout * 1000))
             try:
                 await producer.start()
             except KafkaError as error:

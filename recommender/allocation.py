@@ -12,11 +12,16 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from river import proba
 
+if TYPE_CHECKING:
+    from recommender.feedback import FeedbackStore
+
 Strategy = Literal["split", "bandit"]
+
+DEFAULT_PLACEMENT = "default"
 
 
 @dataclass(frozen=True)
@@ -140,3 +145,95 @@ class Allocator:
         for draw in range(draws):
             counts[self.choose(placement, f"share-{draw}", stats).name] += 1
         return {name: count / draws for name, count in counts.items()}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What serves one request: the variant's name, its model and parameters, and whether
+    the list may count for that variant (and move its bandit)."""
+
+    variant: str
+    model: str
+    params: Mapping[str, float]
+    allocated: bool
+
+
+class Allocation:
+    """Every placement's variants and bandit statistics, as last read from a
+    :class:`~recommender.feedback.FeedbackStore` by :meth:`refresh`, so that choosing
+    never waits on the store. The API refreshes it every ``allocation_refresh_seconds``
+    (a kill switch, a pin or a new split reaches every replica within that time);
+    ``streamrec export`` once.
+
+    Examples
+    --------
+    >>> from recommender.feedback import InMemoryFeedback
+    >>> feedback = InMemoryFeedback()
+    >>> home = Placement("home", (Variant("a", "mf"), Variant("b", "popular", weight=0)))
+    >>> _ = feedback.put_placement(home.to_dict(), "ann", 0.0)
+    >>> allocation = Allocation(feedback, default_model="hybrid", floor=0.05, seed=1)
+    >>> allocation.refresh()
+    >>> allocation.choose_for("home", "u1")
+    Choice(variant='a', model='mf', params={}, allocated=True)
+    >>> allocation.choose_for("home", "u1", model="popular")
+    Choice(variant='popular', model='popular', params={}, allocated=False)
+    >>> allocation.choose_for("nowhere", "u1")
+    Choice(variant='hybrid', model='hybrid', params={}, allocated=False)
+    """
+
+    def __init__(self, feedback: FeedbackStore, default_model: str, floor: float,
+                 seed: int | None = None) -> None:
+        self.feedback = feedback
+        self.default_model = default_model
+        self.floor = floor
+        self.allocator = Allocator(seed)
+        self._placements: dict[str, Placement] = {}
+        self._stats: dict[str, dict[str, ArmStats]] = {}
+
+    def fallback(self, name: str) -> Placement:
+        """An unconfigured placement serves the default model as its only variant."""
+        variant = Variant(self.default_model, self.default_model)
+        return Placement(name, (variant,), floor=self.floor)
+
+    def placement(self, name: str) -> Placement:
+        return self._placements.get(name) or self.fallback(name)
+
+    def configured(self, name: str) -> bool:
+        """Whether ``name`` is a configured placement. An unknown name gets the fallback's
+        answer and creates no state: its lists count for no variant."""
+        return name in self._placements
+
+    def refresh(self) -> None:
+        placements = {
+            name: Placement.from_dict(config)
+            for name, config in self.feedback.placements().items()
+        }
+        stats = {}
+        for name, placement in placements.items():
+            if placement.strategy == "bandit":
+                counters = self.feedback.variant_counters(name)
+                stats[name] = {
+                    variant: ArmStats(values.get("impressions", 0),
+                                      values.get("lists_rewarded", 0))
+                    for variant, values in counters.items()
+                }
+        self._placements, self._stats = placements, stats
+
+    def stats(self, placement_name: str) -> dict[str, ArmStats]:
+        return self._stats.get(placement_name, {})
+
+    def choose(self, placement_name: str, user_id: str) -> tuple[Placement, Variant]:
+        placement = self.placement(placement_name)
+        variant = self.allocator.choose(placement, user_id, self._stats.get(placement_name, {}))
+        return placement, variant
+
+    def choose_for(self, placement_name: str, user_id: str, model: str | None = None
+                   ) -> Choice:
+        """The variant that serves ``user_id`` on ``placement_name``, or ``model`` when one
+        is forced. Only the allocation's choice on a configured placement may count for its
+        variant: a forced model or an unknown placement is served, never credited."""
+        if model is not None:
+            return Choice(model, model, {}, allocated=False)
+        _, variant = self.choose(placement_name, user_id)
+        return Choice(variant.name, variant.model, dict(variant.params),
+                      allocated=self.configured(placement_name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 UserId = str
 ItemId = str
@@ -13,6 +14,11 @@ Scored = tuple[ItemId, float]
 # them stay far from overflowing (weights of 1e308 summed to infinity: every user went to
 # one variant and every blended score was NaN, served as null).
 MAX_WEIGHT = 1e6
+
+# The models a list can be ranked by: the one place they are named (as a type, for the
+# HTTP contract, where FastAPI and pydantic list its values; MODELS is the same as a tuple).
+ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
+MODELS: tuple[str, ...] = get_args(ModelName)
 
 
 @dataclass(frozen=True, slots=True)

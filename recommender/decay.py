@@ -67,7 +67,7 @@ def renormalise(stored: float | None, exists: bool, reference: float, half_life:
     """The write rule for a key with landmark ``stored`` (None: none stored) receiving a
     batch's increments computed relative to ``reference``.
 
-    The Redis APPLY script (``streamrec.redis_scripts``) mirrors this function; the
+    The Redis APPLY script (``streamrec.storage.scripts``) mirrors this function; the
     stores' shared contract test holds them to the same results.
 
     - a key with nothing stored takes the batch's frame;

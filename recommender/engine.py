@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommender import screening
-from recommender.base import Category, Interaction, ItemId, Scored, UserId
+from recommender.base import MODELS, Category, Interaction, ItemId, Scored, UserId
 from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
-from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay
+from recommender.decay import Decayed, ForwardDecay
 from recommender.filters import BoundFilter
+from recommender.hyperparameters import EngineConfig
 from recommender.mf import ItemFactorIndex, OnlineBPR
 from recommender.popularity import DecayedPopularity
 from recommender.screening import Screen
@@ -28,50 +29,7 @@ from recommender.store import StateStore, StateUpdate, top
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
 
-MODELS = ("popular", "cooccurrence", "mf", "hybrid")
 HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_rank_constant")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    history_length: int = 200
-    window: int = 20
-    window_seconds: float = 7 * 86400.0
-    max_neighbours: int = 200
-    neighbours_per_item: int = 50
-    half_life: float = 7 * 86400.0
-    # Popularity's own half-life (None: half_life): what is popular now can change far
-    # faster than which items go together.
-    popularity_half_life: float | None = None
-    # The frame of decayed state written before landmarks existed (recommender.decay).
-    epoch: float = LEGACY_EPOCH
-    mf_dim: int = 32
-    mf_learning_rate: float = 0.05
-    mf_regularization: float = 0.002
-    mf_negatives: int = 4
-    mf_negative_pool: int = 256
-    seed: int = 0
-    # hybrid: a blend of each source's scores, each scaled to [0, 1] over the candidates
-    hybrid_mf: float = 1.0
-    hybrid_cooccurrence: float = 1.0
-    hybrid_popular: float = 0.2
-    hybrid_candidates: int = 100
-    hybrid_rank_constant: float = 60.0
-    # The blend learns from the stream (recommender.blend): positive events per batch on
-    # which each source is tried before the batch is learned (0: none), and how sharply
-    # the weights follow the sources' hit rates (0: the configured weights alone).
-    hybrid_learning_sample: int = 8
-    hybrid_learning_exponent: float = 2.0
-    # Most candidates one list screens (withdrawn items, filters) before it answers with
-    # what passed: the bound on a request whose filter removes nearly everything.
-    max_screened_candidates: int = 5000
-    # Cold start: items nobody has interacted with get neighbours from their catalog
-    # documents (content similarity, weighted against co-occurrence by content_weight);
-    # exploration_share of each personalised list goes to items created within
-    # new_item_seconds, so that they can earn interactions.
-    content_weight: float = 0.5
-    exploration_share: float = 0.0
-    new_item_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +79,7 @@ class Engine:
         self._catalog_changes = 0  # refreshes that read documents
         # The blend's tally as last read (refresh(), and after each batch learned here).
         self.tally = Tally({}, config.hybrid_learning_exponent)
+        self._tally_credit = 0.0  # positive events owed to the tally (hybrid_learning_share)
         # What this engine's last requests read, by (user, time): a batch learned next
         # tries the sources on the same state, which an offline replay has just read.
         self._recent_reads: dict[tuple[UserId, float], _Reads] = {}
@@ -171,11 +130,19 @@ class Engine:
         return update
 
     def _try_sources(self, interactions: Sequence[Interaction]) -> dict[str, int]:
-        """The blend's tally of this batch: for up to ``hybrid_learning_sample`` positive
-        events (evenly spread over the batch) of users with a history, which sources
-        ranked the event's item in their top few just before it."""
+        """The blend's tally of this batch: for a ``hybrid_learning_share`` of its positive
+        events (at most ``hybrid_learning_sample``, evenly spread over the batch) of users
+        with a history, which sources ranked the event's item in their top few just before
+        it.
+
+        The share is a rate per event, carried across batches, so a replay's many small
+        batches try as many events as a worker's few large ones.
+        """
         positives = [event for event in interactions if event.weight > 0]
-        sample = self.config.hybrid_learning_sample
+        self._tally_credit += len(positives) * self.config.hybrid_learning_share
+        sample = min(int(self._tally_credit), self.config.hybrid_learning_sample)
+        # A batch above the cap does not bank its excess for later batches.
+        self._tally_credit = min(self._tally_credit - sample, 1.0)
         if not positives or sample <= 0:
             return {}
         step = max(1, len(positives) // sample)

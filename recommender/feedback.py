@@ -1,5 +1,5 @@
 """The narrow interface to feedback state (impressions, credited rewards, placements), and
-its in-memory implementation. ``streamrec.redis_feedback.RedisFeedback`` implements it on
+its in-memory implementation. ``streamrec.storage.feedback_store.RedisFeedback`` implements it on
 Redis; ``tests/contract_feedback.py`` runs one suite against both.
 
 Counters per placement and variant: ``impressions`` (lists shown), ``items_shown``,

@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
+import orjson
+
 MAX_LENGTH = 1000  # characters of an expression
 MAX_CONDITIONS = 20
 MAX_VALUES = 100  # in one IN list, and in one list parameter
@@ -654,3 +656,60 @@ class BoundFilter:
             return None
         return frozenset(form[1] for value in self._bound_values(node, {})
                          for form in _forms(value) if form[0] == "s")
+
+
+# --- a filter named in a request ---------------------------------------------------------
+
+
+class RequestFilterError(FilterError):
+    """A request's filter that cannot be used; ``parameter`` is the one at fault
+    (``filter`` or ``filter_values``), ``str()`` says why."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def bind_named(name: str | None, values: str | None, lookup: Callable[[str], Filter | None],
+               current_item: bool = False) -> BoundFilter | None:
+    """The filter registered as ``name`` (``lookup`` finds it), bound to ``values``: its
+    $PARAMETERS as one JSON object. What ``GET /recommendations?filter=&filter_values=``
+    and ``streamrec export --filter --filter-values`` both do. ``current_item``: the list
+    has one (similar items), so ``CurrentItem`` conditions may be used.
+
+    >>> rules = {"cheap": parse("INCLUDE ItemID WHERE Items.price < $MAX")}
+    >>> keep = bind_named("cheap", '{"MAX": 20}', rules.get).predicate()
+    >>> keep({"price": 5}, ()), keep({"price": 50}, ())
+    (True, False)
+    >>> bind_named(None, None, rules.get) is None
+    True
+    >>> bind_named("dear", None, rules.get)
+    Traceback (most recent call last):
+    ...
+    recommender.filters.RequestFilterError: no filter named 'dear' (PUT /admin/filters/dear)
+    >>> bind_named("cheap", "[20]", rules.get)
+    Traceback (most recent call last):
+    ...
+    recommender.filters.RequestFilterError: must be a JSON object of $PARAMETER values
+    """
+    if name is None:
+        if values is not None:
+            raise RequestFilterError("filter_values", "given without filter")
+        return None
+    rule = lookup(name)
+    if rule is None:
+        raise RequestFilterError("filter",
+                                 f"no filter named {name!r} (PUT /admin/filters/{name})")
+    if rule.uses_current_item and not current_item:
+        raise RequestFilterError("filter", f"filter {name!r} uses CurrentItem, which only "
+                                           "similar items (GET /items/{item_id}/similar) have")
+    try:
+        given = {} if values is None else orjson.loads(values)
+    except orjson.JSONDecodeError as error:
+        raise RequestFilterError("filter_values", f"not JSON: {error}") from None
+    if not isinstance(given, dict):
+        raise RequestFilterError("filter_values", "must be a JSON object of $PARAMETER values")
+    try:
+        return rule.bind(given)
+    except FilterError as error:
+        raise RequestFilterError("filter_values", str(error)) from None

@@ -1,6 +1,6 @@
 """The narrow interface to recommendation state, and its in-memory implementation.
 
-``streamrec.redis_store.RedisStore`` implements the same protocol for production; the
+``streamrec.storage.state_store.RedisStore`` implements the same protocol for production; the
 shared contract test (``tests/contract_store.py``) runs against both. Orderings follow
 Redis sorted sets: descending by score, ties by descending member.
 """
@@ -138,10 +138,24 @@ def check_finite(update: StateUpdate,
                 refuse(name(kind, id), float(bad))
 
 
-class StateStore(Protocol):
-    def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
-        """Each user's positive history (score > 0), newest first, at most ``limit``."""
+class FactorReads(Protocol):
+    """Factor vectors: what learning and serving both read."""
+
+    def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
+        """Stored factor vectors, as float32 rounded to half precision
+        (:func:`as_stored_user_factors`); users without one are absent."""
         ...
+
+    def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]: ...
+
+    def blend_tally(self) -> dict[str, int]:
+        """The hybrid's tally of its sources (recommender.blend): every ``blend`` count
+        applied, summed."""
+        ...
+
+
+class ServingReads(FactorReads, Protocol):
+    """What answering a request reads (the API's engine; ``streamrec export``'s view)."""
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
         """The user's whole (bounded) history, highest score first."""
@@ -155,16 +169,6 @@ class StateStore(Protocol):
         """:meth:`history` and the user's factor vector (None without one), in one round
         trip: what a factor-model request reads first."""
         ...
-
-    def user_ids(self) -> Iterator[UserId]:
-        """Every user with a history, in no particular order, without holding them all.
-
-        Each appears at least once; Redis's SCAN may repeat one whose table was resized
-        during the iteration.
-        """
-        ...
-
-    def apply(self, update: StateUpdate) -> None: ...
 
     # Decayed state is read with its key's landmark, in the same round trip: the stored
     # scores are in that key's frame (recommender.decay).
@@ -181,29 +185,11 @@ class StateStore(Protocol):
         """The ``k`` most popular items (stored decayed scores), with their landmark."""
         ...
 
-    def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
-
-    def user_factors(self, user_ids: Iterable[UserId]) -> dict[UserId, np.ndarray]:
-        """Stored factor vectors, as float32 rounded to half precision
-        (:func:`as_stored_user_factors`); users without one are absent."""
-        ...
-
-    def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]: ...
-
-    def sample_items(self, count: int) -> list[ItemId]:
-        """Up to ``count`` distinct random items that have factors (negative samples)."""
-        ...
-
     def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
         """Item factors changed after cursor ``since`` (all if None), and the new cursor.
 
         A change may be returned more than once; none is ever skipped.
         """
-        ...
-
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
-        """Create or replace item documents, in one round trip; a None document (a
-        tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it."""
         ...
 
     def changed_documents(self, since: float | None
@@ -224,6 +210,42 @@ class StateStore(Protocol):
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None: ...
 
+    def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
+
+    def ping(self) -> bool:
+        """True when the store answers; never raises."""
+        ...
+
+
+class BatchLearning(FactorReads, Protocol):
+    """What learning a batch reads and writes (the worker's engine, a rebuild, evaluation):
+    one :class:`StateUpdate` per batch, with the offsets it brings the state up to."""
+
+    def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
+        """Each user's positive history (score > 0), newest first, at most ``limit``."""
+        ...
+
+    def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]: ...
+
+    def sample_items(self, count: int) -> list[ItemId]:
+        """Up to ``count`` distinct random items that have factors (negative samples)."""
+        ...
+
+    def apply(self, update: StateUpdate) -> None: ...
+
+    def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        """The last applied offset of each ``"topic:partition"`` that has one."""
+        ...
+
+
+class Catalog(Protocol):
+    """Item and user documents, written from the compacted catalog topics."""
+
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+        """Create or replace item documents, in one round trip; a None document (a
+        tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it."""
+        ...
+
     def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None: ...
 
     def delete_users(self, user_ids: Iterable[UserId]) -> None:
@@ -232,21 +254,25 @@ class StateStore(Protocol):
         Deleting a user who is not there does nothing."""
         ...
 
-    def get_user(self, user_id: UserId) -> dict[str, Any] | None: ...
+
+class Operations(Protocol):
+    """Figures and scans for operators (``streamrec versions``, export, metrics)."""
+
+    def user_ids(self) -> Iterator[UserId]:
+        """Every user with a history, in no particular order, without holding them all.
+
+        Each appears at least once; Redis's SCAN may repeat one whose table was resized
+        during the iteration.
+        """
+        ...
 
     def events_applied(self) -> int: ...
 
-    def blend_tally(self) -> dict[str, int]:
-        """The hybrid's tally of its sources: every ``blend`` count applied, summed."""
-        ...
 
-    def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
-        """The last applied offset of each ``"topic:partition"`` that has one."""
-        ...
-
-    def ping(self) -> bool:
-        """True when the store answers; never raises."""
-        ...
+class StateStore(ServingReads, BatchLearning, Catalog, Operations, Protocol):
+    """Every role at once: what an implementation provides (``InMemoryStore``,
+    ``RedisStore``) and the shared contract tests check. A caller that needs one role takes
+    that role's protocol."""
 
 
 # The StateUpdate fields decayed at the popularity half-life.

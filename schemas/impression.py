@@ -8,10 +8,11 @@ is refused with a reason and can never reach the attribution code.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, Strict, StringConstraints
 
+from recommender.base import ModelName
 from schemas.models import MAX_TIMESTAMP, Id, _Contract
 
 # Placement, variant and filter names: what a key, a Prometheus label and a URL can carry.
@@ -33,7 +34,7 @@ class ImpressionMessage(_Contract):
     user_id: Id
     placement: Name
     variant: Name
-    model: Literal["popular", "cooccurrence", "mf", "hybrid"]
+    model: ModelName
     items: Annotated[list[Id], Field(max_length=MAX_ITEMS)]
     timestamp: Annotated[float, Strict(), Field(ge=0, le=MAX_TIMESTAMP)]
     allocated: bool = True

@@ -24,11 +24,11 @@ import redis
 from recommender.base import Interaction
 from recommender.engine import Engine
 from recommender.store import StateUpdate
-from streamrec.bench import redis_bytes
 from streamrec.local.services import LocalRedis
-from streamrec.redis_store import RedisStore
+from streamrec.measure.bench import redis_bytes
 from streamrec.settings import get_settings
-from streamrec.simulator import Simulation
+from streamrec.sim.simulator import Simulation
+from streamrec.storage.state_store import RedisStore
 
 
 def main() -> None:

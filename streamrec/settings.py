@@ -7,14 +7,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recommender.base import MAX_WEIGHT
-from recommender.decay import LEGACY_EPOCH
-from recommender.engine import MODELS, EngineConfig
+from recommender.base import MODELS
+from recommender.hyperparameters import HYPERPARAMETERS, EngineConfig
 from recommender.weights import EventWeights
-from streamrec import keys
+from streamrec.storage import keys
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
@@ -32,7 +31,15 @@ KNOWN_DEFAULT_KEYS = frozenset({"changeme", "secret", "password", "admin", "apik
                                 "streamrec", "changeme-changeme", "0123456789abcdef"})
 
 
-class Settings(BaseSettings):
+# Each model hyperparameter is a settings field, named, bounded and documented by its row
+# of the one table (recommender.hyperparameters.HYPERPARAMETERS).
+_ModelSettings = create_model(
+    "_ModelSettings", __base__=BaseSettings,
+    **{h.setting: (h.type, Field(default=h.default, description=h.doc, **h.bounds()))
+       for h in HYPERPARAMETERS})
+
+
+class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     """Configuration for the worker, the API, the simulator and the CLI.
 
     Every field is read from an environment variable named ``STREAMREC_<FIELD>``
@@ -46,12 +53,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     # Redis Cluster instead of one Redis (redis_url names any node): the prefixes become hash
     # tags ("{sr}") and the per-user and per-item state is spread over groups of slots (see
-    # streamrec.keys.SHARDS and docs/scaling.md).
+    # streamrec.storage.keys.SHARDS and docs/scaling.md).
     redis_cluster: bool = False
     redis_prefix: str = Field(default="sr", pattern=PREFIX)
 
-    # The model version this process runs (see streamrec.versions): "main" is the state
-    # under redis_prefix; a worker started with --version NAME sets it.
+    # The model version this process runs (see streamrec.storage.model_versions): "main" is
+    # the state under redis_prefix; a worker started with --version NAME sets it.
     state_version: str = Field(default="main", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
     catalog_prefix: str | None = Field(default=None, pattern=PREFIX)
     version_refresh_seconds: float = Field(default=0.5, gt=0)
@@ -82,36 +89,7 @@ class Settings(BaseSettings):
     # outweigh years of real ones.
     max_event_time_skew_seconds: float = Field(default=300.0, ge=0)
 
-    # Models
-    history_length: int = Field(default=200, ge=1)
-    cooccurrence_window: int = Field(default=20, ge=1)
-    cooccurrence_window_seconds: float = Field(default=7 * 86400.0, gt=0)
-    max_neighbours: int = Field(default=200, ge=1)
-    neighbours_per_item_read: int = Field(default=50, ge=1)
-    decay_half_life_seconds: float = Field(default=7 * 86400.0, gt=0, allow_inf_nan=False)
-    # Popularity's own half-life (unset: decay_half_life_seconds).
-    popularity_half_life_seconds: float | None = Field(default=None, gt=0,
-                                                       allow_inf_nan=False)
-    # The frame of decayed state written before landmarks existed (recommender.decay):
-    # 2025-01-01T00:00:00Z, the fixed epoch of those versions.
-    decay_epoch: float = Field(default=LEGACY_EPOCH, allow_inf_nan=False)
-    mf_dim: int = Field(default=32, ge=1, le=512)
-    mf_learning_rate: float = Field(default=0.05, gt=0)
-    mf_regularization: float = Field(default=0.002, ge=0)
-    mf_negatives: int = Field(default=4, ge=1)
-    mf_negative_pool: int = Field(default=256, ge=1)
-    seed: int = 0
-    hybrid_mf: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
-    hybrid_cooccurrence: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)
-    hybrid_popular: float = Field(default=0.2, ge=0, le=MAX_WEIGHT)
-    hybrid_candidates: int = Field(default=100, ge=1)
-    hybrid_rank_constant: float = Field(default=60.0, ge=0, le=MAX_WEIGHT)
-    hybrid_learning_sample: int = Field(default=8, ge=0)
-    hybrid_learning_exponent: float = Field(default=2.0, ge=0, le=100)
-    max_screened_candidates: int = Field(default=5000, ge=1)
-    content_weight: float = Field(default=0.5, ge=0)
-    exploration_share: float = Field(default=0.0, ge=0, le=1)
-    new_item_seconds: float = Field(default=7 * 86400.0, gt=0)
+    # Models (their hyperparameters are fields too, from recommender.hyperparameters)
     default_model: str = "hybrid"
 
     # Feedback loop
@@ -172,33 +150,8 @@ class Settings(BaseSettings):
         return weights
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            history_length=self.history_length,
-            window=self.cooccurrence_window,
-            window_seconds=self.cooccurrence_window_seconds,
-            max_neighbours=self.max_neighbours,
-            neighbours_per_item=self.neighbours_per_item_read,
-            half_life=self.decay_half_life_seconds,
-            popularity_half_life=self.popularity_half_life_seconds,
-            epoch=self.decay_epoch,
-            mf_dim=self.mf_dim,
-            mf_learning_rate=self.mf_learning_rate,
-            mf_regularization=self.mf_regularization,
-            mf_negatives=self.mf_negatives,
-            mf_negative_pool=self.mf_negative_pool,
-            seed=self.seed,
-            hybrid_mf=self.hybrid_mf,
-            hybrid_cooccurrence=self.hybrid_cooccurrence,
-            hybrid_popular=self.hybrid_popular,
-            hybrid_candidates=self.hybrid_candidates,
-            hybrid_rank_constant=self.hybrid_rank_constant,
-            hybrid_learning_sample=self.hybrid_learning_sample,
-            hybrid_learning_exponent=self.hybrid_learning_exponent,
-            max_screened_candidates=self.max_screened_candidates,
-            content_weight=self.content_weight,
-            exploration_share=self.exploration_share,
-            new_item_seconds=self.new_item_seconds,
-        )
+        return EngineConfig(**{h.engine_field: getattr(self, h.setting)
+                               for h in HYPERPARAMETERS})
 
     def load_api_keys(self) -> dict[str, str]:
         """Keys from the environment and the keys file; refuses unsafe set-ups.

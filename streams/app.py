@@ -4,35 +4,30 @@ from __future__ import annotations
 
 import faust
 
-from streamrec.settings import get_settings
-from streamrec.versions import effective_settings
-
-# A worker started for a model version (streamrec worker --version NAME) runs with that
-# version's hyperparameters, Redis namespace and consumer group.
-settings = effective_settings(get_settings())
-
-app = faust.App(
-    settings.worker_id,
-    broker=settings.faust_broker,
-    autodiscover=["streams.agents"],
-    origin="streams",
-    key_serializer="raw",
-    value_serializer="raw",
-    store="memory://",
-    # Faust keeps a small data directory per app; keep it out of the working tree's root.
-    datadir=f"{settings.data_dir}/faust/{{conf.name}}",
-    topic_partitions=settings.topic_partitions,
-    topic_replication_factor=settings.topic_replication,
-    web_enabled=False,
-    Worker="streams.worker:Worker",  # ends within a bound of SIGTERM, whatever Kafka does
-    # How long a dead worker holds its partitions before the group hands them on.
-    broker_session_timeout=settings.session_timeout_seconds,
-    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
-    producer_acks=-1,
-    consumer_auto_offset_reset="earliest",
-    stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
-)
+from streamrec.settings import Settings
 
 
-def main() -> None:
-    app.main()
+def create_app(settings: Settings) -> faust.App:
+    """The worker's App for ``settings`` (a model version's, for a version's worker: its
+    consumer group and data directory). Its topics and agents are declared on it by
+    :func:`streams.worker.build`."""
+    return faust.App(
+        settings.worker_id,
+        broker=settings.faust_broker,
+        origin="streams",
+        key_serializer="raw",
+        value_serializer="raw",
+        store="memory://",
+        # Faust keeps a small data directory per app; keep it out of the working tree's root.
+        datadir=f"{settings.data_dir}/faust/{{conf.name}}",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        web_enabled=False,
+        Worker="streams.worker:Worker",  # ends within a bound of SIGTERM, whatever Kafka does
+        # How long a dead worker holds its partitions before the group hands them on.
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+    )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from recommender.base import Interaction
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from streams.decode import DecodedEvents, Record, source
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,6 @@ def _learn(engine: Engine, store: RedisStore, decode: Callable[[list[Record]], D
     for chunk in plan:
         decoded = decode(chunk.records).interactions
         kept = [event for event in decoded
-                if store.group("u", event.user_id) not in chunk.done_user_groups]
+                if store.user_group(event.user_id) not in chunk.done_user_groups]
         engine.learn_many(kept, {chunk.partition: chunk.records[-1].offset},
                           events=len(decoded))

@@ -3,14 +3,31 @@ itself so that nothing malformed can crash it, and rejects keep their original b
 
 from __future__ import annotations
 
-from streams.app import app, settings
+from dataclasses import dataclass
 
-events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
-impressions_topic = app.topic(settings.impressions_topic, key_type=bytes, value_type=bytes)
-dead_letter_topic = app.topic(settings.dead_letter_topic, key_type=bytes, value_type=bytes)
-items_topic = app.topic(
-    settings.items_topic, key_type=bytes, value_type=bytes, compacting=True, deleting=False
-)
-users_topic = app.topic(
-    settings.users_topic, key_type=bytes, value_type=bytes, compacting=True, deleting=False
-)
+import faust
+
+from streamrec.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: faust.TopicT
+    impressions: faust.TopicT
+    dead_letters: faust.TopicT
+    items: faust.TopicT
+    users: faust.TopicT
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    def raw(name: str, **options) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, **options)
+
+    compacted = {"compacting": True, "deleting": False}
+    return Topics(
+        events=raw(settings.events_topic),
+        impressions=raw(settings.impressions_topic),
+        dead_letters=raw(settings.dead_letter_topic),
+        items=raw(settings.items_topic, **compacted),
+        users=raw(settings.users_topic, **compacted),
+    )

@@ -1,10 +1,18 @@
-"""The Faust worker class streamrec runs: Faust's own, with a stop that cannot hang."""
+"""The worker role: its Faust worker class, and :func:`run`, which builds the App from the
+composition root and starts it (``streamrec worker``)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
 import faust
 
+from streamrec.kafka import ensure_topics
+from streamrec.settings import Settings
 from streamrec.shutdown import exit_within
+from streamrec.wiring import Wiring
 
 
 class Worker(faust.Worker):
@@ -19,3 +27,30 @@ class Worker(faust.Worker):
     def _on_sigint(self) -> None:
         exit_within()
         super()._on_sigint()
+
+
+def build(wiring: Wiring) -> faust.App:
+    """The App of ``wiring``'s model version, with its topics and agents declared."""
+    from streams.agents import WorkerParts, register_agents
+    from streams.app import create_app
+    from streams.topics import declare_topics
+
+    app = create_app(wiring.settings)
+    register_agents(app, declare_topics(app, wiring.settings), WorkerParts.build(wiring))
+    return app
+
+
+def run(settings: Settings, version: str | None = None, log_level: str = "info") -> None:
+    """Keep model ``version`` (default: ``settings.state_version``, "main") up to date
+    until stopped. A version's worker runs with that version's hyperparameters, Redis
+    namespace and consumer group."""
+    wiring = Wiring.for_process(settings, version)
+    asyncio.run(ensure_topics(wiring.settings))
+    Path(wiring.settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
+    app = build(wiring)
+    # Faust spells two of the levels its own way.
+    faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
+    # --without-web: the worker serves nothing over HTTP (the API does), and two workers on
+    # one machine must not fight over Faust's web port.
+    sys.argv = [sys.argv[0], "worker", "--loglevel", faust_level, "--without-web"]
+    app.main()

@@ -15,7 +15,7 @@ from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
-from recommender.base import MAX_WEIGHT
+from recommender.base import MAX_WEIGHT, ModelName
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
 
@@ -31,7 +31,7 @@ class VariantBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Name
-    model: Literal["popular", "cooccurrence", "mf", "hybrid"]
+    model: ModelName
     weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT,
                           description="Split share (relative); 0 switches it off.")
     params: dict[Literal[HYBRID_PARAMS], Annotated[float, Field(ge=0, le=MAX_WEIGHT)]] = Field(

@@ -10,12 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import FiltersDep
-from api.filters import NAME_PATTERN
 from api.limits import BODY_RESPONSES
+from api.named_filters import NAME_PATTERN
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from recommender.filters import MAX_LENGTH, FilterError, parse
-from streamrec.redis_filters import TooManyFilters
+from streamrec.storage.filter_definitions import TooManyFilters
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["filters"],
                    dependencies=[ADMIN], responses=KEY_RESPONSES)

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import SettingsDep
-from api.metrics import MetricsHub
+from api.metrics_hub import MetricsHub
 
 router = APIRouter(tags=["metrics"])
 STATIC = Path(__file__).resolve().parent.parent / "static"

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 import orjson
 import redis
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
-from api.allocation import DEFAULT_PLACEMENT
 from api.deps import (
     AllocationDep,
     EngineDep,
@@ -22,16 +21,15 @@ from api.deps import (
 from api.models import ItemList, K, RecommendationList, ScoredItem
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
+from recommender.allocation import DEFAULT_PLACEMENT
 from recommender.attribution import Impression
+from recommender.base import ModelName
 from recommender.engine import Recommendations
 from schemas.impression import NAME_PATTERN
 from schemas.models import Id
 
 router = APIRouter(route_class=GuardedRoute, tags=["recommendations"], dependencies=[READ],
                    responses=KEY_RESPONSES)
-
-ModelName = Literal["popular", "cooccurrence", "mf", "hybrid"]
-
 
 def _items(scored) -> list[ScoredItem]:
     return [ScoredItem(item_id=item, score=score) for item, score in scored]
@@ -82,14 +80,11 @@ async def recommendations(
     applies a registered filter (see the README's Filters); one that leaves nothing gives
     an empty list.
     """
-    if model is None:
-        _, variant = allocation.choose(placement, user_id)
-        name, chosen, params = variant.name, variant.model, variant.params
-    else:
-        name, chosen, params = model, model, {}
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
-    allocated = model is None and allocation.configured(placement)
+    choice = allocation.choose_for(placement, user_id, model)
+    name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
+                                       choice.allocated)
     now = time.time()
     try:
         if item_filter is None:

@@ -117,6 +117,10 @@ class LocalProcess:
     def logfile(self) -> Path:
         return self.data_dir / f"{type(self).__name__.lower()}.log"
 
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [] if self.process is None else [self.process]
+
     def _spawn(self, argv: list[str]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as out:
@@ -255,6 +259,10 @@ class LocalRedisCluster:
     @property
     def url(self) -> str:
         return self.nodes[0].url
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [process for node in self.nodes for process in node.processes]
 
     def start(self, timeout: float = 60.0) -> LocalRedisCluster:
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")

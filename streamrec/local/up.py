@@ -13,12 +13,9 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -26,19 +23,14 @@ import orjson
 
 from streamrec.local.services import (
     LocalKafka,
-    LocalProcess,
     LocalRedis,
     ServiceError,
     free_port,
     port_open,
 )
+from streamrec.local.supervisor import Supervisor
 from streamrec.settings import get_settings
-from streamrec.shutdown import (
-    ROLE_STOP_SECONDS,
-    SERVICE_STOP_SECONDS,
-    UP_STOP_SECONDS,
-    exit_within,
-)
+from streamrec.shutdown import UP_STOP_SECONDS, exit_within
 
 DEFAULT_API_PORT = 8000
 KEYS_FILE = "api-keys.json"
@@ -58,50 +50,18 @@ def _stop_on_signal(number: int, frame: FrameType | None) -> None:
     raise _Stopped
 
 
-@dataclass
-class Stack:
+class Stack(Supervisor):
     """What ``up`` started, to stop it in the right order whatever happened."""
 
-    run_dir: Path
-    services: list[LocalProcess] = field(default_factory=list)
-    roles: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def log(self, role: str) -> Path:
-        return self.run_dir / "logs" / f"{role}.log"
-
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.log(name).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log(name), "ab") as log:
-            self.roles[name] = subprocess.Popen(argv, env=env, stdout=log,
-                                                stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL)
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(run_dir / "logs")
+        self.run_dir = run_dir
 
     def check_roles(self) -> None:
         """Raises UpFailed when a role other than the simulator (which may finish) exited."""
-        for name, process in self.roles.items():
-            if name != "simulate" and process.poll() is not None:
-                raise UpFailed(f"{name} exited with {process.returncode}; see {self.log(name)}")
-
-    def stop(self) -> None:
-        """The roles (each ends within ROLE_STOP_SECONDS of SIGTERM; one that does not, a
-        stopped process say, is killed), then the services, newest first."""
-        _stop_all(list(self.roles.values()), ROLE_STOP_SECONDS + 2, os.kill)
-        _stop_all([s.process for s in reversed(self.services) if s.process is not None],
-                  SERVICE_STOP_SECONDS, os.killpg)  # their own process groups
-
-
-def _stop_all(processes: list[subprocess.Popen], seconds: float,
-              send: Callable[[int, int], None]) -> None:
-    running = [p for p in processes if p.poll() is None]
-    for process in running:
-        send(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + seconds
-    for process in running:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            send(process.pid, signal.SIGKILL)  # works on a stopped (SIGSTOP) process too
-            process.wait()
+        for problem in self.exited(may_finish=("simulate",)):
+            name = problem.split(" ", 1)[0]
+            raise UpFailed(f"{problem}; see {self.log(name)}")
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:
@@ -248,10 +208,9 @@ def _start(stack: Stack, env: dict[str, str], rate: float, echo: Callable[[str],
         echo(f"starting Kafka {kafka.bootstrap} (KRaft) ...")
         kafka.start()
         env["STREAMREC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
-    cli = [sys.executable, "-m", "streamrec.cli"]
-    stack.spawn("worker", [*cli, "worker", "--log-level", "warning"], env)
-    stack.spawn("api", [*cli, "api"], env)
-    stack.spawn("simulate", [*cli, "simulate", "--rate", str(rate), "--loop-api",
+    stack.spawn("worker", ["worker", "--log-level", "warning"], env)
+    stack.spawn("api", ["api"], env)
+    stack.spawn("simulate", ["simulate", "--rate", str(rate), "--loop-api",
                              f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"], env)
 
 

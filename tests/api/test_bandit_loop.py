@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from recommender.abtest import placement_report
-from streamrec.loop import run_loop
-from streamrec.simulator import Simulation
+from streamrec.sim.loop import run_loop
+from streamrec.sim.simulator import Simulation
 from tests.api.conftest import wait_for
 
 TRAINING_EVENTS = 4000

@@ -15,8 +15,8 @@ import aiohttp
 import orjson
 import pytest
 
-from streamrec.keys import PLACEMENTS
 from streamrec.local.services import free_port
+from streamrec.storage.keys import PLACEMENTS
 from tests.api.conftest import api_process, wait_for
 
 

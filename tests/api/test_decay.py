@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.conftest import own_worker
 from tests.factories import event

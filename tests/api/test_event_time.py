@@ -15,7 +15,7 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from schemas.models import MAX_TIMESTAMP
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.factories import event
 

@@ -22,8 +22,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from streamrec import keys
 from streamrec.settings import Settings
+from streamrec.storage import keys
 from tests.api.conftest import wait_for
 from tests.conftest import own_worker
 from tests.factories import event

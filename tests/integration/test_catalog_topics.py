@@ -12,8 +12,8 @@ import uuid
 import orjson
 import redis
 
-from streamrec.redis_store import RedisStore
-from streamrec.versions import Version, Versions, state_prefix
+from streamrec.storage.model_versions import Version, Versions, state_prefix
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.factories import event, update, vector
 from tests.integration.test_dead_letters import _dead_letters, _produce

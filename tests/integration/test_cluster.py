@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from recommender.decay import ForwardDecay
 from recommender.engine import Engine
-from streamrec import keys
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
+from streamrec.storage import keys
+from streamrec.storage.client import connect
+from streamrec.storage.state_store import RedisStore
 from streams.catchup import learn_once
 from streams.decode import LOG_APPEND_TIME, PlainRecord, decode_events, unapplied
 from tests.api.conftest import wait_for
@@ -155,13 +155,8 @@ def test_worker_and_api_serve_from_the_cluster(services, worker_env, redis_clust
 
 
 def test_snapshots_and_version_deletes_reach_every_group(redis_cluster, tmp_path):
-    from streamrec.versions import (
-        Version,
-        VersionError,
-        Versions,
-        restore_snapshot,
-        save_snapshot,
-    )
+    from streamrec.storage.model_versions import Version, VersionError, Versions
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
 
     client = connect(redis_cluster, cluster=True)
     base = keys.tagged(f"snap-{uuid.uuid4().hex[:8]}")

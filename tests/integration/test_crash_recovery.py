@@ -20,12 +20,12 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from recommender.decay import RESCALE_HALF_LIVES
-from streamrec import keys
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
+from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.simulator import Simulation
-from streamrec.topics import ensure_topics
+from streamrec.sim.simulator import Simulation
+from streamrec.storage import keys
+from streamrec.storage.client import connect
+from streamrec.storage.state_store import RedisStore
 from streams.catchup import CAUGHT_UP
 
 EVENTS = 50_000

@@ -12,7 +12,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.factories import event
 

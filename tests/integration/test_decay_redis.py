@@ -17,9 +17,9 @@ import redis
 from recommender.base import Interaction
 from recommender.decay import LEGACY_EPOCH, ForwardDecay
 from recommender.store import InMemoryStore, NonFiniteError
-from streamrec import keys
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
+from streamrec.storage import keys
+from streamrec.storage.client import connect
+from streamrec.storage.state_store import RedisStore
 from tests.contract_decay import (
     CATEGORIES,
     DAY,
@@ -132,7 +132,7 @@ def test_a_snapshot_from_before_landmarks_restores_as_legacy_state(store, tmp_pa
     """A format-2 snapshot (no landmarks) restores; landmarks the target namespace held
     before are dropped, so its keys are read in the legacy epoch's frame, as they were
     written."""
-    from streamrec.versions import restore_snapshot, save_snapshot
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
 
     half_life = 7 * DAY
     events = [event for batch in decayed_batches(0.2, 24.0, start=LEGACY_EPOCH + 40 * DAY)

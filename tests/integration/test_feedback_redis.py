@@ -5,7 +5,7 @@ import uuid
 import pytest
 import redis
 
-from streamrec.redis_feedback import RedisFeedback
+from streamrec.storage.feedback_store import RedisFeedback
 from tests.contract_feedback import FeedbackContract
 
 

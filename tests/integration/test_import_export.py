@@ -18,12 +18,12 @@ from recommender.base import Interaction
 from recommender.engine import MODELS, Engine
 from recommender.store import StateUpdate
 from schemas.models import Item, User
-from streamrec import export as exporting
-from streamrec.redis_feedback import RedisFeedback
-from streamrec.redis_filters import RedisFilters
-from streamrec.redis_store import RedisStore
+from streamrec.data import export as exporting
 from streamrec.settings import Settings
-from streamrec.versions import Version, Versions, state_prefix, version_settings
+from streamrec.storage.feedback_store import RedisFeedback
+from streamrec.storage.filter_definitions import RedisFilters
+from streamrec.storage.model_versions import Version, Versions, state_prefix, version_settings
+from streamrec.storage.state_store import RedisStore
 from tests.conftest import own_worker
 
 pytestmark = pytest.mark.integration

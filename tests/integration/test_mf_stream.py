@@ -13,8 +13,8 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
+from streamrec.storage.state_store import RedisStore
 
 
 async def _produce(bootstrap: str, topic: str, events: list[dict]) -> None:

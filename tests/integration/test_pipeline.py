@@ -11,8 +11,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
+from streamrec.storage.state_store import RedisStore
 
 
 async def _produce(bootstrap: str, messages: list[tuple[bytes | None, bytes]]) -> None:

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from recommender.store import StateUpdate
 from streamrec.local.services import LocalRedis
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 
 

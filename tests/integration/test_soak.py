@@ -3,8 +3,8 @@ of its own): every event applied, every request answered, a row per interval, a 
 
 from __future__ import annotations
 
-from streamrec import soak
-from streamrec.soak import SoakConfig
+from streamrec.measure import soak
+from streamrec.measure.soak import SoakConfig
 
 CONFIG = SoakConfig(duration=40, interval=5, event_rate=100, request_rate=20, users=1_000,
                     items=500, warmup_events=1_000)

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from streamrec.local.services import LocalKafka, LocalRedis, free_port
-from streamrec.redis_store import RedisStore
 from streamrec.shutdown import ROLE_STOP_SECONDS
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 
 # A role's bound, plus what a loaded two-core machine adds to noticing the exit.

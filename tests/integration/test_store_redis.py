@@ -5,11 +5,11 @@ import uuid
 import pytest
 import redis
 
-from streamrec import keys
 from streamrec.local.services import free_port
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
-from streamrec.versions import state_prefix
+from streamrec.storage import keys
+from streamrec.storage.client import connect
+from streamrec.storage.model_versions import state_prefix
+from streamrec.storage.state_store import RedisStore
 from tests.contract_store import StoreContract
 from tests.factories import update, vector
 

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.topics import ensure_topics
 from tests.api.conftest import wait_for
 
 FAR_AHEAD_MS = 4_102_444_800_000  # 2100

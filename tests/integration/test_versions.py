@@ -16,17 +16,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from streamrec import keys
-from streamrec.redis_store import RedisStore
 from streamrec.settings import Settings
-from streamrec.versions import (
-    Version,
-    VersionError,
-    Versions,
-    rebuild,
-    restore_snapshot,
-    save_snapshot,
-)
+from streamrec.storage import keys
+from streamrec.storage.model_versions import Version, VersionError, Versions
+from streamrec.storage.snapshots import restore_snapshot, save_snapshot
+from streamrec.storage.state_store import RedisStore
+from streams.rebuild import rebuild
 from tests.api.conftest import wait_for
 from tests.factories import produce_views
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamrec.local.services import LocalKafka
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.factories import produce_views
 

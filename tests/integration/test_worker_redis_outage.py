@@ -12,7 +12,7 @@ import uuid
 import redis
 
 from streamrec.local.services import LocalRedis
-from streamrec.redis_store import RedisStore
+from streamrec.storage.state_store import RedisStore
 from tests.api.conftest import wait_for
 from tests.factories import produce_views
 

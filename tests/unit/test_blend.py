@@ -13,7 +13,7 @@ from recommender.engine import MODELS, Engine, EngineConfig
 from recommender.evaluation import batches
 from recommender.store import InMemoryStore, StateUpdate
 from recommender.weights import EventWeights
-from streamrec.simulator import synthetic
+from streamrec.sim.simulator import synthetic
 
 WEIGHTS = EventWeights({"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0})
 
@@ -24,9 +24,9 @@ def _events(regime: str, count: int) -> list[Interaction]:
             for e in synthetic(regime, count, seed=5)]
 
 
-def _replay(config: EngineConfig, events: list[Interaction]) -> Engine:
+def _replay(config: EngineConfig, events: list[Interaction], seconds: float = 60.0) -> Engine:
     engine = Engine(InMemoryStore(), config)
-    for batch in batches(events, 60.0, 500):
+    for batch in batches(events, seconds, 500):
         engine.learn_many(batch)
     return engine
 
@@ -51,7 +51,8 @@ def test_the_tally_weighs_sources_by_their_hit_rate():
 
 
 def test_the_worker_tallies_its_sources_before_learning_a_batch():
-    engine = _replay(EngineConfig(hybrid_learning_sample=4), _events("sessions", 3000))
+    engine = _replay(EngineConfig(hybrid_learning_share=1.0, hybrid_learning_sample=4),
+                     _events("sessions", 3000))
     tally = engine.store.blend_tally()
     assert 0 < tally["trials"] <= 4 * len(list(batches(_events("sessions", 3000), 60.0, 500)))
     # on sessions co-occurrence finds what the others do not: the blend follows it
@@ -60,6 +61,17 @@ def test_the_worker_tallies_its_sources_before_learning_a_batch():
     assert factors["cooccurrence"] == 1.0 and factors["popular"] < 0.1
     off = _replay(EngineConfig(hybrid_learning_sample=0), _events("sessions", 3000))
     assert off.store.blend_tally() == {}
+
+
+@pytest.mark.parametrize("seconds", [1.0, 60.0])
+def test_the_tally_tries_a_share_of_the_events_whatever_the_batches(seconds):
+    events = _events("stable", 3000)
+    positives = sum(event.weight > 0 for event in events)
+    engine = _replay(EngineConfig(hybrid_learning_share=0.1, hybrid_learning_sample=10**6),
+                     events, seconds)
+    # events of users with no history before their batch are skipped (every model gives
+    # them the same popular items)
+    assert 0.06 * positives < engine.store.blend_tally()["trials"] <= 0.1 * positives + 1
 
 
 @pytest.mark.parametrize("regime", ["stable", "sessions"])
@@ -79,7 +91,8 @@ def test_lists_read_together_are_the_lists_read_alone(regime):
 
 def test_the_replay_learns_the_same_whether_or_not_lists_were_read_first():
     events = _events("stable", 3000)
-    config = dataclasses.replace(EngineConfig(), hybrid_learning_sample=100)
+    config = dataclasses.replace(EngineConfig(), hybrid_learning_share=1.0,
+                                 hybrid_learning_sample=100)
     quiet, asked = Engine(InMemoryStore(), config), Engine(InMemoryStore(), config)
     for batch in batches(events, 60.0, 500):
         for event in batch:  # what the offline evaluation does before each batch

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from recommender.base import Interaction
 from recommender.evaluation import Tally, prequential
 from streamrec.cli import main
-from streamrec.datasets import DatasetError, read
+from streamrec.data.datasets import DatasetError, read
 from streamrec.settings import Settings
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from schemas.models import Item, User
-from streamrec.importer import Accepted, ImportFailed, Rejected, rows
+from streamrec.data.importer import Accepted, ImportFailed, Rejected, rows
 
 EVENT_TYPES = {"view", "click"}
 

@@ -7,7 +7,7 @@ import asyncio
 
 import orjson
 
-from streamrec import open_loop
+from streamrec.measure import load as open_loop
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -27,8 +27,8 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     writer.close()
 
 
-def _run(paths: list[str], timeout: float = 5.0) -> open_loop.OpenLoopResult:
-    async def main() -> open_loop.OpenLoopResult:
+def _run(paths: list[str], timeout: float = 5.0) -> open_loop.Load:
+    async def main() -> open_loop.Load:
         server = await asyncio.start_server(_answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         async with server:

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from streamrec import soak
-from streamrec.soak import SoakConfig, SoakReport
+from streamrec.measure import soak
+from streamrec.measure.soak import SoakConfig, SoakReport
 
 CONFIG = SoakConfig(duration=80, interval=10, growth_percent=10, growth_mib=20)
 

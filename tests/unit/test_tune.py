@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from recommender.base import Interaction
-from streamrec import tune
 from streamrec.cli import main
-from streamrec.simulator import synthetic
+from streamrec.measure import tune
+from streamrec.sim.simulator import synthetic
 
 CURRENT = {"decay_half_life_seconds": 7 * 86400.0, "cooccurrence_window_seconds": 7 * 86400.0,
            "cooccurrence_window": 20}

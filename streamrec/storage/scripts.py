@@ -1,7 +1,7 @@
 """Lua scripts the Redis store runs. Each is atomic in Redis, like MULTI/EXEC, but costs one
 round trip and one argument to pack instead of one command per sorted-set increment.
 
-Key names come from :mod:`streamrec.keys`: the caller passes each kind's key prefix
+Key names come from :mod:`streamrec.storage.keys`: the caller passes each kind's key prefix
 (``keys.key(prefix, kind, "")``) and the scripts append the id, which always comes last.
 """
 

@@ -25,8 +25,15 @@ import orjson
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import Decayed, ForwardDecay
 from recommender.engine import Engine, EngineConfig
-from recommender.filters import BoundFilter
-from recommender.store import StateStore
+from recommender.filters import (
+    BoundFilter,
+    Filter,
+    FilterError,
+    RequestFilterError,
+    bind_named,
+    parse,
+)
+from recommender.store import ServingReads
 
 CHUNK = 1000
 
@@ -54,7 +61,7 @@ class ChunkView:
     ([('tea', 1.0)], [])
     """
 
-    def __init__(self, store: StateStore, config: EngineConfig) -> None:
+    def __init__(self, store: ServingReads, config: EngineConfig) -> None:
         self.store = store
         self.config = config
         self.decay = ForwardDecay(config.half_life, config.epoch)
@@ -229,29 +236,20 @@ class ExportError(ValueError):
 def bind_filter(client, settings, name: str | None, values: str | None) -> BoundFilter | None:
     """The registered filter ``name`` bound to ``values`` (a JSON object of its
     $PARAMETERS), as ``GET /recommendations?filter=&filter_values=`` binds it."""
-    from recommender.filters import FilterError, parse
-    from streamrec.redis_filters import RedisFilters
+    from streamrec.wiring import Wiring
 
-    if name is None:
-        if values is not None:
-            raise ExportError("--filter-values given without --filter")
-        return None
-    definition = RedisFilters(client, settings.catalog_prefix or settings.redis_prefix).get(name)
-    if definition is None:
-        raise ExportError(f"filter: no filter named {name!r} (PUT /admin/filters/{name})")
+    definitions = Wiring(settings, client).filter_definitions()
+
+    def lookup(filter_name: str) -> Filter | None:
+        definition = definitions.get(filter_name)
+        return None if definition is None else parse(definition["expression"])
+
     try:
-        rule = parse(definition["expression"])
-        if rule.uses_current_item:
-            raise ExportError(f"filter: {name!r} uses CurrentItem, which only similar-item "
-                              "lists have")
-        given = {} if values is None else orjson.loads(values)
-        if not isinstance(given, dict):
-            raise ExportError("--filter-values: must be a JSON object of $PARAMETER values")
-        return rule.bind(given)
-    except orjson.JSONDecodeError as error:
-        raise ExportError(f"--filter-values: not JSON: {error}") from None
-    except FilterError as error:
-        raise ExportError(f"filter {name!r}: {error}") from None
+        return bind_named(name, values, lookup)
+    except RequestFilterError as error:
+        raise ExportError(f"--{error.parameter.replace('_', '-')}: {error}") from None
+    except FilterError as error:  # a definition stored by an older parser
+        raise ExportError(f"--filter: {name!r}: {error}") from None
 
 
 def run(settings, output: Path, users_file: Path | None, k: int, model: str | None,
@@ -266,36 +264,27 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
     shows a bar on a terminal only. Returns the version and the report."""
     from tqdm import tqdm
 
-    from api.allocation import Allocation
-    from streamrec.redis_client import connect
-    from streamrec.redis_feedback import RedisFeedback
-    from streamrec.redis_store import RedisStore
-    from streamrec.versions import Versions, version_settings
+    from streamrec.wiring import Wiring
 
-    client = connect(settings.redis_url, settings.redis_cluster, socket_timeout=30)
+    base = Wiring.connect(settings, socket_timeout=30)
     try:
-        registry = Versions(client, settings.redis_prefix)
+        registry = base.versions()
         version = version or registry.serving()
         known = registry.get(version)
         if known is None:
             raise ExportError(f"version: {version!r} does not exist (streamrec versions)")
-        effective = version_settings(settings, known)
-        store = RedisStore(client, effective.redis_prefix, effective.catalog_prefix)
-        config = effective.engine_config()
-        view = ChunkView(store, config)
-        engine = Engine(view, config)  # type: ignore[arg-type]  # the view answers its reads
-        item_filter = bind_filter(client, settings, filter_name, filter_values)
+        wiring = base.for_version(version, known)
+        store = wiring.store()
+        view = ChunkView(store, wiring.settings.engine_config())
+        engine = wiring.engine(view)  # the view answers the engine's reads
+        item_filter = bind_filter(base.client, settings, filter_name, filter_values)
+        allocation = base.allocation()
         if model is None:
-            allocation = Allocation(RedisFeedback(client, settings.redis_prefix),
-                                    settings.default_model, settings.exploration_floor)
             allocation.refresh()
 
-            def choose(user: UserId) -> tuple[str, str, dict[str, float]]:
-                _, variant = allocation.choose(placement, user)
-                return variant.name, variant.model, dict(variant.params)
-        else:
-            def choose(user: UserId) -> tuple[str, str, dict[str, float]]:
-                return model, model, {}
+        def choose(user: UserId) -> tuple[str, str, dict[str, float]]:
+            choice = allocation.choose_for(placement, user, model)
+            return choice.variant, choice.model, dict(choice.params)
 
         total = None
         if users_file is not None:
@@ -312,4 +301,4 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
             return version, export(engine, view, users, out, k, choose, now, item_filter,
                                    chunk, bar.update)
     finally:
-        client.close()
+        base.close()

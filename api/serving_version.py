@@ -11,21 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 
-import redis
-
 from recommender.engine import Engine
-from streamrec.redis_store import RedisStore
-from streamrec.settings import Settings
-from streamrec.versions import MAIN, Versions, version_settings
+from streamrec.storage.model_versions import MAIN
+from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
 
 
 class ServingVersions:
-    def __init__(self, settings: Settings, client: redis.Redis, main: Engine) -> None:
-        self.settings = settings
-        self.client = client
-        self.registry = Versions(client, settings.redis_prefix)
+    def __init__(self, wiring: Wiring, main: Engine) -> None:
+        self.wiring = wiring
+        self.registry = wiring.versions()
         self.engines: dict[str, Engine] = {MAIN: main}
         self.current = MAIN
         self._switching = threading.Lock()
@@ -45,10 +41,7 @@ class ServingVersions:
                 if version is None:
                     log.warning("version %r is set to serve but is not registered", name)
                     return
-                effective = version_settings(self.settings, version)
-                store = RedisStore(self.client, effective.redis_prefix,
-                                   effective.catalog_prefix)
-                engine = Engine(store, effective.engine_config())
+                engine = self.wiring.for_version(name, version).engine()
                 engine.refresh()
                 self.engines[name] = engine
             previous, self.current = self.current, name

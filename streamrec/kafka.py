@@ -1,9 +1,12 @@
-"""Create streamrec's topics with the right partitions and cleanup policies."""
+"""Kafka as streamrec sets it up: its topics (partitions, cleanup policies, append time)
+and the one producer configuration every producer starts from."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -17,6 +20,14 @@ log = logging.getLogger(__name__)
 # it, and the log keeps it, so a replay or a rebuild finds the same time again.
 TIMESTAMP_TYPE = "message.timestamp.type"
 APPEND_TIME = "LogAppendTime"
+
+
+def producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+    """A producer whose sends count once they are acknowledged: every in-sync replica has
+    the record (acks=all), and a retried send is not written twice (idempotence).
+    ``options`` tune batching (``linger_ms``, ``max_batch_size``) for the caller's load."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                            enable_idempotence=True, **options)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:

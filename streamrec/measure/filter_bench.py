@@ -1,4 +1,4 @@
-"""``python -m streamrec.bench_filters``: request latency with and without a filter that
+"""``python -m streamrec.measure.filter_bench``: request latency with and without a filter that
 removes 90% of the candidates, on a real stack (``streamrec bench``'s: Kafka, Redis, one
 worker, one API process), one request at a time so each figure is a request's own time.
 
@@ -23,8 +23,9 @@ import click
 import httpx
 import orjson
 
-from streamrec import bench
-from streamrec.simulator import Simulation
+from streamrec.measure import bench
+from streamrec.percentiles import summarise
+from streamrec.sim.simulator import Simulation
 
 FILTERS = {
     "cheap": ("INCLUDE ItemID WHERE Items.price < $MAX_PRICE", {"MAX_PRICE": 25}),
@@ -91,7 +92,7 @@ def measure(client: httpx.Client, simulation: Simulation, route: str, requests: 
             sizes[name].append(len(response.json()["items"]))
     rows = []
     for name in names:
-        summary = bench.summarise(seconds[name])
+        summary = summarise(seconds[name])
         rows.append(Row(route, name or "none", 1000 * summary["p50"], 1000 * summary["p99"],
                         1000 * summary["mean"], sum(sizes[name]) / len(sizes[name])))
     return rows

@@ -18,7 +18,6 @@ import socket
 import time
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -26,17 +25,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from recommender import abtest
+from streamrec.percentiles import percentiles
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-def percentiles(values, points=(50, 99)) -> dict[str, float]:
-    if len(values) == 0:
-        return {f"p{p}": 0.0 for p in points}
-    found = np.percentile(np.asarray(values, dtype=float), points)
-    return {f"p{p}": float(v) for p, v in zip(points, found, strict=True)}
 
 
 class MetricsHub:

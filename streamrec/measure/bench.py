@@ -19,9 +19,7 @@ import contextlib
 import os
 import re
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -32,65 +30,68 @@ from pathlib import Path
 
 import orjson
 
-from streamrec import keys
-from streamrec.redis_client import connect
-from streamrec.redis_store import RedisStore
-from streamrec.simulator import Simulation
+from streamrec import kafka
+from streamrec.local.supervisor import Supervisor
+from streamrec.measure.load import Load, produce_events
+from streamrec.percentiles import percentiles
+from streamrec.settings import Settings
+from streamrec.sim.simulator import Simulation
+from streamrec.storage import keys
+from streamrec.storage.state_store import RedisStore
+from streamrec.wiring import Wiring
 
 
 @dataclass
 class Stack:
-    """Kafka, Redis and the per-run names every role of one benchmark run shares."""
+    """Kafka, Redis and the per-run names every role of one benchmark run shares; its roles
+    run under the supervisor every local stack uses."""
 
     bootstrap: str
     redis_url: str
     run_dir: Path
+    supervisor: Supervisor
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    roles: dict[str, subprocess.Popen] = field(default_factory=dict)  # the latest per name
     cluster: bool = False  # redis_url names a node of a Redis Cluster
 
     @property
     def prefix(self) -> str:
         return f"bench-{self.run_id}"
 
+    @property
+    def roles(self) -> dict[str, subprocess.Popen]:
+        return self.supervisor.roles
+
     def env(self, **extra: str) -> dict[str, str]:
-        names = {
-            "STREAMREC_KAFKA_BOOTSTRAP": self.bootstrap,
-            "STREAMREC_REDIS_URL": self.redis_url,
-            "STREAMREC_REDIS_PREFIX": self.prefix,
-            "STREAMREC_WORKER_ID": self.prefix,
-            "STREAMREC_EVENTS_TOPIC": f"{self.prefix}.events",
-            "STREAMREC_DEAD_LETTER_TOPIC": f"{self.prefix}.events.dlq",
-            "STREAMREC_ITEMS_TOPIC": f"{self.prefix}.items",
-            "STREAMREC_USERS_TOPIC": f"{self.prefix}.users",
-            "STREAMREC_REDIS_CLUSTER": "true" if self.cluster else "false",
-        }
-        return {**os.environ, **names, **extra}
+        return {**os.environ, **_settings_env(self), **extra}
+
+    def settings(self) -> Settings:
+        """The run's settings, as its roles read them (the rest from the environment)."""
+        return Settings(**{name.removeprefix("STREAMREC_").lower(): value
+                           for name, value in _settings_env(self).items()})
 
     def spawn(self, name: str, argv: list[str], **extra: str) -> subprocess.Popen:
-        log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *argv],
-                                   env=self.env(**extra), stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        self.roles[name] = process
-        return process
+        return self.supervisor.spawn(name, argv, self.env(**extra))
 
     def store(self) -> RedisStore:
-        prefix = keys.tagged(self.prefix) if self.cluster else self.prefix
-        return RedisStore(connect(self.redis_url, self.cluster), prefix)
+        return Wiring.connect(self.settings()).store()
 
     def stop_roles(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
-        self.roles.clear()
+        self.supervisor.stop_roles()
+
+
+def _settings_env(current: Stack) -> dict[str, str]:
+    """The per-run names, as the STREAMREC_* variables of the run's roles."""
+    return {
+        "STREAMREC_KAFKA_BOOTSTRAP": current.bootstrap,
+        "STREAMREC_REDIS_URL": current.redis_url,
+        "STREAMREC_REDIS_PREFIX": current.prefix,
+        "STREAMREC_WORKER_ID": current.prefix,
+        "STREAMREC_EVENTS_TOPIC": f"{current.prefix}.events",
+        "STREAMREC_DEAD_LETTER_TOPIC": f"{current.prefix}.events.dlq",
+        "STREAMREC_ITEMS_TOPIC": f"{current.prefix}.items",
+        "STREAMREC_USERS_TOPIC": f"{current.prefix}.users",
+        "STREAMREC_REDIS_CLUSTER": "true" if current.cluster else "false",
+    }
 
 
 @contextlib.contextmanager
@@ -101,25 +102,21 @@ def stack(run_dir: Path | None = None, cluster: bool = False) -> Iterator[Stack]
 
     base = Path(tempfile.mkdtemp(prefix="streamrec-bench-")) if run_dir is None else run_dir
     base.mkdir(parents=True, exist_ok=True)
-    started = []
+    supervisor = Supervisor(base)
     try:
         redis_url = os.environ.get("STREAMREC_REDIS_URL")
         if redis_url is None:
             server = LocalRedisCluster(base / "redis") if cluster else LocalRedis(base / "redis")
-            started.append(server.start())
-            redis_url = started[-1].url
+            supervisor.services.append(server)  # before it starts: a failed start stops it
+            redis_url = server.start().url
         bootstrap = os.environ.get("STREAMREC_KAFKA_BOOTSTRAP")
         if bootstrap is None:
-            started.append(LocalKafka(base / "kafka").start())
-            bootstrap = started[-1].bootstrap
-        current = Stack(bootstrap, redis_url, base, cluster=cluster)
-        try:
-            yield current
-        finally:
-            current.stop_roles()
+            kafka = LocalKafka(base / "kafka")
+            supervisor.services.append(kafka)
+            bootstrap = kafka.start().bootstrap
+        yield Stack(bootstrap, redis_url, base, supervisor, cluster=cluster)
     finally:
-        for service in reversed(started):
-            service.stop()
+        supervisor.stop()
         if run_dir is None:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -136,16 +133,11 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
                           cover: bool = False) -> float:
     """Produce the catalog and ``count`` events (after one view of every item when
     ``cover``); returns the producer's events/s."""
-    from aiokafka import AIOKafkaProducer
+    from streamrec.kafka import ensure_topics
 
-    from streamrec.settings import Settings
-    from streamrec.topics import ensure_topics
-
-    settings = Settings(**_settings_overrides(current))
+    settings = current.settings()
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=20,
-                                max_batch_size=256 * 1024)
+    producer = kafka.producer(current.bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for item in simulation.catalog.items():
@@ -162,18 +154,6 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
         return count / (time.perf_counter() - started)
     finally:
         await producer.stop()
-
-
-def _settings_overrides(current: Stack) -> dict[str, str]:
-    """The per-run names, as Settings fields (the rest comes from the environment)."""
-    env = current.env()
-    return {
-        name.removeprefix("STREAMREC_").lower(): env[name]
-        for name in ("STREAMREC_KAFKA_BOOTSTRAP", "STREAMREC_REDIS_URL",
-                     "STREAMREC_REDIS_PREFIX", "STREAMREC_WORKER_ID", "STREAMREC_EVENTS_TOPIC",
-                     "STREAMREC_DEAD_LETTER_TOPIC", "STREAMREC_ITEMS_TOPIC",
-                     "STREAMREC_USERS_TOPIC")
-    }
 
 
 @dataclass
@@ -250,15 +230,10 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     """Seconds from producing a new user's first event to a personalised list for them,
     while ``background_rate`` simulated events per second flow into the same topic (open
     loop). Returns the samples and the background rate Kafka acknowledged."""
-    from aiokafka import AIOKafkaProducer
-
-    from streamrec.soak import Load, SoakConfig, produce
-
     topic = f"{current.prefix}.events"
 
     async def probe_all() -> list[float]:
-        producer = AIOKafkaProducer(bootstrap_servers=current.bootstrap, acks="all",
-                                    enable_idempotence=True)
+        producer = kafka.producer(current.bootstrap)
         await producer.start()
         seconds = []
         try:
@@ -287,9 +262,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         if background_rate <= 0 or simulation is None:
             return await probe_all(), 0.0
         load = Load()
-        config = SoakConfig(duration=3600.0, event_rate=background_rate)
-        background = asyncio.create_task(
-            produce(load, config, current.bootstrap, topic, simulation))
+        background = asyncio.create_task(produce_events(
+            load, current.bootstrap, topic, simulation, background_rate, seconds=3600.0))
         await asyncio.sleep(3.0)  # let the background rate settle before probing
         started, acknowledged = time.perf_counter(), load.events_total
         try:
@@ -335,13 +309,13 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
                    model: str | None = None, seed: int = 7) -> list[RateResult]:
     """Open-loop ``GET /recommendations`` at each fixed rate over random users: every
     request leaves at its scheduled time and its latency counts from then, so queueing
-    shows (:mod:`streamrec.open_loop`)."""
+    shows (:mod:`streamrec.measure.load`)."""
     import random
     from urllib.parse import quote
 
     import uvloop
 
-    from streamrec import open_loop
+    from streamrec.measure import load as open_loop
 
     query = "" if model is None else f"&model={quote(model)}"
 
@@ -354,11 +328,9 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
 
         settle(base)
         result = uvloop.run(open_loop.run(base, path, rate, seconds))
-        samples = sorted(result.latencies)
-        latency = {}
-        if samples:
-            for name, fraction in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)):
-                latency[name] = 1000 * percentile(samples, fraction)
+        samples = result.latencies
+        latency = ({name: 1000 * value for name, value in
+                    percentiles(samples, (50, 99, 99.9)).items()} if samples else {})
         return RateResult(rate, len(samples), dict(result.errors), latency)
 
     return [one(rate) for rate in rates]
@@ -445,20 +417,10 @@ def serve(current: Stack, base: str, users: int, seconds: int, connections: int,
             "-s", str(script), base]
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     (current.run_dir / f"wrk-{model or 'default'}.txt").write_text(output)
-    percentiles = {
+    latency = {
         f"p{match.group(1)}": _milliseconds(match.group(2))
         for match in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", output, re.M)
     }
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", output)
-    return ServeResult(rps, percentiles, connections, errors.group(0) if errors else "none")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
-            "mean": statistics.fmean(values), "max": max(values)}
+    return ServeResult(rps, latency, connections, errors.group(0) if errors else "none")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamrec.simulator import Simulation
+from streamrec.sim.simulator import Simulation
 
 Fetch = Callable[[str, str], dict]  # (user_id, placement) -> GET /recommendations body
 Send = Callable[[list[dict]], None]  # events -> POST /events

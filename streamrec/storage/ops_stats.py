@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import redis
 
-from streamrec import keys
+from streamrec.storage import keys
 
 SAMPLES_KEPT = 2000
 

@@ -36,15 +36,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-import httpx
 import orjson
 import redis
 
-from streamrec import bench
-from streamrec.open_loop import expired
-from streamrec.simulator import Simulation
+from streamrec.measure import bench
+from streamrec.measure import load as load_generator
+from streamrec.measure.load import Load, produce_events
+from streamrec.percentiles import percentiles, summarise
+from streamrec.sim.simulator import Simulation
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 JUDGED = ("worker", "api")
@@ -167,136 +168,6 @@ def require_local(bootstrap: str | None, redis_url: str | None) -> None:
         raise ValueError(f"soak runs against 127.0.0.1 only, not {', '.join(foreign)}")
 
 
-class Load:
-    """Counters shared by the producer, the requests and the rows."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.requests = 0
-        self.latencies: list[float] = []
-        self.errors: Counter[str] = Counter()
-        self.all_latencies: list[float] = []
-        self.all_errors: Counter[str] = Counter()
-        self.events_total = 0
-        self.requests_total = 0
-
-    def error(self, kind: str, detail: object = None) -> None:
-        if not self.all_errors[kind] and detail is not None:
-            log.warning("soak: first %s: %r", kind, detail)
-        self.errors[kind] += 1
-        self.all_errors[kind] += 1
-
-    def delivered(self, future: asyncio.Future) -> None:
-        if future.cancelled():
-            self.error("produce: cancelled")
-        elif future.exception() is not None:
-            self.error(f"produce: {type(future.exception()).__name__}", future.exception())
-        else:
-            self.events += 1
-            self.events_total += 1
-
-    def answered(self, seconds: float) -> None:
-        self.requests += 1
-        self.requests_total += 1
-        self.latencies.append(seconds)
-        self.all_latencies.append(seconds)
-
-    def take(self) -> tuple[int, int, list[float], Counter[str]]:
-        """This interval's figures; starts the next interval."""
-        taken = self.events, self.requests, self.latencies, self.errors
-        self.events, self.requests, self.latencies, self.errors = 0, 0, [], Counter()
-        return taken
-
-
-async def produce(load: Load, config: SoakConfig, bootstrap: str, topic: str,
-                  simulation: Simulation) -> None:
-    """Produce ``event_rate`` events per second for ``duration`` seconds."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        started = time.monotonic()
-        total = int(config.duration * config.event_rate)
-        for sent, event in enumerate(simulation.events(total)):
-            ahead = started + sent / config.event_rate - time.monotonic()
-            if ahead > 0.005:
-                await asyncio.sleep(ahead)
-            event["timestamp"] = time.time()  # live stream: the event happens now
-            try:
-                future = await producer.send(topic, orjson.dumps(event),
-                                             key=event["user_id"].encode())
-            except Exception as error:  # noqa: BLE001 - every failure is counted by kind
-                load.error(f"produce: {type(error).__name__}", error)
-                continue
-            future.add_done_callback(load.delivered)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def request(load: Load, config: SoakConfig, client: httpx.AsyncClient,
-                  simulation: Simulation) -> None:
-    """Schedule ``request_rate`` GET /recommendations per second for ``duration`` seconds.
-
-    The schedule does not wait for answers (open loop); ``CONNECTIONS`` senders take the
-    requests in order. A request still unanswered ``request_timeout`` after its scheduled
-    time is an error, whether it waited here or at the API. Queueing here rather than in
-    httpx's pool keeps the client cheap when the API falls behind: the pool scans every
-    waiting request on each change.
-    """
-    rng = random.Random(config.seed)
-    backlog: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue(
-        int(config.request_rate * config.request_timeout) + 1)
-    senders = [asyncio.create_task(_send(load, client, backlog, config.request_timeout))
-               for _ in range(CONNECTIONS)]
-    started = time.monotonic()
-    for sent in range(int(config.duration * config.request_rate)):
-        due = started + sent / config.request_rate
-        ahead = due - time.monotonic()
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-        if backlog.full():  # a request timeout's worth is waiting: this one would expire too
-            load.error(expired(config.request_timeout))
-            continue
-        backlog.put_nowait((simulation.user_id(rng.randrange(simulation.users)), due))
-    for _ in senders:
-        await backlog.put(None)
-    await asyncio.gather(*senders)
-
-
-async def _send(load: Load, client: httpx.AsyncClient,
-                backlog: asyncio.Queue[tuple[str, float] | None], timeout: float) -> None:
-    while (job := await backlog.get()) is not None:
-        user, due = job
-        left = due + timeout - time.monotonic()
-        if left <= 0:
-            load.error(expired(timeout))
-            continue
-        # httpx's own timeouts, never a cancellation: a request cancelled while its
-        # connection is being set up leaks that connection's pool slot for good
-        # (encode/httpcore#1093); once all 32 had leaked, a soak sent nothing more.
-        try:
-            response = await client.get("/recommendations", params={"user_id": user, "k": 10},
-                                        timeout=left)
-        except httpx.TimeoutException:
-            load.error(expired(timeout))
-            continue
-        except httpx.HTTPError as error:
-            load.error(f"request: {type(error).__name__}", error.__cause__ or error)
-            continue
-        latency = time.monotonic() - due
-        if not response.is_success:
-            load.error(f"HTTP {response.status_code}", response.text[:200])
-        elif latency > timeout:  # each phase had the time left: the sum may exceed it
-            load.error(expired(timeout))
-        elif response.json().get("degraded"):
-            load.error("degraded answer")
-        else:
-            load.answered(latency)
-
-
 class Watch:
     """Reads the memory of the roles and of redis-server, and the worker's progress."""
 
@@ -339,10 +210,11 @@ async def rows(load: Load, config: SoakConfig, watch: Watch, done: asyncio.Event
                 load.all_errors[problem] += 1
                 errors[problem] += 1
         now_applied = await asyncio.to_thread(watch.applied)
+        latency = percentiles(latencies) if latencies else {}
         row = Row(time.monotonic() - started, events, now_applied - applied, requests,
                   sum(errors.values()),
-                  1000 * bench.percentile(latencies, 0.5) if latencies else None,
-                  1000 * bench.percentile(latencies, 0.99) if latencies else None,
+                  1000 * latency["p50"] if latency else None,
+                  1000 * latency["p99"] if latency else None,
                   await asyncio.to_thread(watch.memory), os.getloadavg()[0])
         applied = now_applied
         taken.append(row)
@@ -358,24 +230,25 @@ async def drive(config: SoakConfig, current: bench.Stack, base: str, api_key: st
     watch = Watch(current)
     applied_before = await asyncio.to_thread(watch.applied)
     done = asyncio.Event()
-    timeout = httpx.Timeout(config.request_timeout)
-    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: else a request
-    # can meet a connection the server is closing (a ReadError that says nothing of the API).
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS,
-                          keepalive_expiry=2.0)
-    async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits,
-                                 headers={"X-API-Key": api_key}) as client:
-        reporting = asyncio.create_task(rows(load, config, watch, done, echo))
-        try:
-            await asyncio.gather(
-                produce(load, config, current.bootstrap, f"{current.prefix}.events",
-                        simulation),
-                request(load, config, client, simulation))
-        except BaseException:
-            reporting.cancel()
-            raise
-        done.set()
-        taken = await reporting
+    rng = random.Random(config.seed)
+
+    def path(_: int) -> str:
+        user = simulation.user_id(rng.randrange(simulation.users))
+        return f"/recommendations?user_id={quote(user)}&k=10"
+
+    reporting = asyncio.create_task(rows(load, config, watch, done, echo))
+    try:
+        await asyncio.gather(
+            produce_events(load, current.bootstrap, f"{current.prefix}.events", simulation,
+                           config.event_rate, config.duration),
+            load_generator.run(base, path, config.request_rate, config.duration,
+                               config.request_timeout, CONNECTIONS,
+                               headers={"X-API-Key": api_key}, load=load))
+    except BaseException:
+        reporting.cancel()
+        raise
+    done.set()
+    taken = await reporting
     applied = await _wait_applied(watch, applied_before + load.events_total,
                                   config.drain_seconds) - applied_before
     if applied < load.events_total:
@@ -401,14 +274,13 @@ async def _wait_applied(watch: Watch, target: int, timeout: float) -> int:
 def _latency_ms(seconds: list[float]) -> dict[str, float]:
     if not seconds:
         return {}
-    return {name: 1000 * value for name, value in bench.summarise(seconds).items()}
+    return {name: 1000 * value for name, value in summarise(seconds).items()}
 
 
 def run(config: SoakConfig, echo: Callable[[str], None], run_dir: Path | None = None
         ) -> SoakReport:
     """Build the stack, seed it, hold the load, and report (``echo`` gets every line)."""
     config.check()
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     require_local(os.environ.get("STREAMREC_KAFKA_BOOTSTRAP"),
                   os.environ.get("STREAMREC_REDIS_URL"))
     simulation = Simulation(users=config.users, items=config.items,

@@ -2,9 +2,11 @@
 
 Reads are pipelined (one round trip per call). On one Redis, :meth:`RedisStore.apply` writes
 a whole batch in one Lua call, so readers never see half a batch. On a Redis Cluster (a
-prefix written as a hash tag, see :mod:`streamrec.keys`) a batch is one Lua call per group
+prefix written as a hash tag, see :mod:`streamrec.storage.keys`) a batch is one Lua call per group
 of slots, each recording the offsets it applied; ``streams.catchup`` replays exactly what a
-crash left unapplied.
+crash left unapplied, with the methods beyond the protocol's roles that only a Redis batch
+path needs (:meth:`RedisStore.group_markers`, :meth:`RedisStore.user_group`,
+:meth:`RedisStore.deletion_count`, :meth:`RedisStore.delete_again`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import RESCALE_HALF_LIVES, Decayed
 from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
-from streamrec import keys, redis_scripts
-from streamrec.redis_client import connect, is_cluster
+from streamrec.storage import keys
+from streamrec.storage import scripts as redis_scripts
+from streamrec.storage.client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 # The APPLY script's names for the kinds of a user group ("u") and of an item group ("i").
@@ -187,6 +190,12 @@ class RedisStore:
     def group(kind: str, entity: str) -> str:
         """The group (``"u3"``, ``"i7"``) of a user's or an item's state, sharded."""
         return f"{kind}{zlib.crc32(entity.encode()) % keys.SHARDS}"
+
+    @classmethod
+    def user_group(cls, user_id: UserId) -> str:
+        """The group of ``user_id``'s state: what a replay of a half-applied batch on a
+        cluster asks (``streams.catchup``; :meth:`group_markers` names the groups)."""
+        return cls.group("u", user_id)
 
     def _marker(self, group: str) -> str:
         """The hash of offsets a group applied (unsharded: the state's own offsets)."""
@@ -560,6 +569,13 @@ class RedisStore:
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.USER, user_id))
         return None if raw is None else orjson.loads(raw)
+
+    def items_with_factors(self) -> int:
+        """How many items have MF factors (the change cursor holds one member each)."""
+        try:
+            return self.client.zcard(self.key(keys.MF_CHANGED))
+        except redis.RedisError:  # a listing goes on without the figure
+            return 0
 
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)

@@ -291,16 +291,15 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
     ImportFailed
         When Kafka does not acknowledge a row: naming the first line not acknowledged.
     """
-    from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from streamrec.topics import ensure_topics
+    from streamrec.kafka import ensure_topics
+    from streamrec.kafka import producer as kafka_producer
 
     try:
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                    enable_idempotence=True, linger_ms=20,
-                                    max_batch_size=512 * 1024)
+        producer = kafka_producer(settings.kafka_bootstrap, linger_ms=20,
+                                  max_batch_size=512 * 1024)
         await producer.start()
     except KafkaError as error:
         raise ImportFailed(f"Kafka at {settings.kafka_bootstrap} is not reachable ({error!r});"

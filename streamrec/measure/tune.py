@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recommender.base import Interaction
-from recommender.engine import HYBRID_PARAMS, MODELS, Engine
+from recommender.base import MODELS, Interaction
+from recommender.engine import HYBRID_PARAMS, Engine
 from recommender.evaluation import EngineModels, prequential
 from recommender.store import InMemoryStore
-from streamrec.evaluate import catalog, load
+from streamrec.measure.evaluate import catalog, load
 from streamrec.settings import Settings
 
 # Settings that change what is learned: one replay for each combination tried.

@@ -7,15 +7,21 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import orjson
 import redis
 from fastapi import HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from recommender.filters import BoundFilter, Filter, FilterError, parse
+from recommender.filters import (
+    BoundFilter,
+    Filter,
+    FilterError,
+    RequestFilterError,
+    bind_named,
+    parse,
+)
 from schemas.impression import NAME_PATTERN
-from streamrec.redis_filters import RedisFilters
+from streamrec.storage.filter_definitions import RedisFilters
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +84,18 @@ FilterValues = Annotated[str | None, Query(
 
 async def _bind(request: Request, name: str | None, values: str | None,
                 with_current_item: bool) -> BoundFilter | None:
-    if name is None:
-        if values is not None:
-            raise invalid("filter_values", "given without filter", values)
+    if name is None and values is None:  # most requests: no thread hop
         return None
     filters: Filters = request.app.state.filters
     try:
-        rule = await run_in_threadpool(filters.get, name)
+        return await run_in_threadpool(bind_named, name, values, filters.get,
+                                       with_current_item)
     except redis.RedisError as error:
         raise HTTPException(503, detail=f"state store unreachable: {error}",
                             headers={"Retry-After": "5"}) from error
-    if rule is None:
-        raise invalid("filter", f"no filter named {name!r} (PUT /admin/filters/{name})", name)
-    if rule.uses_current_item and not with_current_item:
-        raise invalid("filter", f"filter {name!r} uses CurrentItem, which only "
-                                "GET /items/{item_id}/similar has", name)
-    try:
-        given = {} if values is None else orjson.loads(values)
-    except orjson.JSONDecodeError as error:
-        raise invalid("filter_values", f"not JSON: {error}", values) from None
-    if not isinstance(given, dict):
-        raise invalid("filter_values", "must be a JSON object of $PARAMETER values", values)
-    try:
-        return rule.bind(given)
-    except FilterError as error:
-        raise invalid("filter_values", str(error), values) from None
+    except RequestFilterError as error:
+        given = name if error.parameter == "filter" else values
+        raise invalid(error.parameter, str(error), given) from None
 
 
 async def list_filter(request: Request, name: FilterName = None,

@@ -18,8 +18,8 @@ from recommender.attribution import Credit, Impression
 from recommender.feedback import Counters
 from schemas.impression import ImpressionMessage
 from schemas.models import describe
-from streamrec import keys
-from streamrec.redis_client import is_cluster
+from streamrec.storage import keys
+from streamrec.storage.client import is_cluster
 
 log = logging.getLogger(__name__)
 

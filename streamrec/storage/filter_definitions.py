@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import redis
 
-from streamrec import keys
+from streamrec.storage import keys
 
 MAX_FILTERS = 500  # each API process compiles and holds every one
 

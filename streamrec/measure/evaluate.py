@@ -14,7 +14,7 @@ from recommender.baselines import PeriodicEASE, RiverFunkMF
 from recommender.engine import MODELS, Engine
 from recommender.evaluation import EngineModels, Report, prequential
 from recommender.store import InMemoryStore
-from streamrec.datasets import read
+from streamrec.data.datasets import read
 from streamrec.settings import Settings
 
 BASELINES = ("ease-daily", "river-funkmf")

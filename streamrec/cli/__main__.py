@@ -1,0 +1,5 @@
+"""``python -m streamrec.cli``: what the roles and the tests start."""
+
+from streamrec.cli import main
+
+main()

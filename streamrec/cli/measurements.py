@@ -1,0 +1,291 @@
+"""Commands that measure: the A/B report, offline evaluation, tuning, bench and soak."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from recommender.base import MODELS
+from streamrec.settings import get_settings
+
+
+@click.command()
+@click.option("--placement", "placements", multiple=True,
+              help="Placements to report (default: every configured one).")
+@click.option("--control", default=None, help="The control variant (default: most shown).")
+def report(placements: tuple[str, ...], control: str | None) -> None:
+    """Print an A/B comparison per placement: rates with 95% intervals, lift, a
+    two-proportion test on take-rate and the sample size still needed."""
+    from recommender.abtest import NO_EFFECT, placement_report
+    from streamrec.wiring import Wiring
+
+    feedback = Wiring.connect(get_settings()).feedback()
+    names = placements or tuple(sorted(feedback.placements()))
+    if not names:
+        raise click.ClickException("no placement is configured (PUT /admin/placements/NAME)")
+    for name in names:
+        result = placement_report(feedback.variant_counters(name), control)
+        click.echo(f"\nplacement {name} (control: {result['control']})")
+        click.echo(f"  {'variant':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}{'take-rate':>11}"
+                   f"{'95% CI':>18}{'conv.':>7}")
+        for variant, m in result["variants"].items():
+            low, high = m["take_rate_interval"]
+            click.echo(f"  {variant:<16}{m['impressions']:>8}{m['clicks']:>8}"
+                       f"{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
+                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}")
+        for variant, c in result["comparisons"].items():
+            if c["needed_per_variant"] >= NO_EFFECT:
+                click.echo(f"  {variant} vs {result['control']}: no difference observed yet")
+                continue
+            verdict = "significant" if c["p_value"] < 0.05 else "not significant yet"
+            click.echo(f"  {variant} vs {result['control']}: lift {c['lift']:+.1%}, "
+                       f"z {c['z']:.2f}, p {c['p_value']:.4f} ({verdict}); "
+                       f"{c['still_needed_per_variant']:,} more lists per variant needed "
+                       f"to detect this lift at alpha 0.05, power 0.8")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "data_format", type=click.Choice(["ratings.csv", "u.data", "jsonl"]),
+              default=None, help="Default: from the file name.")
+@click.option("--k", default=10, show_default=True)
+@click.option("--models", default=",".join(MODELS), show_default=True)
+@click.option("--baselines", default="ease-daily,river-funkmf", show_default=True,
+              help="Comma-separated; empty for none.")
+@click.option("--output-dir", default="evaluation", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", type=int, default=None, help="Only the first N events (by time).")
+@click.option("--batch-seconds", default=1.0, show_default=True,
+              help="Event time per replayed batch: the freshness being simulated.")
+@click.option("--retrain-every", default=86400.0, show_default=True,
+              help="Seconds of event time between refits of the batch baseline.")
+@click.option("--cold-start", default=5, show_default=True,
+              help="Slice out events among their user's (item's) first N.")
+def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines: str,
+             output_dir: Path, limit: int | None, batch_seconds: float,
+             retrain_every: float, cold_start: int) -> None:
+    """Prequential evaluation: each model ranks before it learns each event."""
+    from streamrec.data.datasets import DatasetError
+    from streamrec.measure import evaluate as evaluation
+
+    try:
+        report = evaluation.run(
+            path, data_format, k, _names(models), _names(baselines), output_dir, limit,
+            batch_seconds, retrain_every, get_settings(), cold_start)
+    except (DatasetError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(evaluation.markdown(report))
+    click.echo(f"written: {output_dir / 'evaluation.md'}, evaluation.json, evaluation.png")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "data_format", type=click.Choice(["ratings.csv", "u.data", "jsonl"]),
+              default=None, help="Default: from the file name.")
+@click.option("--budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to spend; the current settings are replayed whatever it is.")
+@click.option("--fraction", default=0.7, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of the events (the earliest) to choose on; the rest scores the "
+                   "choice.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1),
+              help="Settings carried on through the rest of the file.")
+@click.option("--seed", default=0, show_default=True, help="Order in which settings are tried.")
+@click.option("--limit", type=int, default=None, help="Only the first N events (by time).")
+def tune(path: Path, data_format: str | None, budget: float, fraction: float, k: int,
+         top: int, seed: int, limit: int | None) -> None:
+    """Choose half-lives, window and hybrid blend for a file of events by prequential
+    replay: chosen on its first --fraction, scored on the rest."""
+    from tqdm import tqdm
+
+    from streamrec.data.datasets import DatasetError
+    from streamrec.measure import tune as tuning
+
+    settings = get_settings()
+    try:
+        events, documents = tuning.read(path, data_format, settings, limit)
+    except (DatasetError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    with tqdm(unit="event", desc="tune") as bar:
+        def total(n: int) -> None:
+            bar.total = max(n, bar.n)
+            bar.refresh()
+
+        result = tuning.tune(events, documents, settings, budget, fraction, k, top, seed,
+                             progress=bar.update, total=total)
+    tried = len(result.trials)
+    click.echo(f"{tried} learning settings (of a grid of {tuning.LEARNING_GRID}) replayed over "
+               f"the first {result.prefix_events:,} events, {len(tuning.BLENDS) + 4} lists "
+               f"each; the best {min(top, tried - 1)} and the current ones over the last "
+               f"{result.rest_events:,}; {result.seconds:.0f} s.\n")
+    click.echo(tuning.table(result))
+    click.echo("\nBest on the first events; to use it:\n")
+    for name, value in tuning.best_settings(result).items():
+        click.echo(f"{name}={value}")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@click.command()
+@click.option("--events", default=100_000, show_default=True, help="Backlog for the ingest run.")
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--items", default=10_000, show_default=True)
+@click.option("--categories", default=50, show_default=True)
+@click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
+@click.option("--freshness-rate", default=5000.0, show_default=True,
+              help="Background events/s flowing while freshness is probed (0: none).")
+@click.option("--duration", default=15, show_default=True, help="Seconds of HTTP load.")
+@click.option("--connections", default=16, show_default=True, help="wrk connections.")
+@click.option("--models", default=",".join(MODELS), show_default=True,
+              help="Models to serve under load, comma-separated.")
+@click.option("--serve-rates", default="100,250,500,1000", show_default=True,
+              help="Open-loop request rates per model (empty: skip).")
+@click.option("--rate-seconds", default=10.0, show_default=True,
+              help="Seconds at each open-loop rate.")
+@click.option("--budget-ms", default=10.0, show_default=True,
+              help="p99 budget: the report names the highest rate that stays in it.")
+@click.option("--scale-out", is_flag=True,
+              help="Also ingest with 2 workers and serve with 2 API processes.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Also write the figures as JSON here.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep logs and data here (default: a temporary directory, removed).")
+@click.option("--cover-catalog", is_flag=True,
+              help="Start the backlog with one view of every item (a full MF index).")
+@click.option("--redis-cluster", is_flag=True,
+              help="Run on a local three-node Redis Cluster (or STREAMREC_REDIS_URL's).")
+@click.option("--ingest-only", is_flag=True,
+              help="Stop after the ingest stage (and Redis memory): no API, no HTTP load.")
+def bench(events: int, users: int, items: int, categories: int, probes: int,
+          freshness_rate: float, duration: int, connections: int, models: str,
+          serve_rates: str, rate_seconds: float, budget_ms: float, scale_out: bool,
+          output: Path | None, run_dir: Path | None, cover_catalog: bool,
+          redis_cluster: bool, ingest_only: bool) -> None:
+    """Measure ingest events/s, freshness, serving latency, Redis memory and scale-out on
+    this machine."""
+    import uuid
+
+    from streamrec.measure import bench as measure
+    from streamrec.percentiles import summarise
+    from streamrec.sim.simulator import Simulation
+
+    simulation = Simulation(users=users, items=items, categories=categories, seed=7)
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                     "redis": "cluster of 3" if redis_cluster else "single"}
+    model_names = _names(models)
+    with measure.stack(run_dir, cluster=redis_cluster) as current:
+        if scale_out:
+            click.echo(f"ingest: {events} events, two workers in one group ...")
+            result = measure.ingest(current, simulation, events, cover=cover_catalog,
+                                    workers=2)
+            figures["ingest_2_workers"] = vars(result)
+            click.echo(f"  two workers applied {result.apply_per_second:,.0f} events/s")
+            current.stop_roles()
+            current.run_id = uuid.uuid4().hex[:8]  # fresh topics, group and Redis prefix
+        click.echo(f"ingest: producing {events} events, then starting one worker ...")
+        result = measure.ingest(current, simulation, events, cover=cover_catalog)
+        figures["ingest"] = vars(result)
+        click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
+                   f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, startup "
+                   f"{result.startup_seconds:.1f} s excluded)")
+        memory = measure.redis_bytes(current)
+        figures["redis_memory"] = memory
+        click.echo(f"Redis: {memory['bytes_per_user']:,.0f} bytes per user "
+                   f"({memory['bytes_per_user'] * 1e6 / 2**30:.2f} GiB per million users), "
+                   f"{memory['bytes_per_item']:,.0f} bytes per item")
+        if ingest_only:
+            _write_figures(output, figures)
+            return
+        base = measure.start_api(current)
+        anchors = [item for item, _ in current.store().popular(50).scores]
+        seconds, background = measure.freshness(current, base, anchors, probes, simulation,
+                                                freshness_rate)
+        figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(seconds).items()}
+        figures["freshness_background_events_per_second"] = background
+        click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
+                   f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"]))
+        figures["mf_items_in_index"] = len(current.store().changed_items(None)[1])
+        rates = [float(rate) for rate in _names(serve_rates)]
+
+        def serving(base: str, suffix: str, processes: str) -> None:
+            """wrk (closed loop), then the open-loop rates, per model."""
+            figures["serve" + suffix], figures["open_loop" + suffix] = {}, {}
+            for model in model_names:
+                served = measure.serve(current, base, users, duration, connections, model)
+                figures["serve" + suffix][model] = vars(served)
+                click.echo(f"GET /recommendations?model={model}, {processes}: "
+                           f"{served.requests_per_second:,.0f} req/s with {connections} "
+                           f"connections, latency ms: {_format(served.latency_ms)}, "
+                           f"errors: {served.errors}")
+            for model in model_names if rates else []:
+                results = measure.serve_at_rates(base, simulation, rates, rate_seconds, model)
+                figures["open_loop" + suffix][model] = [vars(r) for r in results]
+                for r in results:
+                    click.echo(f"  open loop {model} at {r.rate:g} req/s: {r.answered} "
+                               f"answered, errors {r.errors or 'none'}, latency ms: "
+                               f"{_format(r.latency_ms)}")
+                within = [r.rate for r in results
+                          if not r.errors and r.latency_ms.get("p99", 1e9) <= budget_ms]
+                click.echo(f"  {model}, {processes}: highest rate with p99 <= {budget_ms:g} "
+                           f"ms: {max(within) if within else 'none of ' + serve_rates} req/s")
+
+        serving(base, "", "one API process")
+        if scale_out:
+            current.roles.pop("api").terminate()
+            serving(measure.start_api(current, processes=2), "_2_api_processes",
+                    "two API processes")
+    _write_figures(output, figures)
+
+
+def _write_figures(output: Path | None, figures: dict) -> None:
+    if output is not None:
+        output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+
+
+def _format(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
+
+
+
+@click.command()
+@click.option("--duration", default=300.0, show_default=True, help="Seconds of load.")
+@click.option("--event-rate", default=500.0, show_default=True,
+              help="Events per second produced into Kafka.")
+@click.option("--request-rate", default=100.0, show_default=True,
+              help="GET /recommendations per second (open loop).")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds per printed row.")
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--items", default=5_000, show_default=True)
+@click.option("--warmup-events", default=5_000, show_default=True,
+              help="Events applied before the load starts.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Also write the rows and the summary as JSON here.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep logs and data here (default: a temporary directory, removed).")
+def soak(duration: float, event_rate: float, request_rate: float, interval: float,
+         users: int, items: int, warmup_events: int, output: Path | None,
+         run_dir: Path | None) -> None:
+    """Hold a fixed event and request rate on a real local stack; print errors, latency and
+    memory every interval, then a verdict (exit 1 on any error or growing memory)."""
+    from streamrec.measure import soak as soaking
+
+    config = soaking.SoakConfig(duration=duration, event_rate=event_rate,
+                                request_rate=request_rate, interval=interval, users=users,
+                                items=items, warmup_events=warmup_events)
+    try:
+        report = soaking.run(config, click.echo, run_dir)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    for line in soaking.summary(report):
+        click.echo(line)
+    if output is not None:
+        output.write_bytes(soaking.as_json(report))
+    if not report.passed:
+        raise SystemExit(1)

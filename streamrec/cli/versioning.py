@@ -1,0 +1,172 @@
+"""Commands on model versions: rebuild, promote, rollback, list, delete, snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import orjson
+
+from streamrec.settings import get_settings
+
+if TYPE_CHECKING:  # imported by the commands that use them: `streamrec --help` stays quick
+    from streamrec.storage.model_versions import Versions
+    from streamrec.wiring import Wiring
+
+
+@click.command()
+@click.option("--version", "name", required=True, metavar="NAME", help="The new version.")
+@click.option("--set", "overrides", multiple=True, metavar="SETTING=VALUE",
+              help="A model setting of this version, e.g. --set mf_dim=64 (repeatable).")
+@click.option("--from-snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Start from a snapshot; replay only the log after it.")
+def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -> None:
+    """Build a model version by replaying the retained events topic into its own
+    namespace while the serving version keeps serving."""
+    from tqdm import tqdm
+
+    from streamrec.storage import model_versions as versions
+    from streams import rebuild as rebuilding
+
+    try:
+        changes = versions.parse_overrides(list(overrides))
+        with tqdm(unit="event", desc=f"rebuild {name}") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done)
+
+            report = asyncio.run(rebuilding.rebuild(get_settings(), name, changes,
+                                                    from_snapshot, progress))
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"rebuild {name}: {report.events:,} events applied, {report.rejected:,} "
+               f"rejected, {report.skipped:,} already applied, in {report.seconds:.1f} s; "
+               f"offsets {report.offsets}.\nKeep it live with `streamrec worker --version "
+               f"{name}`; serve it with `streamrec promote {name}`.")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def promote(name: str, author: str) -> None:
+    """Serve model version NAME (every API process follows within a second)."""
+    from streamrec.storage import model_versions as versions
+
+    try:
+        previous = _versions().promote(name, author)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving {name} (was {previous}); `streamrec rollback` goes back")
+
+
+@click.command()
+@click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def rollback(author: str) -> None:
+    """Serve again the version that served before the last promote."""
+    from streamrec.storage import model_versions as versions
+
+    try:
+        restored = _versions().rollback(author)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving {restored} again")
+
+
+@click.group(name="versions", invoke_without_command=True)
+@click.pass_context
+def versions_group(context: click.Context) -> None:
+    """List model versions (the serving one marked *); subcommands delete, log."""
+    if context.invoked_subcommand is not None:
+        return
+    wiring = _wiring()
+    registry = wiring.versions()
+    serving = registry.serving()
+    for name, version in registry.all().items():
+        store = wiring.for_version(name, version).store()
+        click.echo(f"{'*' if name == serving else ' '} {name:<20} {version.status:<9} "
+                   f"events {store.events_applied():>12,}  items with factors "
+                   f"{store.items_with_factors():>9,}  "
+                   f"settings {orjson.dumps(version.settings).decode()}")
+
+
+@versions_group.command(name="delete")
+@click.argument("name")
+def versions_delete(name: str) -> None:
+    """Delete model version NAME and its state (not the serving one)."""
+    from streamrec.storage import model_versions as versions
+
+    try:
+        removed = _versions().delete(name)
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"deleted version {name}: {removed:,} keys")
+
+
+@versions_group.command(name="log")
+def versions_log() -> None:
+    """Every promote and rollback, newest first."""
+    for entry in _versions().log():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["at"]))
+        click.echo(f"{when}Z {entry['action']:<8} {entry['version']} (was "
+                   f"{entry['previous']}) by {entry['author']}")
+
+
+@click.group()
+def snapshot() -> None:
+    """Write a version's state, with the offsets it reflects, to a file; load one back."""
+
+
+@snapshot.command(name="save")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--version", "name", default="main", show_default=True)
+def snapshot_save(path: Path, name: str) -> None:
+    from tqdm import tqdm
+
+
+    wiring = _wiring()
+    registry = wiring.versions()
+    version = registry.get(name)
+    if version is None:
+        raise click.ClickException(f"version {name!r} does not exist")
+    with tqdm(unit="key", desc=f"snapshot {name}") as bar:
+        header = wiring.for_version(name, version).save_snapshot(path, bar.update,
+                                                                 version.settings)
+    click.echo(f"snapshot of {name}: {header['keys']:,} keys, offsets {header['offsets']}"
+               f" -> {path}")
+
+
+@snapshot.command(name="restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "name", required=True, help="A new version to restore into.")
+def snapshot_restore(path: Path, name: str) -> None:
+    from tqdm import tqdm
+
+    from streamrec.storage import model_versions as versions
+
+    wiring = _wiring()
+    registry = wiring.versions()
+    try:
+        if name == versions.MAIN or registry.get(name) is not None:
+            raise versions.VersionError(f"version {name!r} exists: restore into a new name")
+        with tqdm(unit="key", desc=f"restore {name}") as bar:
+            header = wiring.restore_snapshot(path, registry.prefix(name), bar.update)
+        registry.register(versions.Version(name, header.get("settings", {})))
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"restored {path} into version {name} (offsets {header['offsets']}); "
+               f"`streamrec worker --version {name}` continues from them")
+
+
+def _versions() -> Versions:
+    return _wiring().versions()
+
+
+def _wiring() -> Wiring:
+    """Operator commands wait longer on Redis than the roles: a snapshot moves many keys."""
+    from streamrec.wiring import Wiring
+
+    return Wiring.connect(get_settings(), socket_timeout=30)

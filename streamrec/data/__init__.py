@@ -1,0 +1,1 @@
+"""Data in and out: datasets, ``streamrec import`` and ``streamrec export``."""

@@ -1,0 +1,1 @@
+"""Measuring tools: bench, soak, open-loop load, filter latency and offline evaluation."""

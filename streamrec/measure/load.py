@@ -1,0 +1,185 @@
+"""The one load generator of bench and soak: events into Kafka at a fixed rate, and
+open-loop GET requests, counted in a :class:`Load`.
+
+Every request leaves at its scheduled time and its latency counts from then, so queueing
+shows. httpx cost the generator more CPU per request than the API spent answering it,
+so at a few hundred requests/s the generator, not the API, set the figures. This speaks
+HTTP/1.1 over kept-alive asyncio streams and reads only the status line, Content-Length
+and the body's ``degraded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+import orjson
+
+from streamrec.sim.simulator import Simulation
+
+log = logging.getLogger(__name__)
+
+
+class Load:
+    """What a load did: answered requests' latencies (seconds), errors by kind and events
+    Kafka acknowledged, in all and since the last :meth:`take` (a soak's row)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.requests = 0
+        self.latencies: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.all_latencies: list[float] = []
+        self.all_errors: Counter[str] = Counter()
+        self.events_total = 0
+        self.requests_total = 0
+
+    def error(self, kind: str, detail: object = None) -> None:
+        if not self.all_errors[kind] and detail is not None:
+            log.warning("load: first %s: %r", kind, detail)
+        self.errors[kind] += 1
+        self.all_errors[kind] += 1
+
+    def delivered(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self.error("produce: cancelled")
+        elif future.exception() is not None:
+            self.error(f"produce: {type(future.exception()).__name__}", future.exception())
+        else:
+            self.events += 1
+            self.events_total += 1
+
+    def answered(self, seconds: float) -> None:
+        self.requests += 1
+        self.requests_total += 1
+        self.latencies.append(seconds)
+        self.all_latencies.append(seconds)
+
+    def take(self) -> tuple[int, int, list[float], Counter[str]]:
+        """This interval's figures; starts the next interval."""
+        taken = self.events, self.requests, self.latencies, self.errors
+        self.events, self.requests, self.latencies, self.errors = 0, 0, [], Counter()
+        return taken
+
+
+async def produce_events(load: Load, bootstrap: str, topic: str, simulation: Simulation,
+                         rate: float, seconds: float) -> None:
+    """Produce ``rate`` simulated events per second for ``seconds`` (acks=all), each
+    stamped with the time it is sent: a live stream."""
+    from streamrec.kafka import producer
+
+    events = producer(bootstrap, linger_ms=5)
+    await events.start()
+    try:
+        started = time.monotonic()
+        total = int(seconds * rate)
+        for sent, event in enumerate(simulation.events(total)):
+            ahead = started + sent / rate - time.monotonic()
+            if ahead > 0.005:
+                await asyncio.sleep(ahead)
+            event["timestamp"] = time.time()  # live stream: the event happens now
+            try:
+                future = await events.send(topic, orjson.dumps(event),
+                                           key=event["user_id"].encode())
+            except Exception as error:  # noqa: BLE001 - every failure is counted by kind
+                load.error(f"produce: {type(error).__name__}", error)
+                continue
+            future.add_done_callback(load.delivered)
+        await events.flush()
+    finally:
+        await events.stop()
+
+
+def expired(timeout: float) -> str:
+    return f"request: no answer within {timeout:g} s"
+
+
+async def run(base: str, path: Callable[[int], str], rate: float, seconds: float,
+              timeout: float = 5.0, connections: int = 64,
+              headers: Mapping[str, str] | None = None, load: Load | None = None,
+              idle_seconds: float = 2.0) -> Load:
+    """GET ``path(n)`` for n = 0, 1, ... at ``rate`` per second for ``seconds``, over
+    ``connections`` kept-alive connections to ``base`` (with ``headers``), counting into
+    ``load`` (a new one by default). A request still unanswered ``timeout`` after its
+    scheduled time is an error, wherever it waited. A connection idle for
+    ``idle_seconds`` is opened afresh: else a request can meet one the server is closing
+    (uvicorn closes idle ones after 5 s), an error that says nothing of the API."""
+    url = urlsplit(base)
+    result = Load() if load is None else load
+    backlog: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+    extra = b"".join(f"{name}: {value}\r\n".encode() for name, value in (headers or {}).items())
+    senders = [asyncio.create_task(_send(url.hostname or "127.0.0.1", url.port or 80, backlog,
+                                         timeout, result, extra, idle_seconds))
+               for _ in range(connections)]
+    started = time.monotonic()
+    for sent in range(int(seconds * rate)):
+        due = started + sent / rate
+        ahead = due - time.monotonic()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        backlog.put_nowait((path(sent).encode(), due))
+    for _ in senders:
+        backlog.put_nowait(None)
+    await asyncio.gather(*senders)
+    return result
+
+
+async def _send(host: str, port: int, backlog: asyncio.Queue[tuple[bytes, float] | None],
+                timeout: float, result: Load, extra: bytes, idle_seconds: float) -> None:
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    head = b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n" + extra + b"\r\n"
+    last_used = time.monotonic()
+    while (job := await backlog.get()) is not None:
+        path, due = job
+        left = due + timeout - time.monotonic()
+        if left <= 0:
+            result.error(expired(timeout))
+            continue
+        if streams is not None and time.monotonic() - last_used > idle_seconds:
+            streams[1].close()
+            streams = None
+        try:
+            async with asyncio.timeout(left):
+                if streams is None:
+                    streams = await asyncio.open_connection(host, port)
+                reader, writer = streams
+                writer.write(b"GET " + path + head)
+                status, body = await _response(reader)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+            # The connection's state is unknown now: start a new one.
+            if streams is not None:
+                streams[1].close()
+                streams = None
+            kind = expired(timeout) if isinstance(error, TimeoutError) else (
+                f"request: {type(error).__name__}")
+            result.error(kind, error if kind != expired(timeout) else None)
+            continue
+        last_used = time.monotonic()
+        latency = last_used - due
+        if status != 200:
+            result.error(f"HTTP {status}", body[:200])
+        elif latency > timeout:
+            result.error(expired(timeout))
+        elif orjson.loads(body).get("degraded"):
+            result.error("degraded answer")
+        else:
+            result.answered(latency)
+    if streams is not None:
+        streams[1].close()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *headers = head[:-4].split(b"\r\n")
+    length = None
+    for header in headers:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:  # the API always sends Content-Length; chunked is not spoken here
+        raise ValueError("response without Content-Length")
+    return int(status_line.split(b" ", 2)[1]), await reader.readexactly(length)

@@ -1,0 +1,1 @@
+"""The simulator: a synthetic event stream and the closed loop of simulated users."""

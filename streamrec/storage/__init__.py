@@ -1,0 +1,1 @@
+"""Adapters to Redis: the client, key names, Lua scripts and the stores built on them."""

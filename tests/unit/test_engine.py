@@ -1,0 +1,91 @@
+"""The Engine's contract on the in-memory store: what it learns from a batch, and what
+each model recommends from it (the worker and the API run the same code on Redis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from recommender.base import MODELS, Interaction
+from recommender.engine import Engine, EngineConfig
+from recommender.store import InMemoryStore
+
+NOW = 1_800_000_000.0
+
+
+def _taste(users: int = 12, seed: int = 3) -> list[Interaction]:
+    """Two groups of users, each touching its own items: ``a-*`` or ``b-*``, plus a
+    ``hit`` everybody views."""
+    events = []
+    for n in range(users):
+        group = "a" if n % 2 == 0 else "b"
+        user = f"{group}-user-{n}"
+        for step, item in enumerate([f"{group}-item-{(n + i) % 5}" for i in range(4)]):
+            events.append(Interaction(user, item, NOW - 3600 + 60 * n + step, 1.0, "view"))
+        events.append(Interaction(user, "hit", NOW - 60 + n, 2.0, "click"))
+    return sorted(events, key=lambda e: e.timestamp)
+
+
+def _engine(events: list[Interaction] | None = None, seed: int = 0, **config) -> Engine:
+    engine = Engine(InMemoryStore(seed=seed), EngineConfig(seed=seed, mf_dim=8, **config))
+    engine.learn_many(_taste() if events is None else events, {"events:0": 99})
+    return engine
+
+
+def test_a_batch_is_one_update_with_its_offsets():
+    engine = _engine()
+    assert engine.store.events_applied() == len(_taste())
+    assert engine.store.applied_offsets(["events:0", "events:1"]) == {"events:0": 99}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_answers_k_items_never_ones_the_user_touched(model):
+    engine = _engine()
+    touched = {e.item_id for e in _taste() if e.user_id == "a-user-0"}
+    result = engine.recommend("a-user-0", 3, NOW, model)
+    items = [item for item, _ in result.items]
+    assert len(items) == len(set(items)) <= 3
+    assert not touched & set(items)
+    assert all(score == score for _, score in result.items)  # finite, not NaN
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_unknown_user_gets_popular_items(model):
+    result = _engine().recommend("nobody", 3, NOW, model)
+    assert result.model == "popular"
+    assert result.items[0][0] == "hit"  # the most weighted item
+
+
+def test_cooccurrence_recommends_what_the_users_group_touched_first():
+    # a-user-0 touched a-item-0 to 3: their group's one other item leads, popular ones
+    # fill the rest of the list.
+    result = _engine().recommend("a-user-0", 5, NOW, "cooccurrence")
+    assert result.model == "cooccurrence"
+    assert result.items[0][0] == "a-item-4"
+
+
+def test_similar_items_come_from_co_occurrence():
+    similar = [item for item, _ in _engine().similar("a-item-1", 10, NOW)]
+    assert similar and "a-item-1" not in similar
+    assert all(item.startswith("a-") or item == "hit" for item in similar)
+
+
+def test_the_same_seed_gives_the_same_lists():
+    first, second = _engine(seed=5), _engine(seed=5)
+    for model in MODELS:
+        assert (first.recommend("b-user-1", 4, NOW, model)
+                == second.recommend("b-user-1", 4, NOW, model))
+
+
+def test_an_unknown_model_or_blend_parameter_is_refused():
+    engine = _engine()
+    with pytest.raises(ValueError, match="model"):
+        engine.recommend("a-user-0", 3, NOW, "nearest")
+    with pytest.raises(ValueError, match="params"):
+        engine.recommend("a-user-0", 3, NOW, "hybrid", {"hybrid_magic": 1.0})
+
+
+def test_popular_ranks_by_decayed_weight():
+    events = [Interaction(f"u{n}", "old", NOW - 30 * 86400, 8.0, "purchase") for n in range(3)]
+    events += [Interaction(f"u{n}", "new", NOW - 60, 1.0, "view") for n in range(3)]
+    ranked = [item for item, _ in _engine(events, half_life=86400.0).popular(2, NOW)]
+    assert ranked == ["new", "old"]  # a month at a 1-day half-life outweighs 8x the weight
