@@ -508,12 +508,17 @@ class Engine:
 
     def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
                size: int) -> list[Scored]:
-        """Each source's best ``size`` candidates, fused."""
-        sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
-                   "popular": self._popular_ranked(size, reads)}
-        if reads.vector is not None:
-            sources["mf"] = [item for item, _ in reads.factors(size)]
-        return fuse(sources, weights, config.hybrid_rank_constant)
+        """Each source's best ``size`` candidates, fused; once per request and blend (the
+        hybrid's list and the tally's trial of the fusion are often the same)."""
+        def compute() -> list[Scored]:
+            sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
+                       "popular": self._popular_ranked(size, reads)}
+            if reads.vector is not None:
+                sources["mf"] = [item for item, _ in reads.factors(size)]
+            return fuse(sources, weights, config.hybrid_rank_constant)
+
+        key = ("fused", size, config.hybrid_rank_constant, *sorted(weights.items()))
+        return reads.memo(key, compute)
 
     def user_history(self, user_id: UserId) -> list[Scored]:
         return self.store.history(user_id, self.config.history_length)
@@ -557,6 +562,13 @@ class _Reads:
         index, vector, seen = self.engine.item_index, self.vector, self.seen
         return self._prefix("factors", n, 0, lambda size: index.top(vector, size, exclude=seen),
                             lambda found, size: found[:size])
+
+    def memo(self, key: object, compute: Callable[[], list[Scored]]) -> list[Scored]:
+        """``compute()``, once per request and ``key``; callers must not change it."""
+        cached = self._read.get(key)
+        if cached is None:
+            cached = self._read[key] = (0, compute())
+        return cached[1]
 
     def _prefix(self, key: object, n: int, extra: int, read: Callable, cut: Callable):
         cached = self._read.get(key)

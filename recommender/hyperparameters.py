@@ -122,7 +122,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    "rank r scores weight / (constant + r).", ge=0, le=MAX_WEIGHT),
     # The blend learns from the stream: a share of the positive events (at most
     # hybrid_learning_sample a batch) is tried on every source before the batch is learned.
-    Hyperparameter("hybrid_learning_share", float, 0.05, "Share of positive events tried on "
+    Hyperparameter("hybrid_learning_share", float, 1.0, "Share of positive events tried on "
                    "every source for the blend's tally (0: none).", ge=0, le=1),
     Hyperparameter("hybrid_learning_sample", int, 8, "Most events a batch tries for the "
                    "tally.", ge=0),

@@ -35,6 +35,8 @@ LEARNING: dict[str, tuple[float, ...]] = {
     "cooccurrence_window_seconds": (3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0,
                                     365 * 86400.0),
     "cooccurrence_window": (10, 20, 50),
+    "popularity_half_life_seconds": (3600.0, 86400.0, 7 * 86400.0, 365 * 86400.0,
+                                     3650 * 86400.0),
 }
 # Hybrid blends scored side by side in every replay (relative weights; rank constant).
 # Four, each costing a fusion per request: the learned weights (recommender.blend) already
@@ -80,10 +82,10 @@ def candidates(current: Mapping[str, float], trials: Sequence[Trial], seed: int 
     random order (seeded).
 
     >>> current = {"decay_half_life_seconds": 5.0, "cooccurrence_window_seconds": 9.0,
-    ...            "cooccurrence_window": 20}
+    ...            "cooccurrence_window": 20, "popularity_half_life_seconds": 5.0}
     >>> tried = list(candidates(current, []))
     >>> tried[0] == current, tried[1]["decay_half_life_seconds"], len(tried)
-    (True, 3600.0, 104)
+    (True, 3600.0, 469)
     """
     names = list(LEARNING)
     seen: list[dict[str, float]] = []
@@ -220,9 +222,10 @@ def table(result: Result, rows: int = 10) -> str:
     """The best (learning setting, list) pairs by prefix Recall, with their Recall on the
     rest, and the current settings' hybrid for comparison."""
     k = result.k
-    lines = [f"| # | half-life | window | window span | list | Recall@{k} first "
-             f"{result.prefix_events:,} events | Recall@{k} last {result.rest_events:,} |",
-             "|---:|---|---:|---|---|---:|---:|"]
+    lines = [f"| # | half-life | window | window span | popularity half-life | list "
+             f"| Recall@{k} first {result.prefix_events:,} events "
+             f"| Recall@{k} last {result.rest_events:,} |",
+             "|---:|---|---:|---|---|---|---:|---:|"]
     scored = _ranked_lists(result, kept_only=True)
     current = result.trials[0]
     shown: list[tuple[Trial, str, float]] = []
@@ -245,7 +248,8 @@ def table(result: Result, rows: int = 10) -> str:
         lines.append(
             f"| {place} | {_duration(learning['decay_half_life_seconds'])} "
             f"| {learning['cooccurrence_window']:g} "
-            f"| {_duration(learning['cooccurrence_window_seconds'])} | {name}{mark} "
+            f"| {_duration(learning['cooccurrence_window_seconds'])} "
+            f"| {_duration(learning['popularity_half_life_seconds'])} | {name}{mark} "
             f"| {recall:.4f} | {trial.rest.get(name, float('nan')):.4f} |")
     return "\n".join(lines)
 

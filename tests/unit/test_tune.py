@@ -13,7 +13,7 @@ from streamrec.measure import tune
 from streamrec.sim.simulator import synthetic
 
 CURRENT = {"decay_half_life_seconds": 7 * 86400.0, "cooccurrence_window_seconds": 7 * 86400.0,
-           "cooccurrence_window": 20}
+           "cooccurrence_window": 20, "popularity_half_life_seconds": 86400.0}
 
 
 def _trial(learning: dict, recall: float) -> tune.Trial:
