@@ -92,7 +92,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    "read to rank.", field="neighbours_per_item", ge=1),
     # Two memories: which items go together (co-occurrence, its window) changes slowly,
     # what is popular can change within a day (docs/evaluation.md has the evidence).
-    Hyperparameter("decay_half_life_seconds", float, YEAR, "Half-life of co-occurrence "
+    Hyperparameter("decay_half_life_seconds", float, 10 * YEAR, "Half-life of co-occurrence "
                    "(and of popularity unless popularity_half_life_seconds is set).",
                    field="half_life", gt=0, finite=True),
     Hyperparameter("popularity_half_life_seconds", float, DAY, "Half-life of popularity "
