@@ -6,8 +6,12 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+
+import numpy as np
 
 from recommender.base import Interaction, ItemId, Scored, UserId
+from recommender.blend import ranked
 from recommender.decay import Decayed, ForwardDecay
 
 
@@ -136,8 +140,7 @@ class CoOccurrence:
             for other, weight in neighbours.scores
             if other not in banned and found.get(other, 0.0) > 0
         ]
-        scored.sort(key=lambda pair: (-pair[1], pair[0]))
-        return scored[:k]
+        return ranked(scored)[:k]
 
     def recommend(
         self,
@@ -152,9 +155,11 @@ class CoOccurrence:
 
         The n-th most recent item's similarities count ``recency ** n``.
         """
-        banned = set(exclude) | set(recent)
-        scores: dict[ItemId, float] = defaultdict(float)
         found = counts.scores
+        # Sum each candidate's pair weights first, divide by its sqrt(N(j)) once: a
+        # request adds up about window x neighbours pairs over far fewer candidates.
+        sums: dict[ItemId, float] = {}
+        get = sums.get
         for position, item in enumerate(recent):
             own = found.get(item, 0.0)
             listed = neighbours.get(item)
@@ -163,8 +168,27 @@ class CoOccurrence:
             weight = (recency**position * self.decay.ratio(listed.landmark, counts.landmark)
                       / math.sqrt(own))
             for other, pair in listed.scores:
-                count = found.get(other, 0.0)
-                if other not in banned and count > 0:
-                    scores[other] += weight * pair / math.sqrt(count)
-        ranked = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
-        return ranked[:k]
+                sums[other] = get(other, 0.0) + weight * pair
+        if not sums:
+            return []
+        banned = set(exclude)
+        banned.update(recent)
+        # Normalise and cut in numpy: a request has hundreds of candidates and keeps k.
+        others = list(sums)
+        size = len(others)
+        totals = np.fromiter(sums.values(), float, size)
+        norms = np.fromiter(map(found.get, others, repeat(0.0)), float, size)
+        keep = (norms > 0) & ~np.fromiter(map(banned.__contains__, others), bool, size)
+        rows = np.flatnonzero(keep)
+        scores = totals[rows] / np.sqrt(norms[rows])
+        if k < len(rows):  # everything tied with the k-th comes along: ties go by item
+            rows, scores = _at_least(rows, scores, k)
+        return ranked([(others[row], score) for row, score in
+                        zip(rows.tolist(), scores.tolist(), strict=True)])[:k]
+
+
+def _at_least(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows scoring at least the k-th highest score, and their scores."""
+    threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
+    best = np.flatnonzero(scores >= threshold)
+    return rows[best], scores[best]

@@ -15,6 +15,7 @@ import numpy as np
 
 from recommender import screening
 from recommender.base import MODELS, Category, Interaction, ItemId, Scored, UserId
+from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
 from recommender.decay import Decayed, ForwardDecay
@@ -28,7 +29,7 @@ from recommender.store import StateStore, StateUpdate, top
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
 
-HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular")
+HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_rank_constant")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ class Engine:
         decay = ForwardDecay(config.half_life, config.epoch)
         self.decay = decay
         self.cooccurrence = CoOccurrence(config.window, config.window_seconds, decay)
-        self.popularity = DecayedPopularity(decay)
+        self.popularity_decay = ForwardDecay(config.popularity_half_life or config.half_life,
+                                             config.epoch)
+        self.popularity = DecayedPopularity(self.popularity_decay)
         self.mf = OnlineBPR(config.mf_dim, config.mf_learning_rate, config.mf_regularization,
                             config.mf_negatives, seed=config.seed)
         # The serving copy of the item factors: filled on first use, then kept fresh by
@@ -74,6 +77,12 @@ class Engine:
         self._created: dict[ItemId, float] = {}  # item -> created_at, for exploration
         self._new_items_cache: tuple[object, list[ItemId]] = (None, [])
         self._catalog_changes = 0  # refreshes that read documents
+        # The blend's tally as last read (refresh(), and after each batch learned here).
+        self.tally = Tally({}, config.hybrid_learning_exponent)
+        self._tally_credit = 0.0  # positive events owed to the tally (hybrid_learning_share)
+        # What this engine's last requests read, by (user, time): a batch learned next
+        # tries the sources on the same state, which an offline replay has just read.
+        self._recent_reads: dict[tuple[UserId, float], _Reads] = {}
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
@@ -82,6 +91,7 @@ class Engine:
         """Apply a batch, in order, as one atomic store update, together with the source
         ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
         counts the batch's events when some of them were applied already."""
+        blend = self._try_sources(interactions)  # on the state before the batch
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
         windows = self.store.windows(users, self.config.window)
@@ -108,15 +118,63 @@ class Engine:
             reference=reference,
             half_life=self.config.half_life,
             epoch=self.config.epoch,
+            popularity_half_life=self.config.popularity_half_life,
+            blend=blend,
         )
         self.store.apply(update)
+        self._recent_reads.clear()
+        if blend:
+            self.tally = Tally(self.store.blend_tally(), self.config.hybrid_learning_exponent)
         if self.item_index.cursor is not None:
             self.item_index.upsert(factors.items)
         return update
 
+    def _try_sources(self, interactions: Sequence[Interaction]) -> dict[str, int]:
+        """The blend's tally of this batch: for a ``hybrid_learning_share`` of its positive
+        events (at most ``hybrid_learning_sample``, evenly spread over the batch) of users
+        with a history, which sources ranked the event's item in their top few just before
+        it.
+
+        The share is a rate per event, carried across batches, so a replay's many small
+        batches try as many events as a worker's few large ones.
+        """
+        positives = [event for event in interactions if event.weight > 0]
+        self._tally_credit += len(positives) * self.config.hybrid_learning_share
+        sample = min(int(self._tally_credit), self.config.hybrid_learning_sample)
+        # A batch above the cap does not bank its excess for later batches.
+        self._tally_credit = min(self._tally_credit - sample, 1.0)
+        if not positives or sample <= 0:
+            return {}
+        step = max(1, len(positives) // sample)
+        fusion = self._fusion_weights(self.config)
+        counts: dict[str, int] = {}
+        for event in positives[::step][:sample]:
+            reads = self._recent_reads.get((event.user_id, event.timestamp))
+            if reads is None:
+                if self.item_index.cursor is None:
+                    self.refresh()
+                history, vector = self.store.user_state(event.user_id,
+                                                        self.config.history_length)
+                reads = _Reads(self, event.user_id, history, vector, event.timestamp)
+            if not reads.seen:  # a newcomer gets popular items from every model
+                continue
+            tops = {"cooccurrence": [item for item, _ in reads.cooccurrence(TALLY_K)],
+                    "popular": self._popular_ranked(TALLY_K, reads),
+                    "mf": ([] if reads.vector is None
+                           else [item for item, _ in reads.factors(TALLY_K)]),
+                    # the fusion itself, as it stands: is it better than its best part?
+                    HYBRID: [item for item, _ in self._fused(
+                        reads, fusion, self.config, self.config.hybrid_candidates)[:TALLY_K]]}
+            for name, count in count_hits(tops, event.item_id).items():
+                counts[name] = counts.get(name, 0) + count
+        return counts
+
     def _learn_factors(self, interactions: Sequence[Interaction]):
         positives = [event for event in interactions if event.weight > 0]
-        pool = self.store.sample_items(self.config.mf_negative_pool)
+        # Negatives are drawn (with replacement) from a pool of random items: no larger
+        # than the draws need, so a small batch reads a few vectors, not the whole pool.
+        pool = self.store.sample_items(min(self.config.mf_negative_pool,
+                                           self.config.mf_negatives * len(positives)))
         users = self.store.user_factors({event.user_id for event in positives})
         items = self.store.item_factors({e.item_id for e in positives}.union(pool))
         return self.mf.learn_many(positives, users, items, pool)
@@ -129,6 +187,7 @@ class Engine:
             self.item_index.upsert(changed)
             self.item_index.cursor = cursor
             self.refresh_content()
+            self.tally = Tally(self.store.blend_tally(), self.config.hybrid_learning_exponent)
         return len(changed)
 
     def refresh_content(self) -> int:
@@ -161,7 +220,7 @@ class Engine:
 
     def _popular(
         self, k: int, now: float, category: Category | None, exclude: Sequence[ItemId],
-        screen: Screen, item_filter: BoundFilter | None,
+        screen: Screen, item_filter: BoundFilter | None, reads: _Reads | None = None,
     ) -> list[Scored]:
         banned = set(exclude)
         categories = None
@@ -172,7 +231,9 @@ class Engine:
                 return self._popular_in(sorted(categories), n, now)
         else:
             def rank(n: int) -> list[Scored]:
-                return self.decay.values_at(self.store.popular(n, category), now)
+                found = (self.store.popular(n, category) if reads is None
+                         else reads.popular(n, category))
+                return self.popularity_decay.values_at(found, now)
         first = self._first_round(k, item_filter) + len(banned)
         return self._take(rank, k, first, screen, banned)
 
@@ -180,18 +241,19 @@ class Engine:
         """The ``n`` most popular items of any of ``categories``, as decayed values at one
         time for all of them (each category's list is in its own frame)."""
         found = [self.store.popular(n, category) for category in categories]
-        at = self.decay.reading_time(now, [ranked.landmark for ranked in found])
+        at = self.popularity_decay.reading_time(now, [ranked.landmark for ranked in found])
         best: dict[ItemId, float] = {}
         for ranked in found:
-            for item, value in self.decay.values_at(ranked, at):
+            for item, value in self.popularity_decay.values_at(ranked, at):
                 best[item] = max(value, best.get(item, value))
         return top(best, n)
 
-    def _popular_ranked(self, k: int, now: float, exclude: Sequence[ItemId]) -> list[Scored]:
-        """Popularity as a hybrid source: unscreened (the blend is screened once)."""
-        banned = set(exclude)
-        ranked = self.decay.values_at(self.store.popular(k + len(banned)), now)
-        return [(item, value) for item, value in ranked if item not in banned][:k]
+    def _popular_ranked(self, k: int, reads: _Reads) -> list[ItemId]:
+        """Popularity as a hybrid source: unscreened (the blend is screened once), ranked
+        (one key's values all decay alike: no need to read them at a time)."""
+        banned = reads.banned
+        ranked = reads.popular(k + len(banned), None).scores
+        return [item for item, _ in ranked if item not in banned][:k]
 
     def similar(
         self, item_id: ItemId, k: int, now: float | None = None,
@@ -239,30 +301,62 @@ class Engine:
         ``category`` (a theme the user chose, from the request's context) is where popular
         items come from for a user the models know nothing about yet.
         """
-        if model not in MODELS:
-            raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
-        unknown = set(params or ()) - set(HYBRID_PARAMS)
-        if unknown:
-            raise ValueError(f"params: {sorted(unknown)} are not among {list(HYBRID_PARAMS)}")
+        return self.recommend_many(user_id, k, now, (model,), params, item_filter,
+                                   category)[model]
+
+    def recommend_many(
+        self, user_id: UserId, k: int, now: float, models: Sequence[str],
+        params: Mapping[str, float] | None = None, item_filter: BoundFilter | None = None,
+        category: Category | None = None,
+        variants: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> dict[str, Recommendations]:
+        """:meth:`recommend` by each of ``models`` for one user at one time: the same
+        lists, but what they share (the history, the co-occurrence scores, the popular
+        and MF candidates) is read and computed once, as the offline evaluation asks.
+
+        ``variants`` adds hybrid lists under their own names, each with its own blend
+        ``params`` (``streamrec tune`` compares blends on one replay this way).
+        """
+        lists = {model: (model, params or {}) for model in models}
+        lists.update((name, ("hybrid", blend)) for name, blend in (variants or {}).items())
+        for model, blend in lists.values():
+            if model not in MODELS:
+                raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
+            unknown = set(blend) - set(HYBRID_PARAMS)
+            if unknown:
+                raise ValueError(f"params: {sorted(unknown)} are not among "
+                                 f"{list(HYBRID_PARAMS)}")
+        used = {model for model, _ in lists.values()}
         vector = None
-        if model in ("mf", "hybrid"):  # the history and the user's factors in one read
+        if "mf" in used or "hybrid" in used:  # the history and factors in one read
             if self.item_index.cursor is None:
                 self.refresh()
             history, vector = self.store.user_state(user_id, self.config.history_length)
         else:
             history = self.store.history(user_id, self.config.history_length)
-        seen = [item for item, _ in history]
+        # The hybrid reads its sources' candidates: let the other lists share that read.
+        least = self.config.hybrid_candidates if "hybrid" in used else 0
+        reads = _Reads(self, user_id, history, vector, now, least)
+        if len(self._recent_reads) >= 256:  # only a batch learned next reads them
+            self._recent_reads.clear()
+        self._recent_reads[user_id, now] = reads
+        return {name: self._recommend(reads, model, k, blend, item_filter, category)
+                for name, (model, blend) in lists.items()}
+
+    def _recommend(self, reads: _Reads, model: str, k: int, params: Mapping[str, float],
+                   item_filter: BoundFilter | None, category: Category | None
+                   ) -> Recommendations:
+        user_id, now, seen, recent = reads.user_id, reads.now, reads.seen, reads.recent
         screen = self._screen(now, item_filter, user_id)
         if model == "popular":
-            return Recommendations("popular",
-                                   self._popular(k, now, category, seen, screen, item_filter))
-        recent = [item for item, score in history if score > 0][: self.config.window]
+            return Recommendations("popular", self._popular(
+                k, now, category, seen, screen, item_filter, reads))
         if model == "cooccurrence":
-            rank = self._cooccurrence_ranking(recent, seen)
+            rank = reads.cooccurrence if reads.cooccurrence(k) else None
         elif model == "mf":
-            rank = self._factors_ranking(vector, seen)
+            rank = self._factors_ranking(reads)
         else:
-            rank = self._hybrid_ranking(vector, recent, seen, now, params or {})
+            rank = self._hybrid_ranking(reads, params)
         ranked = [] if rank is None else self._take(
             rank, k, self._first_round(k, item_filter), screen)
         used = model if ranked else "popular"
@@ -270,10 +364,10 @@ class Engine:
             chosen = seen + [item for item, _ in ranked]
             # A newcomer's chosen category first, then everything popular.
             fill = [] if category is None or used != "popular" else self._popular(
-                k, now, category, chosen, screen, item_filter)
+                k, now, category, chosen, screen, item_filter, reads)
             chosen += [item for item, _ in fill]
             fill += self._popular(k - len(ranked) - len(fill), now, None, chosen, screen,
-                                  item_filter) if len(ranked) + len(fill) < k else []
+                                  item_filter, reads) if len(ranked) + len(fill) < k else []
             # A fill item scores 0 in a personalised list: its model did not choose it.
             ranked += fill if used == "popular" else [(item, 0.0) for item, _ in fill]
         if self.config.exploration_share > 0:  # any list but an explicit model=popular
@@ -362,15 +456,19 @@ class Engine:
         if not recent:
             return []
         neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
-        candidates = {other for pairs in neighbours.values() for other, _ in pairs.scores}
-        counts = self.store.item_counts(candidates.union(recent))
-        ranked = self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
+        candidates = set(recent)
+        for listed in neighbours.values():
+            candidates.update(dict(listed.scores))  # the keys, without a Python loop
+        counts = self.store.item_counts(candidates)
         # Recent items nobody else has touched yet have no neighbours: take their
         # content's (three newest at most, so that a request stays cheap).
         cold = [(n, item) for n, item in enumerate(recent[:3])
                 if not neighbours.get(item, _NOTHING).scores]
         if not cold or self.config.content_weight <= 0:
-            return ranked
+            return self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
+        # Content may lift any candidate into the list: rank them all.
+        ranked = self.cooccurrence.recommend(recent, neighbours, counts, len(candidates),
+                                             exclude=seen)
         self._content_ready()
         scores = dict(ranked)
         banned = set(seen) | set(recent)
@@ -380,42 +478,47 @@ class Engine:
                 scores[other] = scores.get(other, 0.0) + weight * similarity
         return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
 
-    def _cooccurrence_ranking(self, recent: list[ItemId], seen: list[ItemId]
-                              ) -> Ranking | None:
-        # Every candidate is scored anyway: rank them all once, hand out prefixes.
-        ranked = self._cooccurrence(recent, self._candidates_cap(), seen)
-        return (lambda n: ranked[:n]) if ranked else None
-
-    def _candidates_cap(self) -> int:
-        return self.config.window * self.config.neighbours_per_item
-
-    def _factors_ranking(self, vector: np.ndarray | None, seen: list[ItemId]) -> Ranking | None:
-        if vector is None:
+    def _factors_ranking(self, reads: _Reads) -> Ranking | None:
+        if reads.vector is None:
             return None
-        return lambda n: self.item_index.top(vector, n, exclude=seen)
+        return reads.factors
 
-    def _hybrid_ranking(
-        self, vector: np.ndarray | None, recent: list[ItemId], seen: list[ItemId],
-        now: float, params: Mapping[str, float],
-    ) -> Ranking | None:
-        """Blend MF (``vector``: the user's factors), co-occurrence and popularity over the
-        union of their candidates."""
+    def _hybrid_ranking(self, reads: _Reads, params: Mapping[str, float]) -> Ranking | None:
+        """Fuse MF (the user's factors), co-occurrence and popularity over the union of
+        their candidates, with the weights the tally taught; or the one source that the
+        tally finds better than the fusion itself (recommender.blend)."""
         config = dataclasses.replace(self.config, **params) if params else self.config
-        cooccurrence = self._cooccurrence(recent, self._candidates_cap(), seen)
-        if vector is None and not cooccurrence:
+        if reads.vector is None and not reads.cooccurrence(1):
             return None
-        weights = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
-                   "popular": config.hybrid_popular}
+        weights = self._fusion_weights(config)
+        leader = self.tally.leader([source for source in SOURCES if weights[source] > 0])
+        if leader != HYBRID:
+            weights = {source: float(source == leader) for source in SOURCES}
 
         def rank(n: int) -> list[Scored]:
-            size = max(config.hybrid_candidates, n)
-            sources = {"cooccurrence": dict(cooccurrence[:size]),
-                       "popular": dict(self._popular_ranked(size, now, seen))}
-            if vector is not None:
-                sources["mf"] = dict(self.item_index.top(vector, size, exclude=seen))
-            return _blend(sources, weights)[:n]
+            return self._fused(reads, weights, config, max(config.hybrid_candidates, n))[:n]
 
         return rank
+
+    def _fusion_weights(self, config: EngineConfig) -> dict[str, float]:
+        configured = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
+                      "popular": config.hybrid_popular}
+        learned = self.tally.factors()
+        return {source: configured[source] * learned[source] for source in SOURCES}
+
+    def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
+               size: int) -> list[Scored]:
+        """Each source's best ``size`` candidates, fused; once per request and blend (the
+        hybrid's list and the tally's trial of the fusion are often the same)."""
+        def compute() -> list[Scored]:
+            sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
+                       "popular": self._popular_ranked(size, reads)}
+            if reads.vector is not None:
+                sources["mf"] = [item for item, _ in reads.factors(size)]
+            return fuse(sources, weights, config.hybrid_rank_constant)
+
+        key = ("fused", size, config.hybrid_rank_constant, *sorted(weights.items()))
+        return reads.memo(key, compute)
 
     def user_history(self, user_id: UserId) -> list[Scored]:
         return self.store.history(user_id, self.config.history_length)
@@ -423,21 +526,57 @@ class Engine:
 
 
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
+
+
+
+class _Reads:
+    """What the lists of one request (one user at one time) share, read or computed once
+    and handed out in prefixes: the history, co-occurrence scores, popular items, MF
+    candidates. A longer prefix than any read so far reads again."""
+
+    def __init__(self, engine: Engine, user_id: UserId, history: list[Scored],
+                 vector: np.ndarray | None, now: float, least: int = 0) -> None:
+        self.engine = engine
+        self.least = least  # the shortest prefix worth reading
+        self.user_id = user_id
+        self.vector = vector
+        self.now = now
+        self.seen = [item for item, _ in history]
+        self.banned = set(self.seen)
+        self.recent = [item for item, score in history if score > 0][: engine.config.window]
+        self._read: dict[object, tuple[int, object]] = {}
+
+    def cooccurrence(self, n: int) -> list[Scored]:
+        """The ``n`` best co-occurrence candidates."""
+        return self._prefix("cooccurrence", n, 0,
+                            lambda size: self.engine._cooccurrence(self.recent, size, self.seen),
+                            lambda found, size: found[:size])
+
+    def popular(self, n: int, category: Category | None) -> Decayed[list[Scored]]:
+        # Lists of popular items skip the seen ones: read past them at once.
+        return self._prefix(("popular", category), n, len(self.banned),
+                            lambda size: self.engine.store.popular(size, category),
+                            lambda found, size: Decayed(found.scores[:size], found.landmark))
+
+    def factors(self, n: int) -> list[Scored]:
+        index, vector, seen = self.engine.item_index, self.vector, self.seen
+        return self._prefix("factors", n, 0, lambda size: index.top(vector, size, exclude=seen),
+                            lambda found, size: found[:size])
+
+    def memo(self, key: object, compute: Callable[[], list[Scored]]) -> list[Scored]:
+        """``compute()``, once per request and ``key``; callers must not change it."""
+        cached = self._read.get(key)
+        if cached is None:
+            cached = self._read[key] = (0, compute())
+        return cached[1]
+
+    def _prefix(self, key: object, n: int, extra: int, read: Callable, cut: Callable):
+        cached = self._read.get(key)
+        if cached is None or cached[0] < n:
+            size = max(n, self.least + extra)
+            cached = self._read[key] = (size, read(size))
+        return cut(cached[1], n)
 _NOTHING: Decayed[list[Scored]] = Decayed([], None)
-
-
-def _blend(sources: Mapping[str, Mapping[ItemId, float]], weights: Mapping[str, float]
-           ) -> list[Scored]:
-    """Each source's scores scaled to [0, 1] over its candidates, summed with weights."""
-    blended: dict[ItemId, float] = {}
-    for name, scores in sources.items():
-        if not scores or weights[name] == 0:
-            continue
-        low, high = min(scores.values()), max(scores.values())
-        span = (high - low) or 1.0
-        for item, score in scores.items():
-            blended[item] = blended.get(item, 0.0) + weights[name] * (score - low) / span
-    return sorted(blended.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 def _event_types(interactions: Sequence[Interaction]) -> dict[UserId, dict[ItemId, set[str]]]:

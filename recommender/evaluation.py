@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,22 +90,57 @@ def cold_slices(user_events: int, item_events: int, threshold: int) -> tuple[str
                  if seen < threshold)
 
 
-class EngineModel:
-    """One named model of a shared :class:`Engine`: the engine learns once per batch (the
-    first of its models to be asked to learn does it), every model reads it."""
+class EngineModels:
+    """Models of one shared :class:`Engine`: it learns once per batch, and the lists of
+    all its models for one request come from one :meth:`Engine.recommend_many` call
+    (which reads and scores what they share once)."""
 
-    def __init__(self, engine: Engine, name: str, learns: bool) -> None:
+    def __init__(self, engine: Engine, names: Sequence[str],
+                 variants: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.engine = engine
+        self.models = tuple(names)
+        self.variants = dict(variants or {})  # hybrid lists with their own blends
+        self.names = (*self.models, *self.variants)
+        self._request: tuple | None = None
+        self._lists: dict[str, list[ItemId]] = {}
+        self._learned = 0
+
+    def model(self, name: str) -> EngineModel:
+        return EngineModel(self, name)
+
+    def learn_many(self, interactions: Sequence[Interaction]) -> None:
+        self.engine.learn_many(interactions)
+        self._learned += 1
+
+    def lists(self, user_id: UserId, k: int, now: float) -> dict[str, list[ItemId]]:
+        request = (user_id, k, now, self._learned)
+        if request != self._request:
+            results = self.engine.recommend_many(user_id, k, now, self.models,
+                                                 variants=self.variants)
+            self._lists = {name: [item for item, _ in result.items]
+                           for name, result in results.items()}
+            self._request = request
+        return self._lists
+
+
+class EngineModel:
+    """One named model of :class:`EngineModels`: the first of them asked to learn a batch
+    teaches the engine, the others learn nothing more."""
+
+    def __init__(self, group: EngineModels, name: str) -> None:
+        self.group = group
         self.name = name
-        self.learns = learns
+
+    @property
+    def learns(self) -> bool:
+        return self.name == self.group.names[0]
 
     def learn_many(self, interactions: Sequence[Interaction]) -> None:
         if self.learns:
-            self.engine.learn_many(interactions)
+            self.group.learn_many(interactions)
 
     def recommend(self, user_id: UserId, k: int, now: float) -> list[ItemId]:
-        result = self.engine.recommend(user_id, k, now, model=self.name)
-        return [item for item, _ in result.items]
+        return self.group.lists(user_id, k, now)[self.name]
 
 
 def batches(events: Iterable[Interaction], seconds: float, most: int

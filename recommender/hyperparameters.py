@@ -28,7 +28,9 @@ from typing import Any
 from recommender.base import MAX_WEIGHT
 from recommender.decay import LEGACY_EPOCH
 
-WEEK = 7 * 86400.0
+DAY = 86400.0
+WEEK = 7 * DAY
+YEAR = 365 * DAY
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,19 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("history_length", int, 200, "Recent items kept per user.", ge=1),
     Hyperparameter("cooccurrence_window", int, 20, "A user's latest items that pair with a "
                    "new one.", field="window", ge=1),
-    Hyperparameter("cooccurrence_window_seconds", float, WEEK, "How far back those items "
+    Hyperparameter("cooccurrence_window_seconds", float, YEAR, "How far back those items "
                    "may lie.", field="window_seconds", gt=0),
     Hyperparameter("max_neighbours", int, 200, "Neighbours kept per item.", ge=1),
     Hyperparameter("neighbours_per_item_read", int, 50, "Neighbours of each recent item "
                    "read to rank.", field="neighbours_per_item", ge=1),
-    Hyperparameter("decay_half_life_seconds", float, WEEK, "Half-life of popularity and "
-                   "co-occurrence.", field="half_life", gt=0, finite=True),
+    # Two memories: which items go together (co-occurrence, its window) changes slowly,
+    # what is popular can change within a day (docs/evaluation.md has the evidence).
+    Hyperparameter("decay_half_life_seconds", float, 10 * YEAR, "Half-life of co-occurrence "
+                   "(and of popularity unless popularity_half_life_seconds is set).",
+                   field="half_life", gt=0, finite=True),
+    Hyperparameter("popularity_half_life_seconds", float, DAY, "Half-life of popularity "
+                   "(overall and per category).", field="popularity_half_life", gt=0,
+                   finite=True),
     Hyperparameter("decay_epoch", float, LEGACY_EPOCH, "The frame of decayed state written "
                    "before landmarks existed (recommender.decay): 2025-01-01T00:00:00Z.",
                    field="epoch", finite=True, tunable=False),
@@ -100,15 +108,26 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("mf_negative_pool", int, 256, "Items the negatives are drawn from, per "
                    "batch.", ge=1),
     Hyperparameter("seed", int, 0, "Seed of every random choice of the models."),
-    # hybrid: a blend of each source's scores, each scaled to [0, 1] over the candidates
-    Hyperparameter("hybrid_mf", float, 1.0, "Hybrid's weight of MF scores.", ge=0,
+    # hybrid: a reciprocal-rank fusion of its sources, weighted by what the stream taught
+    # (recommender.blend)
+    Hyperparameter("hybrid_mf", float, 1.0, "Hybrid's configured weight of MF's ranking.", ge=0,
                    le=MAX_WEIGHT),
-    Hyperparameter("hybrid_cooccurrence", float, 1.0, "Hybrid's weight of co-occurrence "
-                   "scores.", ge=0, le=MAX_WEIGHT),
+    Hyperparameter("hybrid_cooccurrence", float, 1.0, "Hybrid's configured weight of "
+                   "co-occurrence's ranking.", ge=0, le=MAX_WEIGHT),
     Hyperparameter("hybrid_popular", float, 0.2, "Hybrid's weight of popularity.", ge=0,
                    le=MAX_WEIGHT),
     Hyperparameter("hybrid_candidates", int, 100, "Candidates each source gives the "
                    "hybrid.", ge=1),
+    Hyperparameter("hybrid_rank_constant", float, 60.0, "Rank fusion: a source's item at "
+                   "rank r scores weight / (constant + r).", ge=0, le=MAX_WEIGHT),
+    # The blend learns from the stream: a share of the positive events (at most
+    # hybrid_learning_sample a batch) is tried on every source before the batch is learned.
+    Hyperparameter("hybrid_learning_share", float, 1.0, "Share of positive events tried on "
+                   "every source for the blend's tally (0: none).", ge=0, le=1),
+    Hyperparameter("hybrid_learning_sample", int, 8, "Most events a batch tries for the "
+                   "tally.", ge=0),
+    Hyperparameter("hybrid_learning_exponent", float, 2.0, "How sharply the weights follow "
+                   "the sources' hit rates (0: configured weights alone).", ge=0, le=100),
     # Most candidates one list screens (withdrawn items, filters) before it answers with
     # what passed: the bound on a request whose filter removes nearly everything.
     Hyperparameter("max_screened_candidates", int, 5000, "Most candidates one list "

@@ -135,9 +135,9 @@ class OnlineBPR:
             losses.append(self._step(P, Q, u[chunk], i[chunk], j[chunk], weight[chunk]))
             touched_items[i[chunk]] = True
             touched_items[j[chunk].ravel()] = True
-        loss = float(np.average(losses, weights=[min(self.step_size, len(positives) - s)
-                                                 for s in range(0, len(positives),
-                                                                self.step_size)]))
+        sizes = [min(self.step_size, len(positives) - s)
+                 for s in range(0, len(positives), self.step_size)]
+        loss = sum(map(float.__mul__, losses, map(float, sizes))) / len(positives)
         return FactorUpdate(
             users={user: P[row] for row, user in enumerate(user_ids)},
             items={item: Q[row] for row, item in enumerate(item_ids) if touched_items[row]},
@@ -248,10 +248,9 @@ class ItemFactorIndex:
         if count == 0 or k <= 0:
             return []
         scores = matrix[:count] @ user_vector
-        for item in exclude:
-            row = rows.get(item)
-            if row is not None and row < count:
-                scores[row] = -np.inf
+        banned = [row for row in map(rows.get, exclude) if row is not None and row < count]
+        if banned:
+            scores[banned] = -np.inf
         best = _best_rows(scores, min(k, count))
         values = scores[best]
         finite = np.isfinite(values)

@@ -7,8 +7,10 @@ Redis sorted sets: descending by score, ties by descending member.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
+import random
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +73,11 @@ class StateUpdate:
     reference: float | None = None
     half_life: float | None = None
     epoch: float = LEGACY_EPOCH
+    # The half-life of the popularity keys (overall and per category), if not half_life's.
+    popularity_half_life: float | None = None
+    # Counts added to the hybrid's tally of its sources (recommender.blend): "trials" and
+    # "hits:<source>".
+    blend: Mapping[str, int] = field(default_factory=dict)
 
     def has_decayed(self) -> bool:
         return bool(self.popularity or self.category_popularity or self.item_counts
@@ -109,10 +116,12 @@ def check_finite(update: StateUpdate,
 
     if update.has_decayed():
         frame = (update.reference, update.half_life, update.epoch)
-        if None in frame or not all(map(math.isfinite, frame)) or not update.half_life > 0:
+        popular = update.popularity_half_life
+        if (None in frame or not all(map(math.isfinite, frame)) or not update.half_life > 0
+                or popular is not None and not (math.isfinite(popular) and popular > 0)):
             raise NonFiniteError(
-                "decayed increments need a finite reference, epoch and positive half-life, "
-                f"got {frame}")
+                "decayed increments need a finite reference, epoch and positive half-lives, "
+                f"got {frame} and {popular}")
     scan("popularity", None, update.popularity)
     for category, increments in update.category_popularity.items():
         scan("category_popularity", category, increments)
@@ -138,6 +147,11 @@ class FactorReads(Protocol):
         ...
 
     def item_factors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, np.ndarray]: ...
+
+    def blend_tally(self) -> dict[str, int]:
+        """The hybrid's tally of its sources (recommender.blend): every ``blend`` count
+        applied, summed."""
+        ...
 
 
 class ServingReads(FactorReads, Protocol):
@@ -261,6 +275,10 @@ class StateStore(ServingReads, BatchLearning, Catalog, Operations, Protocol):
     that role's protocol."""
 
 
+# The StateUpdate fields decayed at the popularity half-life.
+POPULARITY_FIELDS = ("popularity", "category_popularity")
+
+
 def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     """Sorted-set order: by score, then member, both descending."""
     if k is not None and k < len(scores):
@@ -268,55 +286,94 @@ def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     return sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
 
 
-class _ScoreArray:
-    """A sorted set of many members read top-k often (global popularity): scores in a
-    numpy array, so top-k is an argpartition instead of a heap over a dict."""
+class _SortedSet:
+    """A Redis sorted set in memory: scores by member, and the members kept in sorted-set
+    order as they change, so that reading the top is a slice.
 
-    def __init__(self) -> None:
-        self._members: list[str] = []
-        self._index: dict[str, int] = {}
-        self._scores = np.zeros(1024)
+    A few changes are moved into place by bisection (a batch of one event changes one or
+    two members of most keys it touches); more than :data:`MOVES` re-sort at the next read.
 
-    def add(self, member: str, increment: float) -> None:
-        row = self._index.get(member)
-        if row is None:
-            row = self._index[member] = len(self._members)
-            self._members.append(member)
-            if row == len(self._scores):
-                self._scores = np.concatenate([self._scores, np.zeros(len(self._scores))])
-        self._scores[row] += increment
+    >>> ranked = _SortedSet({"a": 1.0, "b": 3.0})
+    >>> ranked.update({"c": 2.0, "a": 4.0})
+    >>> ranked.top(2), ranked.top()
+    ([('a', 4.0), ('b', 3.0)], [('a', 4.0), ('b', 3.0), ('c', 2.0)])
+    >>> ranked.trim(1); ranked.scores
+    {'a': 4.0}
+    """
+
+    MOVES = 16
+
+    __slots__ = ("scores", "_order", "_top")
+
+    def __init__(self, scores: Mapping[str, float] | None = None) -> None:
+        self.scores: dict[str, float] = dict(scores or {})
+        # Ascending (score, member) pairs; None: sort at the next read.
+        self._order: list[tuple[float, str]] | None = None
+        # The order as read, best first, (member, score): kept until the next change.
+        self._top: list[Scored] | None = None
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self.scores)
+
+    def update(self, changes: Mapping[str, float]) -> None:
+        """Set each member of ``changes`` to its score there."""
+        scores, order = self.scores, self._order
+        self._top = None
+        if order is not None and len(changes) > self.MOVES:
+            order = self._order = None
+        for member, score in changes.items():
+            if order is not None:
+                old = scores.get(member)
+                if old is not None:
+                    del order[bisect.bisect_left(order, (old, member))]
+                bisect.insort(order, (score, member))
+            scores[member] = score
+
+    def add(self, increments: Mapping[str, float], factor: float = 1.0) -> None:
+        """Add ``factor`` times each increment to its member's score."""
+        scores = self.scores
+        self.update({member: scores.get(member, 0.0) + increment * factor
+                     for member, increment in increments.items()})
 
     def rescale(self, factor: float) -> None:
         """Every score times ``factor``."""
-        self._scores[: len(self._members)] *= factor
+        self.scores = {member: score * factor for member, score in self.scores.items()}
+        self._order = self._top = None  # scores that underflow to one value now tie: sort again
 
-    def top(self, k: int) -> list[Scored]:
-        count = len(self._members)
-        scores = self._scores[:count]
-        if k < count:
-            # Everything tied with the k-th score comes along, so the exact sorted-set
-            # order (score, then member, descending) decides who is cut.
-            threshold = np.partition(scores, count - k)[count - k]
-            rows = np.flatnonzero(scores >= threshold)
-        else:
-            rows = np.arange(count)
-        return top({self._members[r]: float(scores[r]) for r in rows}, k)
+    def trim(self, size: int) -> None:
+        """Keep the ``size`` highest members."""
+        excess = len(self.scores) - size
+        if excess > 0:
+            order = self._sorted()
+            for _, member in order[:excess]:
+                del self.scores[member]
+            del order[:excess]
+            self._top = None
+
+    def _sorted(self) -> list[tuple[float, str]]:
+        if self._order is None:
+            self._order = sorted((score, member) for member, score in self.scores.items())
+        return self._order
+
+    def top(self, k: int | None = None) -> list[Scored]:
+        """The ``k`` highest (all if None), in sorted-set order."""
+        if self._top is None:
+            order = self._sorted()
+            if k is not None and 2 * k < len(order):  # a short prefix of a long set
+                return [(member, score) for score, member in reversed(order[-k:])]
+            self._top = [(member, score) for score, member in reversed(order)]
+        return self._top[:k]
 
 
 class InMemoryStore:
     """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
 
     def __init__(self, seed: int = 0) -> None:
-        self._history: dict[UserId, dict[ItemId, float]] = defaultdict(dict)
-        self._neighbours: dict[ItemId, dict[ItemId, float]] = defaultdict(dict)
-        self._counts: dict[ItemId, float] = defaultdict(float)
-        self._popular = _ScoreArray()
-        self._popular_by_category: dict[Category, dict[ItemId, float]] = defaultdict(
-            lambda: defaultdict(float)
-        )
+        self._history: dict[UserId, _SortedSet] = {}
+        self._neighbours: dict[ItemId, _SortedSet] = {}
+        self._counts: dict[ItemId, float] = {}
+        self._popular = _SortedSet()
+        self._popular_by_category: dict[Category, _SortedSet] = {}
         self._items: dict[ItemId, dict[str, Any]] = {}
         self._document_changed: dict[ItemId, int] = {}
         self._catalog_version = 0
@@ -326,23 +383,25 @@ class InMemoryStore:
         self._item_changed: dict[ItemId, int] = {}
         self._factor_ids: list[ItemId] = []
         self._version = 0
-        self._rng = np.random.default_rng(seed)
+        self._sample = random.Random(seed)
         self._events = 0
+        self._blend: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
         self._withdrawn: dict[ItemId, float] = {}
         self._event_types: dict[UserId, dict[ItemId, set[str]]] = defaultdict(dict)
         # The landmark of each decayed key, by (StateUpdate field, category or item).
         self._landmarks: dict[tuple[str, str | None], float] = {}
+        self._plans: tuple[StateUpdate | None, dict] = (None, {})
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
-        result = {}
-        for user in user_ids:
-            positive = {i: s for i, s in self._history.get(user, {}).items() if s > 0}
-            result[user] = top(positive, limit)
-        return result
+        # Positive scores rank above the others: the positive part of the top is the
+        # top of the positive part.
+        return {user: [pair for pair in self.history(user, limit) if pair[1] > 0]
+                for user in user_ids}
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
-        return top(self._history.get(user_id, {}), limit)
+        history = self._history.get(user_id)
+        return [] if history is None else history.top(limit)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         return {user: self.history(user, limit) for user in user_ids}
@@ -357,52 +416,64 @@ class InMemoryStore:
                ) -> Renormalisation:
         """The write rule for one decayed key (as the Redis APPLY script applies it)."""
         assert update.reference is not None and update.half_life is not None  # check_finite
-        plan = renormalise(self._landmarks.get(key), exists, update.reference,
-                           update.half_life, update.epoch)
+        stored = self._landmarks.get(key)
+        half_life = update.half_life
+        if key[0] in POPULARITY_FIELDS and update.popularity_half_life is not None:
+            half_life = update.popularity_half_life
+        # Keys written by the same batches share landmarks: one plan per landmark a batch.
+        plans = self._plans
+        if plans[0] is not update:
+            self._plans = plans = (update, {})
+        plan = plans[1].get((stored, exists, half_life))
+        if plan is None:
+            plan = plans[1][stored, exists, half_life] = renormalise(
+                stored, exists, update.reference, half_life, update.epoch)
         self._landmarks[key] = plan.landmark
         return plan
 
-    def _add(self, key: tuple[str, str | None], scores: dict[str, float],
+    def _add(self, key: tuple[str, str | None], scores: _SortedSet,
              increments: Mapping[str, float], update: StateUpdate) -> None:
-        plan = self._frame(key, bool(scores), update)
+        plan = self._frame(key, len(scores) > 0, update)
         if plan.rescale is not None:
-            for member, value in scores.items():
-                scores[member] = value * plan.rescale
-        factor = plan.increments
-        for member, increment in increments.items():
-            scores[member] = scores.get(member, 0.0) + increment * factor
+            scores.rescale(plan.rescale)
+        scores.add(increments, plan.increments)
 
     def apply(self, update: StateUpdate) -> None:
         check_finite(update)
         if update.popularity:
-            plan = self._frame(("popularity", None), len(self._popular) > 0, update)
-            if plan.rescale is not None:
-                self._popular.rescale(plan.rescale)
-            for item, increment in update.popularity.items():
-                self._popular.add(item, increment * plan.increments)
+            self._add(("popularity", None), self._popular, update.popularity, update)
         for category, increments in update.category_popularity.items():
-            self._add(("category_popularity", category), self._popular_by_category[category],
-                      increments, update)
+            ranked = self._popular_by_category.setdefault(category, _SortedSet())
+            self._add(("category_popularity", category), ranked, increments, update)
         if update.item_counts:
-            self._add(("item_counts", None), self._counts, update.item_counts, update)
+            counts = self._counts
+            plan = self._frame(("item_counts", None), bool(counts), update)
+            if plan.rescale is not None:
+                for member, value in counts.items():
+                    counts[member] = value * plan.rescale
+            factor = plan.increments
+            for member, increment in update.item_counts.items():
+                counts[member] = counts.get(member, 0.0) + increment * factor
         for item, increments in update.pairs.items():
-            weights = self._neighbours[item]
+            weights = self._neighbours.setdefault(item, _SortedSet())
             self._add(("pairs", item), weights, increments, update)
-            if len(weights) > update.max_neighbours:
-                self._neighbours[item] = dict(top(weights, update.max_neighbours))
+            weights.trim(update.max_neighbours)
         for user, scores in update.history.items():
-            history = self._history[user]
+            history = self._history.setdefault(user, _SortedSet())
+            known = history.scores
+            changes = {}
             for item, score in scores.items():
                 score = round(score * 1000) / 1000  # kept to the millisecond, as in Redis
-                if item not in history or score > history[item]:
-                    history[item] = score
-            if len(history) > update.history_length:
-                self._history[user] = dict(top(history, update.history_length))
+                if item not in known or score > known[item]:
+                    changes[item] = score
+            history.update(changes)
+            history.trim(update.history_length)
         for user, items in update.event_types.items():
             known = self._event_types[user]
             for item, types in items.items():
                 known.setdefault(item, set()).update(types)
-            kept = self._history.get(user, {})
+            history = self._history.get(user)
+            kept = {} if history is None else history.scores
             for item in [item for item in known if item not in kept]:
                 del known[item]
         if update.user_factors or update.item_factors:
@@ -416,11 +487,13 @@ class InMemoryStore:
             self._item_changed[item] = self._version
         self._events += update.events
         self._offsets.update(update.offsets)
+        for name, count in update.blend.items():
+            self._blend[name] = self._blend.get(name, 0) + count
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int
                    ) -> dict[ItemId, Decayed[list[Scored]]]:
-        landmarks = self._landmarks
-        return {item: Decayed(top(self._neighbours.get(item, {}), limit),
+        landmarks, neighbours = self._landmarks, self._neighbours
+        return {item: Decayed(neighbours[item].top(limit) if item in neighbours else [],
                               landmarks.get(("pairs", item))) for item in item_ids}
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
@@ -431,7 +504,8 @@ class InMemoryStore:
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         if category is None:
             return Decayed(self._popular.top(k), self._landmarks.get(("popularity", None)))
-        return Decayed(top(self._popular_by_category.get(category, {}), k),
+        ranked = self._popular_by_category.get(category)
+        return Decayed([] if ranked is None else ranked.top(k),
                        self._landmarks.get(("category_popularity", category)))
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
@@ -450,8 +524,10 @@ class InMemoryStore:
     def sample_items(self, count: int) -> list[ItemId]:
         if len(self._factor_ids) <= count:
             return list(self._factor_ids)
-        rows = self._rng.choice(len(self._factor_ids), size=count, replace=False)
-        return [self._factor_ids[row] for row in rows]
+        # random.sample draws k of n in O(k); numpy's choice without replacement cost
+        # O(n) per batch.
+        return [self._factor_ids[row]
+                for row in self._sample.sample(range(len(self._factor_ids)), count)]
 
     def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
         changed = {
@@ -484,7 +560,8 @@ class InMemoryStore:
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False
                ) -> tuple[set[ItemId], dict[ItemId, dict[str, Any]]]:
         items = list(item_ids)
-        withdrawn = {i for i in items if is_withdrawn(self._withdrawn.get(i), now)}
+        known = self._withdrawn
+        withdrawn = {i for i in items if i in known and is_withdrawn(known[i], now)}
         found = {i: self._items[i] for i in items
                  if documents and i in self._items and i not in withdrawn}
         return withdrawn, found
@@ -502,7 +579,8 @@ class InMemoryStore:
 
     def delete_users(self, user_ids: Iterable[UserId]) -> None:
         for user_id in user_ids:
-            for state in (self._users, self._history, self._user_factors, self._event_types):
+            for state in (self._users, self._history, self._user_factors,
+                          self._event_types):
                 state.pop(user_id, None)
 
     def get_user(self, user_id: UserId) -> dict[str, Any] | None:
@@ -510,6 +588,9 @@ class InMemoryStore:
 
     def events_applied(self) -> int:
         return self._events
+
+    def blend_tally(self) -> dict[str, int]:
+        return dict(self._blend)
 
     def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
         return {p: self._offsets[p] for p in partitions if p in self._offsets}

@@ -102,7 +102,8 @@ def engine(store: StateStore, half_life: float) -> Engine:
     store.put_items([(item, {"item_id": item, "categories": categories})
                      for item, categories in CATEGORIES.items()])
     return Engine(store, EngineConfig(
-        half_life=half_life, window=WINDOW, window_seconds=1e12, max_neighbours=100,
+        half_life=half_life, popularity_half_life=half_life, window=WINDOW,
+        window_seconds=1e12, max_neighbours=100,
         history_length=50, mf_dim=2, mf_negative_pool=4, content_weight=0.0))
 
 

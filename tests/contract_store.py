@@ -24,6 +24,27 @@ class StoreContract:
         assert store.item_counts(["tea", "unknown"]) == ({"tea": 1.5}, 0.0)
         assert store.events_applied() == 3
 
+    def test_popularity_decays_at_its_own_half_life(self, store):
+        store.apply(update(reference=0.0, half_life=1.0, popularity_half_life=10.0,
+                           popularity={"a": 1.0}, category_popularity={"c": {"a": 1.0}},
+                           item_counts={"a": 1.0}))
+        store.apply(update(reference=100.0, half_life=1.0, popularity_half_life=10.0,
+                           popularity={"a": 1.0}, category_popularity={"c": {"a": 1.0}},
+                           item_counts={"a": 1.0}))
+        # 100 s is 10 popularity half-lives (moved into the key's frame) but 100 of the
+        # normalisers' (past 64: rescaled into the batch's frame)
+        assert store.popular(5) == ([("a", 1025.0)], 0.0)
+        assert store.popular(5, "c") == ([("a", 1025.0)], 0.0)
+        assert store.item_counts(["a"]) == ({"a": 1.0 + 2.0**-100}, 100.0)
+
+    def test_blend_tally_adds_up(self, store):
+        assert store.blend_tally() == {}
+        store.apply(update(blend={"trials": 2, "hits:mf": 1}, events=2))
+        store.apply(update(blend={"trials": 3, "hits:mf": 2, "hits:popular": 1}, events=3,
+                           history={"ann": {"tea": 1.0}}, pairs={"tea": {"cup": 1.0}}))
+        assert store.blend_tally() == {"trials": 5, "hits:mf": 3, "hits:popular": 1}
+        assert store.events_applied() == 5
+
     def test_ties_follow_sorted_set_order(self, store):
         store.apply(update(popularity={"a": 1.0, "c": 1.0, "b": 1.0}))
         assert [item for item, _ in store.popular(3).scores] == ["c", "b", "a"]

@@ -1,7 +1,7 @@
 """``streamrec``: one thin command per job, grouped by what it works on (Feast's ``cli/``).
 
 - :mod:`~streamrec.cli.roles`: worker, api, simulate, up;
-- :mod:`~streamrec.cli.measurements`: report, evaluate, bench, soak;
+- :mod:`~streamrec.cli.measurements`: report, evaluate, tune, bench, soak;
 - :mod:`~streamrec.cli.import_export`: import, export;
 - :mod:`~streamrec.cli.versioning`: rebuild, promote, rollback, versions, snapshot.
 
@@ -30,7 +30,7 @@ def main(log_level: str) -> None:
 
 
 for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.report,
-                measurements.evaluate, measurements.bench, measurements.soak,
+                measurements.evaluate, measurements.tune, measurements.bench, measurements.soak,
                 measurements.ingest_ceiling,
                 import_export.import_rows, import_export.export, versioning.rebuild,
                 versioning.promote, versioning.rollback, versioning.versions_group,

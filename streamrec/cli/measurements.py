@@ -1,4 +1,4 @@
-"""Commands that measure: the A/B report, offline evaluation, bench and soak."""
+"""Commands that measure: the A/B report, offline evaluation, tuning, bench and soak."""
 
 from __future__ import annotations
 
@@ -81,6 +81,53 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
         raise click.ClickException(str(error)) from None
     click.echo(evaluation.markdown(report))
     click.echo(f"written: {output_dir / 'evaluation.md'}, evaluation.json, evaluation.png")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "data_format", type=click.Choice(["ratings.csv", "u.data", "jsonl"]),
+              default=None, help="Default: from the file name.")
+@click.option("--budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to spend; the current settings are replayed whatever it is.")
+@click.option("--fraction", default=0.7, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of the events (the earliest) to choose on; the rest scores the "
+                   "choice.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1),
+              help="Settings carried on through the rest of the file.")
+@click.option("--seed", default=0, show_default=True, help="Order in which settings are tried.")
+@click.option("--limit", type=int, default=None, help="Only the first N events (by time).")
+def tune(path: Path, data_format: str | None, budget: float, fraction: float, k: int,
+         top: int, seed: int, limit: int | None) -> None:
+    """Choose half-lives, window and hybrid blend for a file of events by prequential
+    replay: chosen on its first --fraction, scored on the rest."""
+    from tqdm import tqdm
+
+    from streamrec.data.datasets import DatasetError
+    from streamrec.measure import tune as tuning
+
+    settings = get_settings()
+    try:
+        events, documents = tuning.read(path, data_format, settings, limit)
+    except (DatasetError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    with tqdm(unit="event", desc="tune") as bar:
+        def total(n: int) -> None:
+            bar.total = max(n, bar.n)
+            bar.refresh()
+
+        result = tuning.tune(events, documents, settings, budget, fraction, k, top, seed,
+                             progress=bar.update, total=total)
+    tried = len(result.trials)
+    click.echo(f"{tried} learning settings (of a grid of {tuning.LEARNING_GRID}) replayed over "
+               f"the first {result.prefix_events:,} events, {len(tuning.BLENDS) + 4} lists "
+               f"each; the best {min(top, tried - 1)} and the current ones over the last "
+               f"{result.rest_events:,}; {result.seconds:.0f} s.\n")
+    click.echo(tuning.table(result))
+    click.echo("\nBest on the first events; to use it:\n")
+    for name, value in tuning.best_settings(result).items():
+        click.echo(f"{name}={value}")
 
 
 def _names(text: str) -> list[str]:

@@ -60,14 +60,33 @@ def api(workers: int) -> None:
                    "click what their hidden tastes like.")
 @click.option("--loop-rate", default=20.0, show_default=True, help="Loop requests per second.")
 @click.option("--placement", default="home", show_default=True, help="Placement the loop asks.")
+@click.option("--to-file", "to_file", default=None, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write --events events of --regime to this JSON Lines file instead of "
+                   "Kafka: a dataset for `streamrec evaluate` and `streamrec tune`.")
+@click.option("--regime", default="stable", show_default=True,
+              type=click.Choice(["stable", "sessions", "trending", "longtail"]),
+              help="With --to-file: stable tastes, sessions, trending news or a long-tail "
+                   "shop (docs/evaluation.md).")
 def simulate(
     rate: float, count: int | None, users: int, items: int, categories: int, seed: int,
-    loop_api: str | None, loop_rate: float, placement: str,
+    loop_api: str | None, loop_rate: float, placement: str, to_file: Path | None,
+    regime: str,
 ) -> None:
-    """Produce a synthetic event stream (and its item catalog) into Kafka."""
+    """Produce a synthetic event stream (and its item catalog) into Kafka, or a dataset
+    into a file (--to-file)."""
     import threading
 
-    from streamrec.sim.simulator import Simulation
+    from streamrec.sim.simulator import Simulation, synthetic
+
+    if to_file is not None:
+        if count is None:
+            raise click.UsageError("--to-file needs --events")
+        with to_file.open("wb") as file:
+            for event in synthetic(regime, count, seed):
+                file.write(orjson.dumps(event) + b"\n")
+        click.echo(f"simulate: wrote {count} {regime} events to {to_file}")
+        return
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
     if loop_api:

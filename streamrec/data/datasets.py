@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,23 +56,41 @@ def _ratings_csv(path: Path) -> Iterator[RawEvent]:
         if missing:
             raise DatasetError(f"{path}: header lacks {sorted(missing)}")
         for line, row in enumerate(reader, start=2):
-            try:
-                yield RawEvent(row["userId"], row["movieId"], "rating",
-                               float(row["timestamp"]), float(row["rating"]))
-            except (TypeError, ValueError) as error:
-                raise DatasetError(f"{path}:{line}: {error}") from None
+            if None in row or None in row.values():  # too many fields, or too few
+                raise DatasetError(f"{path}:{line}: expected the header's "
+                                   f"{len(reader.fieldnames or ())} comma-separated fields")
+            yield RawEvent(_id(path, line, "userId", row["userId"]),
+                           _id(path, line, "movieId", row["movieId"]), "rating",
+                           _number(path, line, "timestamp", row["timestamp"]),
+                           _number(path, line, "rating", row["rating"]))
+
+
+def _id(path: Path, line: int, field: str, text: str) -> str:
+    if not text.strip():
+        raise DatasetError(f"{path}:{line}: {field}: empty")
+    return text
+
+
+def _number(path: Path, line: int, field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: {field}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{path}:{line}: {field}: {text!r} is not a finite number")
+    return value
 
 
 def _u_data(path: Path) -> Iterator[RawEvent]:
     with path.open() as file:
         for line, text in enumerate(file, start=1):
-            parts = text.split("\t")
+            parts = text.rstrip("\r\n").split("\t")
             if len(parts) != 4:
-                raise DatasetError(f"{path}:{line}: expected 4 tab-separated fields")
-            try:
-                yield RawEvent(parts[0], parts[1], "rating", float(parts[3]), float(parts[2]))
-            except ValueError as error:
-                raise DatasetError(f"{path}:{line}: {error}") from None
+                raise DatasetError(f"{path}:{line}: expected 4 tab-separated fields "
+                                   f"(user, item, rating, timestamp), got {len(parts)}")
+            yield RawEvent(_id(path, line, "user", parts[0]), _id(path, line, "item", parts[1]),
+                           "rating", _number(path, line, "timestamp", parts[3]),
+                           _number(path, line, "rating", parts[2]))
 
 
 def _jsonl(path: Path, weights: EventWeights) -> Iterator[RawEvent]:

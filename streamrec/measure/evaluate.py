@@ -12,7 +12,7 @@ from tqdm import tqdm
 from recommender.base import Interaction
 from recommender.baselines import PeriodicEASE, RiverFunkMF
 from recommender.engine import MODELS, Engine
-from recommender.evaluation import EngineModel, Report, prequential
+from recommender.evaluation import EngineModels, Report, prequential
 from recommender.store import InMemoryStore
 from streamrec.data.datasets import read
 from streamrec.settings import Settings
@@ -55,7 +55,8 @@ def build(models: list[str], baselines: list[str], settings: Settings,
     store = InMemoryStore(seed=settings.seed)
     store.put_items(documents)  # the catalog exists before anyone rates it
     engine = Engine(store, config)
-    built = {name: EngineModel(engine, name, learns=(n == 0)) for n, name in enumerate(models)}
+    group = EngineModels(engine, models)
+    built = {name: group.model(name) for name in models}
     for name in baselines:
         if name == "ease-daily":
             built[name] = PeriodicEASE(retrain_every=retrain_every)

@@ -141,3 +141,128 @@ class Simulation:
                     return
                 produced += 1
                 yield event
+
+
+# Synthetic datasets for `streamrec evaluate` and `streamrec tune`: each regime stresses
+# what a different kind of deployment needs, so that defaults are not fitted to one file.
+REGIMES = {
+    "stable": "long-term tastes: users keep 1-3 favourite categories for the whole run; "
+              "sessions browse one of them by popularity (a catalogue shop, films)",
+    "sessions": "sessions: each visit explores one small theme of related items, chosen "
+                "mostly at random, so what a user does now says more than their past",
+    "trending": "news: new items arrive all the time and interest in each halves every "
+                "six hours; readers follow their topics among what is fresh",
+    "longtail": "long-tail shop: a large catalogue with a flat popularity curve, niche "
+                "tastes, few events per user",
+}
+
+
+def synthetic(regime: str, events: int, seed: int = 42, start: float = 1_700_000_000.0
+              ) -> Iterator[dict]:
+    """``events`` interaction events of a regime (:data:`REGIMES`), in time order, as
+    event documents (``user_id``, ``item_id``, ``event_type``, ``timestamp``).
+
+    >>> first = list(synthetic("trending", 5, seed=1))
+    >>> len(first), sorted(first[0])
+    (5, ['event_type', 'item_id', 'timestamp', 'user_id'])
+    >>> [e["timestamp"] for e in first] == sorted(e["timestamp"] for e in first)
+    True
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime: {regime!r} is not one of {sorted(REGIMES)}")
+    rng = np.random.default_rng(seed)
+    if regime == "stable":
+        sessions = Simulation(users=2000, items=5000, categories=20, seed=seed).sessions(start)
+    elif regime == "sessions":
+        sessions = _theme_sessions(rng, start)
+    elif regime == "trending":
+        sessions = _news_sessions(rng, start)
+    else:
+        sessions = _longtail_sessions(rng, start)
+    produced = 0
+    for session in sessions:
+        for event in session:
+            if produced >= events:
+                return
+            produced += 1
+            yield event
+
+
+def _funnel(rng: np.random.Generator, user: str, item: str, now: float,
+            gap: float = 5.0) -> tuple[list[dict], float]:
+    """A view of ``item`` and whatever of the funnel (click, cart, purchase) follows."""
+    out = []
+    for event_type, probability in SESSION_FUNNEL:
+        if rng.random() >= probability:
+            break
+        now += float(rng.exponential(gap))
+        out.append({"user_id": user, "item_id": item, "event_type": event_type,
+                    "timestamp": round(now, 3)})
+    return out, now
+
+
+def _theme_sessions(rng: np.random.Generator, start: float) -> Iterator[list[dict]]:
+    users, themes, size = 5000, 400, 15
+    members = rng.permutation(themes * size).reshape(themes, size)
+    liked = [rng.choice(themes, size=3, replace=False) for _ in range(users)]
+    now = start
+    while True:
+        user = int(rng.integers(users))
+        theme = int(rng.choice(liked[user])) if rng.random() < 0.3 else int(
+            rng.integers(themes))
+        # Within a theme items follow one another (a series, a look, an outfit).
+        position = int(rng.integers(size))
+        session: list[dict] = []
+        now += float(rng.exponential(20.0))
+        for _ in range(int(rng.integers(2, 9))):
+            position = (position + int(rng.integers(1, 3))) % size
+            events, now = _funnel(rng, f"user-{user}", f"item-{members[theme, position]}", now)
+            session += events
+        yield session
+
+
+def _news_sessions(rng: np.random.Generator, start: float) -> Iterator[list[dict]]:
+    users, topics, per_hour, half_life = 3000, 12, 40, 6 * 3600.0
+    taste = rng.random((users, topics)) < 2 / topics  # about two topics each
+    # Stories for the whole run up front (a year at most), in publication order.
+    count = per_hour * 24 * 365
+    published = start - 86400.0 + np.cumsum(rng.exponential(3600.0 / per_hour, count))
+    topic = rng.integers(topics, size=count)
+    appeal = rng.pareto(2.0, count)  # a few stories take off
+    window = per_hour * 48  # two days of stories: older ones have faded to nothing
+    now = start
+    while True:
+        last = int(np.searchsorted(published, now, side="right"))
+        first = max(0, last - window)
+        user = int(rng.integers(users))
+        weights = (2.0 ** ((published[first:last] - now) / half_life) * appeal[first:last]
+                   * np.where(taste[user, topic[first:last]], 4.0, 1.0))
+        chosen = first + rng.choice(last - first, size=min(last - first, int(rng.integers(1, 6))),
+                                    replace=False, p=weights / weights.sum())
+        session: list[dict] = []
+        for item in chosen:
+            events, now = _funnel(rng, f"user-{user}", f"item-{item}", now, 20.0)
+            session += events
+        now += float(rng.exponential(8.0))
+        yield session
+
+
+def _longtail_sessions(rng: np.random.Generator, start: float) -> Iterator[list[dict]]:
+    users, items, niches = 20000, 20000, 400
+    niche_of = rng.integers(niches, size=items)
+    members = [np.flatnonzero(niche_of == niche) for niche in range(niches)]
+    weights = [1.0 / (rng.permutation(len(m)) + 1) ** 0.6 for m in members]
+    weights = [w / w.sum() for w in weights]
+    liked = [rng.choice(niches, size=2, replace=False) for _ in range(users)]
+    now = start
+    while True:
+        user = int(rng.integers(users))
+        niche = int(rng.choice(liked[user])) if rng.random() < 0.8 else int(
+            rng.integers(niches))
+        session: list[dict] = []
+        now += float(rng.exponential(30.0))
+        for _ in range(int(rng.integers(1, 5))):
+            item = int(rng.choice(members[niche], p=weights[niche]))
+            events, now = _funnel(rng, f"user-{user}", f"item-{item}", now)
+            session += events
+        yield session

@@ -12,6 +12,9 @@ EVENT_TYPE_SEPARATOR = "\x1f"
 # How APPLY's error for a NaN or an infinity it computed begins (RedisStore raises
 # NonFiniteError with the rest: the key and member).
 NON_FINITE = "streamrec non-finite:"
+# Fields of the stats hash holding the hybrid's tally of its sources ("blend:trials",
+# "blend:hits:mf" ...; recommender.blend).
+BLEND_FIELD = "blend:"
 
 # KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
@@ -59,14 +62,16 @@ end
 -- text. A rescale multiplies every member natively (ZUNIONSTORE of the key alone with a
 -- weight: the same IEEE product, 2-3 times faster than a loop here over a large key).
 local decayed = {}
-local function decays(key, field, flat, trim)
+-- Popularity keys (popular = true) decay at their own half-life.
+local function decays(key, field, flat, trim, popular)
   if #flat > 0 then
-    decayed[#decayed + 1] = {key = key, field = field, flat = flat, trim = trim}
+    decayed[#decayed + 1] = {key = key, field = field, flat = flat, trim = trim,
+                             popular = popular}
   end
 end
-decays(k.pop, p.lf.pop, p.pop, false)
+decays(k.pop, p.lf.pop, p.pop, false, true)
 for n = 1, #p.popcat, 2 do
-  decays(k.popcat .. p.popcat[n], p.lf.popcat .. p.popcat[n], p.popcat[n + 1], false)
+  decays(k.popcat .. p.popcat[n], p.lf.popcat .. p.popcat[n], p.popcat[n + 1], false, true)
 end
 decays(k.cnt, p.lf.cnt, p.cnt, false)
 for n = 1, #p.pairs, 2 do
@@ -75,8 +80,7 @@ end
 local moved = {}  -- landmark fields and values that change
 if #decayed > 0 then
   local d = p.decay
-  local reference, half_life = d.reference, d.half_life
-  local limit = d.rescale_half_lives * half_life
+  local reference = d.reference
   local fields = {}
   for n, key in ipairs(decayed) do fields[n] = key.field end
   local stored = {}
@@ -86,6 +90,8 @@ if #decayed > 0 then
     for m = 1, #found do stored[start + m - 1] = found[m] end
   end
   for n, key in ipairs(decayed) do
+    local half_life = key.popular and d.popularity_half_life or d.half_life
+    local limit = d.rescale_half_lives * half_life
     local landmark = stored[n] and tonumber(stored[n])
     local changed = not landmark
     if changed then
@@ -234,8 +240,11 @@ for start = 1, #p.mfchg, CHUNK do
 end
 for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end
+for n = 1, #p.blend, 2 do
+  redis.call('HINCRBY', k.stats, '@BLEND@' .. p.blend[n], p.blend[n + 1])
+end
 return 1
-""".replace("@NON_FINITE@", NON_FINITE)
+""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
 # prefix, a limit, then user ids. Returns JSON: per user, a flat

@@ -90,7 +90,8 @@ def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
     share."""
     return StateUpdate(history_length=update.history_length,
                        max_neighbours=update.max_neighbours, reference=update.reference,
-                       half_life=update.half_life, epoch=update.epoch, **fields)
+                       half_life=update.half_life, epoch=update.epoch,
+                       popularity_half_life=update.popularity_half_life, **fields)
 
 
 def _landmark(raw: bytes | None) -> float | None:
@@ -118,7 +119,9 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
                                             for item, types in items.items()}))],
         # The frame of the decayed increments and the rule's constants
         # (recommender.decay.renormalise, mirrored by the script).
+        "blend": _flat(update.blend),
         "decay": {"reference": update.reference, "half_life": update.half_life,
+                  "popularity_half_life": update.popularity_half_life or update.half_life,
                   "epoch": update.epoch, "rescale_half_lives": RESCALE_HALF_LIVES}
         if update.has_decayed() else {},
         "lf": _LANDMARK_FIELDS,
@@ -293,8 +296,8 @@ class RedisStore:
                 self._call(group, self._group_key_prefixes[group],
                            _payload(part) | {"mfchg": []}, offsets, 0, part.user_factors,
                            part.item_factors)
-        self._call(None, self._key_prefixes, _payload(_part(update)), offsets, update.events,
-                   {}, {})
+        self._call(None, self._key_prefixes, _payload(_part(update, blend=update.blend)),
+                   offsets, update.events, {}, {})
 
     def _call(self, group: str | None, prefixes: Mapping[str, str], payload: dict[str, Any],
               offsets: list[Any], events: int, user_factors: Mapping[str, np.ndarray],
@@ -576,6 +579,12 @@ class RedisStore:
 
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)
+
+    def blend_tally(self) -> dict[str, int]:
+        found = self.client.hgetall(self.key(keys.STATS))
+        mark = redis_scripts.BLEND_FIELD.encode()
+        return {field[len(mark):].decode(): int(value) for field, value in found.items()
+                if field.startswith(mark)}
 
     def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
         names = list(partitions)

@@ -89,3 +89,19 @@ def test_popular_ranks_by_decayed_weight():
     events += [Interaction(f"u{n}", "new", NOW - 60, 1.0, "view") for n in range(3)]
     ranked = [item for item, _ in _engine(events, half_life=86400.0).popular(2, NOW)]
     assert ranked == ["new", "old"]  # a month at a 1-day half-life outweighs 8x the weight
+
+
+def test_popularity_forgets_at_its_own_half_life_and_co_occurrence_at_its_own():
+    day = 86400.0
+    engine = Engine(InMemoryStore(), EngineConfig(mf_dim=8, half_life=3650 * day,
+                                                  popularity_half_life=day))
+    engine.learn_many([Interaction("u", "old", NOW - 2 * day, 1.0, "view"),
+                       Interaction("u", "new", NOW - 2 * day + 1, 1.0, "view")])
+    engine.learn_many([Interaction("v", "new", NOW, 1.0, "view")])
+    popular = dict(engine.popular(2, NOW))
+    # two days are two popularity half-lives: the older view of "new" counts a quarter
+    assert popular["old"] == pytest.approx(0.25, rel=1e-6)
+    assert popular["new"] == pytest.approx(1.25, rel=1e-5)
+    # the pair learned two days ago has barely faded at a 10-year half-life
+    similar = dict(engine.similar("old", 1, NOW))
+    assert similar["new"] == pytest.approx(1 / 2 ** 0.5 * 2 ** (-2 / 3650), rel=1e-3)
