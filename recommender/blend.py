@@ -117,6 +117,21 @@ class Tally:
         return best if self.rate(best) > self.rate(HYBRID) else HYBRID
 
 
+def forget(counts: Mapping[str, int], memory: int) -> dict[str, int]:
+    """The tally after its write: every count halved (rounding down) once the trials reach
+    ``2 * memory`` (0: never), so old trials weigh less and the leader the tally finds is
+    the current one. The Redis APPLY script does the same.
+
+    >>> forget({"trials": 10, "hits:mf": 5}, 5), forget({"trials": 9, "hits:mf": 5}, 5)
+    ({'trials': 5, 'hits:mf': 2}, {'trials': 9, 'hits:mf': 5})
+    >>> forget({"trials": 10**9}, 0)
+    {'trials': 1000000000}
+    """
+    if memory > 0 and counts.get(TRIALS, 0) >= 2 * memory:
+        return {name: count // 2 for name, count in counts.items()}
+    return dict(counts)
+
+
 def count_hits(tops: Mapping[str, Sequence[ItemId]], item: ItemId) -> dict[str, int]:
     """One trial: which sources had ``item`` among their top :data:`TALLY_K`.
 

@@ -120,6 +120,7 @@ class Engine:
             epoch=self.config.epoch,
             popularity_half_life=self.config.popularity_half_life,
             blend=blend,
+            blend_memory=self.config.hybrid_learning_memory,
         )
         self.store.apply(update)
         self._recent_reads.clear()

@@ -126,6 +126,12 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    "every source for the blend's tally (0: none).", ge=0, le=1),
     Hyperparameter("hybrid_learning_sample", int, 8, "Most events a batch tries for the "
                    "tally.", ge=0),
+    # The tally forgets: once it holds twice this many trials every count is halved, so it
+    # weighs roughly the last hybrid_learning_memory to twice that many trials and follows a
+    # stream whose best source changes (a long log, a shop whose season turns).
+    Hyperparameter("hybrid_learning_memory", int, 5000, "Trials the blend's tally remembers "
+                   "(it halves its counts when it holds twice as many; 0: never forgets).",
+                   ge=0),
     Hyperparameter("hybrid_learning_exponent", float, 2.0, "How sharply the weights follow "
                    "the sources' hit rates (0: configured weights alone).", ge=0, le=100),
     # Most candidates one list screens (withdrawn items, filters) before it answers with

@@ -20,6 +20,7 @@ import numpy as np
 
 from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
+from recommender.blend import forget
 from recommender.decay import LEGACY_EPOCH, Decayed, Renormalisation, renormalise
 
 # User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
@@ -78,6 +79,9 @@ class StateUpdate:
     # Counts added to the hybrid's tally of its sources (recommender.blend): "trials" and
     # "hits:<source>".
     blend: Mapping[str, int] = field(default_factory=dict)
+    # The tally halves every count (rounding down) once its trials reach twice this (0:
+    # never): recommender.blend.forget.
+    blend_memory: int = 0
 
     def has_decayed(self) -> bool:
         return bool(self.popularity or self.category_popularity or self.item_counts
@@ -489,6 +493,8 @@ class InMemoryStore:
         self._offsets.update(update.offsets)
         for name, count in update.blend.items():
             self._blend[name] = self._blend.get(name, 0) + count
+        if update.blend:
+            self._blend = forget(self._blend, update.blend_memory)
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int
                    ) -> dict[ItemId, Decayed[list[Scored]]]:

@@ -45,6 +45,17 @@ class StoreContract:
         assert store.blend_tally() == {"trials": 5, "hits:mf": 3, "hits:popular": 1}
         assert store.events_applied() == 5
 
+    def test_blend_tally_forgets_at_twice_its_memory(self, store):
+        # 9 trials with a memory of 5: kept; the 10th reaches 2 x 5: every count halves,
+        # rounding down, on both stores alike.
+        store.apply(update(blend={"trials": 9, "hits:mf": 7, "hits:hybrid": 3},
+                           blend_memory=5, events=9))
+        assert store.blend_tally() == {"trials": 9, "hits:mf": 7, "hits:hybrid": 3}
+        store.apply(update(blend={"trials": 1, "hits:mf": 1}, blend_memory=5, events=1))
+        assert store.blend_tally() == {"trials": 5, "hits:mf": 4, "hits:hybrid": 1}
+        store.apply(update(blend={"trials": 3}, blend_memory=0, events=3))  # 0: never
+        assert store.blend_tally() == {"trials": 8, "hits:mf": 4, "hits:hybrid": 1}
+
     def test_ties_follow_sorted_set_order(self, store):
         store.apply(update(popularity={"a": 1.0, "c": 1.0, "b": 1.0}))
         assert [item for item, _ in store.popular(3).scores] == ["c", "b", "a"]

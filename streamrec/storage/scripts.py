@@ -243,6 +243,18 @@ if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) 
 for n = 1, #p.blend, 2 do
   redis.call('HINCRBY', k.stats, '@BLEND@' .. p.blend[n], p.blend[n + 1])
 end
+-- The tally forgets (recommender.blend.forget): at twice its memory, every count halves.
+if #p.blend > 0 and p.blend_memory > 0 then
+  local trials = tonumber(redis.call('HGET', k.stats, '@BLEND@trials') or '0')
+  if trials >= 2 * p.blend_memory then
+    local found = redis.call('HGETALL', k.stats)
+    for n = 1, #found, 2 do
+      if string.sub(found[n], 1, #'@BLEND@') == '@BLEND@' then
+        redis.call('HSET', k.stats, found[n], math.floor(tonumber(found[n + 1]) / 2))
+      end
+    end
+  end
+end
 return 1
 """.replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD)
 

@@ -120,6 +120,7 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         # The frame of the decayed increments and the rule's constants
         # (recommender.decay.renormalise, mirrored by the script).
         "blend": _flat(update.blend),
+        "blend_memory": update.blend_memory,
         "decay": {"reference": update.reference, "half_life": update.half_life,
                   "popularity_half_life": update.popularity_half_life or update.half_life,
                   "epoch": update.epoch, "rescale_half_lives": RESCALE_HALF_LIVES}
@@ -296,8 +297,8 @@ class RedisStore:
                 self._call(group, self._group_key_prefixes[group],
                            _payload(part) | {"mfchg": []}, offsets, 0, part.user_factors,
                            part.item_factors)
-        self._call(None, self._key_prefixes, _payload(_part(update, blend=update.blend)),
-                   offsets, update.events, {}, {})
+        tally = _part(update, blend=update.blend, blend_memory=update.blend_memory)
+        self._call(None, self._key_prefixes, _payload(tally), offsets, update.events, {}, {})
 
     def _call(self, group: str | None, prefixes: Mapping[str, str], payload: dict[str, Any],
               offsets: list[Any], events: int, user_factors: Mapping[str, np.ndarray],
