@@ -122,6 +122,7 @@ def test_killed_worker_ends_with_the_state_of_an_uninterrupted_one(services, wor
         names = _names(run)
         envs[label] = dict(worker_env, STREAMREC_MAX_NEIGHBOURS="1000000",
                            STREAMREC_DECAY_HALF_LIFE_SECONDS=str(HALF_LIFE),
+                           STREAMREC_POPULARITY_HALF_LIFE_SECONDS=str(HALF_LIFE),
                            STREAMREC_REDIS_URL=layout["url"],
                            STREAMREC_REDIS_CLUSTER=str(layout["cluster"]).lower(),
                            STREAMREC_SESSION_TIMEOUT_SECONDS="6",
