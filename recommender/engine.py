@@ -22,6 +22,7 @@ from recommender.decay import Decayed, ForwardDecay
 from recommender.filters import BoundFilter
 from recommender.hyperparameters import EngineConfig
 from recommender.mf import ItemFactorIndex, OnlineBPR
+from recommender.once import Claim
 from recommender.popularity import DecayedPopularity
 from recommender.screening import Screen
 from recommender.store import StateStore, StateUpdate, top
@@ -86,11 +87,15 @@ class Engine:
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
-        events: int | None = None,
+        events: int | None = None, claims: Sequence[Claim] = (), duplicates: int = 0,
     ) -> StateUpdate:
         """Apply a batch, in order, as one atomic store update, together with the source
         ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
-        counts the batch's events when some of them were applied already."""
+        counts the batch's events when some of them were applied already.
+
+        ``claims`` are the batch's event ids (:mod:`recommender.once`): the store raises
+        :class:`~recommender.once.DuplicateEvents`, having written nothing, when one repeats
+        an id; ``duplicates`` counts the records already left out as such."""
         blend = self._try_sources(interactions)  # on the state before the batch
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
@@ -121,6 +126,8 @@ class Engine:
             popularity_half_life=self.config.popularity_half_life,
             blend=blend,
             blend_memory=self.config.hybrid_learning_memory,
+            claims=claims,
+            duplicates=duplicates,
         )
         self.store.apply(update)
         self._recent_reads.clear()

@@ -88,6 +88,11 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # clock, the broker's append time, the import): a clock far ahead cannot make one event
     # outweigh years of real ones.
     max_event_time_skew_seconds: float = Field(default=300.0, ge=0)
+    # Idempotent ingest (recommender.once): an event_id applied once is not applied again
+    # when it comes back within this much reception time (the Kafka record's append time,
+    # not the event's own time, which may be years old or ahead). Ids are kept in day
+    # buckets: memory holds between this and a day more of ids.
+    dedup_window_seconds: float = Field(default=7 * 86_400.0, gt=0)
 
     # Models (their hyperparameters are fields too, from recommender.hyperparameters)
     default_model: str = "hybrid"

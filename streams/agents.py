@@ -128,15 +128,19 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
             if main_worker:  # a version's worker sees the same rejects: one dead letter each
                 await send_to_dead_letters(decoded.rejected)
             started = time.perf_counter()
-            await steadily(batches.learn, batch)
+            repeated = await steadily(batches.learn, batch)
             log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                       1000 * (time.perf_counter() - started))
             if decoded.interactions:
                 await steadily(parts.ops.record_freshness,
                                freshness_samples(events, time.time()))
+            if repeated:
+                log.info("left out %d record(s) repeating an event id", len(repeated))
             if decoded.feedback and main_worker:
+                # A record left out as a repeat earns nothing either.
                 credited = [(f.recommendation_id, f.user_id, f.item_id, f.event_type,
-                             f.timestamp, f.received) for f in decoded.feedback]
+                             f.timestamp, f.received) for f in decoded.feedback
+                            if f.position not in repeated]
                 await steadily(attributor.credit_many, credited, time.time())
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)

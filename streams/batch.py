@@ -56,9 +56,11 @@ class EventBatches:
                          now=time.time() if now is None else now)
         return Batch(fresh, offsets, decode(fresh), len(records) - len(fresh), decode)
 
-    def learn(self, batch: Batch) -> None:
+    def learn(self, batch: Batch) -> frozenset[str]:
         """Learn the batch's events and write them with its offsets, unless an earlier
-        attempt did (a reply lost with the connection, a crash in the middle)."""
-        if batch.offsets:
-            learn_once(self.engine, self.store, batch.decode, batch.records,
-                       batch.decoded.interactions, batch.offsets)
+        attempt did (a reply lost with the connection, a crash in the middle). Returns
+        the positions of the records left out for repeating an event id."""
+        if not batch.offsets:
+            return frozenset()
+        return learn_once(self.engine, self.store, batch.decode, batch.records,
+                          batch.decoded.interactions, batch.offsets, batch.decoded.claims)
