@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
         shutdown.bound_signals()
         wiring = Wiring.connect(settings)
-        producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
+        producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds,
+                                 settings.impression_buffer)
         producer.start()
         app.state.settings = settings
         app.state.api_keys = api_keys

@@ -117,6 +117,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Impressions waiting for Kafka per API process (api/impressions.py): while this many
+    # wait, GET /recommendations answers 503 rather than serve lists it could not record.
+    impression_buffer: int = Field(default=10_000, ge=1)
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413

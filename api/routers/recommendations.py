@@ -8,7 +8,7 @@ from typing import Annotated
 
 import orjson
 import redis
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import (
     AllocationDep,
@@ -86,6 +86,14 @@ async def recommendations(
     """
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
+    if producer.impressions.full():
+        # Back-pressure: a list whose impression could not be recorded would make its
+        # clicks count as no_impression; shed it like any overload.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"overloaded: {settings.impression_buffer} impressions waiting for Kafka "
+                   "(impression_buffer); retry later",
+            headers={"Retry-After": str(settings.retry_after_seconds)})
     choice = allocation.choose_for(placement, user_id, model)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
@@ -106,8 +114,8 @@ async def recommendations(
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement, name, result.model,
                             tuple(item for item, _ in result.items), now, allocated)
-    producer.send_soon(settings.impressions_topic, user_id.encode(),
-                       orjson.dumps(impression.to_dict()))
+    producer.impressions.send(settings.impressions_topic, user_id.encode(),
+                              orjson.dumps(impression.to_dict()))
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items), degraded=degraded,
