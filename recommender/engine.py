@@ -88,6 +88,7 @@ class Engine:
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
         events: int | None = None, claims: Sequence[Claim] = (), duplicates: int = 0,
+        waiting_feedback: Sequence[tuple[str, float]] = (),
     ) -> StateUpdate:
         """Apply a batch, in order, as one atomic store update, together with the source
         ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
@@ -95,7 +96,8 @@ class Engine:
 
         ``claims`` are the batch's event ids (:mod:`recommender.once`): the store raises
         :class:`~recommender.once.DuplicateEvents`, having written nothing, when one repeats
-        an id; ``duplicates`` counts the records already left out as such."""
+        an id; ``duplicates`` counts the records already left out as such.
+        ``waiting_feedback`` is written with the state (:class:`StateUpdate`)."""
         blend = self._try_sources(interactions)  # on the state before the batch
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
@@ -128,6 +130,7 @@ class Engine:
             blend_memory=self.config.hybrid_learning_memory,
             claims=claims,
             duplicates=duplicates,
+            waiting_feedback=waiting_feedback,
         )
         self.store.apply(update)
         self._recent_reads.clear()

@@ -88,6 +88,10 @@ class StateUpdate:
     claims: Sequence[Claim] = ()
     # Records of the batch left out as duplicates (counted with the state).
     duplicates: int = 0
+    # Feedback waiting for its impression (recommender.attribution.waiting_entry, give up
+    # at): kept with the state, so a crash after the batch loses none. A store without
+    # feedback (in memory) ignores it; Redis keeps an entry it has already (a replay) as is.
+    waiting_feedback: Sequence[tuple[str, float]] = ()
 
     def has_decayed(self) -> bool:
         return bool(self.popularity or self.category_popularity or self.item_counts

@@ -23,6 +23,9 @@ CREDITED = "att"  # STRING marker: (recommendation id, item, event type) credite
 REWARDED_LIST = "took"  # STRING marker: the list earned a reward already (expires)
 VARIANT_COUNTERS = "vstats"  # HASH "variant|counter" -> count, per placement
 OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
+# ZSET feedback event waiting for its impression (recommender.attribution.waiting_entry) ->
+# when it gives up (epoch seconds); written by the worker's APPLY with the batch's offsets.
+FEEDBACK_WAITING = "fbwait"
 PLACEMENTS = "placements"  # HASH placement -> JSON configuration (current version)
 PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)

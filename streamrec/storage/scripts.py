@@ -299,6 +299,14 @@ if claimed then
   end
   redis.call('ZREMRANGEBYSCORE', k.seenbk, '-inf', '(' .. oldest)
 end
+-- Feedback waiting for its impression (recommender.attribution): NX keeps a replayed
+-- entry's time to give up.
+if p.fbwait then
+  for start = 1, #p.fbwait, 2 * CHUNK do
+    redis.call('ZADD', k.fbwait, 'NX',
+               unpack(p.fbwait, start, math.min(start + 2 * CHUNK - 1, #p.fbwait)))
+  end
+end
 if p.duplicates and p.duplicates > 0 then
   redis.call('HINCRBY', k.stats, 'duplicates', p.duplicates)
 end

@@ -130,6 +130,8 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         "claims": [part for claim in update.claims
                    for part in (claim.event_id, claim.position, bucket(claim.received))],
         "duplicates": update.duplicates,
+        "fbwait": [part for entry, give_up in update.waiting_feedback
+                   for part in (give_up, entry)],
     }
 
 
@@ -171,7 +173,8 @@ class RedisStore:
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
              "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS),
              "lm": self.key(keys.LANDMARKS), "seen": self.key(keys.SEEN, ""),
-             "seenbk": self.key(keys.SEEN_BUCKETS)}
+             "seenbk": self.key(keys.SEEN_BUCKETS),
+             "fbwait": self.key(keys.FEEDBACK_WAITING)}
         self._group_key_prefixes = {
             group: {name: keys.key(tagged, kind, "")
                     for name, kind in _GROUP_SCRIPT_KINDS[group[0]]}
@@ -297,7 +300,8 @@ class RedisStore:
         for user, types in update.event_types.items():
             users[self.group("u", user)].event_types[user] = types  # type: ignore[index]
         overall = _part(update, popularity=update.popularity, item_counts=update.item_counts,
-                        category_popularity=update.category_popularity, claims=update.claims)
+                        category_popularity=update.category_popularity, claims=update.claims,
+                        waiting_feedback=update.waiting_feedback)
         self._call(GLOBAL, self._key_prefixes,
                    _payload(overall) | {"mfchg": list(update.item_factors)}, offsets, 0, {}, {})
         for groups in (items, users):
