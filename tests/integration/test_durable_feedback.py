@@ -21,6 +21,7 @@ from streamrec.storage import keys
 from streamrec.storage.feedback_store import RedisFeedback
 from streamrec.storage.state_store import RedisStore
 from tests.integration.test_crash_recovery import _names, _spawn
+from tests.integration.test_idempotent_ingest import _wait
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,6 @@ async def _send(bootstrap: str, topic: str, messages: list[dict]) -> None:
                                          key=message["user_id"].encode())
     finally:
         await producer.stop()
-
-
-def _wait(check, process, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert process.poll() is None, "the worker died"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_feedback_waiting_for_its_impression_survives_a_kill(services, worker_env, tmp_path):
