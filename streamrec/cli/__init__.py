@@ -16,10 +16,24 @@ import logging
 import click
 
 from streamrec.cli import import_export, measurements, roles, versioning
+from streamrec.cli.options import LOG_LEVELS, refuse_log_level
+from streamrec.settings import SettingsError, get_settings
 
 
-@click.group()
-@click.option("--log-level", default="info", show_default=True)
+class Commands(click.Group):
+    """The command group: a configuration refused anywhere below is one line (``Error:
+    STREAMREC_...: what is wrong``) and exit status 1, never a traceback."""
+
+    def invoke(self, context: click.Context):
+        try:
+            return super().invoke(context)
+        except SettingsError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=Commands)
+@click.option("--log-level", default="info", show_default=True, callback=refuse_log_level,
+              help=f"One of {', '.join(LOG_LEVELS)}.")
 def main(log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""
     from streamrec import logs
@@ -27,6 +41,8 @@ def main(log_level: str) -> None:
     logs.install()  # every role's log lines escape what came from outside
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Every command, a role or a tool, refuses a bad configuration before it starts.
+    get_settings()
 
 
 for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.report,
