@@ -68,3 +68,8 @@ def test_a_secret_is_named_but_never_shown():
                 {"STREAMREC_API_KEYS": f'{{"{SECRET[:8]}": "admin"}}'}):  # too short
         line = _one_line(_streamrec("api", **env))
         assert line.startswith("Error: STREAMREC_API_KEYS: ") and SECRET[:8] not in line
+
+
+def test_help_still_shows_whatever_the_environment_holds():
+    shown = _streamrec("worker", "--help", STREAMREC_API_PORT="eighty")
+    assert shown.returncode == 0 and "Usage: " in shown.stdout
