@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 import orjson
 
+from streamrec.cli.options import LOG_LEVELS, refuse_log_level
 from streamrec.settings import get_settings
 
 
 @click.command()
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error", "critical"]))
+              callback=refuse_log_level, help=f"One of {', '.join(LOG_LEVELS)}.")
 @click.option("--version", "state_version", default=None, metavar="NAME",
               help="Keep this model version up to date (built by `streamrec rebuild`) "
                    "instead of the main state.")
@@ -35,6 +36,7 @@ def api(workers: int) -> None:
     from streamrec.shutdown import ROLE_STOP_SECONDS
 
     settings = get_settings()
+    settings.load_api_keys()  # refused here in one line, not in each process's traceback
     # The app and its HTTP protocol by import string, as uvicorn takes them (each of
     # ``workers`` processes imports them itself): nothing under streamrec/ imports api/.
     # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
