@@ -348,6 +348,24 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
         await producer.stop()
 
 
+def shared_event_types(settings: Settings) -> set[str]:
+    """The event types every role accepts (:mod:`streamrec.storage.event_weights`), so an
+    imported row is accepted exactly when the API would accept it."""
+    import redis
+
+    from streamrec.wiring import Wiring
+
+    try:
+        wiring = Wiring.connect(settings)
+        try:
+            return set(wiring.read_event_types()())
+        finally:
+            wiring.close()
+    except redis.RedisError as error:
+        raise ImportFailed(f"Redis (STREAMREC_REDIS_URL), which holds the event types, is not "
+                           f"reachable ({error}); nothing was sent") from None
+
+
 def run(path: Path, kind: str, data_format: str | None, settings: Settings,
         rejects: Path | None = None, keep_rejected: int = 10, batch: int = 1000,
         show_progress: bool | None = None) -> ImportReport:
@@ -377,7 +395,8 @@ def run(path: Path, kind: str, data_format: str | None, settings: Settings,
             bar.set_postfix(sent=f"{report.sent:,}", rejected=f"{report.rejected:,}",
                             refresh=False)
 
-        outcomes = rows(file, data_format, kind, set(settings.event_weights),
+        event_types = shared_event_types(settings) if kind == "events" else set()
+        outcomes = rows(file, data_format, kind, event_types,
                         settings.max_event_time_skew_seconds, bar.update)
         started = time.monotonic()
         asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))

@@ -31,6 +31,9 @@ STATS = "stats"  # HASH counters written by the worker: events applied, "blend:*
 WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
+# HASH event type -> its weight: the types every role accepts (API, import, worker, rebuild),
+# seeded from STREAMREC_EVENT_WEIGHTS when absent, changed by the admin API or the CLI.
+EVENT_WEIGHTS = "evweights"
 APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
 # HASH decayed key's kind and id (landmark_field) -> its landmark, epoch seconds: a score S
 # of that key means the decayed value S * 2 ** ((landmark - now) / half-life). In the slot
