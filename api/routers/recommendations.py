@@ -41,8 +41,9 @@ def _items(scored) -> list[ScoredItem]:
 Placement = Annotated[str, Query(max_length=64, pattern=NAME_PATTERN,
                                  description="Where the list is shown (home, item_page ...).")]
 FilterUser = Annotated[Id | None, Query(
-    description="Whose interactions a filter's Interactions conditions read (the list "
-                "itself is not personalised).")]
+    description="Whose interactions and properties a filter's Interactions and Users "
+                "conditions read, and whose clicks the list's recommendation_id credits "
+                "(the list itself is not personalised).")]
 FILTERED_RESPONSES: dict[int | str, dict] = {503: {
     "description": "State store unreachable for a filtered list (an unfiltered one falls back "
                    f"to the last known popular items); {SHED}"}}
