@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from api.fallback import LastKnownPopular
 from api.named_filters import Filters, list_filter, similar_items_filter
@@ -34,7 +34,12 @@ async def _settings(request: Request) -> Settings:
 
 
 async def _weights(request: Request) -> EventWeights:
-    return request.app.state.weights
+    types = request.app.state.event_types
+    if not types.read:  # the settings' table may hold a type the worker's does not
+        settings = request.app.state.settings
+        raise HTTPException(503, detail="event types not read from Redis yet; nothing was "
+                            "accepted", headers={"Retry-After": str(settings.retry_after_seconds)})
+    return types.weights
 
 
 async def _allocation(request: Request) -> Allocation:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 import streamrec
 from api.errors import http_error, validation_failed
+from api.event_types import EventTypes
 from api.fallback import LastKnownPopular
 from api.limits import BodyLimit
 from api.metrics_hub import MetricsHub
@@ -28,6 +29,7 @@ from api.routers import (
     admin,
     catalog,
     docs,
+    event_types,
     events,
     filters,
     health,
@@ -100,7 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = wiring.engine()
         versions = ServingVersions(wiring, engine)
         app.state.versions = versions
-        app.state.weights = settings.weights()
+        shared_types = EventTypes(wiring.event_types(), settings)
+        app.state.event_types = shared_types
+        # Read before serving when Redis answers, so POST /events need not wait for the
+        # refresher; a Redis that is away leaves it to the refresher (503 meanwhile).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(shared_types.refresh)
         app.state.producer = producer
         allocation = wiring.allocation()
         app.state.allocation = allocation
@@ -125,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            settings.allocation_refresh_seconds)),
             asyncio.create_task(keep_fresh("filters", named_filters.refresh,
                                            settings.filter_refresh_seconds)),
+            asyncio.create_task(keep_fresh("event types", shared_types.refresh,
+                                           settings.event_types_refresh_seconds)),
             asyncio.create_task(hub.run()),
             asyncio.create_task(keep_fresh("last known popular items", fallback.refresh, 1.0)),
         ]
@@ -148,7 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /docs from vendored assets (api/routers/docs.py); ReDoc would load from a CDN.
         docs_url=None, redoc_url=None,
     )
-    for module in (recommendations, events, catalog, admin, filters, metrics, health, docs):
+    for module in (recommendations, events, catalog, admin, filters, event_types, metrics,
+                   health, docs):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(HTTPException, http_error)

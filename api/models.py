@@ -47,6 +47,8 @@ class RecommendationList(BaseModel):
 
 
 class ItemList(BaseModel):
+    recommendation_id: str = Field(description="Send it back with clicks and conversions "
+                                   "(credited to the route's placement, popular or similar).")
     items: list[ScoredItem]
     degraded: bool = False
 

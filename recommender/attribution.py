@@ -15,7 +15,12 @@ is refused), never earn one. ``skew`` forgives that much clock difference.
 
 Only lists whose variant the placement's allocation chose count for the placement's
 variants: a forced ``model=``, an unconfigured placement or a variant the placement does
-not have is recorded (so feedback on it is told apart) but credits nothing.
+not have is recorded (so feedback on it is told apart) but credits nothing. The lists of
+``GET /popular`` and ``GET /items/{id}/similar`` have no allocation: each route is a
+placement of its own with one variant (:data:`ROUTE_PLACEMENTS`), always counted, so a
+click on them is credited like one on a placement's list. Such a list asked for without a
+``user_id`` was shown to nobody in particular (``user_id`` None): any user's click on it
+counts.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ NOT_A_REWARD = "not_a_reward"
 NOT_ALLOCATED = "not_allocated"  # the list's variant was not the placement's choice
 BEFORE_IMPRESSION = "before_impression"  # claims to precede the list it names
 
+# The lists of routes without an allocation: route placement -> its one variant. The admin
+# API refuses placements of these names, so their counters never mix with a configured one.
+ROUTE_PLACEMENTS = {"popular": "popular", "similar": "similar"}
+
 CLOCK_SKEW = 60.0  # seconds of clock difference forgiven between list and event
 UNKNOWN_NAME_REFRESH = 0.1  # seconds between reads of the placements on unknown names
 
@@ -45,7 +54,7 @@ UNKNOWN_NAME_REFRESH = 0.1  # seconds between reads of the placements on unknown
 @dataclass(frozen=True)
 class Impression:
     recommendation_id: str
-    user_id: UserId
+    user_id: UserId | None  # None: a list asked for anonymously (/popular, /similar)
     placement: str
     variant: str
     model: str
@@ -105,6 +114,9 @@ def attribute(
     'before_impression'
     >>> attribute(shown, "bob", "cup", "click", 130.0, 131.0, 3600, {"click"})
     'other_user'
+    >>> anyone = Impression("r2", None, "popular", "popular", "popular", ("tea",), 100.0)
+    >>> attribute(anyone, "bob", "tea", "click", 130.0, 131.0, 3600, {"click"}).variant
+    'popular'
     """
     if event_type not in reward_types:
         return NOT_A_REWARD
@@ -112,7 +124,7 @@ def attribute(
         return NO_IMPRESSION
     if not impression.allocated:
         return NOT_ALLOCATED
-    if impression.user_id != user_id:
+    if impression.user_id is not None and impression.user_id != user_id:
         return OTHER_USER
     shown = impression.timestamp
     if min(timestamp, received) < shown - skew:
@@ -192,8 +204,11 @@ class Attributor:
         return self.store.record_impressions(counted, self.ttl)
 
     def _counts(self, impression: Impression) -> bool:
-        return impression.allocated and impression.variant in self._configured.get(
-            impression.placement, ())
+        if not impression.allocated:
+            return False
+        if impression.placement in ROUTE_PLACEMENTS:
+            return impression.variant == ROUTE_PLACEMENTS[impression.placement]
+        return impression.variant in self._configured.get(impression.placement, ())
 
     def _read_configured(self, now: float) -> None:
         self._configured = {

@@ -478,9 +478,13 @@ class Engine:
         judging at most ``max_screened_candidates`` items in all.
 
         Each round reads the candidates' withdrawal times (and with a filter on Items their
-        documents) in one round trip; the user's event types are read once, if needed.
+        documents) in one round trip; the user's event types are read once, if needed, and
+        so is their document for a filter on ``Users``.
         """
-        keep = None if item_filter is None else item_filter.predicate(current)
+        user = None
+        if item_filter is not None and item_filter.filter.uses_users and user_id is not None:
+            user = self.store.get_user(user_id)
+        keep = None if item_filter is None else item_filter.predicate(current, user)
         documents = item_filter is not None and item_filter.filter.uses_items
         wants_types = item_filter is not None and item_filter.filter.uses_interactions
         event_types: dict[ItemId, frozenset[str]] | None = None

@@ -2,8 +2,8 @@
 to ``$PARAMETERS`` per request, evaluated against item documents and the user's
 interactions.
 
-Grammar (keywords and the names ``Items``, ``Interactions``, ``CurrentItem`` and
-``ItemID`` in any case; property names exactly as stored)::
+Grammar (keywords and the names ``Items``, ``Users``, ``Interactions``, ``CurrentItem``
+and ``ItemID`` in any case; property names exactly as stored)::
 
     filter     := ("INCLUDE" | "EXCLUDE") "ItemID" "WHERE" or
     or         := and ("OR" and)*
@@ -11,9 +11,10 @@ Grammar (keywords and the names ``Items``, ``Interactions``, ``CurrentItem`` and
     primary    := "(" or ")" | condition
     condition  := field operator value
                 | field ["NOT"] "IN" "(" value ("," value)* ")"
-    field      := "Items." name | "Interactions.event_type"
+    field      := "Items." name | "Users." name | "Interactions.event_type"
     operator   := "=" | "!=" | "<" | "<=" | ">" | ">="
     value      := string | number | "true" | "false" | "$"NAME | "CurrentItem." name
+                | "Users." name
     name       := letters, digits, "_" and "-" | a string (any stored key)
 
 Strings are double-quoted (``\\"`` and ``\\\\`` escape). ``Items.<name>`` reads ``item_id``,
@@ -23,6 +24,12 @@ of ``properties``. A list (``categories``) matches ``=`` and ``IN`` when any ele
 false, as SQL's NULL does; so does a value that cannot be compared with it. Values compare
 across types where the meaning is plain: ``"20"`` equals ``20``, ``"true"`` equals ``true``,
 an RFC 3339 date-time equals its epoch seconds.
+
+``Users.<name>`` is a property of the user the list is for (``user_id``, then any key of
+the user's ``properties``, ``PUT /users/{user_id}``): as a field, a condition on the user,
+the same for every item (``Users.age >= 18``); as a value, the user's values
+(``Items.genres IN (Users.favorite_genres)``). A list without a user, or a user without
+the property, makes every comparison with it false.
 
 ``Interactions.event_type`` is the set of event types the user had with the item (none:
 every comparison is false). ``CurrentItem.<name>`` is a property of the item whose similar
@@ -38,6 +45,14 @@ Examples
 >>> cheap = parse("INCLUDE ItemID WHERE Items.price < $MAX_PRICE AND Items.available = true")
 >>> keep = cheap.bind({"MAX_PRICE": "20"}).predicate()
 >>> keep({"item_id": "a", "price": 12.5}, ()), keep({"item_id": "b", "price": 30}, ())
+(True, False)
+>>> adults = parse('EXCLUDE ItemID WHERE Items.rating = "R" AND Users.age < 18')
+>>> keep = adults.bind().predicate(user={"user_id": "ann", "properties": {"age": 12}})
+>>> keep({"item_id": "a", "properties": {"rating": "R"}}, ()), keep({"item_id": "b"}, ())
+(False, True)
+>>> likes = parse("INCLUDE ItemID WHERE Items.categories IN (Users.genres)")
+>>> keep = likes.bind().predicate(user={"user_id": "bob", "properties": {"genres": ["Jazz"]}})
+>>> keep({"item_id": "a", "categories": ["Jazz"]}, ()), keep({"item_id": "b"}, ())
 (True, False)
 >>> parse("INCLUDE ItemID WHERE Items.price <")
 Traceback (most recent call last):
@@ -187,14 +202,14 @@ def _string(expression: str, start: int) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Operand:
-    kind: str  # literal, parameter, current
-    value: Any  # the literal, the parameter's name, or the current item's property
+    kind: str  # literal, parameter, current, user
+    value: Any  # the literal, the parameter's name, the current item's or user's property
     position: int
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    source: str  # Items or Interactions
+    source: str  # Items, Users or Interactions
     name: str
     operator: str  # one of COMPARISONS, IN, NOT IN
     operands: tuple[Operand, ...]
@@ -315,8 +330,8 @@ class _Parser:
 
     def field(self, after: str) -> tuple[str, str]:
         token = self.token
-        if self.keyword(token, "ITEMS", "INTERACTIONS"):
-            source = "Items" if token.text.upper() == "ITEMS" else "Interactions"
+        if self.keyword(token, "ITEMS", "USERS", "INTERACTIONS"):
+            source = _SOURCES[token.text.upper()]
             self.advance()
             name = self.property_name(source)
             if source == "Interactions" and name.lower() != "event_type":
@@ -326,7 +341,7 @@ class _Parser:
         if self.keyword(token, "CURRENTITEM"):
             raise FilterError("filter: CurrentItem goes on the right of a condition "
                               "(Items.categories IN (CurrentItem.categories))", token.position)
-        self.fail("a condition (Items.<name> or Interactions.event_type)", after)
+        self.fail("a condition (Items.<name>, Users.<name> or Interactions.event_type)", after)
 
     def property_name(self, source: str) -> str:
         self.expect_symbol(".", source)
@@ -353,7 +368,13 @@ class _Parser:
         if self.keyword(token, "CURRENTITEM"):
             self.advance()
             return Operand("current", self.property_name("CurrentItem"), token.position)
+        if self.keyword(token, "USERS"):
+            self.advance()
+            return Operand("user", self.property_name("Users"), token.position)
         self.fail("a value", after)
+
+
+_SOURCES = {"ITEMS": "Items", "USERS": "Users", "INTERACTIONS": "Interactions"}
 
 
 # --- compiled filters ---------------------------------------------------------------------
@@ -391,6 +412,12 @@ class Filter:
     @property
     def uses_interactions(self) -> bool:
         return any(c.source == "Interactions" for c in self.conditions)
+
+    @property
+    def uses_users(self) -> bool:
+        """Whether it reads the user's properties (a condition or a value)."""
+        return any(c.source == "Users" or any(o.kind == "user" for o in c.operands)
+                   for c in self.conditions)
 
     @property
     def uses_current_item(self) -> bool:
@@ -544,6 +571,17 @@ def _ordered(item: Any, bound: Value, operator: str) -> bool:
     return False
 
 
+def _user_values(user: Mapping[str, Any] | None, name: str) -> list[Any] | None:
+    """The user's values of ``name`` as a list, None without a user or the property."""
+    if user is None:
+        return None
+    value = user.get("user_id") if name == "user_id" else (
+        user.get("properties") or {}).get(name)
+    if value is None:
+        return None
+    return value if isinstance(value, list) else [value]
+
+
 def _item_values(document: ItemDocument, name: str) -> list[Any] | None:
     """The item's values of ``name`` as a list (a scalar as one), None when it has none."""
     if name in ITEM_FIELDS:
@@ -562,11 +600,14 @@ class BoundFilter:
     filter: Filter
     values: Mapping[str, tuple[Value, ...]]
 
-    def predicate(self, current_item: ItemDocument | None = None) -> Predicate:
+    def predicate(self, current_item: ItemDocument | None = None,
+                  user: Mapping[str, Any] | None = None) -> Predicate:
         """``keep(document, event_types)``: True when an item stays in the list.
 
         ``document`` is the item's stored document (``{"item_id": id}`` when it has none),
-        ``event_types`` the types of the user's interactions with it.
+        ``event_types`` the types of the user's interactions with it. ``user`` is the
+        document of the user the list is for (None: no user, or one nobody described),
+        which ``Users.<name>`` reads once, here.
 
         Raises
         ------
@@ -576,12 +617,13 @@ class BoundFilter:
         if self.filter.uses_current_item and current_item is None:
             raise FilterError("filter: CurrentItem is only known to GET "
                               "/items/{item_id}/similar")
-        matches = self._compile(self.filter.root, current_item or {})
+        matches = self._compile(self.filter.root, current_item or {}, user)
         if self.filter.action == "INCLUDE":
             return matches
         return lambda document, event_types: not matches(document, event_types)
 
-    def _bound_values(self, condition: Condition, current: ItemDocument) -> list[Value]:
+    def _bound_values(self, condition: Condition, current: ItemDocument,
+                      user: Mapping[str, Any] | None = None) -> list[Value]:
         values: list[Value] = []
         for operand in condition.operands:
             if operand.kind == "literal":
@@ -589,17 +631,23 @@ class BoundFilter:
             elif operand.kind == "parameter":
                 values.extend(self.values[operand.value])
             else:
-                found = _item_values(current, operand.value) or []
+                found = (_item_values(current, operand.value) if operand.kind == "current"
+                         else _user_values(user, operand.value)) or []
                 values.extend(_value(v) for v in found if _form(v) is not None)
         return values
 
-    def _compile(self, node: Node, current: ItemDocument) -> Predicate:
+    def _compile(self, node: Node, current: ItemDocument,
+                 user: Mapping[str, Any] | None) -> Predicate:
         if isinstance(node, Junction):
-            parts = [self._compile(part, current) for part in node.parts]
+            parts = [self._compile(part, current, user) for part in node.parts]
             if node.operator == "AND":
                 return lambda d, t: all(part(d, t) for part in parts)
             return lambda d, t: any(part(d, t) for part in parts)
-        return self._condition(node, self._bound_values(node, current))
+        condition = self._condition(node, self._bound_values(node, current, user))
+        if node.source == "Users":  # the same for every item: decided once per request
+            verdict = condition(user or {}, ())
+            return lambda d, t: verdict
+        return condition
 
     @staticmethod
     def _condition(condition: Condition, values: list[Value]) -> Predicate:
@@ -607,10 +655,13 @@ class BoundFilter:
         if condition.source == "Interactions":
             def read(document: ItemDocument, event_types: Collection[str]) -> list[Any] | None:
                 return list(event_types) or None
+        elif condition.source == "Users":  # given the user's document in place of an item's
+            def read(document: ItemDocument, event_types: Collection[str]) -> list[Any] | None:
+                return _user_values(document or None, name)
         else:
             def read(document: ItemDocument, event_types: Collection[str]) -> list[Any] | None:
                 return _item_values(document, name)
-        if not values:  # CurrentItem lacks the property: nothing to compare with
+        if not values:  # CurrentItem or the user lacks the property: nothing to compare with
             return lambda d, t: False
         if operator in _ORDER:
             def ordered(document: ItemDocument, event_types: Collection[str]) -> bool:
@@ -652,7 +703,7 @@ class BoundFilter:
                 return None
             return frozenset().union(*found)
         if (node.source, node.name) != ("Items", "categories") or node.operator not in (
-                "=", "IN") or any(o.kind == "current" for o in node.operands):
+                "=", "IN") or any(o.kind in ("current", "user") for o in node.operands):
             return None
         return frozenset(form[1] for value in self._bound_values(node, {})
                          for form in _forms(value) if form[0] == "s")

@@ -18,11 +18,19 @@ class EventWeights:
     8.0
     >>> weights.weight("rating", 2.0), weights.weight("rating", 4.5)
     (0.0, 3.0)
+    >>> weights.use({"view": 1.0, "like": 3.0})
+    >>> "like" in weights, sorted(weights)
+    (True, ['like', 'view'])
     """
 
     def __init__(self, weights: Mapping[str, float], rating_threshold: float = 3.5) -> None:
         self.weights = dict(weights)
         self.rating_threshold = rating_threshold
+
+    def use(self, weights: Mapping[str, float]) -> None:
+        """Take another table (the shared one, re-read): one assignment, so a reader sees
+        the old table or the new one, never a mix."""
+        self.weights = dict(weights)
 
     def __contains__(self, event_type: object) -> bool:
         return event_type in self.weights

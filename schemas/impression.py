@@ -31,7 +31,7 @@ class ImpressionMessage(_Contract):
     """
 
     recommendation_id: Id
-    user_id: Id
+    user_id: Id | None = None  # None: shown to nobody in particular (/popular, /similar)
     placement: Name
     variant: Name
     model: ModelName

@@ -109,6 +109,8 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
         default_factory=lambda: ["click", "add_to_cart", "purchase"])
     allocation_refresh_seconds: float = Field(default=0.5, gt=0)
     filter_refresh_seconds: float = Field(default=0.5, gt=0)
+    # How often an API process re-reads the shared event types (another process's change).
+    event_types_refresh_seconds: float = Field(default=0.5, gt=0)
     exploration_floor: float = Field(default=0.05, ge=0, le=1)
 
     # API

@@ -30,6 +30,7 @@ from recommender.engine import Engine
 from streamrec.settings import Settings
 from streamrec.storage import snapshots
 from streamrec.storage.client import connect
+from streamrec.storage.event_weights import RedisEventWeights
 from streamrec.storage.feedback_store import RedisFeedback
 from streamrec.storage.filter_definitions import RedisFilters
 from streamrec.storage.model_versions import MAIN, Version, VersionError, Versions
@@ -138,6 +139,16 @@ class Wiring:
     def filter_definitions(self) -> RedisFilters:
         """The registered named filters."""
         return RedisFilters(self.client, self.shared_prefix)
+
+    def event_types(self) -> RedisEventWeights:
+        """The event types every role accepts, with their weights (shared by versions)."""
+        return RedisEventWeights(self.client, self.shared_prefix)
+
+    def read_event_types(self) -> Callable[[], dict[str, float]]:
+        """Reads the shared event types, seeding them from ``STREAMREC_EVENT_WEIGHTS`` when
+        absent (one round trip): what the worker calls before it decodes each batch."""
+        shared, seed = self.event_types(), dict(self.settings.event_weights)
+        return lambda: shared.seed(seed)
 
     def ops(self) -> OpsStats:
         """The figures the worker leaves for the API's metrics (freshness, events applied)."""

@@ -52,7 +52,7 @@ class WorkerParts:
         settings = wiring.settings
         store = wiring.store()
         batches = EventBatches(wiring.engine(store), store, settings.weights(),
-                               settings.max_event_time_skew_seconds)
+                               settings.max_event_time_skew_seconds, wiring.read_event_types())
         return cls(settings, store, batches, wiring.ops(), wiring.attributor(),
                    wiring.versions(), settings.state_version == MAIN)
 

@@ -11,7 +11,7 @@ recognised by its offsets, so nothing is learned twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,11 +37,13 @@ class EventBatches:
     """Read a batch of event records against the applied offsets, then learn it once."""
 
     def __init__(self, engine: Engine, store: RedisStore, weights: EventWeights,
-                 max_event_time_skew: float) -> None:
+                 max_event_time_skew: float,
+                 read_weights: Callable[[], Mapping[str, float]] | None = None) -> None:
         self.engine = engine
         self.store = store
         self.weights = weights
         self.max_event_time_skew = max_event_time_skew
+        self.read_weights = read_weights
 
     def read(self, records: list[Record], now: float | None = None) -> Batch:
         """The records past their partition's applied offset, decoded as of ``now`` (the
@@ -49,6 +51,11 @@ class EventBatches:
         # Effectively once: the state carries the last offset it applied per partition
         # (same transaction), so whatever Kafka redelivers after a crash is skipped here.
         applied = self.store.applied_offsets({source(r) for r in records})
+        if self.read_weights is not None:
+            # Read after the API read them to accept these records: a type it accepted is
+            # known here too (streamrec.storage.event_weights). A new object per batch, so
+            # a part replayed after a crash decodes with the batch's table.
+            self.weights = EventWeights(self.read_weights(), self.weights.rating_threshold)
         fresh, offsets = unapplied(records, applied)
         # One clock for the batch: a part replayed after a crash decodes as the whole did.
         decode = partial(decode_events, weights=self.weights,

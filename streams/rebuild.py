@@ -83,7 +83,7 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
     if snapshot is not None:
         wiring.restore_snapshot(snapshot)
     batches = EventBatches(wiring.engine(store), store, effective.weights(),
-                           effective.max_event_time_skew_seconds)
+                           effective.max_event_time_skew_seconds, wiring.read_event_types())
     report = RebuildReport(effective.state_version)
     topic, bootstrap = effective.events_topic, effective.kafka_bootstrap
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,

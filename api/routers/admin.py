@@ -16,6 +16,7 @@ from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
+from recommender.attribution import ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT, ModelName
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
@@ -75,6 +76,10 @@ async def put_placement(
 ) -> dict:
     """Create or change a placement. Takes effect on every API replica within
     ``allocation_refresh_seconds``; the change is recorded with its author and time."""
+    if name in ROUTE_PLACEMENTS:
+        # Those counters are the routes' own lists; a configured placement would mix in.
+        raise HTTPException(422, detail=f"name: {name!r} is reserved: it counts the lists "
+                                        "of GET /popular and GET /items/{item_id}/similar")
     placement = Placement(
         name, tuple(Variant(v.name, v.model, v.weight, dict(v.params)) for v in body.variants),
         strategy=body.strategy, floor=body.floor, pin=body.pin,

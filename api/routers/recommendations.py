@@ -25,7 +25,7 @@ from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
 from api.shedding import SHED, SHED_RESPONSES
 from recommender.allocation import DEFAULT_PLACEMENT
-from recommender.attribution import Impression
+from recommender.attribution import ROUTE_PLACEMENTS, Impression
 from recommender.base import ModelName
 from recommender.engine import Recommendations
 from schemas.impression import NAME_PATTERN
@@ -42,11 +42,39 @@ def _items(scored, backfill: frozenset = frozenset()) -> list[ScoredItem]:
 Placement = Annotated[str, Query(max_length=64, pattern=NAME_PATTERN,
                                  description="Where the list is shown (home, item_page ...).")]
 FilterUser = Annotated[Id | None, Query(
-    description="Whose interactions a filter's Interactions conditions read (the list "
-                "itself is not personalised).")]
+    description="Whose interactions and properties a filter's Interactions and Users "
+                "conditions read, and whose clicks the list's recommendation_id credits "
+                "(the list itself is not personalised).")]
 FILTERED_RESPONSES: dict[int | str, dict] = {503: {
     "description": "State store unreachable for a filtered list (an unfiltered one falls back "
                    f"to the last known popular items); {SHED}"}}
+
+
+def _log_impression(producer, settings, placement: str, user_id: str | None, model: str,
+                    items, now: float, allocated: bool = True, variant: str | None = None
+                    ) -> str:
+    """Log a list as shown (best effort, off the request path); returns its id, which
+    clicks carry back so the list's variant is credited."""
+    recommendation_id = uuid.uuid4().hex
+    impression = Impression(recommendation_id, user_id, placement,
+                            variant or ROUTE_PLACEMENTS[placement], model,
+                            tuple(item for item, _ in items), now, allocated)
+    # Keyed by the user as the events are; an anonymous list by its own id.
+    producer.impressions.send(settings.impressions_topic,
+                              (user_id or recommendation_id).encode(),
+                              orjson.dumps(impression.to_dict()))
+    return recommendation_id
+
+
+def _refuse_when_impressions_wait(producer, settings) -> None:
+    """Back-pressure: a list whose impression could not be recorded would make its clicks
+    count as no_impression; shed it like any overload."""
+    if producer.impressions.full():
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"overloaded: {settings.impression_buffer} impressions waiting for Kafka "
+                   "(impression_buffer); retry later",
+            headers={"Retry-After": str(settings.retry_after_seconds)})
 
 
 def _unreachable(error: Exception) -> HTTPException:
@@ -87,14 +115,7 @@ async def recommendations(
     """
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
-    if producer.impressions.full():
-        # Back-pressure: a list whose impression could not be recorded would make its
-        # clicks count as no_impression; shed it like any overload.
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"overloaded: {settings.impression_buffer} impressions waiting for Kafka "
-                   "(impression_buffer); retry later",
-            headers={"Retry-After": str(settings.retry_after_seconds)})
+    _refuse_when_impressions_wait(producer, settings)
     choice = allocation.choose_for(placement, user_id, model)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
@@ -112,11 +133,8 @@ async def recommendations(
             raise _unreachable(error) from error
         # Redis is away: answer from what this process last read, and say so.
         result, degraded = Recommendations("popular", fallback.top(k)), True
-    recommendation_id = uuid.uuid4().hex
-    impression = Impression(recommendation_id, user_id, placement, name, result.model,
-                            tuple(item for item, _ in result.items), now, allocated)
-    producer.impressions.send(settings.impressions_topic, user_id.encode(),
-                              orjson.dumps(impression.to_dict()))
+    recommendation_id = _log_impression(producer, settings, placement, user_id, result.model,
+                                        result.items, now, allocated, name)
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items, result.backfill),
@@ -125,21 +143,31 @@ async def recommendations(
 
 
 @router.get("/items/{item_id}/similar", response_model=ItemList)
-def similar(engine: EngineDep, item_filter: SimilarItemsFilterDep, item_id: Id, k: K = 10,
-            user_id: FilterUser = None) -> ItemList:
+async def similar(engine: EngineDep, settings: SettingsDep, producer: ProducerDep,
+                  serving_threads: ServingThreadsDep, item_filter: SimilarItemsFilterDep,
+                  item_id: Id, k: K = 10, user_id: FilterUser = None) -> ItemList:
     """Items most often touched together with this one (cosine of decayed co-occurrence);
     when fewer than k, items whose catalog document resembles it follow, flagged
     ``backfill``. ``filter`` may compare with this item's properties
-    (``CurrentItem.<name>``)."""
-    result = engine.similar_items(item_id, k, time.time(), item_filter, user_id)
-    return ItemList(items=_items(result.items, result.backfill))
+    (``CurrentItem.<name>``). Send ``recommendation_id`` back with clicks (placement
+    ``similar``)."""
+    _refuse_when_impressions_wait(producer, settings)
+    now = time.time()
+    result = await asyncio.get_running_loop().run_in_executor(serving_threads, partial(
+        engine.similar_items, item_id, k, now, item_filter, user_id))
+    return ItemList(recommendation_id=_log_impression(producer, settings, "similar", user_id,
+                                                      "cooccurrence", result.items, now),
+                    items=_items(result.items, result.backfill))
 
 
 @router.get("/popular", response_model=ItemList, responses={
     503: {"description": "State store unreachable, for a category or a filter (the overall "
                          f"list falls back to the last known popular items); {SHED}"}})
-def popular(
+async def popular(
     engine: EngineDep,
+    settings: SettingsDep,
+    producer: ProducerDep,
+    serving_threads: ServingThreadsDep,
     fallback: FallbackDep,
     item_filter: ListFilterDep,
     k: K = 10,
@@ -147,12 +175,18 @@ def popular(
     user_id: FilterUser = None,
 ) -> ItemList:
     """Most popular items now (time-decayed, event-weighted), optionally in one category
-    and through a registered ``filter``."""
+    and through a registered ``filter``. Send ``recommendation_id`` back with clicks
+    (placement ``popular``)."""
+    _refuse_when_impressions_wait(producer, settings)
+    now = time.time()
     try:
-        return ItemList(items=_items(engine.popular(k, time.time(), category,
-                                                    item_filter=item_filter,
-                                                    user_id=user_id)))
+        items = await asyncio.get_running_loop().run_in_executor(serving_threads, partial(
+            engine.popular, k, now, category, item_filter=item_filter, user_id=user_id))
+        degraded = False
     except redis.RedisError as error:
         if category is not None or item_filter is not None:  # only the overall list is kept
             raise _unreachable(error) from error
-        return ItemList(items=_items(fallback.top(k)), degraded=True)
+        items, degraded = fallback.top(k), True
+    return ItemList(recommendation_id=_log_impression(producer, settings, "popular", user_id,
+                                                      "popular", items, now),
+                    items=_items(items), degraded=degraded)

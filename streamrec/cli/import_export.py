@@ -15,8 +15,11 @@ from streamrec.settings import get_settings
 @click.option("--kind", type=click.Choice(["items", "users", "events"]), default=None,
               help="What the rows are (default: events; items for movielens-movies).")
 @click.option("--format", "data_format", default=None,
-              type=click.Choice(["csv", "jsonl", "movielens-movies"]),
-              help="Default: from the file name (.csv, .jsonl or .ndjson).")
+              type=click.Choice(["csv", "jsonl", "movielens-movies", "movielens-ratings",
+                                 "movielens-100k"]),
+              help="Default: from the file name (.csv, .jsonl or .ndjson; u.data is "
+                   "movielens-100k). movielens-ratings (ratings.csv) and movielens-100k "
+                   "(u.data) load rating events.")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every rejected row here (JSON Lines: line, reason, row).")
 @click.option("--show-rejected", default=10, show_default=True,
@@ -24,8 +27,9 @@ from streamrec.settings import get_settings
 @click.option("--batch", default=1000, show_default=True, help="Rows per acknowledged batch.")
 def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: Path | None,
                 show_rejected: int, batch: int) -> None:
-    """Validate every row of a CSV or JSON Lines file and send the valid ones to Kafka
-    (items and users to their compacted topics, events to the events topic)."""
+    """Validate every row of a CSV or JSON Lines file (or MovieLens ratings) and send the
+    valid ones to Kafka (items and users to their compacted topics, events to the events
+    topic)."""
     from streamrec.data import importer
     from streamrec.logs import escape
 

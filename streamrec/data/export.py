@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from recommender.attribution import Impression
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import Decayed, ForwardDecay
 from recommender.engine import Engine, EngineConfig
@@ -204,27 +206,35 @@ class ExportReport:
 
 def export(engine: Engine, view: ChunkView, users: Iterable[UserId], output: IO[bytes], k: int,
            choose, now: float, item_filter: BoundFilter | None = None, chunk: int = CHUNK,
-           progress=lambda _: None) -> ExportReport:
-    """Write one line per user to ``output``: ``{"user_id", "variant", "model", "items":
-    [{"item_id", "score", "backfill"}]}``. ``engine`` reads through ``view``;
-    ``choose(user)`` answers ``(variant name, model, params)``; every list is ranked as of
-    ``now``."""
+           progress=lambda _: None, placement: str = "default",
+           record_impressions=lambda _: None) -> ExportReport:
+    """Write one line per user to ``output``: ``{"recommendation_id", "user_id", "variant",
+    "model", "items": [{"item_id", "score", "backfill"}]}``. ``engine`` reads through ``view``;
+    ``choose(user)`` answers ``(variant name, model, params, allocated)``; every list is
+    ranked as of ``now``. Each chunk's lists are handed to ``record_impressions`` (a list
+    of :class:`~recommender.attribution.Impression`, shown on ``placement`` at ``now``)
+    before its lines are written, so every id in the file is known to attribution."""
     report = ExportReport()
     started = time.monotonic()
     for users_in_chunk in chunks(users, chunk):
         view.prefetch(users_in_chunk)
         engine.refresh()  # item factors changed since the last chunk, as the API refreshes
-        lines = []
+        lines, shown = [], []
         for user in users_in_chunk:
-            variant, model, params = choose(user)
+            variant, model, params, allocated = choose(user)
             result = engine.recommend(user, k, now, model, params, item_filter)
             report.models[result.model] += 1
+            recommendation_id = uuid.uuid4().hex
+            shown.append(Impression(recommendation_id, user, placement, variant, result.model,
+                                    tuple(item for item, _ in result.items), now, allocated))
             lines.append(orjson.dumps({
+                "recommendation_id": recommendation_id,
                 "user_id": user, "variant": variant, "model": result.model,
                 "items": [{"item_id": item, "score": score,
                            "backfill": item in result.backfill}
                           for item, score in result.items],
             }))
+        record_impressions(shown)
         output.write(b"\n".join(lines) + b"\n")
         report.users += len(users_in_chunk)
         progress(len(users_in_chunk))
@@ -285,9 +295,14 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
         if model is None:
             allocation.refresh()
 
-        def choose(user: UserId) -> tuple[str, str, dict[str, float]]:
+        def choose(user: UserId) -> tuple[str, str, dict[str, float], bool]:
             choice = allocation.choose_for(placement, user, model)
-            return choice.variant, choice.model, dict(choice.params)
+            return choice.variant, choice.model, dict(choice.params), choice.allocated
+
+        # Straight into the feedback store, through the attributor the worker's impressions
+        # agent uses (same counting, same expiry): a chunk's ids are known before its lines
+        # are written, whether or not a worker runs.
+        attributor = base.attributor()
 
         total = None
         if users_file is not None:
@@ -301,7 +316,8 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
                                            else not show_progress))
             users = (store.user_ids() if users_file is None
                      else read_users(stack.enter_context(users_file.open())))
-            return version, export(engine, view, users, out, k, choose, now, item_filter,
-                                   chunk, bar.update)
+            return version, export(
+                engine, view, users, out, k, choose, now, item_filter, chunk, bar.update,
+                placement, lambda shown: attributor.record_impressions(shown, time.time()))
     finally:
         base.close()

@@ -33,10 +33,11 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.models import Event, Item, User, describe
+from streamrec.data import formats
 from streamrec.settings import Settings
 
 KINDS = {"items": Item, "users": User, "events": Event}
-FORMATS = ("csv", "jsonl", "movielens-movies")
+FORMATS = ("csv", "jsonl", "movielens-movies", *formats.READERS)
 LIST_SEPARATOR = "|"
 MOVIELENS_NO_GENRES = "(no genres listed)"
 
@@ -80,7 +81,10 @@ def detect(path: Path) -> str:
         return "csv"
     if path.suffix in {".jsonl", ".ndjson"}:
         return "jsonl"
-    raise ImportFailed(f"{path}: unknown format; name it *.csv or *.jsonl, or pass --format")
+    if path.name == "u.data":
+        return "movielens-100k"
+    raise ImportFailed(f"{path}: unknown format; name it *.csv, *.jsonl or u.data, or pass "
+                       "--format")
 
 
 class _Lines:
@@ -140,8 +144,10 @@ class _CsvColumns:
                                for name in maps)]
         if unknown:
             allowed = sorted(set(self.types) - set(maps)) + [f"{name}.<name>" for name in maps]
+            hint = ("; a MovieLens ratings.csv? pass --format movielens-ratings"
+                    if set(formats.RATINGS_HEADER) <= set(header) else "")
             raise ImportFailed(f"header: unknown column(s) {unknown}; the columns of "
-                               f"{model.__name__} are {allowed}")
+                               f"{model.__name__} are {allowed}{hint}")
         repeated = sorted({column for column in header if header.count(column) > 1})
         if repeated:
             raise ImportFailed(f"header: column(s) {repeated} appear more than once")
@@ -283,14 +289,25 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
     rejected."""
     if data_format == "movielens-movies" and kind != "items":
         raise ImportFailed("--format movielens-movies loads items (--kind items)")
+    if data_format in formats.READERS and kind != "events":
+        raise ImportFailed(f"--format {data_format} loads events (--kind events)")
     messages = _Messages(kind, event_types, max_skew)
     lines = _Lines(file, progress)
     if data_format == "jsonl":
         source = read_jsonl(lines)
     elif data_format in ("csv", "movielens-movies"):
         source = read_csv(lines, messages.model, movielens=data_format == "movielens-movies")
+    elif data_format in formats.READERS:
+        source = formats.READERS[data_format](lines)
     else:
         raise ImportFailed(f"format {data_format!r} is not one of {list(FORMATS)}")
+    try:
+        yield from _validated(source, messages)
+    except formats.FormatError as error:
+        raise ImportFailed(str(error)) from None
+
+
+def _validated(source, messages: _Messages) -> Iterator[Accepted | Rejected]:
     for line, raw, document in source:
         if isinstance(document, str):
             yield Rejected(line, document, raw)
@@ -371,6 +388,24 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
         await producer.stop()
 
 
+def shared_event_types(settings: Settings) -> set[str]:
+    """The event types every role accepts (:mod:`streamrec.storage.event_weights`), so an
+    imported row is accepted exactly when the API would accept it."""
+    import redis
+
+    from streamrec.wiring import Wiring
+
+    try:
+        wiring = Wiring.connect(settings)
+        try:
+            return set(wiring.read_event_types()())
+        finally:
+            wiring.close()
+    except redis.RedisError as error:
+        raise ImportFailed(f"Redis (STREAMREC_REDIS_URL), which holds the event types, is not "
+                           f"reachable ({error}); nothing was sent") from None
+
+
 def run(path: Path, kind: str, data_format: str | None, settings: Settings,
         rejects: Path | None = None, keep_rejected: int = 10, batch: int = 1000,
         show_progress: bool | None = None) -> ImportReport:
@@ -400,7 +435,8 @@ def run(path: Path, kind: str, data_format: str | None, settings: Settings,
             bar.set_postfix(sent=f"{report.sent:,}", rejected=f"{report.rejected:,}",
                             refresh=False)
 
-        outcomes = rows(file, data_format, kind, set(settings.event_weights),
+        event_types = shared_event_types(settings) if kind == "events" else set()
+        outcomes = rows(file, data_format, kind, event_types,
                         settings.max_event_time_skew_seconds, bar.update)
         started = time.monotonic()
         asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))

@@ -38,6 +38,9 @@ FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version,
 # reception time; recommender.once): the ids a window remembers, in the global state's slot.
 SEEN = "seen"
 SEEN_BUCKETS = "seenbk"  # ZSET bucket number -> itself: the SEEN buckets that exist
+# HASH event type -> its weight: the types every role accepts (API, import, worker, rebuild),
+# seeded from STREAMREC_EVENT_WEIGHTS when absent, changed by the admin API or the CLI.
+EVENT_WEIGHTS = "evweights"
 APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
 # HASH decayed key's kind and id (landmark_field) -> its landmark, epoch seconds: a score S
 # of that key means the decayed value S * 2 ** ((landmark - now) / half-life). In the slot

@@ -68,14 +68,17 @@ def test_keywords_in_any_case_and_precedence_of_and_over_or():
     (WHERE + "Items.a ~ 1", "unexpected character '~'", 30),
     (WHERE + "Items.a LIKE 1", "expected =, !=, <, <=, >, >=, IN or NOT IN after Items.a", 30),
     (WHERE + "Items.a NOT = 1", "expected IN after NOT", 34),
-    (WHERE + "Users.a = 1", "expected a condition", 22),
+    (WHERE + "People.a = 1", "expected a condition", 22),
+    (WHERE + "Users. = 1", "expected a property name after Users., found =", 29),
+    (WHERE + "Items.a IN (Users)", "expected . after Users, found )", 39),
+    (WHERE + "Users.age >= ", "expected a value after >=", 35),
     (WHERE + "Interactions.item_id = 1", "Interactions has only event_type", 35),
     (WHERE + "Interactions.event_type > 1", "takes =, !=, IN or NOT IN", 46),
     (WHERE + "CurrentItem.a = 1", "CurrentItem goes on the right", 22),
     (WHERE + "Items.a = 1e999", "number out of range", 32),
     (WHERE + "Items.a = 12abc", "not a number", 32),
     (WHERE + "Items.a = NaN", "expected a value after =, found NaN", 32),
-    (WHERE + "Items.a = 1 AND", "expected a condition (Items.<name> or Interactions."
+    (WHERE + "Items.a = 1 AND", "expected a condition (Items.<name>, Users.<name> or Interactions."
              "event_type) after AND", 37),
     ("", "the expression is empty", None),
     ("   \n\t ", "the expression is empty", None),
@@ -350,3 +353,39 @@ def test_current_item_filters_on_similar_items():
     same = parse("INCLUDE ItemID WHERE Items.categories IN (CurrentItem.categories)").bind()
     similar = _ids(engine.similar("i7", 5, 10.0, same))
     assert similar and all(int(i[1:]) % 10 == 0 for i in similar)
+
+
+# --- Users.<name>: the properties of the user the list is for ---------------------------
+
+ADULT = {"user_id": "ann", "properties": {"age": 34, "genres": ["Jazz", "Blues"],
+                                          "country": "FR"}}
+CHILD = {"user_id": "kid", "properties": {"age": 9}}
+
+
+def test_a_users_condition_decides_once_for_every_item():
+    rule = parse('EXCLUDE ItemID WHERE Items.rating = "R" AND Users.age < 18')
+    assert rule.uses_users and not rule.uses_interactions
+    restricted = {"item_id": "a", "properties": {"rating": "R"}}
+    assert rule.bind().predicate(user=ADULT)(restricted, ())
+    assert not rule.bind().predicate(user=CHILD)(restricted, ())
+    # Nobody, or a user without the property: the comparison is false (SQL's NULL), so
+    # this EXCLUDE removes nothing; write the INCLUDE form to require the property.
+    assert rule.bind().predicate(user=None)(restricted, ())
+    adults_only = parse("INCLUDE ItemID WHERE Users.age >= $AGE").bind({"AGE": 18})
+    assert adults_only.predicate(user=ADULT)({"item_id": "a"}, ())
+    assert not adults_only.predicate(user={"user_id": "x"})({"item_id": "a"}, ())
+    assert not adults_only.predicate(user=None)({"item_id": "a"}, ())
+
+
+def test_a_users_value_compares_items_with_the_users_properties():
+    rule = parse("INCLUDE ItemID WHERE Items.categories IN (Users.genres) "
+                 "OR Items.country = users.country OR Items.item_id = Users.user_id")
+    keep = rule.bind().predicate(user=ADULT)
+    assert keep({"item_id": "a", "categories": ["Blues"]}, ())
+    assert keep({"item_id": "b", "properties": {"country": "FR"}}, ())
+    assert keep({"item_id": "ann"}, ())
+    assert not keep({"item_id": "c", "categories": ["Rock"]}, ())
+    assert not rule.bind().predicate(user=CHILD)({"item_id": "a", "categories": ["Blues"]}, ())
+    # What a user prefers cannot narrow popularity to categories known in advance.
+    assert rule.bind().required_categories() is None
+    assert not parse("INCLUDE ItemID WHERE Items.price < 5").uses_users
