@@ -74,7 +74,7 @@ def test_what_is_buffered_is_sent_at_interpreter_exit(api_url):
 def test_an_invalid_event_is_refused_alone_and_named(api_url):
     run = uuid.uuid4().hex[:8]
     good = [f"{run}-good-{n}" for n in range(3)]
-    client = Client(api_url, batch_size=4)
+    client = Client(api_url, batch_size=10, flush_interval=3600)
     for item in good[:2]:
         client.track(f"{run}-user", item, "view")
     with pytest.raises(ValueError, match="value: must be a finite number"):
