@@ -15,6 +15,7 @@ from api.deps import (
     EngineDep,
     FallbackDep,
     ListFilterDep,
+    MetricsDep,
     ProducerDep,
     ServingThreadsDep,
     SettingsDep,
@@ -63,6 +64,7 @@ async def recommendations(
     fallback: FallbackDep,
     item_filter: ListFilterDep,
     serving_threads: ServingThreadsDep,
+    metrics: MetricsDep,
     user_id: Annotated[Id, Query()],
     k: K = 10,
     placement: Placement = DEFAULT_PLACEMENT,
@@ -103,6 +105,7 @@ async def recommendations(
             raise _unreachable(error) from error
         # Redis is away: answer from what this process last read, and say so.
         result, degraded = Recommendations("popular", fallback.top(k)), True
+    metrics.serve(placement, name, result.model, allocated)
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement, name, result.model,
                             tuple(item for item, _ in result.items), now, allocated)

@@ -23,7 +23,7 @@ def listed(url: str, item_id: str) -> bool:
     return any(item["item_id"] == item_id for item in body["items"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api_url(services, worker_env):
     """An API and a worker with topics and a Redis prefix of their own: /popular holds only
     what these tests sent."""
