@@ -131,3 +131,23 @@ def test_prometheus_carries_what_a_team_alerts_on_with_bounded_labels(client, se
         for labels, _ in rows:
             assert not any(run in value and name != "streamrec_variant"
                            and value != placement for value in labels.values()), (name, labels)
+
+
+def test_every_dashboard_and_alert_expression_reads_a_metric_the_api_exports(client, run):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_deploy import expressions, metric_names
+
+    placement = f"board-{run}"
+    client.put(f"/admin/placements/{placement}", json={"variants": [
+        {"name": "A", "model": "popular"}]})
+    client.get("/recommendations", params={"user_id": f"{run}-u", "placement": placement})
+    exported = {"up"}  # Prometheus' own, per scrape target
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        # A counter with no sample yet (nothing rejected) still declares its name.
+        exported |= {family.name, *([f"{family.name}_total"] if family.type == "counter"
+                                    else [])}
+        exported |= {sample.name for sample in family.samples}
+    read = {name for expression in expressions() for name in metric_names(expression)
+            if ":" not in name}  # recording rules: their own expressions are checked
+    assert read and read <= exported, sorted(read - exported)
