@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -109,8 +110,12 @@ class MetricsHub:
             try:
                 # Copied here, on the event loop that appends to it: iterating the deque in
                 # the thread while requests append raised "deque mutated during iteration".
-                self.reachable["redis"] = False
-                snapshot = await asyncio.to_thread(self.collect, list(self._recent))
+                try:
+                    snapshot = await asyncio.to_thread(self.collect, list(self._recent))
+                except redis.RedisError:
+                    # Set on the outcome only: a scrape during a round sees the last one.
+                    self.reachable["redis"] = False
+                    raise
                 self.reachable["redis"] = True
                 lag = await self.consumer_lag()
                 self.reachable["kafka"] = lag is not None
