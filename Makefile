@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test system venv kafka lint clean
 
-$(BIN)/streamrec: pyproject.toml constraints.txt
+$(BIN)/streamrec: pyproject.toml constraints.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==26.3
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# The Python client is its own package; installed here so the suite tests it.
+	$(BIN)/pip install -q -c constraints.txt -e clients/python
 	touch $@
 
 venv: $(BIN)/streamrec

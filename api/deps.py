@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.fallback import LastKnownPopular
+from api.metrics_hub import MetricsHub
 from api.named_filters import Filters, list_filter, similar_items_filter
 from api.producer import EventProducer
 from recommender.allocation import Allocation
@@ -58,6 +59,11 @@ async def _serving_threads(request: Request) -> Executor:
     return request.app.state.serving_threads
 
 
+async def _metrics(request: Request) -> MetricsHub:
+    return request.app.state.metrics
+
+
+MetricsDep = Annotated[MetricsHub, Depends(_metrics)]
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]

@@ -63,8 +63,8 @@ async def keep_fresh(what: str, refresh, every: float) -> None:
 
 
 class RequestTimer:
-    """Times each request into the metrics hub, by route template. Pure ASGI: the
-    ``@app.middleware("http")`` form costs a task and a stream per request."""
+    """Times and counts each request (by status) into the metrics hub, by route template.
+    Pure ASGI: the ``@app.middleware("http")`` form costs a task and a stream per request."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -74,14 +74,24 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        status = 500  # what the server answers if the app raises before it starts one
+
+        async def noting_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, noting_status)
         finally:
             route = scope.get("route")
             hub = getattr(scope["app"].state, "metrics", None)
-            if route is not None and hub is not None and not scope["path"].startswith(
-                    "/metrics"):
-                hub.observe(route.path, time.perf_counter() - started)
+            if hub is not None and not scope["path"].startswith("/metrics"):
+                if route is None:  # no route: the path is whatever the client sent
+                    hub.count("unmatched", status)
+                else:
+                    hub.observe(route.path, time.perf_counter() - started, status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -19,13 +19,19 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from recommender import abtest
 from streamrec.percentiles import percentiles
+from streamrec.storage.ops_stats import OpsFigures
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,22 @@ class MetricsHub:
             "request_deadline_seconds)", ["reason"], registry=self.registry)
         for reason in ("in_flight", "deadline"):  # exported at 0 before the first one
             self.shed_requests.labels(reason)
+        # Labels are route templates, status codes, model names and the names of configured
+        # placements and variants: never an id, never a name a request made up.
+        self.requests = Counter(
+            "streamrec_http_requests", "HTTP requests answered, by route template and status "
+            "code (route \"unmatched\": no route)", ["route", "status"], registry=self.registry)
+        self.served = Counter(
+            "streamrec_recommendations_served", "Lists served by GET /recommendations, by "
+            "placement, variant and the model that ranked them (placement and variant "
+            "\"unallocated\": a forced model or a placement nobody configured)",
+            ["placement", "variant", "model"], registry=self.registry)
+        self.choices = Counter(
+            "streamrec_allocation_choices", "Variants the placements' allocations (split or "
+            "bandit) chose", ["placement", "variant"], registry=self.registry)
+        self.figures = OpsFigures()
+        self.lag_by_partition: dict[int, int] = {}
+        self.reachable = {"kafka": False, "redis": False}
         self.registry.register(_SnapshotCollector(self))
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=20000)
         self._previous: tuple[float, int] | None = None
@@ -61,9 +83,23 @@ class MetricsHub:
         self.stream_clients = 0
         self._lag_clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
-    def observe(self, route: str, seconds: float) -> None:
+    def observe(self, route: str, seconds: float, status: int | None = None) -> None:
         self.request_seconds.labels(route).observe(seconds)
         self._recent.append((time.monotonic(), seconds))
+        if status is not None:
+            self.count(route, status)
+
+    def count(self, route: str, status: int) -> None:
+        self.requests.labels(route, str(status)).inc()
+
+    def serve(self, placement: str, variant: str, model: str, allocated: bool) -> None:
+        """A list was served; ``allocated``: the placement's allocation chose ``variant``
+        (so both are configured names)."""
+        if allocated:
+            self.choices.labels(placement, variant).inc()
+        else:
+            placement = variant = "unallocated"
+        self.served.labels(placement, variant, model).inc()
 
     def shed(self, reason: str) -> None:
         self.shed_requests.labels(reason).inc()
@@ -74,8 +110,17 @@ class MetricsHub:
             try:
                 # Copied here, on the event loop that appends to it: iterating the deque in
                 # the thread while requests append raised "deque mutated during iteration".
-                snapshot = await asyncio.to_thread(self.collect, list(self._recent))
-                snapshot["consumer_lag"] = await self.consumer_lag()
+                try:
+                    snapshot = await asyncio.to_thread(self.collect, list(self._recent))
+                except redis.RedisError:
+                    # Set on the outcome only: a scrape during a round sees the last one.
+                    self.reachable["redis"] = False
+                    raise
+                self.reachable["redis"] = True
+                lag = await self.consumer_lag()
+                self.reachable["kafka"] = lag is not None
+                self.lag_by_partition = lag or {}
+                snapshot["consumer_lag"] = None if lag is None else sum(lag.values())
                 self._publish(snapshot)
                 self.producer.send_soon(self.settings.metrics_topic, self.source.encode(),
                                         orjson.dumps(snapshot))
@@ -101,7 +146,9 @@ class MetricsHub:
     def collect(self, latencies: list[tuple[float, float]] | None = None) -> dict[str, Any]:
         """One snapshot; ``latencies`` are (monotonic time, seconds) of recent requests."""
         now = time.time()
-        applied, freshness = self.ops.read()
+        figures = self.ops.read()
+        self.figures = figures
+        applied, freshness = figures.events_applied, figures.freshness_samples
         rate = 0.0
         if self._previous is not None and now > self._previous[0]:
             rate = (applied - self._previous[1]) / (now - self._previous[0])
@@ -122,8 +169,9 @@ class MetricsHub:
             "time": now,
             "source": self.source,
             "events_applied": applied,
-            "duplicate_events": self.ops.duplicates(),
+            "duplicate_events": figures.events_duplicate,
             "events_per_second": max(0.0, rate),
+            "events_dead_lettered": sum(figures.rejects.values()),
             "freshness_ms": percentiles(freshness[:200]),
             "api_latency_ms": {k: v * 1000 for k, v in percentiles(recent, (50, 99, 99.9)).items()},
             "api_requests_per_second": len(recent) / 10.0,
@@ -132,8 +180,9 @@ class MetricsHub:
             "placements": placements,
         }
 
-    async def consumer_lag(self) -> int | None:
-        """Records in the events topic the worker group has not committed yet."""
+    async def consumer_lag(self) -> dict[int, int] | None:
+        """Per partition, records in the events topic the worker group has not committed
+        yet; None when Kafka does not answer."""
         try:
             if self._lag_clients is None:
                 admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
@@ -152,10 +201,9 @@ class MetricsHub:
                                     for p in sorted(partitions)]
                 ends = await consumer.end_offsets(topic_partitions)
                 committed = await admin.list_consumer_group_offsets(self.settings.worker_id)
-            return int(sum(
-                end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0
-                       else 0)
-                for tp, end in ends.items()))
+            return {tp.partition: int(end - (committed[tp].offset if tp in committed
+                                             and committed[tp].offset >= 0 else 0))
+                    for tp, end in ends.items()}
         except Exception as error:  # noqa: BLE001 - lag is best effort
             log.debug("consumer lag unavailable: %s", error)
             return None
@@ -175,8 +223,11 @@ class _SnapshotCollector:
 
     def collect(self):
         snapshot = self.hub.latest
-        if not snapshot:
-            return
+        if snapshot:
+            yield from self.snapshot_figures(snapshot)
+        yield from self.hub_figures()
+
+    def snapshot_figures(self, snapshot: dict[str, Any]):
         system = GaugeMetricFamily("streamrec_system", "System figures", labels=["figure"])
         system.add_metric(["events_applied"], snapshot["events_applied"])
         # Records left out for repeating an applied event_id (retries, re-imports).
@@ -195,3 +246,50 @@ class _SnapshotCollector:
                                "ctr", "take_rate", "conversion_rate"):
                     variant.add_metric([placement, name, figure], metrics[figure])
         yield variant
+
+    def hub_figures(self):
+        """The worker's counters (from Redis), lag and reachability, as Prometheus types."""
+        hub, figures = self.hub, self.hub.figures
+        applied = CounterMetricFamily("streamrec_events_applied",
+                                      "Events the worker applied to the state")
+        applied.add_metric([], figures.events_applied)
+        yield applied
+        duplicate = CounterMetricFamily(
+            "streamrec_events_duplicate", "Events skipped as repeats of an event_id already "
+            "applied (a retried batch): counted by the worker under the stats hash's "
+            "duplicates field")
+        duplicate.add_metric([], figures.events_duplicate)
+        yield duplicate
+        rejected = CounterMetricFamily(
+            "streamrec_events_rejected", "Records the worker refused and dead-lettered, by "
+            "source topic and the field the reason names (\"other\" for any other)",
+            labels=["topic", "reason"])
+        dead = CounterMetricFamily("streamrec_events_dead_lettered",
+                                   "Records sent to the dead-letter topic, by source topic",
+                                   labels=["topic"])
+        by_topic: dict[str, int] = collections.Counter()
+        for (topic, reason), count in sorted(figures.rejects.items()):
+            rejected.add_metric([topic, reason], count)
+            by_topic[topic] += count
+        for topic in (hub.settings.events_topic, hub.settings.impressions_topic,
+                      hub.settings.items_topic, hub.settings.users_topic):
+            dead.add_metric([topic], by_topic.get(topic, 0))
+        yield rejected
+        yield dead
+        lag = GaugeMetricFamily("streamrec_consumer_lag", "Records in the events topic the "
+                                "worker group has not committed, per partition",
+                                labels=["topic", "partition"])
+        for partition, records in sorted(hub.lag_by_partition.items()):
+            lag.add_metric([hub.settings.events_topic, str(partition)], records)
+        yield lag
+        freshness = HistogramMetricFamily(
+            "streamrec_freshness_seconds", "Kafka record time to state applied, every record "
+            "the worker applied", sum_value=figures.freshness_sum,
+            buckets=[("+Inf" if bound == float("inf") else str(bound), count)
+                     for bound, count in figures.freshness_buckets] or [("+Inf", 0)])
+        yield freshness
+        up = GaugeMetricFamily("streamrec_dependency_up", "1 when this API process's last "
+                               "metrics round reached the dependency", labels=["dependency"])
+        for name, reachable in sorted(hub.reachable.items()):
+            up.add_metric([name], 1.0 if reachable else 0.0)
+        yield up

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what streamrec needs from Debian when it is missing: redis-server (state),
 # Java 17 and Maven (the Kafka broker), wrk (HTTP benchmarks), Chromium (the dashboard's
-# browser test). Needs root for apt-get;
+# and the JavaScript client's browser tests), Node.js (the JavaScript client's tests),
+# promtool (package prometheus: checks deploy/prometheus/alerts.yml). Needs root for apt-get;
 # without root it names what is missing and stops.
 set -euo pipefail
 declare -A package=([redis-server]=redis-server [redis-cli]=redis-tools [java]=openjdk-17-jre-headless [mvn]=maven [wrk]=wrk
-                    [chromium]=chromium)
+                    [chromium]=chromium [node]=nodejs [promtool]=prometheus)
 missing=()
 for command in "${!package[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${package[$command]}")
@@ -18,6 +19,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   # Debian starts a system redis on 6379; streamrec runs its own, so stop that one.
   if [[ " ${missing[*]} " == *" redis-server "* ]]; then
     (service redis-server stop || true) >/dev/null 2>&1
+  fi
+  # Only promtool is wanted from the prometheus package, not a server on port 9090.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    (service prometheus stop || true) >/dev/null 2>&1
   fi
 else
   echo "missing: ${missing[*]}. Install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}) or use docker compose." >&2

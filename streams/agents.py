@@ -112,6 +112,8 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
             for reject in rejected
         ]
         await asyncio.gather(*pending)
+        await steadily(parts.ops.record_rejects,
+                       [(reject.record.topic, reject.reason) for reject in rejected])
         for reject in rejected:
             log.warning("dead-lettered %s/%s/%s: %s", reject.record.topic,
                         reject.record.partition, reject.record.offset, reject.reason)
@@ -140,8 +142,9 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
             log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                       1000 * (time.perf_counter() - started))
             if decoded.interactions:
+                # Every record: the histogram on /metrics counts them all.
                 await steadily(parts.ops.record_freshness,
-                               freshness_samples(events, time.time()))
+                               freshness_samples(events, time.time(), most=len(events)))
             if repeated:
                 log.info("left out %d record(s) repeating an event id", len(repeated))
             if waiting:  # a repeat's feedback was not kept: it earns nothing either

@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import SettingsDep
+from api.deps import MetricsDep, SettingsDep
 from api.metrics_hub import MetricsHub
 
 router = APIRouter(tags=["metrics"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-async def _hub(request: Request) -> MetricsHub:
-    return request.app.state.metrics
-
-
-HubDep = Annotated[MetricsHub, Depends(_hub)]
-
-
 @router.get("/metrics", response_class=Response)
-def prometheus(hub: HubDep) -> Response:
+def prometheus(hub: MetricsDep) -> Response:
     """Prometheus exposition: request latency histogram, system and per-variant gauges."""
     return Response(generate_latest(hub.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/metrics/snapshot")
-def snapshot(hub: HubDep) -> dict:
+def snapshot(hub: MetricsDep) -> dict:
     """The latest snapshot (JSON), refreshed about once a second."""
     return hub.latest
 
@@ -53,7 +45,7 @@ class _StreamResponse(StreamingResponse):
 
 @router.get("/metrics/stream", response_class=StreamingResponse, responses={
     503: {"description": "As many stream clients as max_stream_clients are connected"}})
-async def stream(hub: HubDep, settings: SettingsDep) -> StreamingResponse:
+async def stream(hub: MetricsDep, settings: SettingsDep) -> StreamingResponse:
     """Server-Sent Events: one ``snapshot`` event about once a second."""
     if hub.stream_clients >= settings.max_stream_clients:
         raise HTTPException(503, detail=f"stream: {settings.max_stream_clients} clients are "

@@ -15,6 +15,7 @@ from api.deps import (
     EngineDep,
     FallbackDep,
     ListFilterDep,
+    MetricsDep,
     ProducerDep,
     ServingThreadsDep,
     SettingsDep,
@@ -92,6 +93,7 @@ async def recommendations(
     fallback: FallbackDep,
     item_filter: ListFilterDep,
     serving_threads: ServingThreadsDep,
+    metrics: MetricsDep,
     user_id: Annotated[Id, Query()],
     k: K = 10,
     placement: Placement = DEFAULT_PLACEMENT,
@@ -133,6 +135,7 @@ async def recommendations(
             raise _unreachable(error) from error
         # Redis is away: answer from what this process last read, and say so.
         result, degraded = Recommendations("popular", fallback.top(k)), True
+    metrics.serve(placement, name, result.model, allocated)
     recommendation_id = _log_impression(producer, settings, placement, user_id, result.model,
                                         result.items, now, allocated, name)
     return RecommendationList(

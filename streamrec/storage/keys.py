@@ -31,8 +31,13 @@ PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)
 OFFSETS = "offsets"  # HASH "topic:partition" -> last offset applied to the state
 STATS = "stats"  # HASH counters written by the worker: events applied, "blend:*" source tally
+# (field duplicates: events skipped as repeats of an event_id, /metrics'
+# streamrec_events_duplicate_total)
 WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
+# Operational counters for /metrics, shared by every version (not recommendation state):
+REJECTS = "rejects"  # HASH "topic|reason" -> records the worker dead-lettered
+FRESHNESS_HISTOGRAM = "freshh"  # HASH bucket upper bound (s) or sum/count -> freshness tally
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
 # HASH event id -> "partition:offset" of the record that applied it, per bucket (a day of
 # reception time; recommender.once): the ids a window remembers, in the global state's slot.
