@@ -28,6 +28,7 @@ from api.routers import admin, catalog, events, filters, health, metrics, recomm
 from api.serving_version import ServingVersions
 from api.shedding import LoadShedding
 from streamrec import logs, shutdown
+from streamrec.connections import check_kafka
 from streamrec.settings import Settings, get_settings
 from streamrec.wiring import Wiring
 
@@ -82,8 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
         shutdown.bound_signals()
-        wiring = Wiring.connect(settings)
-        producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds)
+        # A wrong password or an untrusted certificate stops the API here, saying which
+        # connection and why; a Kafka or Redis that is down is retried in the background.
+        wiring = Wiring.connect(settings, "API")
+        await check_kafka(settings, "API")
+        producer = EventProducer(settings, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings
         app.state.api_keys = api_keys

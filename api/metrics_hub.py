@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from recommender import abtest
+from streamrec.connections import kafka_client_options
 from streamrec.percentiles import percentiles
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ class MetricsHub:
         """Records in the events topic the worker group has not committed yet."""
         try:
             if self._lag_clients is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                admin = AIOKafkaAdminClient(**kafka_client_options(self.settings))
+                consumer = AIOKafkaConsumer(**kafka_client_options(self.settings),
                                             group_id=None, enable_auto_commit=False)
                 await admin.start()
                 await consumer.start()

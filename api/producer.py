@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamrec import kafka
+from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,9 @@ class KafkaUnavailable(RuntimeError):
 class EventProducer:
     """Starts in the background and keeps retrying, so the API can come up before Kafka."""
 
-    def __init__(self, bootstrap: str, timeout: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task | None = None
@@ -35,7 +37,7 @@ class EventProducer:
     async def _start_until_connected(self) -> None:
         delay = 0.5
         while True:
-            producer = kafka.producer(self.bootstrap, linger_ms=1,
+            producer = kafka.producer(self.settings, linger_ms=1,
                                       request_timeout_ms=int(self.timeout * 1000))
             try:
                 await producer.start()

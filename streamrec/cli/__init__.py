@@ -18,7 +18,20 @@ import click
 from streamrec.cli import import_export, measurements, roles, versioning
 
 
-@click.group()
+class _Commands(click.Group):
+    """A wrong password or an untrusted certificate ends any command with its one-line
+    reason (which connection, which role, why), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from streamrec.connections import ConnectionFailed
+
+        try:
+            return super().invoke(ctx)
+        except ConnectionFailed as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands)
 @click.option("--log-level", default="info", show_default=True)
 def main(log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""

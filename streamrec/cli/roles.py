@@ -129,8 +129,8 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
     from streamrec.kafka import producer as kafka_producer
 
     settings = get_settings()
-    await ensure_topics(settings)
-    producer = kafka_producer(settings.kafka_bootstrap, linger_ms=5)
+    await ensure_topics(settings, "simulate")
+    producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
     sent = 0
     try:
