@@ -32,9 +32,15 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from streamrec.connections import check_kafka
     from streamrec.shutdown import ROLE_STOP_SECONDS
+    from streamrec.wiring import Wiring
 
     settings = get_settings()
+    # A wrong password or an untrusted certificate: one line here rather than a traceback
+    # from each process's lifespan (which checks too, however the app is started).
+    Wiring.connect(settings, "API").close()
+    asyncio.run(check_kafka(settings, "API"))
     # The app and its HTTP protocol by import string, as uvicorn takes them (each of
     # ``workers`` processes imports them itself): nothing under streamrec/ imports api/.
     # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
