@@ -47,7 +47,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     (for example ``STREAMREC_KAFKA_BOOTSTRAP``). Dict fields take JSON.
     """
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+    # Errors name the setting, never the input: it may hold a password.
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # Infrastructure
     kafka_bootstrap: str = "localhost:9092"

@@ -14,6 +14,7 @@ holds each accepted event once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from tests.conftest import own_worker
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+WRITERS = 4  # steady clients posting events, each one request at a time
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +84,12 @@ class Client(threading.Thread):
                 time.sleep(0.05)
             n += 1
 
-    def longest_gap(self, since: float) -> float:
-        times = [since, *(t for t in self.successes if t >= since)]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def longest_gap(clients: list[Client], since: float) -> float:
+    """The longest time after ``since`` in which none of ``clients`` succeeded."""
+    times = [since, *sorted(t for client in clients for t in client.successes if t >= since)]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
 
 
 def call(url: str, body: dict | None = None) -> int:
@@ -153,18 +158,19 @@ def test_a_broker_lost_under_load_loses_and_doubles_nothing(cluster, capsys):
         run = uuid.uuid4().hex[:6]
         accepted: list[str] = []
 
-        def post(n: int) -> bool:
-            user = f"{run}-{n}"
+        def post(writer: int, n: int) -> bool:
+            user = f"{run}-{writer}-{n}"
             ok = call(f"{url}/events", {"user_id": user, "item_id": f"item-{n % 50}",
                                         "event_type": "view"}) == 202
             if ok:
                 accepted.append(user)
             return ok
 
-        writer = Client(post)
-        reader = Client(lambda n: call(f"{url}/recommendations?user_id={run}-{n}&k=10") == 200)
-        writer.start()
-        reader.start()
+        writers = [Client(functools.partial(post, w)) for w in range(WRITERS)]
+        reader = Client(lambda n: call(f"{url}/recommendations?user_id={run}-0-{n}&k=10")
+                        == 200)
+        for client in (*writers, reader):
+            client.start()
         started = time.monotonic()
         time.sleep(6)
         victim = kafka.nodes[leaders[0][0] - 1]  # the leader of partition 0
@@ -182,10 +188,10 @@ def test_a_broker_lost_under_load_loses_and_doubles_nothing(cluster, capsys):
         assert wait_for(caught_up, timeout=120, every=1.0), "the broker never rejoined the ISR"
         caught = time.monotonic()
         time.sleep(3)
-        writer.stopping.set()
-        reader.stopping.set()
-        writer.join(30)
-        reader.join(30)
+        for client in (*writers, reader):
+            client.stopping.set()
+        for client in (*writers, reader):
+            client.join(30)
 
         users = asyncio.run(_read_users(settings))
         assert wait_for(lambda: store.events_applied() >= len(users), timeout=120)
@@ -197,10 +203,11 @@ def test_a_broker_lost_under_load_loses_and_doubles_nothing(cluster, capsys):
         doubled = [user for user, count in in_topic.items() if count > 1]
         missing_state = [user for user in accepted if not store.history(user, 1)]
         with capsys.disabled():
-            print(f"\nbroker loss: {len(accepted)} events accepted (202), {writer.failures} "
-                  f"refused (503), {len(users)} in the topic, {applied} applied; longest gap "
-                  f"between 202s after the kill {writer.longest_gap(killed):.1f} s, between "
-                  f"served lists {reader.longest_gap(killed):.1f} s ({reader.failures} reads "
+            print(f"\nbroker loss: {len(accepted)} events accepted (202), "
+                  f"{sum(w.failures for w in writers)} refused (503), {len(users)} in the "
+                  f"topic, {applied} applied; longest gap between 202s after the kill "
+                  f"{longest_gap(writers, killed):.1f} s, between served lists "
+                  f"{longest_gap([reader], killed):.1f} s ({reader.failures} reads "
                   f"failed); broker back {restarted - killed:.1f} s after the kill, in sync "
                   f"{caught - restarted:.1f} s later; {len(accepted) / (caught + 3 - started):.0f} "
                   "events/s accepted over the run")

@@ -34,6 +34,15 @@ def test_passwords_are_never_in_the_settings_repr():
     assert redis_options(settings) == {"username": "app", "password": SECRET}
 
 
+def test_a_refused_setting_never_shows_a_password(monkeypatch):
+    monkeypatch.setenv("STREAMREC_KAFKA_SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("STREAMREC_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "STREAMREC_KAFKA_SASL_USERNAME" in str(refused.value)
+    assert SECRET not in str(refused.value) and SECRET not in repr(refused.value)
+
+
 def test_a_password_set_on_its_own_wins_over_the_urls():
     settings = Settings(redis_url="redis://:in-url@localhost:6379/0", redis_password="own")
     assert redis_options(settings) == {"password": "own"}
