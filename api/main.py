@@ -28,7 +28,6 @@ from api.routers import admin, catalog, events, filters, health, metrics, recomm
 from api.serving_version import ServingVersions
 from api.shedding import LoadShedding
 from streamrec import logs, shutdown
-from streamrec.connections import check_kafka
 from streamrec.settings import Settings, get_settings
 from streamrec.wiring import Wiring
 
@@ -83,10 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
         shutdown.bound_signals()
-        # A wrong password or an untrusted certificate stops the API here, saying which
-        # connection and why; a Kafka or Redis that is down is retried in the background.
+        # A wrong Redis password or an untrusted certificate stops the API here, saying
+        # why; a Redis that is down is retried. Kafka's are checked by `streamrec api`
+        # before uvicorn starts: a probe connection made on this event loop, before the
+        # producer's, kept the producer from reconnecting after a broker restart
+        # (tests/integration/test_kafka_restart.py).
         wiring = Wiring.connect(settings, "API")
-        await check_kafka(settings, "API")
         producer = EventProducer(settings, settings.produce_timeout_seconds)
         producer.start()
         app.state.settings = settings

@@ -37,8 +37,8 @@ def api(workers: int) -> None:
     from streamrec.wiring import Wiring
 
     settings = get_settings()
-    # A wrong password or an untrusted certificate: one line here rather than a traceback
-    # from each process's lifespan (which checks too, however the app is started).
+    # A wrong password or an untrusted certificate: one line here, before uvicorn starts
+    # (the lifespan checks Redis again, however the app is started).
     Wiring.connect(settings, "API").close()
     asyncio.run(check_kafka(settings, "API"))
     # The app and its HTTP protocol by import string, as uvicorn takes them (each of
