@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.limits import encodable, printable
+from schemas import errors
 
 ECHO_DEPTH = 8  # an offending input is echoed this many levels deep, then as "..."
 
@@ -44,9 +45,27 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def readable(problem: dict) -> dict:
+    """One 422 entry as the README shows it: ``loc`` as FastAPI gives it, ``field`` the same
+    place as one path (``body[3].event_type``), ``msg`` without pydantic's ``Value error, ``
+    prefix, ``input`` what was sent (``ctx`` and ``url`` repeat the message: left out).
+
+    >>> entry = readable({"type": "value_error", "loc": ("body", 1, "event_type"),
+    ...                   "input": "x", "msg": "Value error, no",
+    ...                   "ctx": {"error": ValueError("no")}})
+    >>> entry["loc"], entry["field"], entry["msg"], "ctx" in entry
+    (['body', 1, 'event_type'], 'body[1].event_type', 'no', False)
+    """
+    entry = {"type": problem["type"], "loc": list(problem["loc"]),
+             "field": errors.field(problem["loc"]), "msg": errors.message(problem["msg"])}
+    if "input" in problem:
+        entry["input"] = problem["input"]
+    return entry
+
+
 async def validation_failed(request: Request, error: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": jsonable_encoder(json_safe(error.errors()))},
-                        status_code=422)
+    detail = [readable(problem) for problem in error.errors()]
+    return JSONResponse({"detail": jsonable_encoder(json_safe(detail))}, status_code=422)
 
 
 async def http_error(request: Request, error: HTTPException) -> JSONResponse:

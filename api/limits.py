@@ -22,6 +22,7 @@ BODY_RESPONSES: dict[int | str, dict] = {
     400: {"description": "The body is not JSON text (for example not UTF-8, or nested too "
                          "deeply to parse)"},
     413: {"description": "The body is larger than max_body_bytes"},
+    415: {"description": "The body is not sent as JSON (Content-Type: application/json)"},
 }
 
 
@@ -90,13 +91,19 @@ async def read_json(request: Request) -> None:
     - not UTF-8 text, or nested too deeply to parse: **400** ``body: ...``;
     - a string or key holding a lone surrogate (``"\\udfff"``: valid JSON, but no
       character, and no UTF-8 encoder takes it): **422** naming where;
-    - broken JSON is left to FastAPI: **422** at ``body`` with the position.
+    - broken JSON is left to FastAPI: **422** at ``body`` with the position;
+    - a body sent as anything but JSON (curl's ``-d`` says form data unless told):
+      **415** naming the content type expected and the one sent.
     """
     content_type = request.headers.get("content-type")
-    if content_type is None or not _JSON_TYPE.match(content_type):
+    if content_type is not None and not _JSON_TYPE.match(content_type):
+        if await request.body():  # FastAPI would hand the handler raw bytes: a puzzle
+            sent = printable(content_type[:100])
+            raise HTTPException(415, detail=f"body: expected Content-Type: application/json, "
+                                             f"got {sent}")
         return
     body = await request.body()
-    if not body:
+    if content_type is None or not body:
         return
     try:
         document = await request.json()  # Starlette keeps it for FastAPI

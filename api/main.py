@@ -24,7 +24,16 @@ from api.limits import BodyLimit
 from api.metrics_hub import MetricsHub
 from api.named_filters import Filters
 from api.producer import EventProducer
-from api.routers import admin, catalog, events, filters, health, metrics, recommendations
+from api.routers import (
+    admin,
+    catalog,
+    docs,
+    events,
+    filters,
+    health,
+    metrics,
+    recommendations,
+)
 from api.serving_version import ServingVersions
 from api.shedding import LoadShedding
 from streamrec import logs, shutdown
@@ -88,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # producer's, kept the producer from reconnecting after a broker restart
         # (tests/integration/test_kafka_restart.py).
         wiring = Wiring.connect(settings, "API")
-        producer = EventProducer(settings, settings.produce_timeout_seconds)
+        producer = EventProducer(settings, settings.produce_timeout_seconds,
+                                 settings.impression_buffer)
         producer.start()
         app.state.settings = settings
         app.state.api_keys = api_keys
@@ -140,8 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=streamrec.__version__,
         description="Real-time recommendations from a Kafka event stream.",
         lifespan=lifespan,
+        # /docs from vendored assets (api/routers/docs.py); ReDoc would load from a CDN.
+        docs_url=None, redoc_url=None,
     )
-    for module in (recommendations, events, catalog, admin, filters, metrics, health):
+    for module in (recommendations, events, catalog, admin, filters, metrics, health, docs):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(HTTPException, http_error)

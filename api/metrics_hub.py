@@ -123,6 +123,7 @@ class MetricsHub:
             "time": now,
             "source": self.source,
             "events_applied": applied,
+            "duplicate_events": self.ops.duplicates(),
             "events_per_second": max(0.0, rate),
             "freshness_ms": percentiles(freshness[:200]),
             "api_latency_ms": {k: v * 1000 for k, v in percentiles(recent, (50, 99, 99.9)).items()},
@@ -179,6 +180,8 @@ class _SnapshotCollector:
             return
         system = GaugeMetricFamily("streamrec_system", "System figures", labels=["figure"])
         system.add_metric(["events_applied"], snapshot["events_applied"])
+        # Records left out for repeating an applied event_id (retries, re-imports).
+        system.add_metric(["duplicate_events"], snapshot.get("duplicate_events", 0))
         system.add_metric(["events_per_second"], snapshot["events_per_second"])
         if snapshot.get("consumer_lag") is not None:
             system.add_metric(["consumer_lag"], snapshot["consumer_lag"])

@@ -18,6 +18,10 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items to return."
 class ScoredItem(BaseModel):
     item_id: str
     score: float = Field(description="Always a finite number.")
+    backfill: bool = Field(default=False, description=(
+        "True for an item that is not the list's model's own: a popular item filling a "
+        "known user's list the model could not make k long (score 0), or a content "
+        "neighbour filling a similar-items list. Backfill comes after the model's items."))
 
     @field_validator("score")
     @classmethod
@@ -34,8 +38,9 @@ class RecommendationList(BaseModel):
     user_id: str
     placement: str
     variant: str = Field(description="The variant that served this list.")
-    model: str = Field(description="The model that actually ranked it (popular for "
-                                   "users nobody knows yet).")
+    model: str = Field(description="The model that ranked it: the variant's (or the "
+                                   "forced) model for a user with a history, popular for "
+                                   "users nobody knows yet.")
     items: list[ScoredItem]
     degraded: bool = Field(default=False, description="True when the state store was "
                            "unreachable and the list comes from the last known popular items.")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from api.impressions import ReliableSender
 from streamrec import kafka
 from streamrec.settings import Settings
 
@@ -22,17 +23,27 @@ class KafkaUnavailable(RuntimeError):
 class EventProducer:
     """Starts in the background and keeps retrying, so the API can come up before Kafka."""
 
-    def __init__(self, settings: Settings, timeout: float) -> None:
+    def __init__(self, settings: Settings, timeout: float, impression_buffer: int = 10_000
+                 ) -> None:
         self.settings = settings
         self.bootstrap = settings.kafka_bootstrap
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
-        self.dropped = 0  # best-effort records Kafka never took
+        self._best_effort_dropped = 0  # best-effort records Kafka never took
+        # Impressions: on a producer of their own, in a thread of their own (api.impressions).
+        self.impressions = ReliableSender(settings, impression_buffer, timeout)
+
+    @property
+    def dropped(self) -> int:
+        """Records never sent: best-effort ones Kafka refused, and impressions still
+        waiting when the process stopped."""
+        return self._best_effort_dropped + self.impressions.dropped
 
     def start(self) -> None:
         self._starter = asyncio.create_task(self._start_until_connected())
+        self.impressions.start()
 
     async def _start_until_connected(self) -> None:
         delay = 0.5
@@ -58,6 +69,7 @@ class EventProducer:
             await asyncio.wait(self._background, timeout=self.timeout)
         if self._producer is not None:
             await self._producer.stop()
+        await self.impressions.stop()
 
     async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]]
                        ) -> None:
@@ -93,7 +105,7 @@ class EventProducer:
     def _sent(self, task: asyncio.Future) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.dropped += 1
+            self._best_effort_dropped += 1
             log.warning("a best-effort record was not sent: %r", task.exception())
 
     async def ready(self) -> bool:

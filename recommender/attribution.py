@@ -20,6 +20,7 @@ not have is recorded (so feedback on it is told apart) but credits nothing.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Collection, Mapping, Sequence
@@ -131,8 +132,9 @@ class Attributor:
 
     An event whose impression has not arrived yet (the impressions topic can lag the
     events topic) waits up to ``grace`` seconds of wall time and is tried again; after
-    that it counts as ``no_impression``. Waiting events live in memory: a worker crash
-    loses them (their Kafka offsets are already committed), which is documented.
+    that it counts as ``no_impression``. Waiting events live in the feedback store (the
+    worker writes them in the batch's atomic apply, with its offsets), so a crash loses
+    none: the next worker settles them, each once.
 
     Impressions count for a placement's variant only when the allocation chose it and the
     placement is configured with that variant (read from the store, at most every
@@ -167,7 +169,7 @@ class Attributor:
         self.reward_types = frozenset(reward_types)
         self.skew = skew
         self.refresh = refresh
-        self._waiting: list[tuple[float, tuple]] = []  # (give up at, event)
+        self._entries = 0  # tags the waiting entries of events given to credit_many
         self._lock = threading.Lock()
         self._configured: dict[str, frozenset[str]] = {}  # placement -> its variants
         self._configured_at = -math.inf
@@ -202,37 +204,62 @@ class Attributor:
     def credit_many(self, events, now: float) -> dict[str, int]:
         """Attribute ``(recommendation_id, user_id, item_id, event_type, timestamp,
         received)`` tuples plus any waiting ones; returns outcome counts (``credited``
-        included)."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-            candidates = [event for _, event in waiting]
-            give_up = [deadline for deadline, _ in waiting]
-            for event in events:
-                if event[3] in self.reward_types:
-                    candidates.append(tuple(event))
-                    give_up.append(now + self.grace)
-            if not candidates:
-                return {}
-            shown = self.store.impressions({event[0] for event in candidates})
-            outcomes: dict[str, int] = {}
-            credits = []
-            for event, deadline in zip(candidates, give_up, strict=True):
-                rid, user, item, kind, timestamp, received = event
-                result = attribute(shown.get(rid), user, item, kind, timestamp, received,
-                                   self.window, self.reward_types, self.skew)
-                if result == NO_IMPRESSION and now < deadline:
-                    self._waiting.append((deadline, event))
-                elif isinstance(result, Credit):
-                    credits.append(result)
-                else:
-                    outcomes[result] = outcomes.get(result, 0) + 1
-            fresh = self.store.credit(credits, self.ttl)
-            if fresh:
-                outcomes["credited"] = sum(fresh)
-                if len(fresh) > sum(fresh):
-                    outcomes["duplicate"] = len(fresh) - sum(fresh)
-            self.store.count_outcomes(outcomes)
-            return outcomes
+        included). The events wait in the store first (:func:`waiting_entry`), so feedback
+        is only ever settled from there, once."""
+        rewarded = [tuple(event) for event in events if event[3] in self.reward_types]
+        if rewarded:
+            with self._lock:
+                first = self._entries
+                self._entries += len(rewarded)
+            self.store.wait([(waiting_entry(f"n{first + n}", event), now + self.grace)
+                             for n, event in enumerate(rewarded)])
+        return self.settle(now)
+
+    def settle(self, now: float) -> dict[str, int]:
+        """Attribute every waiting event: credited, or counted under the reason it earns
+        nothing, and taken out of the waiting ones in the same atomic step (an event
+        settled by a concurrent call, or before a crash, is not counted again); one whose
+        impression has not arrived waits until its time to give up."""
+        entries = self.store.waiting()
+        if not entries:
+            return {}
+        events = [(entry, deadline, waiting_event(entry)) for entry, deadline in entries]
+        shown = self.store.impressions({event[0] for _, _, event in events})
+        credits, settled, final = [], [], []
+        for entry, deadline, event in events:
+            rid, user, item, kind, timestamp, received = event
+            result = attribute(shown.get(rid), user, item, kind, timestamp, received,
+                               self.window, self.reward_types, self.skew)
+            if result == NO_IMPRESSION and now < deadline:
+                continue
+            if isinstance(result, Credit):
+                credits.append(result)
+                settled.append(entry)
+            else:
+                final.append((entry, result))
+        outcomes = self.store.settle(final) if final else {}
+        fresh = self.store.credit(credits, self.ttl, settled) if credits else []
+        if any(value is True for value in fresh):
+            outcomes["credited"] = sum(value is True for value in fresh)
+        if any(value is False for value in fresh):
+            outcomes["duplicate"] = sum(value is False for value in fresh)
+        return outcomes
 
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self.store.waiting())
+
+
+def waiting_entry(tag: str, event: Sequence[Any]) -> str:
+    """How a feedback event waits in a store: ``tag`` (unique per event: its record's
+    position on Kafka) and the event, as one string.
+
+    >>> entry = waiting_entry("0:7", ("r1", "ann", "cup", "click", 120.0, 121.0))
+    >>> waiting_event(entry)
+    ('r1', 'ann', 'cup', 'click', 120.0, 121.0)
+    """
+    return json.dumps([tag, *event], separators=(",", ":"))
+
+
+def waiting_event(entry: str | bytes) -> tuple:
+    """The event of a :func:`waiting_entry`."""
+    return tuple(json.loads(entry)[1:])

@@ -22,6 +22,7 @@ from recommender.decay import Decayed, ForwardDecay
 from recommender.filters import BoundFilter
 from recommender.hyperparameters import EngineConfig
 from recommender.mf import ItemFactorIndex, OnlineBPR
+from recommender.once import Claim
 from recommender.popularity import DecayedPopularity
 from recommender.screening import Screen
 from recommender.store import StateStore, StateUpdate, top
@@ -34,8 +35,16 @@ HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_r
 
 @dataclass(frozen=True)
 class Recommendations:
+    """A ranked list and the model that produced it.
+
+    ``backfill`` holds the items that are not ``model``'s own: popular items (or, for
+    similar items, content neighbours) that fill a list the model could not make ``k``
+    long. They come after the model's items and score 0.
+    """
+
     model: str
     items: list[Scored]
+    backfill: frozenset[ItemId] = frozenset()
 
 
 class Engine:
@@ -86,11 +95,17 @@ class Engine:
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
-        events: int | None = None,
+        events: int | None = None, claims: Sequence[Claim] = (), duplicates: int = 0,
+        waiting_feedback: Sequence[tuple[str, float]] = (),
     ) -> StateUpdate:
         """Apply a batch, in order, as one atomic store update, together with the source
         ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
-        counts the batch's events when some of them were applied already."""
+        counts the batch's events when some of them were applied already.
+
+        ``claims`` are the batch's event ids (:mod:`recommender.once`): the store raises
+        :class:`~recommender.once.DuplicateEvents`, having written nothing, when one repeats
+        an id; ``duplicates`` counts the records already left out as such.
+        ``waiting_feedback`` is written with the state (:class:`StateUpdate`)."""
         blend = self._try_sources(interactions)  # on the state before the batch
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
@@ -121,6 +136,9 @@ class Engine:
             popularity_half_life=self.config.popularity_half_life,
             blend=blend,
             blend_memory=self.config.hybrid_learning_memory,
+            claims=claims,
+            duplicates=duplicates,
+            waiting_feedback=waiting_feedback,
         )
         self.store.apply(update)
         self._recent_reads.clear()
@@ -260,15 +278,28 @@ class Engine:
         self, item_id: ItemId, k: int, now: float | None = None,
         item_filter: BoundFilter | None = None, user_id: UserId | None = None,
     ) -> list[Scored]:
+        """Items most often touched together with ``item_id``, never withdrawn ones:
+        :meth:`similar_items`'s list."""
+        return self.similar_items(item_id, k, now, item_filter, user_id).items
+
+    def similar_items(
+        self, item_id: ItemId, k: int, now: float | None = None,
+        item_filter: BoundFilter | None = None, user_id: UserId | None = None,
+    ) -> Recommendations:
         """Items most often touched together with ``item_id``, never withdrawn ones.
 
-        ``item_filter`` may compare with the item's own properties (``CurrentItem``).
+        Its co-occurrence neighbours come first (model ``cooccurrence``); when fewer than
+        ``k`` of them pass, items whose catalog document resembles it fill the list with
+        their content similarity, listed in :attr:`Recommendations.backfill` (a new item,
+        which nobody touched with another yet, gets only those). ``item_filter`` may compare
+        with the item's own properties (``CurrentItem``).
         """
         now = time.time() if now is None else now
         current = None
         if item_filter is not None and item_filter.filter.uses_current_item:
             current = self.store.get_item(item_id) or {"item_id": item_id}
         screen = self._screen(now, item_filter, user_id, current)
+        content: set[ItemId] = set()  # the last round's content neighbours
 
         def rank(n: int) -> list[Scored]:
             limit = min(max(self.config.neighbours_per_item, n), self.config.max_neighbours)
@@ -277,13 +308,18 @@ class Engine:
                                                         neighbours.scores)])
             ranked = self.cooccurrence.similar(item_id, neighbours, counts,
                                                len(neighbours.scores))
-            if len(ranked) < n:  # a new item: what its catalog document resembles
+            content.clear()
+            if len(ranked) < n:  # too few neighbours: what its catalog document resembles
                 self._content_ready()
                 chosen = [item for item, _ in ranked]
-                ranked += self.content.similar(item_id, n - len(ranked), exclude=chosen)
+                resembling = self.content.similar(item_id, n - len(ranked), exclude=chosen)
+                content.update(item for item, _ in resembling)
+                ranked += resembling
             return ranked
 
-        return self._take(rank, k, self._first_round(k, item_filter), screen)
+        items = self._take(rank, k, self._first_round(k, item_filter), screen)
+        return Recommendations("cooccurrence", items,
+                               frozenset(item for item, _ in items if item in content))
 
     def recommend(
         self, user_id: UserId, k: int, now: float, model: str = "cooccurrence",
@@ -295,10 +331,13 @@ class Engine:
 
         ``model`` is one of :data:`MODELS`; ``params`` override the hybrid blend
         (``hybrid_mf``, ``hybrid_cooccurrence``, ``hybrid_popular``) for this request. The
-        result names the model that actually ranked the list: an unknown user gets
-        ``popular`` from every model, and so does a user whose candidates the filter
-        removed. Candidates are read in growing rounds until ``k`` pass the screen (at most
-        ``max_screened_candidates``); a filter that leaves nothing gives an empty list.
+        result names the model that ranked the list: a user nobody knows (no history)
+        gets ``popular`` from every model; a known user always gets ``model``'s own items
+        first, and popular items that pass the same screen fill what it lacks (after a
+        filter, the seen items, or for ``mf`` before the user has factors), listed in
+        :attr:`Recommendations.backfill`. Candidates are read in growing rounds until ``k``
+        pass the screen (at most ``max_screened_candidates``); a filter that leaves nothing
+        gives an empty list.
         ``category`` (a theme the user chose, from the request's context) is where popular
         items come from for a user the models know nothing about yet.
         """
@@ -360,7 +399,12 @@ class Engine:
             rank = self._hybrid_ranking(reads, params)
         ranked = [] if rank is None else self._take(
             rank, k, self._first_round(k, item_filter), screen)
-        used = model if ranked else "popular"
+        # The rule (README, "Short lists"): `popular` names only the cold start of a user
+        # nobody knows. A known user's list is always the asked model's, and whatever it
+        # lacks after the filter and the seen items is popular backfill, flagged per item,
+        # so a client can tell, and a report never counts popular's items as the model's.
+        used = model if ranked or seen else "popular"
+        backfill: frozenset[ItemId] = frozenset()
         if len(ranked) < k:
             chosen = seen + [item for item, _ in ranked]
             # A newcomer's chosen category first, then everything popular.
@@ -369,11 +413,13 @@ class Engine:
             chosen += [item for item, _ in fill]
             fill += self._popular(k - len(ranked) - len(fill), now, None, chosen, screen,
                                   item_filter, reads) if len(ranked) + len(fill) < k else []
-            # A fill item scores 0 in a personalised list: its model did not choose it.
-            ranked += fill if used == "popular" else [(item, 0.0) for item, _ in fill]
+            if used != "popular":  # its model did not choose it: 0, and flagged
+                backfill = frozenset(item for item, _ in fill)
+                fill = [(item, 0.0) for item, _ in fill]
+            ranked += fill
         if self.config.exploration_share > 0:  # any list but an explicit model=popular
             ranked = self._explore(user_id, ranked, k, now, recent, seen, screen)
-        return Recommendations(used, ranked)
+        return Recommendations(used, ranked, backfill)
 
     def _content_ready(self) -> None:
         if self._content_cursor is None:

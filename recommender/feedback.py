@@ -29,8 +29,28 @@ class FeedbackStore(Protocol):
 
     def impressions(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]: ...
 
-    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
-        """Count each credit once per (list, item, event type); True where it was new."""
+    def credit(self, credits: Sequence[Credit], ttl: float,
+               settled: Sequence[str] | None = None) -> list[bool | None]:
+        """Count each credit once per (list, item, event type); True where it was new.
+
+        ``settled`` (in step with ``credits``) names the waiting feedback each settles:
+        a credit counts only if it takes its entry out of the waiting ones (None where
+        another call took it first), and then also counts as the ``credited`` or
+        ``duplicate`` outcome, in the same atomic step."""
+        ...
+
+    def wait(self, entries: Sequence[tuple[str, float]]) -> None:
+        """Keep feedback that waits for its impression: ``(entry, give up at)``; an entry
+        kept already keeps its time (a replay)."""
+        ...
+
+    def waiting(self) -> list[tuple[str, float]]:
+        """Every waiting entry and when it gives up, soonest first."""
+        ...
+
+    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
+        """Take each ``(entry, reason)``'s entry out of the waiting ones and count its
+        reason, both at once: an entry already taken counts nothing. Returns the counts."""
         ...
 
     def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
@@ -65,6 +85,7 @@ class InMemoryFeedback:
         self._counters: dict[str, Counters] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(int)))
         self._outcomes: dict[str, int] = defaultdict(int)
+        self._waiting: dict[str, float] = {}
         self._placements: dict[str, dict[str, Any]] = {}
         self._log: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
@@ -84,13 +105,22 @@ class InMemoryFeedback:
     def impressions(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]:
         return {r: self._impressions[r] for r in recommendation_ids if r in self._impressions}
 
-    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
-        fresh = []
-        for credit in credits:
+    def credit(self, credits: Sequence[Credit], ttl: float,
+               settled: Sequence[str] | None = None) -> list[bool | None]:
+        fresh: list[bool | None] = []
+        for n, credit in enumerate(credits):
+            if settled is not None:
+                if self._waiting.pop(settled[n], None) is None:
+                    fresh.append(None)
+                    continue
             key = (credit.recommendation_id, credit.item_id, credit.event_type)
             if key in self._credited:
                 fresh.append(False)
+                if settled is not None:
+                    self._outcomes["duplicate"] += 1
                 continue
+            if settled is not None:
+                self._outcomes["credited"] += 1
             self._credited.add(key)
             counters = self._counters[credit.placement][credit.variant]
             counters[credit.event_type] += 1
@@ -104,6 +134,21 @@ class InMemoryFeedback:
     def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
         for reason, count in outcomes.items():
             self._outcomes[reason] += count
+
+    def wait(self, entries: Sequence[tuple[str, float]]) -> None:
+        for entry, give_up in entries:
+            self._waiting.setdefault(entry, give_up)
+
+    def waiting(self) -> list[tuple[str, float]]:
+        return sorted(self._waiting.items(), key=lambda pair: (pair[1], pair[0]))
+
+    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for entry, reason in outcomes:
+            if self._waiting.pop(entry, None) is not None:
+                counted[reason] = counted.get(reason, 0) + 1
+        self.count_outcomes(counted)
+        return counted
 
     def outcomes(self) -> dict[str, int]:
         return dict(self._outcomes)

@@ -12,7 +12,7 @@ import heapq
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.blend import forget
 from recommender.decay import LEGACY_EPOCH, Decayed, Renormalisation, renormalise
+from recommender.once import DEFAULT_WINDOW_SECONDS, Claim, DuplicateEvents, EventMemory
 
 # User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
 # a user's ~880 bytes in Redis, with the same Recall@10 (docs/benchmarks.md). Item vectors
@@ -82,6 +83,15 @@ class StateUpdate:
     # The tally halves every count (rounding down) once its trials reach twice this (0:
     # never): recommender.blend.forget.
     blend_memory: int = 0
+    # The batch's claims on event ids (recommender.once): the store refuses the batch with
+    # DuplicateEvents when one repeats an id, else keeps them with the state.
+    claims: Sequence[Claim] = ()
+    # Records of the batch left out as duplicates (counted with the state).
+    duplicates: int = 0
+    # Feedback waiting for its impression (recommender.attribution.waiting_entry, give up
+    # at): kept with the state, so a crash after the batch loses none. A store without
+    # feedback (in memory) ignores it; Redis keeps an entry it has already (a replay) as is.
+    waiting_feedback: Sequence[tuple[str, float]] = ()
 
     def has_decayed(self) -> bool:
         return bool(self.popularity or self.category_popularity or self.item_counts
@@ -272,6 +282,10 @@ class Operations(Protocol):
 
     def events_applied(self) -> int: ...
 
+    def duplicates_skipped(self) -> int:
+        """Records left out because their event id was applied already."""
+        ...
+
 
 class StateStore(ServingReads, BatchLearning, Catalog, Operations, Protocol):
     """Every role at once: what an implementation provides (``InMemoryStore``,
@@ -372,7 +386,9 @@ class _SortedSet:
 class InMemoryStore:
     """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, dedup_window: float = DEFAULT_WINDOW_SECONDS) -> None:
+        self._seen = EventMemory(dedup_window)
+        self._duplicates = 0
         self._history: dict[UserId, _SortedSet] = {}
         self._neighbours: dict[ItemId, _SortedSet] = {}
         self._counts: dict[ItemId, float] = {}
@@ -444,6 +460,9 @@ class InMemoryStore:
 
     def apply(self, update: StateUpdate) -> None:
         check_finite(update)
+        repeated = self._seen.duplicates(update.claims)
+        if repeated:
+            raise DuplicateEvents(repeated)
         if update.popularity:
             self._add(("popularity", None), self._popular, update.popularity, update)
         for category, increments in update.category_popularity.items():
@@ -490,6 +509,8 @@ class InMemoryStore:
             self._item_factors[item] = np.array(vector, np.float32)
             self._item_changed[item] = self._version
         self._events += update.events
+        self._duplicates += update.duplicates
+        self._seen.remember(update.claims)
         self._offsets.update(update.offsets)
         for name, count in update.blend.items():
             self._blend[name] = self._blend.get(name, 0) + count
@@ -594,6 +615,9 @@ class InMemoryStore:
 
     def events_applied(self) -> int:
         return self._events
+
+    def duplicates_skipped(self) -> int:
+        return self._duplicates
 
     def blend_tally(self) -> dict[str, int]:
         return dict(self._blend)

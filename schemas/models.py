@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 
+from schemas import errors
+
 SCHEMA_DIR = Path(__file__).parent / "v1"
 MAX_TIMESTAMP = 4_102_444_800.0  # 2100-01-01: anything later is a unit mistake (ms, us)
 
@@ -133,11 +135,12 @@ class EventContractError(ValueError):
 
 
 def describe(error: ValidationError) -> str:
-    """One line naming each offending field, e.g. ``user_id: Field required``."""
+    """One line naming each offending field, e.g. ``user_id: Field required``, written as
+    the API's 422s write them (``categories[2]``, no ``Value error, `` prefix)."""
     parts = []
     for detail in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in detail["loc"]) or "body"
-        parts.append(f"{where}: {detail['msg']}")
+        where = errors.field(detail["loc"]) or "body"
+        parts.append(f"{where}: {errors.message(detail['msg'])}")
     return "; ".join(parts)
 
 

@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, create_model, field_validator, model_validator
+import pydantic_settings
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender.base import MODELS
 from recommender.hyperparameters import HYPERPARAMETERS, EngineConfig
 from recommender.weights import EventWeights
+from schemas import errors
 from streamrec.storage import keys
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -114,6 +123,11 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # clock, the broker's append time, the import): a clock far ahead cannot make one event
     # outweigh years of real ones.
     max_event_time_skew_seconds: float = Field(default=300.0, ge=0)
+    # Idempotent ingest (recommender.once): an event_id applied once is not applied again
+    # when it comes back within this much reception time (the Kafka record's append time,
+    # not the event's own time, which may be years old or ahead). Ids are kept in day
+    # buckets: memory holds between this and a day more of ids.
+    dedup_window_seconds: float = Field(default=7 * 86_400.0, gt=0)
 
     # Models (their hyperparameters are fields too, from recommender.hyperparameters)
     default_model: str = "hybrid"
@@ -138,6 +152,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Impressions waiting for Kafka per API process (api/impressions.py): while this many
+    # wait, GET /recommendations answers 503 rather than serve lists it could not record.
+    impression_buffer: int = Field(default=10_000, ge=1)
     retry_after_seconds: int = Field(default=5, ge=1)
     factor_refresh_seconds: float = Field(default=0.25, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)  # larger request bodies get 413
@@ -193,24 +210,34 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
 
         Raises
         ------
-        ValueError
-            In production with no keys, or with a key that is short or a known default.
+        SettingsError
+            In production with no keys, with a key that is short or a known default, or a
+            keys file that cannot be read as JSON ``{"key": "role"}``.
         """
         keys: dict[str, str] = dict(self.api_keys)
         if self.api_keys_file:
-            loaded = json.loads(Path(self.api_keys_file).read_text())
+            where = f"STREAMREC_API_KEYS_FILE: {self.api_keys_file}"
+            try:
+                loaded = json.loads(Path(self.api_keys_file).read_text())
+            except OSError as error:
+                raise SettingsError(f"{where}: {error.strerror or error}") from None
+            except ValueError as error:  # the keys themselves are not shown
+                raise SettingsError(f"{where}: not JSON ({type(error).__name__} at line "
+                                    f"{getattr(error, 'lineno', '?')})") from None
+            if not isinstance(loaded, dict):
+                raise SettingsError(f'{where}: expected a JSON object {{"key": "role"}}')
             for key, role in loaded.items():
                 if role not in ("read", "write", "admin"):
-                    raise ValueError(f"{self.api_keys_file}: role {role!r} is not read, "
-                                     "write or admin")
+                    raise SettingsError(f"{where}: role {role!r} is not read, write or admin")
                 keys[key] = role
         for key in keys:
             if len(key) < 16 or key.lower() in KNOWN_DEFAULT_KEYS:
-                raise ValueError("api_keys: every key needs 16 or more characters and must "
-                                 "not be a known default (the key itself is not shown)")
+                raise SettingsError("STREAMREC_API_KEYS: every key needs 16 or more characters "
+                                    "and must not be a known default (the key itself is not "
+                                    "shown)")
         if self.environment == "production" and not keys:
-            raise ValueError("environment is production but no API keys are configured "
-                             "(STREAMREC_API_KEYS or STREAMREC_API_KEYS_FILE)")
+            raise SettingsError("STREAMREC_ENVIRONMENT is production but no API keys are "
+                                "configured: set STREAMREC_API_KEYS or STREAMREC_API_KEYS_FILE")
         return keys
 
     def weights(self) -> EventWeights:
@@ -265,7 +292,52 @@ def check_connection_settings(settings: Settings) -> None:
                                  f"{path} is not a readable file")
 
 
+class SettingsError(ValueError):
+    """A refused configuration; ``str()`` is one line naming the setting and what is wrong."""
+
+
+# A setting whose name holds one of these may hold a secret (a URL its password): a
+# refusal names it, never its value. By name, so settings added later are covered.
+SECRET_WORDS = ("key", "password", "secret", "token", "url", "credential")
+
+
+def env_name(name: str) -> str:
+    return f"STREAMREC_{name.upper()}"
+
+
+def load_settings(**overrides) -> Settings:
+    """``Settings(**overrides)`` (and the environment), or a :class:`SettingsError` whose
+    one line names each setting refused and why (a secret's value is never shown)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError("; ".join(_refusal(problem) for problem in error.errors(
+            include_url=False))) from None
+    except pydantic_settings.SettingsError as error:  # a dict or list setting's JSON
+        name = str(error).split('"')[1] if str(error).count('"') >= 2 else "a setting"
+        raise SettingsError(f"{env_name(name)}: not valid JSON") from None
+
+
+def _refusal(problem: dict) -> str:
+    location = problem["loc"]
+    text = errors.message(problem["msg"])
+    if not location:  # a check across settings: its message names them
+        return text
+    name = str(location[0])
+    if any(word in name for word in SECRET_WORDS):
+        return f"{env_name(name)}: {text} (the value is not shown)"
+    inner = errors.field(location[1:])
+    where = env_name(name) + (f" ({inner})" if inner else "")
+    shown = problem.get("input")
+    if isinstance(shown, str | int | float):
+        got = repr(shown)
+        return f"{where}: {text} (got {got if len(got) <= 80 else got[:77] + '...'})"
+    return f"{where}: {text}"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
-    return Settings()
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env.
+
+    Raises :class:`SettingsError` (one line) for a refused configuration."""
+    return load_settings()

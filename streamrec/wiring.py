@@ -137,7 +137,8 @@ class Wiring:
 
     def store(self) -> RedisStore:
         """The version's recommendation state (and the shared catalog)."""
-        return RedisStore(self.client, self.settings.redis_prefix, self.shared_prefix)
+        return RedisStore(self.client, self.settings.redis_prefix, self.shared_prefix,
+                          self.settings.dedup_window_seconds)
 
     def feedback(self) -> RedisFeedback:
         """Placements, impressions and the per-variant counters."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import faust
 import redis
 
-from recommender.attribution import Attributor
+from recommender.attribution import Attributor, waiting_entry
 from schemas.models import Item, User
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Versions
@@ -127,17 +127,25 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
             decoded = batch.decoded
             if main_worker:  # a version's worker sees the same rejects: one dead letter each
                 await send_to_dead_letters(decoded.rejected)
+            # Feedback waits for its impression in Redis, written with the batch's state and
+            # offsets: a crash from here on loses none of it.
+            waiting = [
+                (f.position, waiting_entry(f.position, (
+                    f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp,
+                    f.received)), time.time() + attributor.grace)
+                for f in decoded.feedback if f.event_type in attributor.reward_types
+            ] if main_worker else []
             started = time.perf_counter()
-            await steadily(batches.learn, batch)
+            repeated = await steadily(batches.learn, batch, waiting)
             log.debug("applied %d events in %.1f ms", len(decoded.interactions),
                       1000 * (time.perf_counter() - started))
             if decoded.interactions:
                 await steadily(parts.ops.record_freshness,
                                freshness_samples(events, time.time()))
-            if decoded.feedback and main_worker:
-                credited = [(f.recommendation_id, f.user_id, f.item_id, f.event_type,
-                             f.timestamp, f.received) for f in decoded.feedback]
-                await steadily(attributor.credit_many, credited, time.time())
+            if repeated:
+                log.info("left out %d record(s) repeating an event id", len(repeated))
+            if waiting:  # a repeat's feedback was not kept: it earns nothing either
+                await steadily(attributor.settle, time.time())
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
     async def record_impressions(stream):
@@ -152,10 +160,13 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
 
     @app.timer(interval=1.0, name=f"{__name__}.retry_waiting_feedback")
     async def retry_waiting_feedback():
-        """Feedback that arrived before its impression is tried again until its grace
-        ends."""
-        if main_worker and attributor.waiting():
-            await asyncio.to_thread(attributor.credit_many, [], time.time())
+        """Feedback that arrived before its impression (kept in Redis, so also what a
+        crashed worker left) is tried again until its grace ends."""
+        if main_worker:
+            try:
+                await asyncio.to_thread(attributor.settle, time.time())
+            except redis.RedisError as error:  # the next tick tries again
+                log.warning("Redis unavailable (%s); waiting feedback not tried", error)
 
     async def update_catalog(stream, model, put) -> None:
         async for events in take(stream):

@@ -11,14 +11,14 @@ recognised by its offsets, so nothing is learned twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from recommender.engine import Engine
 from recommender.weights import EventWeights
 from streamrec.storage.state_store import RedisStore
-from streams.catchup import learn_once
+from streams.catchup import Waiting, learn_once
 from streams.decode import DecodedEvents, Record, decode_events, source, unapplied
 
 
@@ -56,9 +56,13 @@ class EventBatches:
                          now=time.time() if now is None else now)
         return Batch(fresh, offsets, decode(fresh), len(records) - len(fresh), decode)
 
-    def learn(self, batch: Batch) -> None:
-        """Learn the batch's events and write them with its offsets, unless an earlier
-        attempt did (a reply lost with the connection, a crash in the middle)."""
-        if batch.offsets:
-            learn_once(self.engine, self.store, batch.decode, batch.records,
-                       batch.decoded.interactions, batch.offsets)
+    def learn(self, batch: Batch, waiting: Sequence[Waiting] = ()) -> frozenset[str]:
+        """Learn the batch's events and write them with its offsets (and its ``waiting``
+        feedback), unless an earlier attempt did (a reply lost with the connection, a
+        crash in the middle). Returns the positions of the records left out for repeating
+        an event id."""
+        if not batch.offsets:
+            return frozenset()
+        return learn_once(self.engine, self.store, batch.decode, batch.records,
+                          batch.decoded.interactions, batch.offsets, batch.decoded.claims,
+                          waiting)

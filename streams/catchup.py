@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from recommender.base import Interaction
 from recommender.engine import Engine
+from recommender.once import Claim, DuplicateEvents
 from streamrec.storage.state_store import RedisStore
-from streams.decode import DecodedEvents, Record, source
+from streams.decode import DecodedEvents, Record, position, source
 
 log = logging.getLogger(__name__)
 
 
 CAUGHT_UP = "catching up"  # what the worker logs when it replays an interrupted batch
+# Feedback to keep with a batch: its record's position, its waiting entry, when it gives up.
+Waiting = tuple[str, str, float]
 
 
 @dataclass(frozen=True)
@@ -83,34 +86,76 @@ def _chunk(name: str, records: list[Record], markers: Mapping[str, Mapping[str, 
 
 def learn_once(engine: Engine, store: RedisStore,
                decode: Callable[[list[Record]], DecodedEvents], records: list[Record],
-               interactions: list[Interaction], offsets: dict[str, int]) -> None:
+               interactions: list[Interaction], offsets: dict[str, int],
+               claims: Sequence[Claim | None] = (), waiting: Sequence[Waiting] = ()
+               ) -> frozenset[str]:
     """Learn ``interactions`` (``decode(records)``) unless an earlier attempt did: the
     offsets travel with the state, so a batch whose reply was lost with the connection, or
     that a crash cut short, is recognised. ``decode`` decodes a part of the batch again as
-    it decoded the whole (the same clock), to replay what a crash left unapplied."""
+    it decoded the whole (the same clock), to replay what a crash left unapplied.
+
+    ``claims`` (in step with ``interactions``, or empty) are their event ids: records that
+    repeat an id applied already are left out (:func:`learn_new`). Returns their
+    positions. ``waiting`` is the batch's feedback to keep with the state."""
     # Before the batch reads any state: a user deleted while it runs is deleted again after.
     deletions = store.deletion_count()
     stored = store.applied_offsets(offsets)
     if offsets and all(stored.get(name, -1) >= offset for name, offset in offsets.items()):
-        return
+        return frozenset()
     try:
-        _learn(engine, store, decode, records, interactions, offsets, stored)
+        return _learn(engine, store, decode, records, interactions, offsets, stored,
+                      claims or [None] * len(interactions), waiting)
     finally:
         store.delete_again({event.user_id for event in interactions}, deletions)
 
 
+def learn_new(engine: Engine, interactions: Sequence[Interaction],
+              claims: Sequence[Claim | None], offsets: Mapping[str, int],
+              events: int | None = None, learned: Callable[[Interaction], bool] | None = None,
+              waiting: Sequence[Waiting] = ()) -> frozenset[str]:
+    """Learn the interactions whose records do not repeat an event id; returns the
+    positions of those that do.
+
+    The store decides in the same atomic step that writes the state and the offsets
+    (``recommender.once``): it refuses a batch that repeats an id, naming the records,
+    and the batch is learned again without them (a retry is rare, so no read beforehand).
+    ``events`` counts the batch's records when some were applied already; ``learned``
+    keeps those a replay still has to learn (all by default); ``waiting`` feedback is
+    kept with the state, but not a repeat's."""
+    dropped: frozenset[str] = frozenset()
+    while True:
+        kept = [(event, claim) for event, claim in zip(interactions, claims, strict=True)
+                if claim is None or claim.position not in dropped]
+        try:
+            engine.learn_many(
+                [event for event, _ in kept if learned is None or learned(event)], offsets,
+                events=(len(kept) if events is None else events - len(dropped)),
+                claims=[claim for _, claim in kept if claim is not None],
+                duplicates=len(interactions) - len(kept),
+                waiting_feedback=[(entry, give_up) for position, entry, give_up in waiting
+                                  if position not in dropped])
+            return dropped
+        except DuplicateEvents as refused:
+            dropped |= refused.positions
+
+
 def _learn(engine: Engine, store: RedisStore, decode: Callable[[list[Record]], DecodedEvents],
            records: list[Record], interactions: list[Interaction], offsets: dict[str, int],
-           stored: dict[str, int]) -> None:
+           stored: dict[str, int], claims: Sequence[Claim | None],
+           waiting: Sequence[Waiting]) -> frozenset[str]:
     plan = chunks(records, stored, store.group_markers(offsets))
     if plan is None:
-        engine.learn_many(interactions, offsets)
-        return
+        return learn_new(engine, interactions, claims, offsets, waiting=waiting)
     log.warning("%s: %d chunk(s) of an interrupted batch replayed group by group",
                 CAUGHT_UP, len(plan))
+    dropped: frozenset[str] = frozenset()
     for chunk in plan:
-        decoded = decode(chunk.records).interactions
-        kept = [event for event in decoded
-                if store.user_group(event.user_id) not in chunk.done_user_groups]
-        engine.learn_many(kept, {chunk.partition: chunk.records[-1].offset},
-                          events=len(decoded))
+        decoded = decode(chunk.records)
+        mine = {position(record) for record in chunk.records}
+        dropped |= learn_new(
+            engine, decoded.interactions, decoded.claims,
+            {chunk.partition: chunk.records[-1].offset}, events=len(decoded.interactions),
+            learned=lambda event, done=chunk.done_user_groups: (
+                store.user_group(event.user_id) not in done),
+            waiting=[entry for entry in waiting if entry[0] in mine])
+    return dropped

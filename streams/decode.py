@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from recommender.attribution import Impression
 from recommender.base import Interaction
+from recommender.once import Claim
 from recommender.weights import EventWeights
 from schemas.impression import ImpressionMessage
 from schemas.models import EventContractError, Item, User, describe, event_time, parse_event
@@ -73,11 +74,14 @@ class Feedback:
     event_type: str
     timestamp: float  # what the event claims
     received: float  # when streamrec received it (received_at): the attribution clock
+    position: str = ""  # the record's "partition:offset" (see recommender.once.Claim)
 
 
 @dataclass
 class DecodedEvents:
     interactions: list[Interaction] = field(default_factory=list)
+    # Each interaction's claim on its event_id (None: the event has none), in step with it.
+    claims: list[Claim | None] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -125,10 +129,13 @@ def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
             Interaction(event.user_id, event.item_id, timestamp,
                         weights.weight(event.event_type, event.value), event.event_type)
         )
+        at = position(record)
+        decoded.claims.append(None if event.event_id is None
+                              else Claim(event.event_id, at, received))
         if event.recommendation_id is not None:
             decoded.feedback.append(Feedback(event.recommendation_id, event.user_id,
                                              event.item_id, event.event_type, timestamp,
-                                             received))
+                                             received, at))
     return decoded
 
 
@@ -197,6 +204,12 @@ def _tombstone_key(key: bytes | None, model: type[Item] | type[User], id_field: 
         return None, f"key: a tombstone's key must be a UTF-8 {id_field}"
     except ValidationError as error:
         return None, f"key: {describe(error)}"
+
+
+def position(record: Record) -> str:
+    """A record's ``"partition:offset"``: what names it in a claim on its event id (the
+    events topic is implied: a shorter value to keep for every id remembered)."""
+    return f"{record.partition}:{record.offset}"
 
 
 def source(record: Record) -> str:

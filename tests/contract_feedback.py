@@ -43,6 +43,20 @@ class FeedbackContract:
                                  "lists_rewarded": 1}
         assert feedback.variant_counters("nowhere") == {}
 
+    def test_waiting_feedback_is_settled_once(self, feedback):
+        feedback.record_impressions([impression("r1")], 60)
+        feedback.wait([("e1", 10.0), ("e2", 5.0), ("e3", 7.0)])
+        feedback.wait([("e1", 99.0)])  # a replay keeps its time to give up
+        assert feedback.waiting() == [("e2", 5.0), ("e3", 7.0), ("e1", 10.0)]
+        # Two credits settling e1 (a concurrent retry, a replay after a crash): one counts.
+        assert feedback.credit([credit(), credit()], 60, ["e1", "e1"]) == [True, None]
+        assert feedback.credit([credit()], 60, ["e3"]) == [False]  # e3 repeats e1's click
+        assert feedback.settle([("e2", "no_impression"), ("e2", "no_impression")]) == {
+            "no_impression": 1}
+        assert feedback.waiting() == []
+        assert feedback.outcomes() == {"credited": 1, "duplicate": 1, "no_impression": 1}
+        assert feedback.variant_counters("home")["B"]["click"] == 1
+
     def test_outcomes_add_up(self, feedback):
         feedback.count_outcomes({"late": 2, "no_impression": 1})
         feedback.count_outcomes({"late": 1})

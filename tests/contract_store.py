@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from recommender.once import BUCKET_SECONDS, Claim, DuplicateEvents
 from recommender.store import NonFiniteError, as_stored_user_factors
 from tests.factories import update, vector
 
@@ -163,6 +164,28 @@ class StoreContract:
         store.apply(update(offsets={"events:0": 42}))
         assert store.applied_offsets(["events:0", "events:1", "events:2"]) == {
             "events:0": 42, "events:1": 7}
+
+    def test_an_event_id_is_applied_once_within_the_window(self, store):
+        day = BUCKET_SECONDS
+        store.apply(update(popularity={"tea": 1.0}, events=1,
+                           claims=[Claim("e1", "0:1", 10 * day)]))
+        # Another record with e1 (a retry, a re-import), and a repeat within the batch:
+        # the whole batch is refused, naming both, before anything is written.
+        with pytest.raises(DuplicateEvents) as refused:
+            store.apply(update(popularity={"tea": 5.0}, events=3,
+                               claims=[Claim("e1", "3:9", 11 * day), Claim("e2", "0:2", day),
+                                       Claim("e2", "0:3", day)]))
+        assert refused.value.positions == {"3:9", "0:3"}
+        assert store.popular(5) == ([("tea", 1.0)], 0.0) and store.events_applied() == 1
+        # The same record again (a replay) is itself, not a repeat.
+        store.apply(update(popularity={"cup": 1.0}, events=1, duplicates=2,
+                           claims=[Claim("e1", "0:1", 10 * day), Claim("e2", "0:2", 10 * day)]))
+        assert store.duplicates_skipped() == 2
+        # Eight days of reception later (in whatever event time), e1 is forgotten.
+        store.apply(update(events=1, claims=[Claim("e3", "0:4", 18 * day)]))
+        store.apply(update(events=1, claims=[Claim("e1", "1:5", 18 * day)]))
+        with pytest.raises(DuplicateEvents):
+            store.apply(update(events=1, claims=[Claim("e3", "2:5", 18 * day)]))
 
     def test_ping(self, store):
         assert store.ping() is True

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import orjson
 import redis
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import (
     AllocationDep,
@@ -34,8 +34,9 @@ from schemas.models import Id
 router = APIRouter(route_class=GuardedRoute, tags=["recommendations"], dependencies=[READ],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
-def _items(scored) -> list[ScoredItem]:
-    return [ScoredItem(item_id=item, score=score) for item, score in scored]
+def _items(scored, backfill: frozenset = frozenset()) -> list[ScoredItem]:
+    return [ScoredItem(item_id=item, score=score, backfill=item in backfill)
+            for item, score in scored]
 
 
 Placement = Annotated[str, Query(max_length=64, pattern=NAME_PATTERN,
@@ -78,14 +79,22 @@ async def recommendations(
     The placement's allocation (A/B split or bandit) picks a variant: a model with its
     parameters. Models: ``cooccurrence`` (neighbours of recent items), ``mf`` (online
     matrix factorisation), ``hybrid`` (a blend of both with popularity), ``popular``.
-    Lists are filled with popular items; an unknown user gets popular items, and ``model``
-    says which model actually ranked the list. Send ``recommendation_id`` back with
-    clicks and conversions (``POST /events``) so the variant is credited. ``filter``
-    applies a registered filter (see the README's Filters); one that leaves nothing gives
-    an empty list.
+    A user nobody knows gets popular items (``model: popular``); a known user gets the
+    model's own items, and popular items flagged ``backfill`` fill what it could not
+    (README, "Short lists"). Send ``recommendation_id`` back with clicks and conversions
+    (``POST /events``) so the variant is credited. ``filter`` applies a registered filter
+    (see the README's Filters); one that leaves nothing gives an empty list.
     """
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
+    if producer.impressions.full():
+        # Back-pressure: a list whose impression could not be recorded would make its
+        # clicks count as no_impression; shed it like any overload.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"overloaded: {settings.impression_buffer} impressions waiting for Kafka "
+                   "(impression_buffer); retry later",
+            headers={"Retry-After": str(settings.retry_after_seconds)})
     choice = allocation.choose_for(placement, user_id, model)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
@@ -106,21 +115,24 @@ async def recommendations(
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement, name, result.model,
                             tuple(item for item, _ in result.items), now, allocated)
-    producer.send_soon(settings.impressions_topic, user_id.encode(),
-                       orjson.dumps(impression.to_dict()))
+    producer.impressions.send(settings.impressions_topic, user_id.encode(),
+                              orjson.dumps(impression.to_dict()))
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
-        variant=name, model=result.model, items=_items(result.items), degraded=degraded,
+        variant=name, model=result.model, items=_items(result.items, result.backfill),
+        degraded=degraded,
     )
 
 
 @router.get("/items/{item_id}/similar", response_model=ItemList)
 def similar(engine: EngineDep, item_filter: SimilarItemsFilterDep, item_id: Id, k: K = 10,
             user_id: FilterUser = None) -> ItemList:
-    """Items most often touched together with this one (cosine of decayed co-occurrence).
-    ``filter`` may compare with this item's properties (``CurrentItem.<name>``)."""
-    return ItemList(items=_items(engine.similar(item_id, k, time.time(), item_filter,
-                                                user_id)))
+    """Items most often touched together with this one (cosine of decayed co-occurrence);
+    when fewer than k, items whose catalog document resembles it follow, flagged
+    ``backfill``. ``filter`` may compare with this item's properties
+    (``CurrentItem.<name>``)."""
+    result = engine.similar_items(item_id, k, time.time(), item_filter, user_id)
+    return ItemList(items=_items(result.items, result.backfill))
 
 
 @router.get("/popular", response_model=ItemList, responses={

@@ -16,30 +16,44 @@ import logging
 import click
 
 from streamrec.cli import import_export, measurements, roles, versioning
+from streamrec.cli.options import LOG_LEVELS, refuse_log_level
+from streamrec.settings import SettingsError, get_settings
 
 
-class _Commands(click.Group):
-    """A wrong password or an untrusted certificate ends any command with its one-line
-    reason (which connection, which role, why), not a traceback."""
+class Commands(click.Group):
+    """The command group: a configuration refused anywhere below is one line (``Error:
+    STREAMREC_...: what is wrong``) and exit status 1, never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def resolve_command(self, context: click.Context, args: list[str]):
+        context.meta["streamrec.help"] = "--help" in args  # the command's own arguments
+        return super().resolve_command(context, args)
+
+    def invoke(self, context: click.Context):
         from streamrec.connections import ConnectionFailed
 
         try:
-            return super().invoke(ctx)
-        except ConnectionFailed as error:
+            return super().invoke(context)
+        except (SettingsError, ConnectionFailed) as error:
+            # ConnectionFailed: a wrong password or an untrusted certificate, with which
+            # connection, which role and why.
             raise click.ClickException(str(error)) from None
 
 
-@click.group(cls=_Commands)
-@click.option("--log-level", default="info", show_default=True)
-def main(log_level: str) -> None:
+@click.group(cls=Commands)
+@click.option("--log-level", default="info", show_default=True, callback=refuse_log_level,
+              help=f"One of {', '.join(LOG_LEVELS)}.")
+@click.pass_context
+def main(context: click.Context, log_level: str) -> None:
     """streamrec: real-time recommendations from a Kafka event stream."""
     from streamrec import logs
 
     logs.install()  # every role's log lines escape what came from outside
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Every command, a role or a tool, refuses a bad configuration before it starts (a
+    # command's --help still shows, whatever the environment holds).
+    if not context.meta.get("streamrec.help"):
+        get_settings()
 
 
 for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.report,

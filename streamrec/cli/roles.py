@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 import orjson
 
+from streamrec.cli.options import LOG_LEVELS, refuse_log_level
 from streamrec.settings import get_settings
 
 
 @click.command()
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error", "critical"]))
+              callback=refuse_log_level, help=f"One of {', '.join(LOG_LEVELS)}.")
 @click.option("--version", "state_version", default=None, metavar="NAME",
               help="Keep this model version up to date (built by `streamrec rebuild`) "
                    "instead of the main state.")
@@ -37,6 +38,7 @@ def api(workers: int) -> None:
     from streamrec.wiring import Wiring
 
     settings = get_settings()
+    settings.load_api_keys()  # refused here in one line, not in each process's traceback
     # A wrong password or an untrusted certificate: one line here, before uvicorn starts
     # (the lifespan checks Redis again, however the app is started).
     Wiring.connect(settings, "API").close()

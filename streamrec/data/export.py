@@ -206,8 +206,9 @@ def export(engine: Engine, view: ChunkView, users: Iterable[UserId], output: IO[
            choose, now: float, item_filter: BoundFilter | None = None, chunk: int = CHUNK,
            progress=lambda _: None) -> ExportReport:
     """Write one line per user to ``output``: ``{"user_id", "variant", "model", "items":
-    [{"item_id", "score"}]}``. ``engine`` reads through ``view``; ``choose(user)`` answers
-    ``(variant name, model, params)``; every list is ranked as of ``now``."""
+    [{"item_id", "score", "backfill"}]}``. ``engine`` reads through ``view``;
+    ``choose(user)`` answers ``(variant name, model, params)``; every list is ranked as of
+    ``now``."""
     report = ExportReport()
     started = time.monotonic()
     for users_in_chunk in chunks(users, chunk):
@@ -220,7 +221,9 @@ def export(engine: Engine, view: ChunkView, users: Iterable[UserId], output: IO[
             report.models[result.model] += 1
             lines.append(orjson.dumps({
                 "user_id": user, "variant": variant, "model": result.model,
-                "items": [{"item_id": item, "score": score} for item, score in result.items],
+                "items": [{"item_id": item, "score": score,
+                           "backfill": item in result.backfill}
+                          for item, score in result.items],
             }))
         output.write(b"\n".join(lines) + b"\n")
         report.users += len(users_in_chunk)

@@ -36,8 +36,15 @@ end
 return 0
 """
 
+# KEYS[4], KEYS[5]: the waiting feedback and the outcomes; ARGV[5]: the waiting entry the
+# credit settles ('' for none): taken out first, or nothing is counted (-1: settled before).
 _CREDIT = """
+local settles = ARGV[5] ~= ''
+if settles and redis.call('ZREM', KEYS[4], ARGV[5]) == 0 then
+  return -1
+end
 if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+  if settles then redis.call('HINCRBY', KEYS[5], 'duplicate', 1) end
   return 0
 end
 local prefix = ARGV[2] .. '|' .. ARGV[3]
@@ -46,7 +53,21 @@ redis.call('HINCRBY', KEYS[3], prefix .. '@' .. ARGV[4], 1)
 if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[3], ARGV[2] .. '|lists_rewarded', 1)
 end
+if settles then redis.call('HINCRBY', KEYS[5], 'credited', 1) end
 return 1
+"""
+
+# KEYS[1], KEYS[2]: the waiting feedback and the outcomes; ARGV: entry, reason, ... Each
+# entry taken out of the waiting ones counts its reason; one taken before counts nothing.
+_SETTLE = """
+local counted = {}
+for n = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[n]) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[n + 1], 1)
+    counted[#counted + 1] = ARGV[n + 1]
+  end
+end
+return counted
 """
 
 
@@ -56,6 +77,7 @@ class RedisFeedback:
         self.prefix = prefix
         self._record = client.register_script(_RECORD_IMPRESSION)
         self._credit = client.register_script(_CREDIT)
+        self._settle = client.register_script(_SETTLE)
         self.cluster = is_cluster(client)
 
     def key(self, kind: str, *parts: str) -> str:
@@ -100,21 +122,44 @@ class RedisFeedback:
             found[rid] = Impression.from_dict(message.model_dump())
         return found
 
-    def credit(self, credits: Sequence[Credit], ttl: float) -> list[bool]:
+    def credit(self, credits: Sequence[Credit], ttl: float,
+               settled: Sequence[str] | None = None) -> list[bool | None]:
         if not credits:
             return []
         pipe = self.client.pipeline(transaction=False)
         milliseconds = max(1, int(ttl * 1000))
-        for credit in credits:
+        for n, credit in enumerate(credits):
             self._pipelined(
                 pipe, self._credit,
                 keys=[self.key(keys.CREDITED, credit.recommendation_id, credit.event_type,
                                credit.item_id),
                       self.key(keys.REWARDED_LIST, credit.recommendation_id),
-                      self.key(keys.VARIANT_COUNTERS, credit.placement)],
-                args=[milliseconds, credit.variant, credit.event_type, credit.position],
+                      self.key(keys.VARIANT_COUNTERS, credit.placement),
+                      self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES)],
+                args=[milliseconds, credit.variant, credit.event_type, credit.position,
+                      "" if settled is None else settled[n]],
             )
-        return [bool(result) for result in pipe.execute()]
+        return [None if result < 0 else bool(result) for result in pipe.execute()]
+
+    def wait(self, entries: Sequence[tuple[str, float]]) -> None:
+        if entries:
+            self.client.zadd(self.key(keys.FEEDBACK_WAITING),
+                             {entry: give_up for entry, give_up in entries}, nx=True)
+
+    def waiting(self) -> list[tuple[str, float]]:
+        return [(entry.decode(), give_up) for entry, give_up in self.client.zrange(
+            self.key(keys.FEEDBACK_WAITING), 0, -1, withscores=True)]
+
+    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for start in range(0, len(outcomes), 1000):
+            part = outcomes[start:start + 1000]
+            reasons = self._settle(
+                keys=[self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES)],
+                args=[value for pair in part for value in pair])
+            for reason in reasons:
+                counted[reason.decode()] = counted.get(reason.decode(), 0) + 1
+        return counted
 
     def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
         if outcomes:

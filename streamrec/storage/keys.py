@@ -23,6 +23,9 @@ CREDITED = "att"  # STRING marker: (recommendation id, item, event type) credite
 REWARDED_LIST = "took"  # STRING marker: the list earned a reward already (expires)
 VARIANT_COUNTERS = "vstats"  # HASH "variant|counter" -> count, per placement
 OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
+# ZSET feedback event waiting for its impression (recommender.attribution.waiting_entry) ->
+# when it gives up (epoch seconds); written by the worker's APPLY with the batch's offsets.
+FEEDBACK_WAITING = "fbwait"
 PLACEMENTS = "placements"  # HASH placement -> JSON configuration (current version)
 PLACEMENT_LOG = "plog"  # LIST JSON change records, newest first, per placement
 FRESHNESS = "fresh"  # LIST recent freshness samples (ms, record time -> state applied)
@@ -31,6 +34,10 @@ STATS = "stats"  # HASH counters written by the worker: events applied, "blend:*
 WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 FILTERS = "filters"  # HASH filter name -> JSON definition (expression, version, time)
+# HASH event id -> "partition:offset" of the record that applied it, per bucket (a day of
+# reception time; recommender.once): the ids a window remembers, in the global state's slot.
+SEEN = "seen"
+SEEN_BUCKETS = "seenbk"  # ZSET bucket number -> itself: the SEEN buckets that exist
 APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group applied (cluster)
 # HASH decayed key's kind and id (landmark_field) -> its landmark, epoch seconds: a score S
 # of that key means the decayed value S * 2 ** ((landmark - now) / half-life). In the slot
@@ -48,7 +55,8 @@ SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions
 # and stays under the base prefix.
 STATE = (HISTORY, NEIGHBOURS, ITEM_COUNT, POPULAR, POPULAR_BY_CATEGORY, MF_USER, MF_ITEM,
-         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES, APPLIED, LANDMARKS)
+         MF_CHANGED, OFFSETS, STATS, FRESHNESS, EVENT_TYPES, APPLIED, LANDMARKS, SEEN,
+         SEEN_BUCKETS)
 # The forward-decayed sorted sets, each with a landmark in LANDMARKS.
 DECAYED = (POPULAR, POPULAR_BY_CATEGORY, ITEM_COUNT, NEIGHBOURS)
 

@@ -33,3 +33,7 @@ class OpsStats:
         pipe.lrange(keys.key(self.prefix, keys.FRESHNESS), 0, SAMPLES_KEPT - 1)
         applied, samples = pipe.execute()
         return int(applied or 0), [float(value) for value in samples]
+
+    def duplicates(self) -> int:
+        """Records the worker left out because their event id was applied already."""
+        return int(self.client.hget(keys.key(self.prefix, keys.STATS), "duplicates") or 0)

@@ -26,14 +26,6 @@ BLEND_FIELD = "blend:"
 APPLY = r"""
 local p = cjson.decode(ARGV[1])
 local k = p.k
-if #p.offsets > 0 then
-  local behind = false
-  for n = 1, #p.offsets, 2 do
-    local at = redis.call('HGET', KEYS[1], p.offsets[n])
-    if not at or tonumber(at) < tonumber(p.offsets[n + 1]) then behind = true end
-  end
-  if not behind then return 0 end
-end
 -- Members per ZMSCORE/ZADD/HMGET/HSET/MSET call: bounded by Lua's unpack stack (8000).
 local CHUNK = 1000
 -- Walks a flat [member, value, ...] list a chunk at a time: yields the index of the
@@ -48,6 +40,45 @@ local function chunks(flat)
     for n = start, last, 2 do members[#members + 1] = flat[n] end
     return start, members
   end
+end
+-- Event ids (recommender.once): p.claims is [id, position, bucket, ...]. A claim on an id
+-- that another record holds (a remembered one, or an earlier claim of this batch) refuses
+-- the whole batch before anything is written: the reply names the records that repeat one.
+-- Checked before the offsets: a cluster's replay of a chunk the global group applied
+-- already must still leave out, in the user groups, the records that repeat an id.
+local claimed = p.claims and #p.claims > 0
+if claimed then
+  local ids = {}
+  for n = 1, #p.claims, 3 do ids[#ids + 1] = p.claims[n] end
+  local known = {}
+  for _, number in ipairs(redis.call('ZRANGE', k.seenbk, 0, -1)) do
+    for start = 1, #ids, CHUNK do
+      local found = redis.call('HMGET', k.seen .. number,
+                               unpack(ids, start, math.min(start + CHUNK - 1, #ids)))
+      for m = 1, #found do
+        if found[m] then known[start + m - 1] = found[m] end
+      end
+    end
+  end
+  local first, repeated = {}, {}
+  for n, id in ipairs(ids) do
+    local position = p.claims[3 * n - 1]
+    local holder = first[id] or known[n]
+    if holder and holder ~= position then
+      repeated[#repeated + 1] = position
+    elseif not first[id] then
+      first[id] = position
+    end
+  end
+  if #repeated > 0 then return repeated end
+end
+if #p.offsets > 0 then
+  local behind = false
+  for n = 1, #p.offsets, 2 do
+    local at = redis.call('HGET', KEYS[1], p.offsets[n])
+    if not at or tonumber(at) < tonumber(p.offsets[n + 1]) then behind = true end
+  end
+  if not behind then return 0 end
 end
 -- Decayed sorted sets (popularity overall and per category, the co-occurrence normalisers,
 -- each item's neighbours) each have a landmark in the hash k.lm (field: kind and id): a
@@ -237,6 +268,47 @@ for start = 1, #p.mfchg, CHUNK do
     args[#args + 1] = p.mfchg[m]
   end
   redis.call('ZADD', k.mfchg, unpack(args))
+end
+-- The claims are kept in their reception day's bucket; the buckets more than p.seen_kept
+-- before the newest are dropped (UNLINK: freed off the main thread), so memory holds a
+-- window of ids whatever the events' own times say.
+if claimed then
+  local top = redis.call('ZRANGE', k.seenbk, -1, -1)
+  local newest = top[1] and tonumber(top[1]) or -math.huge
+  for n = 3, #p.claims, 3 do newest = math.max(newest, p.claims[n]) end
+  local oldest = newest - p.seen_kept
+  local by_bucket = {}
+  for n = 1, #p.claims, 3 do
+    local number = p.claims[n + 2]
+    if number >= oldest then
+      local args = by_bucket[number] or {}
+      args[#args + 1] = p.claims[n]
+      args[#args + 1] = p.claims[n + 1]
+      by_bucket[number] = args
+    end
+  end
+  for number, args in pairs(by_bucket) do
+    for start = 1, #args, 2 * CHUNK do
+      redis.call('HSET', k.seen .. number,
+                 unpack(args, start, math.min(start + 2 * CHUNK - 1, #args)))
+    end
+    redis.call('ZADD', k.seenbk, number, number)
+  end
+  for _, number in ipairs(redis.call('ZRANGEBYSCORE', k.seenbk, '-inf', '(' .. oldest)) do
+    redis.call('UNLINK', k.seen .. number)
+  end
+  redis.call('ZREMRANGEBYSCORE', k.seenbk, '-inf', '(' .. oldest)
+end
+-- Feedback waiting for its impression (recommender.attribution): NX keeps a replayed
+-- entry's time to give up.
+if p.fbwait then
+  for start = 1, #p.fbwait, 2 * CHUNK do
+    redis.call('ZADD', k.fbwait, 'NX',
+               unpack(p.fbwait, start, math.min(start + 2 * CHUNK - 1, #p.fbwait)))
+  end
+end
+if p.duplicates and p.duplicates > 0 then
+  redis.call('HINCRBY', k.stats, 'duplicates', p.duplicates)
 end
 for n = 1, #p.offsets, 2 do redis.call('HSET', KEYS[1], p.offsets[n], p.offsets[n + 1]) end
 if p.events > 0 then redis.call('HINCRBY', k.stats, 'events_applied', p.events) end

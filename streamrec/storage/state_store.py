@@ -25,6 +25,7 @@ import redis
 from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import RESCALE_HALF_LIVES, Decayed
+from recommender.once import DEFAULT_WINDOW_SECONDS, DuplicateEvents, bucket, buckets_kept
 from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
 from streamrec.storage import keys
 from streamrec.storage import scripts as redis_scripts
@@ -126,6 +127,11 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
                   "epoch": update.epoch, "rescale_half_lives": RESCALE_HALF_LIVES}
         if update.has_decayed() else {},
         "lf": _LANDMARK_FIELDS,
+        "claims": [part for claim in update.claims
+                   for part in (claim.event_id, claim.position, bucket(claim.received))],
+        "duplicates": update.duplicates,
+        "fbwait": [part for entry, give_up in update.waiting_feedback
+                   for part in (give_up, entry)],
     }
 
 
@@ -135,8 +141,10 @@ class RedisStore:
     CHANGE_OVERLAP_SECONDS = 5.0
 
     def __init__(self, client: redis.Redis, prefix: str = "sr",
-                 catalog_prefix: str | None = None) -> None:
+                 catalog_prefix: str | None = None,
+                 dedup_window: float = DEFAULT_WINDOW_SECONDS) -> None:
         self.client = client
+        self.dedup_window = dedup_window
         self.prefix = prefix
         # A model version's state lives under its own prefix; the catalog and everything
         # else shared by the versions under the base one (see keys.STATE).
@@ -164,7 +172,9 @@ class RedisStore:
                                ("mfi", keys.MF_ITEM), ("evtypes", keys.EVENT_TYPES))
         } | {"pop": self.key(keys.POPULAR), "cnt": self.key(keys.ITEM_COUNT),
              "mfchg": self.key(keys.MF_CHANGED), "stats": self.key(keys.STATS),
-             "lm": self.key(keys.LANDMARKS)}
+             "lm": self.key(keys.LANDMARKS), "seen": self.key(keys.SEEN, ""),
+             "seenbk": self.key(keys.SEEN_BUCKETS),
+             "fbwait": self.key(keys.FEEDBACK_WAITING)}
         self._group_key_prefixes = {
             group: {name: keys.key(tagged, kind, "")
                     for name, kind in _GROUP_SCRIPT_KINDS[group[0]]}
@@ -276,6 +286,7 @@ class RedisStore:
             self._call(GLOBAL, self._key_prefixes, _payload(update), offsets, update.events,
                        update.user_factors, update.item_factors)
             return
+        # The claims go with the global state, the first call: a refusal writes nothing.
         users: dict[str, StateUpdate] = defaultdict(lambda: _part(update))
         items: dict[str, StateUpdate] = defaultdict(lambda: _part(update))
         for item, increments in update.pairs.items():
@@ -289,7 +300,8 @@ class RedisStore:
         for user, types in update.event_types.items():
             users[self.group("u", user)].event_types[user] = types  # type: ignore[index]
         overall = _part(update, popularity=update.popularity, item_counts=update.item_counts,
-                        category_popularity=update.category_popularity)
+                        category_popularity=update.category_popularity, claims=update.claims,
+                        waiting_feedback=update.waiting_feedback)
         self._call(GLOBAL, self._key_prefixes,
                    _payload(overall) | {"mfchg": list(update.item_factors)}, offsets, 0, {}, {})
         for groups in (items, users):
@@ -297,7 +309,8 @@ class RedisStore:
                 self._call(group, self._group_key_prefixes[group],
                            _payload(part) | {"mfchg": []}, offsets, 0, part.user_factors,
                            part.item_factors)
-        tally = _part(update, blend=update.blend, blend_memory=update.blend_memory)
+        tally = _part(update, blend=update.blend, blend_memory=update.blend_memory,
+                      duplicates=update.duplicates)
         self._call(None, self._key_prefixes, _payload(tally), offsets, update.events, {}, {})
 
     def _call(self, group: str | None, prefixes: Mapping[str, str], payload: dict[str, Any],
@@ -306,17 +319,19 @@ class RedisStore:
         """One APPLY: ``group`` None is the commit (the state's offsets and counters)."""
         marker = self.key(keys.OFFSETS) if group is None else self._marker(group)
         payload |= {"k": prefixes, "offsets": offsets, "events": events,
-                    "changed_at": time.time()}
+                    "changed_at": time.time(), "seen_kept": buckets_kept(self.dedup_window)}
         vectors = [_pack(v, USER_FACTOR_DTYPE) for v in user_factors.values()]
         vectors += [_pack(v, ITEM_FACTOR_DTYPE) for v in item_factors.values()]
         try:
-            self._apply(keys=[marker], args=[
+            reply = self._apply(keys=[marker], args=[
                 orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
         except redis.ResponseError as error:
             if redis_scripts.NON_FINITE in str(error):
                 raise NonFiniteError(str(error).split(redis_scripts.NON_FINITE, 1)[1]
                                      .strip()) from None
             raise
+        if isinstance(reply, list):  # refused: these records repeat an event id
+            raise DuplicateEvents(position.decode() for position in reply)
 
     def _name(self, field: str, id: str | None) -> str:
         """The key holding a value of a StateUpdate ``field`` (see ``check_finite``)."""
@@ -580,6 +595,9 @@ class RedisStore:
 
     def events_applied(self) -> int:
         return int(self.client.hget(self.key(keys.STATS), "events_applied") or 0)
+
+    def duplicates_skipped(self) -> int:
+        return int(self.client.hget(self.key(keys.STATS), "duplicates") or 0)
 
     def blend_tally(self) -> dict[str, int]:
         found = self.client.hgetall(self.key(keys.STATS))

@@ -287,6 +287,37 @@ def test_a_filter_removing_nine_in_ten_still_fills_the_list(client, shop):
     assert set(_listed(client, "/popular", f"{run}-picks", k=4)) == picks
 
 
+def test_a_known_users_short_list_keeps_its_model_and_flags_popular_backfill(client, shop):
+    """The README's "Short lists": a filter leaving a known user fewer than k of the model's
+    own items answers them, then popular ones flagged ``backfill``, under the model's name;
+    ``popular`` names only a user nobody knows."""
+    run = shop["run"]
+    solo = f"{run}-solo"  # viewed by one loner only: nobody's co-occurrence neighbour
+    _put_items(client, {solo: {"categories": [f"{run}-all"], "properties": {"solo": True}}})
+    _views(client, {f"{run}-loner": [solo]})
+    _register(client, f"{run}-solo", "INCLUDE ItemID WHERE Items.solo = true")
+    query = {"filter": f"{run}-solo", "model": "cooccurrence", "k": 5}
+    assert wait_for(lambda: client.get("/recommendations", params={
+        **query, "user_id": f"{run}-nobody"}).json()["items"], timeout=60)
+    known = client.get("/recommendations", params={**query, "user_id": f"{run}-ann"}).json()
+    assert known["model"] == "cooccurrence"
+    assert known["items"] == [{"item_id": solo, "score": 0.0, "backfill": True}]
+    unfiltered = client.get("/recommendations", params={
+        "user_id": f"{run}-ann", "model": "cooccurrence", "k": 40}).json()
+    flags = [item["backfill"] for item in unfiltered["items"]]
+    assert unfiltered["model"] == "cooccurrence" and flags == sorted(flags)  # own first
+    stranger = client.get("/recommendations", params={**query, "user_id": f"{run}-nobody"})
+    assert stranger.json()["model"] == "popular"
+    assert [(item["item_id"], item["backfill"]) for item in stranger.json()["items"]] == [
+        (solo, False)]
+    # Similar items: co-occurrence neighbours, then content ones flagged (solo has none).
+    similar = wait_for(lambda: client.get(f"/items/{solo}/similar", params={"k": 3}
+                                          ).json()["items"], timeout=30)
+    assert similar and all(item["backfill"] for item in similar)
+    touched = client.get(f"/items/{run}-f1/similar", params={"k": 3}).json()["items"]
+    assert touched and not any(item["backfill"] for item in touched)
+
+
 def test_a_filter_that_leaves_nothing_gives_empty_lists(client, shop):
     run = shop["run"]
     _register(client, f"{run}-nothing", "INCLUDE ItemID WHERE Items.price < 0")

@@ -204,6 +204,8 @@ def test_exported_lists_equal_what_the_engine_recommends(export_settings, tmp_pa
             expected = engine.recommend(line["user_id"], 10, now, model)
             assert line["model"] == expected.model, line["user_id"]
             assert [(i["item_id"], i["score"]) for i in line["items"]] == expected.items
+            assert [i["item_id"] for i in line["items"] if i["backfill"]] == [
+                item for item, _ in expected.items if item in expected.backfill]
         assert {line["model"] for line in lines} >= {"popular"}  # the unknown user
 
 

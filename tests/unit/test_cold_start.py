@@ -38,6 +38,16 @@ def test_a_new_item_gets_neighbours_from_its_content():
     assert similar[:2] == ["alien", "aliens"]  # nobody touched it: its content decides
 
 
+def test_content_neighbours_follow_the_co_occurrence_ones_flagged_as_backfill():
+    touched = engine().similar_items("alien", 3, NOW)
+    assert touched.model == "cooccurrence"
+    assert touched.items[0][0] == "aliens" and "aliens" not in touched.backfill
+    assert [item for item, _ in touched.items[1:]] == sorted(touched.backfill, key=[
+        item for item, _ in touched.items].index) and touched.backfill  # content, after
+    new = engine().similar_items("alien3", 3, NOW)
+    assert new.backfill == {item for item, _ in new.items}  # content only
+
+
 def test_a_user_of_a_new_item_gets_its_content_neighbours_not_just_popular():
     cold = engine()
     cold.learn_many([Interaction("newbie", "alien3", NOW - 10, 1.0)])
@@ -46,7 +56,10 @@ def test_a_user_of_a_new_item_gets_its_content_neighbours_not_just_popular():
     assert [item for item, _ in result.items] == ["alien", "aliens"]
     off = engine(content_weight=0.0)
     off.learn_many([Interaction("newbie", "alien3", NOW - 10, 1.0)])
-    assert off.recommend("newbie", 2, NOW, model="cooccurrence").model == "popular"
+    unaided = off.recommend("newbie", 2, NOW, model="cooccurrence")
+    # Known, but co-occurrence has nothing: its list is popular backfill, flagged.
+    assert unaided.model == "cooccurrence"
+    assert unaided.backfill == {item for item, _ in unaided.items} and unaided.items
 
 
 def test_a_newcomer_gets_the_category_they_chose_first():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from api.main import create_app
+from recommender import attribution
 from streamrec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +26,14 @@ def test_every_route_is_in_the_readme():
               for method in route.methods - {"HEAD"}}
     missing = sorted(route for route in routes if f"`{route}" not in readme)
     assert not missing
+
+
+def test_every_attribution_outcome_is_in_the_readme():
+    # Every reason attribute() gives but not_a_reward (only reward events are attributed),
+    # and the two counts Attributor.credit_many adds.
+    reasons = {value for name, value in vars(attribution).items()
+               if name.isupper() and isinstance(value, str) and value.islower()}
+    produced = reasons - {attribution.NOT_A_REWARD} | {"credited", "duplicate"}
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| ", readme, re.MULTILINE))
+    assert produced <= documented, produced - documented

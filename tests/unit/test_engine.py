@@ -7,6 +7,7 @@ import pytest
 
 from recommender.base import MODELS, Interaction
 from recommender.engine import Engine, EngineConfig
+from recommender.filters import parse
 from recommender.store import InMemoryStore
 
 NOW = 1_800_000_000.0
@@ -53,6 +54,50 @@ def test_an_unknown_user_gets_popular_items(model):
     result = _engine().recommend("nobody", 3, NOW, model)
     assert result.model == "popular"
     assert result.items[0][0] == "hit"  # the most weighted item
+
+
+def _with_strangers() -> Engine:
+    """``_taste`` plus ``z``, in a category of its own, that only a loner touched (nobody's
+    neighbour), and a critic whose one event is a dislike (known, but without factors)."""
+    engine = Engine(InMemoryStore(seed=0), EngineConfig(seed=0, mf_dim=8))
+    engine.store.put_items([("z", {"item_id": "z", "categories": ["z"]})])
+    engine.learn_many(_taste() + [Interaction("loner", "z", NOW - 30, 1.0, "view"),
+                                  Interaction("critic", "a-item-0", NOW - 20, -1.0, "dislike")])
+    return engine
+
+
+@pytest.mark.parametrize("model", ["cooccurrence", "mf", "hybrid"])
+def test_a_known_users_list_is_the_models_own_then_flagged_popular_backfill(model):
+    engine = _with_strangers()
+    popular = {item for item, _ in engine.popular(20, NOW)}
+    only_z = parse('INCLUDE ItemID WHERE Items.categories IN ("z")').bind()
+    nothing = parse('INCLUDE ItemID WHERE Items.categories IN ("none")').bind()
+    for user in ("a-user-0", "critic"):
+        result = engine.recommend(user, 10, NOW, model)
+        assert result.model == model, user  # never "popular" for a user it knows
+        items = [item for item, _ in result.items]
+        own = [item for item in items if item not in result.backfill]
+        assert items[:len(own)] == own  # the model's own first
+        assert result.backfill <= popular
+        assert all(score == 0.0 for item, score in result.items if item in result.backfill)
+        filtered = engine.recommend(user, 10, NOW, model, item_filter=only_z)
+        assert filtered.model == model and [item for item, _ in filtered.items] == ["z"]
+        empty = engine.recommend(user, 10, NOW, model, item_filter=nothing)
+        assert empty.model == model and empty.items == []
+    # The critic has no positive event and no factors: every item is backfill.
+    critic = engine.recommend("critic", 10, NOW, model)
+    assert critic.backfill == {item for item, _ in critic.items} and len(critic.items) == 10
+    # Nobody touched z together with another item: co-occurrence can only backfill it.
+    filtered = engine.recommend("a-user-0", 10, NOW, "cooccurrence", item_filter=only_z)
+    assert filtered.backfill == {"z"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_popular_names_only_a_user_nobody_knows_and_is_never_backfill(model):
+    engine = _with_strangers()
+    stranger = engine.recommend("nobody", 5, NOW, model)
+    assert stranger.model == "popular" and not stranger.backfill and len(stranger.items) == 5
+    assert not engine.recommend("a-user-0", 5, NOW, "popular").backfill
 
 
 def test_cooccurrence_recommends_what_the_users_group_touched_first():

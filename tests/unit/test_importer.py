@@ -117,3 +117,13 @@ def test_movielens_movies_become_items():
         read("movieId,name\n1,x\n", data_format="movielens-movies")
     with pytest.raises(ImportFailed, match="--kind items"):
         read("movieId,title,genres\n", data_format="movielens-movies", kind="events")
+
+
+def test_an_import_again_gives_each_event_the_id_it_had():
+    text = ("user_id,item_id,event_type\n"
+            "ann,tea,view\n"
+            "ann,tea,view\n"  # the same view twice: two events
+            "bob,tea,click\n")
+    first = [document["event_id"] for document in documents(read(text, kind="events"))]
+    again = [document["event_id"] for document in documents(read(text, kind="events"))]
+    assert first == again and len(set(first)) == 3

@@ -1,0 +1,142 @@
+"""Impressions delivered at any load the API accepts: a producer in a thread of its own.
+
+On the event loop, the producer's sender shares the loop with every request: while the
+loop is busy (ranking, hundreds of connections) its batches sat unsent until they expired
+(``KafkaTimeoutError``: 1,471 of 3,426 impressions lost at 8-32 connections). Here a
+thread runs its own loop and producer, so it gets the interpreter at every switch interval
+whatever the request loop has queued. Requests hand records over through a bounded
+buffer (a deque: appends and pops are atomic across threads); a record Kafka does not
+take is sent again until it is (a repeat is harmless: the worker counts an impression
+once per ``recommendation_id``). The bound is back-pressure: while ``capacity`` records
+wait, :meth:`ReliableSender.full` says so and the API sheds lists (503) rather than serve
+ones it could not record. Only what is still waiting when the process stops, after
+``timeout`` seconds of trying, is lost, and it is counted (``dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+
+from aiokafka.errors import KafkaError
+
+from streamrec import kafka
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 0.005  # how long the sender sleeps on an empty buffer
+MOST_PER_ROUND = 5000  # records handed to the producer before waiting on their delivery
+# Kafka's own deadline per batch: generous, since every failure is sent again anyway.
+DELIVERY_TIMEOUT_SECONDS = 30.0
+DRAIN_SECONDS = 2.0  # at least this long to send what waits when the process stops
+
+
+class ReliableSender:
+    """Send ``(topic, key, value)`` records from any thread, retrying until Kafka takes
+    them, on a producer and an event loop in a thread of their own."""
+
+    def __init__(self, settings: Settings, capacity: int, timeout: float) -> None:
+        self.settings = settings  # how to reach Kafka (TLS, SASL)
+        self.bootstrap = settings.kafka_bootstrap
+        self.capacity = capacity
+        # How long stop() keeps trying to send what waits.
+        self.timeout = max(timeout, DRAIN_SECONDS)
+        self._waiting: deque[tuple[str, bytes, bytes]] = deque()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.dropped = 0
+        self.retried = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(),),
+                                        name="impressions", daemon=True)
+        self._thread.start()
+
+    def full(self) -> bool:
+        return len(self._waiting) >= self.capacity
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue a record. Callers check :meth:`full` first; a few past the bound (the
+        requests in flight meanwhile) are kept, never dropped."""
+        self._waiting.append((topic, key, value))
+
+    async def stop(self) -> None:
+        """Send what waits for at most ``timeout`` seconds; count the rest as dropped."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, self.timeout + 5.0)
+        if self._waiting:
+            self.dropped += len(self._waiting)
+            log.warning("%d impression(s) not sent before the API stopped", len(self._waiting))
+            self._waiting.clear()
+
+    async def _run(self) -> None:
+        producer = await self._connect()
+        if producer is None:
+            return
+        try:
+            stop_by = None
+            loop = asyncio.get_running_loop()
+            while True:
+                if self._stopping.is_set():
+                    stop_by = stop_by or loop.time() + self.timeout
+                    if not self._waiting or loop.time() > stop_by:
+                        return
+                if not self._waiting:
+                    await asyncio.sleep(IDLE_SECONDS)
+                    continue
+                await self._round(producer)
+        finally:
+            await producer.stop()
+
+    async def _connect(self):
+        delay = 0.5
+        while not self._stopping.is_set():
+            producer = kafka.producer(
+                self.settings, linger_ms=5,
+                request_timeout_ms=int(DELIVERY_TIMEOUT_SECONDS * 1000))
+            try:
+                await producer.start()
+                return producer
+            except KafkaError as error:
+                await producer.stop()
+                log.warning("impressions: Kafka not reachable yet (%s); retrying in %.1f s",
+                            error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    async def _round(self, producer) -> None:
+        records = [self._waiting.popleft()
+                   for _ in range(min(MOST_PER_ROUND, len(self._waiting)))]
+        deliveries = []
+        for record in records:
+            topic, key, value = record
+            try:
+                deliveries.append(await producer.send(topic, value=value, key=key))
+            except KafkaError as error:
+                deliveries.append(_failed(error))
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        failed = [record for record, outcome in zip(records, outcomes, strict=True)
+                  if isinstance(outcome, BaseException)]
+        self.sent += len(records) - len(failed)
+        if failed:
+            # Back to the front, in order, and a pause: Kafka is away or slow.
+            self._waiting.extendleft(reversed(failed))
+            self.retried += len(failed)
+            log.warning("impressions: %d record(s) not acknowledged (%r); sending again",
+                        len(failed), next(o for o in outcomes if isinstance(o, BaseException)))
+            await asyncio.sleep(0.5)
+
+
+def _failed(error: BaseException) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
