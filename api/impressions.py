@@ -23,6 +23,7 @@ from collections import deque
 from aiokafka.errors import KafkaError
 
 from streamrec import kafka
+from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ class ReliableSender:
     """Send ``(topic, key, value)`` records from any thread, retrying until Kafka takes
     them, on a producer and an event loop in a thread of their own."""
 
-    def __init__(self, bootstrap: str, capacity: int, timeout: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, capacity: int, timeout: float) -> None:
+        self.settings = settings  # how to reach Kafka (TLS, SASL)
+        self.bootstrap = settings.kafka_bootstrap
         self.capacity = capacity
         # How long stop() keeps trying to send what waits.
         self.timeout = max(timeout, DRAIN_SECONDS)
@@ -98,7 +100,7 @@ class ReliableSender:
         delay = 0.5
         while not self._stopping.is_set():
             producer = kafka.producer(
-                self.bootstrap, linger_ms=5,
+                self.settings, linger_ms=5,
                 request_timeout_ms=int(DELIVERY_TIMEOUT_SECONDS * 1000))
             try:
                 await producer.start()

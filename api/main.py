@@ -103,8 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Inside uvicorn's signal handling: its graceful stop, then an exit within a bound.
         shutdown.bound_signals()
-        wiring = Wiring.connect(settings)
-        producer = EventProducer(settings.kafka_bootstrap, settings.produce_timeout_seconds,
+        # A wrong Redis password or an untrusted certificate stops the API here, saying
+        # why; a Redis that is down is retried. Kafka's are checked by `streamrec api`
+        # before uvicorn starts: a probe connection made on this event loop, before the
+        # producer's, kept the producer from reconnecting after a broker restart
+        # (tests/integration/test_kafka_restart.py).
+        wiring = Wiring.connect(settings, "API")
+        producer = EventProducer(settings, settings.produce_timeout_seconds,
                                  settings.impression_buffer)
         producer.start()
         app.state.settings = settings

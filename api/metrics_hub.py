@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 
 from recommender import abtest
+from streamrec.connections import kafka_client_options
 from streamrec.percentiles import percentiles
 from streamrec.storage.ops_stats import OpsFigures
 
@@ -185,8 +186,8 @@ class MetricsHub:
         yet; None when Kafka does not answer."""
         try:
             if self._lag_clients is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                admin = AIOKafkaAdminClient(**kafka_client_options(self.settings))
+                consumer = AIOKafkaConsumer(**kafka_client_options(self.settings),
                                             group_id=None, enable_auto_commit=False)
                 await admin.start()
                 await consumer.start()

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from api.impressions import ReliableSender
 from streamrec import kafka
+from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +23,17 @@ class KafkaUnavailable(RuntimeError):
 class EventProducer:
     """Starts in the background and keeps retrying, so the API can come up before Kafka."""
 
-    def __init__(self, bootstrap: str, timeout: float, impression_buffer: int = 10_000
+    def __init__(self, settings: Settings, timeout: float, impression_buffer: int = 10_000
                  ) -> None:
-        self.bootstrap = bootstrap
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
         self._best_effort_dropped = 0  # best-effort records Kafka never took
         # Impressions: on a producer of their own, in a thread of their own (api.impressions).
-        self.impressions = ReliableSender(bootstrap, impression_buffer, timeout)
+        self.impressions = ReliableSender(settings, impression_buffer, timeout)
 
     @property
     def dropped(self) -> int:
@@ -46,7 +48,7 @@ class EventProducer:
     async def _start_until_connected(self) -> None:
         delay = 0.5
         while True:
-            producer = kafka.producer(self.bootstrap, linger_ms=1,
+            producer = kafka.producer(self.settings, linger_ms=1,
                                       request_timeout_ms=int(self.timeout * 1000))
             try:
                 await producer.start()

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streamrec.connections import check_kafka, kafka_client_options
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,31 +23,42 @@ TIMESTAMP_TYPE = "message.timestamp.type"
 APPEND_TIME = "LogAppendTime"
 
 
-def producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     """A producer whose sends count once they are acknowledged: every in-sync replica has
-    the record (acks=all), and a retried send is not written twice (idempotence).
-    ``options`` tune batching (``linger_ms``, ``max_batch_size``) for the caller's load."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+    the record (acks=all), and a retried send is not written twice (idempotence). It
+    connects as the settings say (TLS, SASL). ``options`` tune batching (``linger_ms``,
+    ``max_batch_size``) for the caller's load."""
+    return AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                             enable_idempotence=True, **options)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    compacted = {"cleanup.policy": "compact"}
+    durable = ({} if settings.topic_min_insync_replicas is None
+               else {"min.insync.replicas": str(settings.topic_min_insync_replicas)})
+    compacted = {"cleanup.policy": "compact", **durable}
     partitions, replicas = settings.topic_partitions, settings.topic_replication
     return [
         NewTopic(settings.events_topic, partitions, replicas,
-                 topic_configs={TIMESTAMP_TYPE: APPEND_TIME}),
-        NewTopic(settings.dead_letter_topic, partitions, replicas),
-        NewTopic(settings.impressions_topic, partitions, replicas),
+                 topic_configs={TIMESTAMP_TYPE: APPEND_TIME, **durable}),
+        NewTopic(settings.dead_letter_topic, partitions, replicas, topic_configs=durable),
+        NewTopic(settings.impressions_topic, partitions, replicas, topic_configs=durable),
         NewTopic(settings.metrics_topic, 1, replicas),
         NewTopic(settings.items_topic, partitions, replicas, topic_configs=compacted),
         NewTopic(settings.users_topic, partitions, replicas, topic_configs=compacted),
     ]
 
 
-async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+async def ensure_topics(settings: Settings, role: str = "streamrec") -> None:
+    """Create the topics that are missing. Raises
+    :class:`~streamrec.connections.ConnectionFailed` naming ``role`` when the broker refuses
+    the credentials or certificates, ``KafkaError`` when it does not answer."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    try:
+        await admin.start()
+    except KafkaError:
+        await admin.close()
+        await check_kafka(settings, role)  # says why, when retrying cannot mend it
+        raise
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]

@@ -6,9 +6,17 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pydantic_settings
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender.base import MODELS
@@ -48,7 +56,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     (for example ``STREAMREC_KAFKA_BOOTSTRAP``). Dict fields take JSON.
     """
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+    # Errors name the setting, never the input: it may hold a password.
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # Infrastructure
     kafka_bootstrap: str = "localhost:9092"
@@ -58,6 +68,26 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # streamrec.storage.keys.SHARDS and docs/scaling.md).
     redis_cluster: bool = False
     redis_prefix: str = Field(default="sr", pattern=PREFIX)
+
+    # Managed Kafka and Redis (docs/configuration.md has a recipe per service). Every role
+    # and command reaches them through streamrec.connections, which turns these into the
+    # clients' options. Passwords are SecretStr: never in a repr, a log line or an error.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: str | None = None  # default: the system's trusted CAs
+    kafka_ssl_cert_file: str | None = None  # a client certificate (mTLS), with its key
+    kafka_ssl_key_file: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Redis over TLS is a rediss:// URL. A user and password in the URL are moved into
+    # redis_username/redis_password, so the URL itself can be shown.
+    redis_username: str | None = None  # an ACL user (Redis 6+); none: "default"
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_file: str | None = None
+    redis_ssl_cert_file: str | None = None
+    redis_ssl_key_file: str | None = None
 
     # The model version this process runs (see streamrec.storage.model_versions): "main" is
     # the state under redis_prefix; a worker started with --version NAME sets it.
@@ -74,6 +104,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     metrics_topic: str = "metrics"
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # With acks=all, a write is acknowledged once this many replicas have it (None: the
+    # broker's default): 2 of 3 keeps every acknowledged event through the loss of a broker.
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
 
     # Worker
     worker_id: str = "streamrec"
@@ -139,6 +172,11 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     max_requests_in_flight: int = Field(default=64, ge=1)  # per API process
     request_deadline_seconds: float = Field(default=1.0, gt=0)  # per read (GET)
     serving_threads: int = Field(default=2, ge=1)  # where GET /recommendations waits on Redis
+
+    @model_validator(mode="after")
+    def _connections_are_complete(self) -> Settings:
+        check_connection_settings(self)
+        return self
 
     @model_validator(mode="after")
     def _prefixes_are_hash_tags_on_a_cluster(self) -> Settings:
@@ -212,6 +250,48 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
         """Faust's broker URL: ``kafka://host:port;host:port``."""
         hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
+
+
+def check_connection_settings(settings: Settings) -> None:
+    """Refuse security settings that cannot work, naming the setting (never its value), and
+    move a password found in ``redis_url`` into ``redis_password``."""
+    url = urlsplit(settings.redis_url)
+    if url.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"STREAMREC_REDIS_URL must start with redis://, rediss:// (TLS) or "
+                         f"unix://, not {url.scheme}://")
+    if url.password is not None or url.username:
+        if settings.redis_password is None and url.password is not None:
+            settings.redis_password = SecretStr(unquote(url.password))
+        if settings.redis_username is None and url.username:
+            settings.redis_username = unquote(url.username)
+        host = url.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        settings.redis_url = urlunsplit(url._replace(
+            netloc=netloc + (f":{url.port}" if url.port else "")))
+    if url.scheme != "rediss" and (settings.redis_ssl_ca_file or settings.redis_ssl_cert_file):
+        raise ValueError("STREAMREC_REDIS_SSL_* is set but STREAMREC_REDIS_URL is not "
+                         "rediss:// (TLS)")
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL") and not (settings.kafka_sasl_username
+                                            and settings.kafka_sasl_password):
+        raise ValueError(f"STREAMREC_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                         "STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD")
+    if not protocol.endswith("SSL") and (settings.kafka_ssl_ca_file
+                                         or settings.kafka_ssl_cert_file):
+        raise ValueError(f"STREAMREC_KAFKA_SSL_* is set but STREAMREC_KAFKA_SECURITY_PROTOCOL "
+                         f"is {protocol}: use SSL or SASL_SSL")
+    for side in ("kafka", "redis"):
+        cert = getattr(settings, f"{side}_ssl_cert_file")
+        key = getattr(settings, f"{side}_ssl_key_file")
+        if bool(cert) != bool(key):
+            raise ValueError(f"STREAMREC_{side.upper()}_SSL_CERT_FILE and "
+                             f"STREAMREC_{side.upper()}_SSL_KEY_FILE go together (a client "
+                             "certificate and its private key)")
+        for name in ("ca", "cert", "key"):
+            path = getattr(settings, f"{side}_ssl_{name}_file")
+            if path and not Path(path).is_file():
+                raise ValueError(f"STREAMREC_{side.upper()}_SSL_{name.upper()}_FILE: "
+                                 f"{path} is not a readable file")
 
 
 class SettingsError(ValueError):

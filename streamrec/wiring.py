@@ -27,6 +27,7 @@ import redis
 from recommender.allocation import Allocation
 from recommender.attribution import Attributor
 from recommender.engine import Engine
+from streamrec.connections import check_redis, redis_options
 from streamrec.settings import Settings
 from streamrec.storage import snapshots
 from streamrec.storage.client import connect
@@ -59,18 +60,26 @@ class Wiring:
         self._client = client
 
     @classmethod
-    def connect(cls, settings: Settings, **options: Any) -> Wiring:
-        """Open Redis as the settings say (``options`` override :data:`CLIENT_OPTIONS`)."""
+    def connect(cls, settings: Settings, role: str = "streamrec", **options: Any) -> Wiring:
+        """Open Redis as the settings say, TLS and ACL user included (``options`` override
+        :data:`CLIENT_OPTIONS`). Raises :class:`~streamrec.connections.ConnectionFailed`,
+        naming ``role``, when Redis refuses the credentials or the certificates; a Redis
+        that does not answer yet is left to the roles' retries."""
         client = connect(settings.redis_url, settings.redis_cluster,
-                         **{**CLIENT_OPTIONS, **options})
+                         **{**CLIENT_OPTIONS, **redis_options(settings), **options})
+        try:
+            check_redis(client, settings, role)
+        except Exception:
+            client.close()
+            raise
         return cls(settings, client)
 
     @classmethod
     def for_process(cls, settings: Settings, version: str | None = None,
-                    **options: Any) -> Wiring:
+                    role: str = "worker", **options: Any) -> Wiring:
         """The wiring of a process that runs model ``version`` (default: the settings'
         ``state_version``): its hyperparameters, namespace and consumer group."""
-        base = cls.connect(settings, **options)
+        base = cls.connect(settings, role, **options)
         name = version or settings.state_version
         if name == MAIN:
             return base

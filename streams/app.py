@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from streamrec.connections import faust_credentials
 from streamrec.settings import Settings
 
 
@@ -14,6 +15,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.worker_id,
         broker=settings.faust_broker,
+        broker_credentials=faust_credentials(settings),  # TLS, SASL (managed Kafka)
         origin="streams",
         key_serializer="raw",
         value_serializer="raw",

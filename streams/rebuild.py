@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamrec.connections import kafka_client_options
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Version, VersionError, check_name
 from streamrec.wiring import Wiring
@@ -25,8 +26,8 @@ from streams.batch import EventBatches
 from streams.decode import PlainRecord
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -60,7 +61,7 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
     check_name(name)
     if name == MAIN:
         raise VersionError("rebuild into a new version name; 'main' is the base state")
-    base = Wiring.connect(settings)
+    base = Wiring.connect(settings, "rebuild")
     try:
         registry = base.versions()
         if registry.serving() == name:
@@ -85,14 +86,14 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
     batches = EventBatches(wiring.engine(store), store, effective.weights(),
                            effective.max_event_time_skew_seconds, wiring.read_event_types())
     report = RebuildReport(effective.state_version)
-    topic, bootstrap = effective.events_topic, effective.kafka_bootstrap
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
+    topic = effective.events_topic
+    consumer = AIOKafkaConsumer(**kafka_client_options(effective),
                                 group_id=effective.worker_id, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=5000)
     await consumer.start()
     started = time.perf_counter()
     try:
-        partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await _partitions(effective, topic)]
         if not partitions:
             raise VersionError(f"topic {topic!r} has no partitions")
         consumer.assign(partitions)

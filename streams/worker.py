@@ -45,7 +45,7 @@ def run(settings: Settings, version: str | None = None, log_level: str = "info")
     until stopped. A version's worker runs with that version's hyperparameters, Redis
     namespace and consumer group."""
     wiring = Wiring.for_process(settings, version)
-    asyncio.run(ensure_topics(wiring.settings))
+    asyncio.run(ensure_topics(wiring.settings, "worker"))
     Path(wiring.settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
     app = build(wiring)
     # Faust spells two of the levels its own way.

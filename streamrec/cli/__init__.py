@@ -30,9 +30,13 @@ class Commands(click.Group):
         return super().resolve_command(context, args)
 
     def invoke(self, context: click.Context):
+        from streamrec.connections import ConnectionFailed
+
         try:
             return super().invoke(context)
-        except SettingsError as error:
+        except (SettingsError, ConnectionFailed) as error:
+            # ConnectionFailed: a wrong password or an untrusted certificate, with which
+            # connection, which role and why.
             raise click.ClickException(str(error)) from None
 
 

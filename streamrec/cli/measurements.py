@@ -24,7 +24,7 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
     from recommender.abtest import NO_EFFECT, placement_report
     from streamrec.wiring import Wiring
 
-    feedback = Wiring.connect(get_settings()).feedback()
+    feedback = Wiring.connect(get_settings(), "report").feedback()
     names = placements or tuple(sorted(feedback.placements()))
     if not names:
         raise click.ClickException("no placement is configured (PUT /admin/placements/NAME)")

@@ -33,10 +33,16 @@ def api(workers: int) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from streamrec.connections import check_kafka
     from streamrec.shutdown import ROLE_STOP_SECONDS
+    from streamrec.wiring import Wiring
 
     settings = get_settings()
     settings.load_api_keys()  # refused here in one line, not in each process's traceback
+    # A wrong password or an untrusted certificate: one line here, before uvicorn starts
+    # (the lifespan checks Redis again, however the app is started).
+    Wiring.connect(settings, "API").close()
+    asyncio.run(check_kafka(settings, "API"))
     # The app and its HTTP protocol by import string, as uvicorn takes them (each of
     # ``workers`` processes imports them itself): nothing under streamrec/ imports api/.
     # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
@@ -131,8 +137,8 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
     from streamrec.kafka import producer as kafka_producer
 
     settings = get_settings()
-    await ensure_topics(settings)
-    producer = kafka_producer(settings.kafka_bootstrap, linger_ms=5)
+    await ensure_topics(settings, "simulate")
+    producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
     sent = 0
     try:

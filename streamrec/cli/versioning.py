@@ -169,4 +169,4 @@ def _wiring() -> Wiring:
     """Operator commands wait longer on Redis than the roles: a snapshot moves many keys."""
     from streamrec.wiring import Wiring
 
-    return Wiring.connect(get_settings(), socket_timeout=30)
+    return Wiring.connect(get_settings(), "versions", socket_timeout=30)

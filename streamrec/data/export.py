@@ -279,7 +279,7 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
 
     from streamrec.wiring import Wiring
 
-    base = Wiring.connect(settings, socket_timeout=30)
+    base = Wiring.connect(settings, "export", socket_timeout=30)
     try:
         registry = base.versions()
         version = version or registry.serving()

@@ -337,8 +337,8 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
     from streamrec.kafka import producer as kafka_producer
 
     try:
-        await ensure_topics(settings)
-        producer = kafka_producer(settings.kafka_bootstrap, linger_ms=20,
+        await ensure_topics(settings, "import")
+        producer = kafka_producer(settings, linger_ms=20,
                                   max_batch_size=512 * 1024)
         await producer.start()
     except KafkaError as error:

@@ -138,7 +138,7 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
 
     settings = current.settings()
     await ensure_topics(settings)
-    producer = kafka.producer(current.bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    producer = kafka.producer(settings, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for item in simulation.catalog.items():
@@ -264,7 +264,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     shed = [0]
 
     async def probe_all() -> list[float]:
-        producer = kafka.producer(current.bootstrap)
+        producer = kafka.producer(current.settings())
         await producer.start()
         seconds = []
         try:

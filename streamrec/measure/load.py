@@ -71,8 +71,9 @@ async def produce_events(load: Load, bootstrap: str, topic: str, simulation: Sim
     """Produce ``rate`` simulated events per second for ``seconds`` (acks=all), each
     stamped with the time it is sent: a live stream."""
     from streamrec.kafka import producer
+    from streamrec.settings import Settings
 
-    events = producer(bootstrap, linger_ms=5)
+    events = producer(Settings(kafka_bootstrap=bootstrap), linger_ms=5)
     await events.start()
     try:
         started = time.monotonic()

@@ -5,7 +5,8 @@ import each other (directly or round a longer cycle), and imports point down onl
     api, streams                            the roles (HTTP serving; the Kafka worker)
     streamrec.measure, .local, .data, .sim  tools
     streamrec.wiring                        the composition root
-    streamrec.storage, .kafka, .settings    adapters and configuration
+    streamrec.storage, .kafka, .connections, .settings
+                                            adapters and configuration
     recommender, schemas                    pure algorithms and the producers' contract
 
 Imports under ``if TYPE_CHECKING:`` are left out: they never run.
@@ -138,7 +139,8 @@ def test_no_import_cycles():
 def test_a_cycle_would_be_found(monkeypatch):
     monkeypatch.setitem(IMPORTS, "streamrec.settings",
                         IMPORTS["streamrec.settings"] | {"streamrec.wiring"})
-    assert ["streamrec.settings", "streamrec.wiring"] in _cycles()
+    # wiring reaches settings directly and through streamrec.connections: one cycle of all.
+    assert any({"streamrec.settings", "streamrec.wiring"} <= set(cycle) for cycle in _cycles())
 
 
 @pytest.mark.parametrize("name", sorted(name for name in MODULES
