@@ -23,6 +23,7 @@ from collections import deque
 from aiokafka.errors import KafkaError
 
 from streamrec import kafka
+from streamrec.kafka import Replacement
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,23 +79,30 @@ class ReliableSender:
             self._waiting.clear()
 
     async def _run(self) -> None:
-        producer = await self._connect()
-        if producer is None:
-            return
-        try:
-            stop_by = None
-            loop = asyncio.get_running_loop()
-            while True:
-                if self._stopping.is_set():
-                    stop_by = stop_by or loop.time() + self.timeout
-                    if not self._waiting or loop.time() > stop_by:
-                        return
-                if not self._waiting:
-                    await asyncio.sleep(IDLE_SECONDS)
-                    continue
-                await self._round(producer)
-        finally:
-            await producer.stop()
+        stop_by = None
+        loop = asyncio.get_running_loop()
+        replacement = Replacement()
+        while True:
+            producer = await self._connect()
+            if producer is None:
+                return
+            try:
+                while True:
+                    if self._stopping.is_set():
+                        stop_by = stop_by or loop.time() + self.timeout
+                        if not self._waiting or loop.time() > stop_by:
+                            return
+                    if not self._waiting:
+                        await asyncio.sleep(IDLE_SECONDS)
+                        continue
+                    error = await self._round(producer)
+                    if error is None:
+                        replacement.succeeded()
+                    elif replacement.failed(error, loop.time()):
+                        log.warning("impressions: the producer kept failing; replacing it")
+                        break  # a new producer; what waits is sent again by it
+            finally:
+                await producer.stop()
 
     async def _connect(self):
         delay = 0.5
@@ -113,7 +121,9 @@ class ReliableSender:
                 delay = min(delay * 2, 10.0)
         return None
 
-    async def _round(self, producer) -> None:
+    async def _round(self, producer) -> BaseException | None:
+        """Send up to MOST_PER_ROUND waiting records; the first failure, if any (the failed
+        ones wait again, in order)."""
         records = [self._waiting.popleft()
                    for _ in range(min(MOST_PER_ROUND, len(self._waiting)))]
         deliveries = []
@@ -134,6 +144,8 @@ class ReliableSender:
             log.warning("impressions: %d record(s) not acknowledged (%r); sending again",
                         len(failed), next(o for o in outcomes if isinstance(o, BaseException)))
             await asyncio.sleep(0.5)
+            return next(o for o in outcomes if isinstance(o, BaseException))
+        return None
 
 
 def _failed(error: BaseException) -> asyncio.Future:

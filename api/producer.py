@@ -11,10 +11,10 @@ from aiokafka.errors import KafkaError
 
 from api.impressions import ReliableSender
 from streamrec import kafka
+from streamrec.kafka import REPLACE_AFTER_FAILING_SECONDS, Replacement
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
-
 
 class KafkaUnavailable(RuntimeError):
     """Kafka did not acknowledge in time; nothing may be reported as accepted."""
@@ -32,6 +32,8 @@ class EventProducer:
         self._starter: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
         self._best_effort_dropped = 0  # best-effort records Kafka never took
+        self._replacement = Replacement(max(REPLACE_AFTER_FAILING_SECONDS, 3 * timeout))
+        self.replaced = 0  # producers replaced because they kept failing
         # Impressions: on a producer of their own, in a thread of their own (api.impressions).
         self.impressions = ReliableSender(settings, impression_buffer, timeout)
 
@@ -85,7 +87,22 @@ class EventProducer:
                 ]
                 await asyncio.gather(*futures)
         except (TimeoutError, KafkaError) as error:
+            if self._replacement.failed(error, asyncio.get_running_loop().time()):
+                self._replace()
             raise KafkaUnavailable(f"Kafka did not acknowledge: {error!r}") from error
+        self._replacement.succeeded()
+
+    def _replace(self) -> None:
+        """Swap a producer that keeps failing for a new one (in the background: this
+        request has already failed; the next ones wait for the new producer)."""
+        broken, self._producer = self._producer, None
+        self.replaced += 1
+        log.warning("Kafka producer kept failing; replacing it (%d so far)", self.replaced)
+        if broken is not None:
+            stopping = asyncio.ensure_future(broken.stop())
+            self._background.add(stopping)
+            stopping.add_done_callback(self._background.discard)
+        self._starter = asyncio.create_task(self._start_until_connected())
 
     def send_soon(self, topic: str, key: bytes, value: bytes) -> bool:
         """Hand a record to the producer's buffer without waiting for Kafka (impressions:

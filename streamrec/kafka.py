@@ -9,7 +9,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+)
 
 from streamrec.connections import check_kafka, kafka_client_options
 from streamrec.settings import Settings
@@ -30,6 +35,35 @@ def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     ``max_batch_size``) for the caller's load."""
     return AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                             enable_idempotence=True, **options)
+
+
+# An idempotent producer whose sequence numbers no longer match the broker's (a send that
+# never reached a broker that restarted: OutOfOrderSequenceNumber) never recovers on its own:
+# without a new producer the API would answer 503 until it restarts. These errors replace it
+# at once; any other failure lasting this long replaces it too.
+BROKEN = (OutOfOrderSequenceNumber, ProducerFenced)
+REPLACE_AFTER_FAILING_SECONDS = 15.0
+
+
+class Replacement:
+    """When a producer that keeps failing should be replaced by a new one."""
+
+    def __init__(self, after: float = REPLACE_AFTER_FAILING_SECONDS) -> None:
+        self.after = after
+        self.failing_since: float | None = None
+
+    def succeeded(self) -> None:
+        self.failing_since = None
+
+    def failed(self, error: BaseException, now: float) -> bool:
+        """Record a failure; True when the producer should be replaced now."""
+        if self.failing_since is None:
+            self.failing_since = now
+        if isinstance(error, BROKEN) or isinstance(error.__cause__, BROKEN) \
+                or now - self.failing_since > self.after:
+            self.failing_since = None
+            return True
+        return False
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
