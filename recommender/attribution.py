@@ -215,23 +215,30 @@ class Attributor:
                 return {}
             shown = self.store.impressions({event[0] for event in candidates})
             outcomes: dict[str, int] = {}
+            by_placement: dict[str, dict[str, int]] = {}  # where the list is known
+
+            def count(result: str, placement: str | None) -> None:
+                outcomes[result] = outcomes.get(result, 0) + 1
+                if placement is not None:
+                    counts = by_placement.setdefault(placement, {})
+                    counts[result] = counts.get(result, 0) + 1
+
             credits = []
             for event, deadline in zip(candidates, give_up, strict=True):
                 rid, user, item, kind, timestamp, received = event
-                result = attribute(shown.get(rid), user, item, kind, timestamp, received,
+                impression = shown.get(rid)
+                result = attribute(impression, user, item, kind, timestamp, received,
                                    self.window, self.reward_types, self.skew)
                 if result == NO_IMPRESSION and now < deadline:
                     self._waiting.append((deadline, event))
                 elif isinstance(result, Credit):
                     credits.append(result)
                 else:
-                    outcomes[result] = outcomes.get(result, 0) + 1
-            fresh = self.store.credit(credits, self.ttl)
-            if fresh:
-                outcomes["credited"] = sum(fresh)
-                if len(fresh) > sum(fresh):
-                    outcomes["duplicate"] = len(fresh) - sum(fresh)
-            self.store.count_outcomes(outcomes)
+                    count(result, None if impression is None else impression.placement)
+            for credit, new in zip(credits, self.store.credit(credits, self.ttl), strict=True):
+                count("credited" if new else "duplicate", credit.placement)
+            if outcomes:
+                self.store.count_outcomes(outcomes, by_placement)
             return outcomes
 
     def waiting(self) -> int:

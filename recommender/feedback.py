@@ -33,11 +33,16 @@ class FeedbackStore(Protocol):
         """Count each credit once per (list, item, event type); True where it was new."""
         ...
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        """Add to the counts of events that earned nothing, by reason."""
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Add to the counts of attribution outcomes by reason: ``outcomes`` to the
+        system-wide totals, ``by_placement`` (placement -> reason -> count, the events whose
+        list was found) to each placement's."""
         ...
 
-    def outcomes(self) -> dict[str, int]: ...
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        """The outcome counts of one placement, or (None) of the whole system."""
+        ...
 
     def variant_counters(self, placement: str) -> Counters: ...
 
@@ -54,6 +59,15 @@ class FeedbackStore(Protocol):
         """The placement's changes, newest first."""
         ...
 
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        """Store ``config`` as version 1 unless its placement exists; True if it did not."""
+        ...
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        """Remove a placement: its configuration, log, variant counters and outcomes.
+        Returns what was removed (configuration, log entries, counters), all 0 if unknown."""
+        ...
+
 
 class InMemoryFeedback:
     """Dictionaries standing in for Redis; expiry is not modelled (nothing ages here)."""
@@ -64,7 +78,7 @@ class InMemoryFeedback:
         self._rewarded_lists: set[str] = set()
         self._counters: dict[str, Counters] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(int)))
-        self._outcomes: dict[str, int] = defaultdict(int)
+        self._outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._placements: dict[str, dict[str, Any]] = {}
         self._log: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
@@ -101,12 +115,14 @@ class InMemoryFeedback:
             fresh.append(True)
         return fresh
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        for reason, count in outcomes.items():
-            self._outcomes[reason] += count
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        for placement, counts in [(None, outcomes), *(by_placement or {}).items()]:
+            for reason, count in counts.items():
+                self._outcomes[placement][reason] += count
 
-    def outcomes(self) -> dict[str, int]:
-        return dict(self._outcomes)
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        return dict(self._outcomes.get(placement, {}))
 
     def variant_counters(self, placement: str) -> Counters:
         return {variant: dict(counters)
@@ -127,3 +143,16 @@ class InMemoryFeedback:
 
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         return self._log.get(name, [])[:limit]
+
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        if config["name"] in self._placements:
+            return False
+        self.put_placement(config, author, at)
+        return True
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        removed = {"configuration": int(self._placements.pop(name, None) is not None),
+                   "log_entries": len(self._log.pop(name, [])),
+                   "variant_counters": sum(map(len, self._counters.pop(name, {}).values())),
+                   "outcomes": len(self._outcomes.pop(name, {}))}
+        return removed

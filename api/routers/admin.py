@@ -16,6 +16,7 @@ from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
+from recommender.attribution import NO_IMPRESSION
 from recommender.base import MAX_WEIGHT, ModelName
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
@@ -95,14 +96,53 @@ def placement_log(name: PlacementName, allocation: AllocationDep,
     return log
 
 
-@router.get("/placements/{name}/report")
+UNKNOWN = {404: {"description": "No such placement"}}
+
+
+def _configured(allocation, name: str) -> dict:
+    config = allocation.feedback.placements().get(name)
+    if config is None:
+        raise HTTPException(404, detail=f"name: no placement named {name!r} is configured")
+    return config
+
+
+@router.get("/placements/{name}", responses=UNKNOWN)
+def get_placement(name: PlacementName, allocation: AllocationDep) -> dict:
+    """The placement's current configuration (with its version)."""
+    return _configured(allocation, name)
+
+
+@router.delete("/placements/{name}", responses=UNKNOWN)
+async def delete_placement(name: PlacementName, allocation: AllocationDep) -> dict:
+    """Remove a placement with its change log, report counters and outcomes (it leaves
+    the dashboard too); its lists are then served as an unconfigured placement's. Answers
+    what was removed."""
+    removed = await run_in_threadpool(allocation.feedback.delete_placement, name)
+    if not removed["configuration"]:
+        raise HTTPException(404, detail=f"name: no placement named {name!r} is configured")
+    await run_in_threadpool(allocation.refresh)
+    return {"name": name, "removed": removed}
+
+
+@router.get("/placements/{name}/report", responses={
+    **UNKNOWN, 422: {"description": "control is not one of the variants"}})
 def placement_report(name: PlacementName, allocation: AllocationDep,
                      control: Annotated[str | None, Field(max_length=64)] = None) -> dict:
     """Per variant: lists shown, CTR, take-rate and conversions with 95% intervals, and
     each variant against the control: lift, a two-proportion test, and the sample size
-    still needed. Also the events that earned nothing, by reason."""
-    report = abtest.placement_report(allocation.feedback.variant_counters(name), control)
+    still needed ("not enough data" until a list was rewarded). Also this placement's
+    reward events by attribution outcome, and (``unplaced_outcomes``) those whose list
+    was never found, which belong to no placement."""
+    config = _configured(allocation, name)
+    variants = [variant["name"] for variant in config.get("variants", [])]
+    try:
+        report = abtest.placement_report(allocation.feedback.variant_counters(name), control,
+                                         variants)
+    except abtest.UnknownControl as error:
+        raise HTTPException(422, detail=str(error)) from None
     placement = allocation.placement(name)
     report["shares"] = allocation.allocator.shares(placement, allocation.stats(name), 500)
-    report["outcomes"] = allocation.feedback.outcomes()
+    report["outcomes"] = allocation.feedback.outcomes(name)
+    unplaced = allocation.feedback.outcomes().get(NO_IMPRESSION, 0)
+    report["unplaced_outcomes"] = {NO_IMPRESSION: unplaced} if unplaced else {}
     return report

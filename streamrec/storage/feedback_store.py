@@ -116,15 +116,21 @@ class RedisFeedback:
             )
         return [bool(result) for result in pipe.execute()]
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        if outcomes:
-            pipe = self.client.pipeline(transaction=False)
-            for reason, count in outcomes.items():
-                pipe.hincrby(self.key(keys.OUTCOMES), reason, count)
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for reason, count in outcomes.items():
+            pipe.hincrby(self.key(keys.OUTCOMES), reason, count)
+        for placement, counts in (by_placement or {}).items():
+            for reason, count in counts.items():
+                pipe.hincrby(self.key(keys.OUTCOMES, placement), reason, count)
+        if len(pipe):
             pipe.execute()
 
-    def outcomes(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key(keys.OUTCOMES)).items()}
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        name = self.key(keys.OUTCOMES) if placement is None else self.key(keys.OUTCOMES,
+                                                                          placement)
+        return {k.decode(): int(v) for k, v in self.client.hgetall(name).items()}
 
     def variant_counters(self, placement: str) -> Counters:
         counters: Counters = {}
@@ -160,3 +166,33 @@ class RedisFeedback:
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         raw = self.client.lrange(self.key(keys.PLACEMENT_LOG, name), 0, limit - 1)
         return [orjson.loads(entry) for entry in raw]
+
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        table = self.key(keys.PLACEMENTS)
+        created = False
+
+        def write(pipe) -> None:
+            nonlocal created
+            created = not pipe.hexists(table, config["name"])
+            if created:
+                stored = {**config, "version": 1}
+                change = {"version": 1, "author": author, "at": at, "config": stored}
+                pipe.multi()
+                pipe.hset(table, config["name"], orjson.dumps(stored))
+                pipe.lpush(self.key(keys.PLACEMENT_LOG, config["name"]), orjson.dumps(change))
+
+        self.client.transaction(write, table)
+        return created
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        owned = [self.key(keys.PLACEMENT_LOG, name), self.key(keys.VARIANT_COUNTERS, name),
+                 self.key(keys.OUTCOMES, name)]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.key(keys.PLACEMENTS), name)
+        pipe.llen(owned[0])
+        pipe.hlen(owned[1])
+        pipe.hlen(owned[2])
+        pipe.delete(*owned)
+        configuration, log_entries, counters, outcomes, _ = pipe.execute()
+        return {"configuration": configuration, "log_entries": log_entries,
+                "variant_counters": counters, "outcomes": outcomes}
