@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.fallback = fallback
         named_filters = Filters(wiring.filter_definitions())
         app.state.filters = named_filters
-        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer)
+        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer, versions)
         app.state.metrics = hub
         # Where GET /recommendations waits on Redis, so the event loop never does (a Redis
         # that hangs would stall every route, /healthz too). Few threads: the work is

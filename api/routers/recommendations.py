@@ -16,6 +16,7 @@ from api.deps import (
     FallbackDep,
     ListFilterDep,
     ProducerDep,
+    ServedDep,
     ServingThreadsDep,
     SettingsDep,
     SimilarItemsFilterDep,
@@ -56,7 +57,7 @@ def _unreachable(error: Exception) -> HTTPException:
 @router.get("/recommendations", response_model=RecommendationList,
             responses=FILTERED_RESPONSES)
 async def recommendations(
-    engine: EngineDep,
+    served: ServedDep,
     settings: SettingsDep,
     allocation: AllocationDep,
     producer: ProducerDep,
@@ -86,6 +87,7 @@ async def recommendations(
     """
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
+    engine = served.engine
     choice = allocation.choose_for(placement, user_id, model)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
@@ -111,6 +113,7 @@ async def recommendations(
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items), degraded=degraded,
+        version=served.version,
     )
 
 

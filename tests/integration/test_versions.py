@@ -92,11 +92,19 @@ def test_rebuild_promote_and_rollback_while_requests_succeed(setup, worker_env, 
                 worker.terminate()
                 worker.wait(30)
 
+            def snapshot_names(version: str) -> bool:
+                return api.get("/metrics/snapshot").json().get("serving_version") == version
+
+            before = api.get("/recommendations", params={"user_id": f"{run}-u3"}).json()
+            assert before["version"] == "main"
+            assert wait_for(lambda: snapshot_names("main"), timeout=10)
             assert registry.promote("v2", "test") == "main"
             assert wait_for(lambda: api.app.state.versions.current == "v2", timeout=5)
             listed = api.get("/recommendations", params={"user_id": f"{run}-u3",
                                                          "model": "mf"}).json()
             assert listed["model"] == "mf" and len(listed["items"]) == 10
+            assert listed["version"] == "v2"  # the response names the version that ranked it
+            assert wait_for(lambda: snapshot_names("v2"), timeout=10)
             with pytest.raises(VersionError, match="serving"):
                 registry.delete("v2")
 
