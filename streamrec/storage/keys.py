@@ -38,6 +38,12 @@ APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group 
 # its nbr:* (recommender.decay).
 LANDMARKS = "lm"
 
+# STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
+# while its call's one exists (the worker waits), so the copy is one point in time. One
+# per slot a call writes: the global one and, under a tagged prefix, each group's. Not
+# state: a snapshot never copies it.
+PAUSE = "pause"
+
 USER_DELETIONS = "userdel"  # ZSET user -> number of the deletion that last deleted them
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
@@ -137,6 +143,20 @@ def landmark_keys(prefix: str) -> list[str]:
     """
     groups = [group_prefix(prefix, f"i{n}") for n in range(SHARDS)] if is_tagged(prefix) else []
     return [key(prefix, LANDMARKS)] + [key(group, LANDMARKS) for group in groups]
+
+
+def pause_keys(prefix: str) -> list[str]:
+    """Every PAUSE key of a version's state: the global one and, under a tagged prefix,
+    each user and item group's.
+
+    >>> pause_keys("sr")
+    ['sr:pause']
+    >>> pause_keys("{sr}")[:2], len(pause_keys("{sr}"))
+    (['{sr}:pause', '{sr/u0}:pause'], 33)
+    """
+    groups = [group_prefix(prefix, f"{kind}{n}") for kind in "ui" for n in range(SHARDS)
+              ] if is_tagged(prefix) else []
+    return [key(prefix, PAUSE)] + [key(group, PAUSE) for group in groups]
 
 
 def pattern(prefix: str, kind: str) -> str:

@@ -26,6 +26,8 @@ BLEND_FIELD = "blend:"
 APPLY = r"""
 local p = cjson.decode(ARGV[1])
 local k = p.k
+-- A snapshot is copying this state (keys.PAUSE): change nothing; the caller retries.
+if p.pause and redis.call('EXISTS', p.pause) == 1 then return -1 end
 if #p.offsets > 0 then
   local behind = false
   for n = 1, #p.offsets, 2 do
