@@ -88,7 +88,8 @@ def promote(name: str, author: str, force: bool) -> None:
         click.echo(f"warning: promoted with --force although {problem}: until a worker "
                    f"keeps {name} live, every list is served from its state as it is now; "
                    "new events, new users and new items are not learned and the lists go "
-                   f"stale. Run `streamrec worker --version {name}`.", err=True)
+                   f"stale. A running main worker starts a worker for it within seconds; "
+                   f"else run `streamrec worker --version {name}`.", err=True)
 
 
 def _not_promotable(status, max_lag: int) -> str | None:

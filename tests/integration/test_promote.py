@@ -88,15 +88,21 @@ def test_promote_refuses_what_no_worker_keeps_live(isolated_worker, services, wo
         assert [entry["action"] for entry in registry.log()] == ["promote"]
         assert cli("rollback").stdout.strip() == "serving main again"
 
-    # The worker left its group: promote is refused again; --force says what it costs.
-    assert wait_for(lambda: not status("v2").live, timeout=30)
+    # Its worker left the group (the main worker stopped the one it ran for v2 too):
+    # promote is refused again; --force says what it costs.
+    assert wait_for(lambda: not status("v2").live, timeout=60)
     assert cli("promote", "v2").returncode == 1
     forced = cli("promote", "v2", "--force")
     assert forced.returncode == 0 and "serving v2 (was main)" in forced.stdout
     assert "warning: promoted with --force" in forced.stderr
     assert "not learned" in forced.stderr
-    listed = cli("versions")
-    assert "the serving version v2 is not live" in listed.stderr
+
+    # The serving version is kept live: the main worker starts a worker for it, which
+    # learns what came after.
+    asyncio.run(produce_views(services["bootstrap"], topic, run, 500, 100))
+    assert wait_for(lambda: (s := status("v2")).live and s.lag == 0, timeout=120)
+    assert RedisStore(client, f"{run}.v2", catalog_prefix=run).events_applied() == 600
     assert registry.rollback() == "main"
+    assert wait_for(lambda: not status("v2").live, timeout=60)  # no longer serving
     log = [entry["action"] for entry in registry.log()]
     assert log == ["rollback", "promote", "rollback", "promote"]
