@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import AllocationDep
+from api.deps import AllocationDep, SettingsDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
@@ -20,6 +20,7 @@ from recommender.attribution import NO_IMPRESSION
 from recommender.base import MAX_WEIGHT, ModelName
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
+from streamrec import version_status
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -146,3 +147,27 @@ def placement_report(name: PlacementName, allocation: AllocationDep,
     unplaced = allocation.feedback.outcomes().get(NO_IMPRESSION, 0)
     report["unplaced_outcomes"] = {NO_IMPRESSION: unplaced} if unplaced else {}
     return report
+
+
+@router.get("/versions")
+async def versions(request: Request, settings: SettingsDep) -> list[dict]:
+    """Every model version: whether it serves, whether a worker keeps it live, how many
+    events of the events topic it has not applied yet (``lag``), events applied, and its
+    settings. ``live`` and ``lag`` are null (with ``status_error``) when Kafka does not
+    answer."""
+    serving = request.app.state.versions
+    registry = serving.registry
+    listed = await run_in_threadpool(registry.all)
+    current = await run_in_threadpool(registry.serving)
+    found = await version_status.statuses(settings, registry, listed)
+    answer = []
+    for name, version in listed.items():
+        store = serving.wiring.for_version(name, version).store()
+        status = found[name]
+        answer.append({
+            "name": name, "serving": name == current, "status": version.status,
+            "live": status.live, "workers": status.workers, "lag": status.lag,
+            "status_error": status.error,
+            "events_applied": await run_in_threadpool(store.events_applied),
+            "settings": version.settings, "created_at": version.created_at})
+    return answer
