@@ -127,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await refresher
             serving_threads.shutdown(wait=False, cancel_futures=True)
             await hub.close()
+            if getattr(app.state, "version_kafka", None) is not None:  # GET /admin/versions
+                await app.state.version_kafka.close()
             await producer.stop()
             wiring.close()
 

@@ -13,6 +13,7 @@ refuses it unless forced).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,17 +48,27 @@ def consumer_group(settings: Settings, version: Version) -> str:
     return version_settings(settings, version).worker_id
 
 
-async def statuses(settings: Settings, registry: Versions,
-                   versions: dict[str, Version]) -> dict[str, VersionStatus]:
-    """The status of each of ``versions``; an unreachable Kafka gives statuses that say
-    so (``live`` and ``lag`` None) rather than an exception."""
+async def statuses(settings: Settings, registry: Versions, versions: dict[str, Version],
+                   timeout: float = KAFKA_SECONDS, kafka: KafkaReader | None = None
+                   ) -> dict[str, VersionStatus]:
+    """The status of each of ``versions``; a Kafka that does not answer within ``timeout``
+    gives statuses that say so (``live`` and ``lag`` None) rather than an exception.
+    ``kafka`` keeps its connections from one call to the next (the API's); without it,
+    connections are made for this call and closed (the CLI's)."""
+    reader = kafka or KafkaReader(settings)
     try:
-        async with asyncio.timeout(KAFKA_SECONDS):
-            ends, starts, members = await _read_kafka(
-                settings, [consumer_group(settings, v) for v in versions.values()])
+        async with asyncio.timeout(timeout):
+            ends, starts, members = await reader.read(
+                [consumer_group(settings, v) for v in versions.values()])
     except Exception as error:  # noqa: BLE001 - any Kafka failure: say so in the status
         reason = f"Kafka: {type(error).__name__} {error}".strip()
+        if isinstance(error, TimeoutError):
+            reason = f"Kafka: no answer within {timeout:g} s"
+        await reader.close()  # connect afresh next time
         return {name: VersionStatus(name, None, 0, None, reason) for name in versions}
+    finally:
+        if kafka is None:
+            await reader.close()
     found = {}
     for name, version in versions.items():
         applied = _applied(registry, name)
@@ -75,35 +86,52 @@ def _applied(registry: Versions, name: str) -> dict[str, int]:
     return {field.decode(): int(value) for field, value in raw.items()}
 
 
-async def _read_kafka(settings: Settings, groups: list[str]
-                      ) -> tuple[dict[int, int], dict[int, int], dict[str, int]]:
-    """(end offset per partition, first offset per partition, members per group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        await admin.start()
-        try:
-            partitions = sorted(consumer.partitions_for_topic(settings.events_topic) or ())
-            if not partitions:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                partitions = sorted(consumer.partitions_for_topic(settings.events_topic) or ())
-            topic = [TopicPartition(settings.events_topic, p) for p in partitions]
-            ends = await consumer.end_offsets(topic)
-            starts = await consumer.beginning_offsets(topic)
-            members: dict[str, int] = {}
-            for group in groups:
-                # One group per request: aiokafka 0.14 reads a v3 answer with the v2 layout
-                # (without each group's authorized_operations), so a second group in the
-                # same answer is misread ("Buffer underrun"); the first one reads right.
-                for response in await admin.describe_consumer_groups([group]):
-                    # rows: (error, group, state, protocol type, protocol, members, ...)
-                    for row in response.groups[:1]:
-                        members[row[1]] = len(row[5])
-            return ({tp.partition: end for tp, end in ends.items()},
-                    {tp.partition: start for tp, start in starts.items()}, members)
-        finally:
-            await admin.close()
-    finally:
-        await consumer.stop()
+class KafkaReader:
+    """A consumer (offsets) and an admin client (groups), connected on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: tuple[AIOKafkaConsumer, AIOKafkaAdminClient] | None = None
+
+    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
+        if self._clients is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        group_id=None, enable_auto_commit=False)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+            self._clients = (consumer, admin)  # before start: close() stops what started
+            await consumer.start()
+            await admin.start()
+        return self._clients
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            consumer, admin = clients
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def read(self, groups: list[str]
+                   ) -> tuple[dict[int, int], dict[int, int], dict[str, int]]:
+        """(end offset per partition, first offset per partition, members per group)."""
+        consumer, admin = await self._connect()
+        topic_name = self.settings.events_topic
+        partitions = sorted(consumer.partitions_for_topic(topic_name) or ())
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = sorted(consumer.partitions_for_topic(topic_name) or ())
+        topic = [TopicPartition(topic_name, p) for p in partitions]
+        ends = await consumer.end_offsets(topic)
+        starts = await consumer.beginning_offsets(topic)
+        members: dict[str, int] = {}
+        for group in groups:
+            # One group per request: aiokafka 0.14 reads a v3 answer with the v2 layout
+            # (without each group's authorized_operations), so a second group in the
+            # same answer is misread ("Buffer underrun"); the first one reads right.
+            for response in await admin.describe_consumer_groups([group]):
+                # rows: (error, group, state, protocol type, protocol, members, ...)
+                for row in response.groups[:1]:
+                    members[row[1]] = len(row[5])
+        return ({tp.partition: end for tp, end in ends.items()},
+                {tp.partition: start for tp, start in starts.items()}, members)

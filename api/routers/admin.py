@@ -159,7 +159,13 @@ async def versions(request: Request, settings: SettingsDep) -> list[dict]:
     registry = serving.registry
     listed = await run_in_threadpool(registry.all)
     current = await run_in_threadpool(registry.serving)
-    found = await version_status.statuses(settings, registry, listed)
+    # Within the request's deadline: a slow Kafka is reported in status_error, not a 503.
+    state = request.app.state
+    if getattr(state, "version_kafka", None) is None:  # kept: connecting costs most
+        state.version_kafka = version_status.KafkaReader(settings)
+    found = await version_status.statuses(settings, registry, listed,
+                                          0.8 * settings.request_deadline_seconds,
+                                          state.version_kafka)
     answer = []
     for name, version in listed.items():
         store = serving.wiring.for_version(name, version).store()
