@@ -15,6 +15,7 @@ from api.fallback import LastKnownPopular
 from api.metrics_hub import MetricsHub
 from api.named_filters import Filters, list_filter, similar_items_filter
 from api.producer import EventProducer
+from api.serving_version import Served
 from recommender.allocation import Allocation
 from recommender.engine import Engine
 from recommender.filters import BoundFilter
@@ -24,6 +25,10 @@ from streamrec.settings import Settings
 
 async def _engine(request: Request) -> Engine:
     return request.app.state.versions.engine  # the serving model version's
+
+
+async def _served(request: Request) -> Served:
+    return request.app.state.versions.served()
 
 
 async def _producer(request: Request) -> EventProducer:
@@ -67,6 +72,7 @@ MetricsDep = Annotated[MetricsHub, Depends(_metrics)]
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
+ServedDep = Annotated[Served, Depends(_served)]  # the engine with its version's name
 ProducerDep = Annotated[EventProducer, Depends(_producer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 WeightsDep = Annotated[EventWeights, Depends(_weights)]

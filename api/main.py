@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.fallback = fallback
         named_filters = Filters(wiring.filter_definitions())
         app.state.filters = named_filters
-        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer)
+        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer, versions)
         app.state.metrics = hub
         # Where GET /recommendations waits on Redis, so the event loop never does (a Redis
         # that hangs would stall every route, /healthz too). Few threads: the work is
@@ -161,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await refresher
             serving_threads.shutdown(wait=False, cancel_futures=True)
             await hub.close()
+            if getattr(app.state, "version_kafka", None) is not None:  # GET /admin/versions
+                await app.state.version_kafka.close()
             await producer.stop()
             wiring.close()
 

@@ -40,8 +40,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 
 
 
 class MetricsHub:
-    def __init__(self, settings, ops, feedback, producer) -> None:
+    def __init__(self, settings, ops, feedback, producer, versions=None) -> None:
         self.settings = settings
+        self.versions = versions  # ServingVersions: which model version this process serves
         self.ops = ops
         self.feedback = feedback
         self.producer = producer
@@ -169,6 +170,7 @@ class MetricsHub:
         return {
             "time": now,
             "source": self.source,
+            "serving_version": None if self.versions is None else self.versions.current,
             "events_applied": applied,
             "duplicate_events": figures.events_duplicate,
             "events_per_second": max(0.0, rate),

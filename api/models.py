@@ -44,6 +44,8 @@ class RecommendationList(BaseModel):
     items: list[ScoredItem]
     degraded: bool = Field(default=False, description="True when the state store was "
                            "unreachable and the list comes from the last known popular items.")
+    version: str = Field(description="The model version whose state ranked it "
+                                     "(`streamrec promote`).")
 
 
 class ItemList(BaseModel):

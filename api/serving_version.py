@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
 from recommender.engine import Engine
 from streamrec.storage.model_versions import MAIN
 from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
+
+
+class Served(NamedTuple):
+    version: str  # the model version whose state the engine reads
+    engine: Engine
 
 
 class ServingVersions:
@@ -29,6 +35,13 @@ class ServingVersions:
     @property
     def engine(self) -> Engine:
         return self.engines[self.current]
+
+    def served(self) -> Served:
+        """The serving version and its engine, read together (a switch between two reads
+        would name one version and rank with another). The version that served before a
+        switch stays loaded, so its engine is still there."""
+        name = self.current
+        return Served(name, self.engines[name])
 
     def refresh(self) -> None:
         """Follow the serving version (blocking: run it in a thread)."""

@@ -4,6 +4,7 @@ the sample size a test still needs. Standard library only (``statistics.NormalDi
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -105,25 +106,69 @@ def variant_metrics(counters: dict[str, int], click: str = "click",
     }
 
 
-def placement_report(counters: dict[str, dict[str, int]], control: str | None = None
-                     ) -> dict[str, object]:
+class UnknownControl(ValueError):
+    """A control that is not one of the placement's variants; ``str()`` names them."""
+
+
+NOT_ENOUGH_DATA = "not enough data"
+DIGITS = 4  # interval bounds: 0.01% is finer than any decision needs
+
+
+def placement_report(counters: dict[str, dict[str, int]], control: str | None = None,
+                     variants: Collection[str] = ()) -> dict[str, object]:
     """Metrics per variant and, against ``control`` (default: the most shown variant),
-    each other variant's take-rate comparison."""
-    variants = {name: variant_metrics(values) for name, values in sorted(counters.items())}
-    if not variants:
+    each other variant's take-rate comparison. ``variants`` are the configured ones (they
+    are listed even before they served). Interval bounds are rounded to 4 decimals; a comparison
+    without a reward or a list on either side says so instead of giving numbers.
+
+    >>> report = placement_report({"A": {"impressions": 10}, "B": {"impressions": 12}})
+    >>> report["control"], report["comparisons"]["A"]["verdict"]
+    ('B', 'not enough data')
+    >>> report["variants"]["A"]["take_rate_interval"]
+    [0.0, 0.2775]
+    >>> placement_report({"A": {"impressions": 1}}, control="Z")
+    Traceback (most recent call last):
+    ...
+    recommender.abtest.UnknownControl: control: 'Z' is not a variant of this placement; one of ['A']
+    """
+    names = sorted({*counters, *variants})
+    if control is not None and control not in names:
+        raise UnknownControl(f"control: {control!r} is not a variant of this placement; "
+                             f"one of {names}")
+    metrics_of = {name: _rounded(variant_metrics(counters.get(name, {}))) for name in names}
+    if not metrics_of:
         return {"variants": {}, "control": None, "comparisons": {}}
-    control = control if control in variants else max(
-        variants, key=lambda name: variants[name]["impressions"])
-    base = variants[control]
+    control = control or max(metrics_of, key=lambda name: metrics_of[name]["impressions"])
+    base = metrics_of[control]
     comparisons = {}
-    for name, metrics in variants.items():
-        if name == control:
-            continue
-        result = compare((base["lists_rewarded"], base["impressions"]),
-                         (metrics["lists_rewarded"], metrics["impressions"]))
-        comparisons[name] = {
-            "lift": result.lift, "z": result.z, "p_value": result.p_value,
-            "needed_per_variant": result.needed_per_variant,
-            "still_needed_per_variant": result.still_needed_per_variant,
-        }
-    return {"variants": variants, "control": control, "comparisons": comparisons}
+    for name, metrics in metrics_of.items():
+        if name != control:
+            comparisons[name] = _comparison(base, metrics)
+    return {"variants": metrics_of, "control": control, "comparisons": comparisons}
+
+
+def _comparison(base: dict, metrics: dict) -> dict[str, object]:
+    rewarded = base["lists_rewarded"] + metrics["lists_rewarded"]
+    if not (base["impressions"] and metrics["impressions"] and rewarded):
+        # No finite answer exists (no lists, or rates of 0 on both sides): numbers here would
+        # read as a verdict (a sample size of 10^12, a lift of 0).
+        return {"verdict": NOT_ENOUGH_DATA, "lift": None, "z": None, "p_value": None,
+                "needed_per_variant": None, "still_needed_per_variant": None}
+    result = compare((base["lists_rewarded"], base["impressions"]),
+                     (metrics["lists_rewarded"], metrics["impressions"]))
+    equal = result.needed_per_variant >= NO_EFFECT
+    verdict = ("no difference observed yet" if equal else
+               "significant" if result.p_value < 0.05 else "not significant yet")
+    return {
+        "verdict": verdict,
+        "lift": result.lift if math.isfinite(result.lift) else None,
+        "z": result.z, "p_value": result.p_value,
+        "needed_per_variant": None if equal else result.needed_per_variant,
+        "still_needed_per_variant": None if equal else result.still_needed_per_variant,
+    }
+
+
+def _rounded(metrics: dict) -> dict:
+    """Interval bounds to 4 decimals: a bound of 6.9e-18 is a 0 that reads like noise."""
+    return {name: [round(bound, DIGITS) for bound in value] if isinstance(value, list)
+            else value for name, value in metrics.items()}

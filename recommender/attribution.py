@@ -243,15 +243,17 @@ class Attributor:
         credits, settled, final = [], [], []
         for entry, deadline, event in events:
             rid, user, item, kind, timestamp, received = event
-            result = attribute(shown.get(rid), user, item, kind, timestamp, received,
+            impression = shown.get(rid)
+            result = attribute(impression, user, item, kind, timestamp, received,
                                self.window, self.reward_types, self.skew)
             if result == NO_IMPRESSION and now < deadline:
                 continue
             if isinstance(result, Credit):
                 credits.append(result)
                 settled.append(entry)
-            else:
-                final.append((entry, result))
+            else:  # counted for the list's placement too, where the list is known
+                final.append((entry, result,
+                              None if impression is None else impression.placement))
         outcomes = self.store.settle(final) if final else {}
         fresh = self.store.credit(credits, self.ttl, settled) if credits else []
         if any(value is True for value in fresh):

@@ -36,7 +36,8 @@ class FeedbackStore(Protocol):
         ``settled`` (in step with ``credits``) names the waiting feedback each settles:
         a credit counts only if it takes its entry out of the waiting ones (None where
         another call took it first), and then also counts as the ``credited`` or
-        ``duplicate`` outcome, in the same atomic step."""
+        ``duplicate`` outcome, system-wide and for the credit's placement, in the same atomic
+        step."""
         ...
 
     def wait(self, entries: Sequence[tuple[str, float]]) -> None:
@@ -48,16 +49,22 @@ class FeedbackStore(Protocol):
         """Every waiting entry and when it gives up, soonest first."""
         ...
 
-    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
-        """Take each ``(entry, reason)``'s entry out of the waiting ones and count its
-        reason, both at once: an entry already taken counts nothing. Returns the counts."""
+    def settle(self, outcomes: Sequence[tuple[str, str, str | None]]) -> dict[str, int]:
+        """Take each ``(entry, reason, placement)``'s entry out of the waiting ones and count
+        its reason, system-wide and for ``placement`` (None: its list is not known), all at
+        once: an entry already taken counts nothing. Returns the system-wide counts."""
         ...
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        """Add to the counts of events that earned nothing, by reason."""
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Add to the counts of attribution outcomes by reason: ``outcomes`` to the
+        system-wide totals, ``by_placement`` (placement -> reason -> count, the events whose
+        list was found) to each placement's."""
         ...
 
-    def outcomes(self) -> dict[str, int]: ...
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        """The outcome counts of one placement, or (None) of the whole system."""
+        ...
 
     def variant_counters(self, placement: str) -> Counters: ...
 
@@ -74,6 +81,15 @@ class FeedbackStore(Protocol):
         """The placement's changes, newest first."""
         ...
 
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        """Store ``config`` as version 1 unless its placement exists; True if it did not."""
+        ...
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        """Remove a placement: its configuration, log, variant counters and outcomes.
+        Returns what was removed (configuration, log entries, counters), all 0 if unknown."""
+        ...
+
 
 class InMemoryFeedback:
     """Dictionaries standing in for Redis; expiry is not modelled (nothing ages here)."""
@@ -84,7 +100,8 @@ class InMemoryFeedback:
         self._rewarded_lists: set[str] = set()
         self._counters: dict[str, Counters] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(int)))
-        self._outcomes: dict[str, int] = defaultdict(int)
+        self._outcomes: dict[str | None, dict[str, int]] = defaultdict(
+            lambda: defaultdict(int))
         self._waiting: dict[str, float] = {}
         self._placements: dict[str, dict[str, Any]] = {}
         self._log: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -117,10 +134,10 @@ class InMemoryFeedback:
             if key in self._credited:
                 fresh.append(False)
                 if settled is not None:
-                    self._outcomes["duplicate"] += 1
+                    self.count_outcomes({"duplicate": 1}, {credit.placement: {"duplicate": 1}})
                 continue
             if settled is not None:
-                self._outcomes["credited"] += 1
+                self.count_outcomes({"credited": 1}, {credit.placement: {"credited": 1}})
             self._credited.add(key)
             counters = self._counters[credit.placement][credit.variant]
             counters[credit.event_type] += 1
@@ -131,9 +148,11 @@ class InMemoryFeedback:
             fresh.append(True)
         return fresh
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        for reason, count in outcomes.items():
-            self._outcomes[reason] += count
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        for placement, counts in [(None, outcomes), *(by_placement or {}).items()]:
+            for reason, count in counts.items():
+                self._outcomes[placement][reason] += count
 
     def wait(self, entries: Sequence[tuple[str, float]]) -> None:
         for entry, give_up in entries:
@@ -142,16 +161,20 @@ class InMemoryFeedback:
     def waiting(self) -> list[tuple[str, float]]:
         return sorted(self._waiting.items(), key=lambda pair: (pair[1], pair[0]))
 
-    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
+    def settle(self, outcomes: Sequence[tuple[str, str, str | None]]) -> dict[str, int]:
         counted: dict[str, int] = {}
-        for entry, reason in outcomes:
+        by_placement: dict[str, dict[str, int]] = {}
+        for entry, reason, placement in outcomes:
             if self._waiting.pop(entry, None) is not None:
                 counted[reason] = counted.get(reason, 0) + 1
-        self.count_outcomes(counted)
+                if placement is not None:
+                    counts = by_placement.setdefault(placement, {})
+                    counts[reason] = counts.get(reason, 0) + 1
+        self.count_outcomes(counted, by_placement)
         return counted
 
-    def outcomes(self) -> dict[str, int]:
-        return dict(self._outcomes)
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        return dict(self._outcomes.get(placement, {}))
 
     def variant_counters(self, placement: str) -> Counters:
         return {variant: dict(counters)
@@ -172,3 +195,16 @@ class InMemoryFeedback:
 
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         return self._log.get(name, [])[:limit]
+
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        if config["name"] in self._placements:
+            return False
+        self.put_placement(config, author, at)
+        return True
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        removed = {"configuration": int(self._placements.pop(name, None) is not None),
+                   "log_entries": len(self._log.pop(name, [])),
+                   "variant_counters": sum(map(len, self._counters.pop(name, {}).values())),
+                   "outcomes": len(self._outcomes.pop(name, {}))}
+        return removed

@@ -94,6 +94,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     state_version: str = Field(default="main", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
     catalog_prefix: str | None = Field(default=None, pattern=PREFIX)
     version_refresh_seconds: float = Field(default=0.5, gt=0)
+    # `streamrec promote` refuses a version more events than this behind the events topic
+    # (or with no worker consuming for it) unless --force: it would serve stale lists.
+    promote_max_lag: int = Field(default=1000, ge=0)
 
     # Topics
     events_topic: str = "events"

@@ -12,7 +12,9 @@ import faust
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streamrec.shutdown import exit_within
+from streamrec.storage.model_versions import MAIN
 from streamrec.wiring import Wiring
+from streams.serving_follower import follow_serving
 
 
 class Worker(faust.Worker):
@@ -48,6 +50,9 @@ def run(settings: Settings, version: str | None = None, log_level: str = "info")
     asyncio.run(ensure_topics(wiring.settings, "worker"))
     Path(wiring.settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
     app = build(wiring)
+    if wiring.settings.state_version == MAIN:
+        # The serving version is always kept live, whoever promoted it (docs/versions.md).
+        follow_serving(wiring.versions().serving)
     # Faust spells two of the levels its own way.
     faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
     # --without-web: the worker serves nothing over HTTP (the API does), and two workers on

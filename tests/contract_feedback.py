@@ -62,6 +62,34 @@ class FeedbackContract:
         feedback.count_outcomes({"late": 1})
         assert feedback.outcomes() == {"late": 3, "no_impression": 1}
 
+    def test_outcomes_are_kept_per_placement_too(self, feedback):
+        feedback.count_outcomes({"late": 2, "no_impression": 1}, {"home": {"late": 2}})
+        feedback.count_outcomes({"credited": 1}, {"shop": {"credited": 1}})
+        assert feedback.outcomes("home") == {"late": 2}
+        assert feedback.outcomes("shop") == {"credited": 1}
+        assert feedback.outcomes("nowhere") == {}
+        assert feedback.outcomes() == {"late": 2, "no_impression": 1, "credited": 1}
+
+    def test_a_placement_is_created_only_if_absent(self, feedback):
+        config = {"name": "home", "strategy": "split", "variants": []}
+        assert feedback.create_placement(config, "sim", 1.0)
+        assert not feedback.create_placement({**config, "strategy": "bandit"}, "sim", 2.0)
+        assert feedback.placements()["home"]["strategy"] == "split"
+        assert len(feedback.placement_log("home")) == 1
+
+    def test_deleting_a_placement_removes_what_it_owns(self, feedback):
+        feedback.put_placement({"name": "home", "strategy": "split", "variants": []}, "a", 1.0)
+        feedback.put_placement({"name": "shop", "strategy": "split", "variants": []}, "a", 1.0)
+        feedback.record_impressions([impression("r1")], 60)
+        feedback.count_outcomes({"late": 1}, {"home": {"late": 1}})
+        removed = feedback.delete_placement("home")
+        assert removed == {"configuration": 1, "log_entries": 1, "variant_counters": 2,
+                           "outcomes": 1}
+        assert set(feedback.placements()) == {"shop"}
+        assert feedback.placement_log("home") == [] and feedback.outcomes("home") == {}
+        assert feedback.variant_counters("home") == {}
+        assert feedback.delete_placement("home") == dict.fromkeys(removed, 0)
+
     def test_placements_are_versioned_and_logged(self, feedback):
         config = {"name": "home", "strategy": "split", "variants": []}
         first = feedback.put_placement(config, "ops", 1.0)

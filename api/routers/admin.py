@@ -5,21 +5,22 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import AllocationDep
+from api.deps import AllocationDep, SettingsDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
-from recommender.attribution import ROUTE_PLACEMENTS
+from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT, ModelName
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
+from streamrec import version_status
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -100,14 +101,91 @@ def placement_log(name: PlacementName, allocation: AllocationDep,
     return log
 
 
-@router.get("/placements/{name}/report")
+UNKNOWN = {404: {"description": "No such placement"}}
+
+
+def _configured(allocation, name: str) -> dict:
+    config = allocation.feedback.placements().get(name)
+    if config is None:
+        raise HTTPException(404, detail=f"name: no placement named {name!r} is configured")
+    return config
+
+
+@router.get("/placements/{name}", responses=UNKNOWN)
+def get_placement(name: PlacementName, allocation: AllocationDep) -> dict:
+    """The placement's current configuration (with its version)."""
+    return _configured(allocation, name)
+
+
+@router.delete("/placements/{name}", responses=UNKNOWN)
+async def delete_placement(name: PlacementName, allocation: AllocationDep) -> dict:
+    """Remove a placement with its change log, report counters and outcomes (it leaves
+    the dashboard too); its lists are then served as an unconfigured placement's. Answers
+    what was removed."""
+    removed = await run_in_threadpool(allocation.feedback.delete_placement, name)
+    if not removed["configuration"]:
+        raise HTTPException(404, detail=f"name: no placement named {name!r} is configured")
+    await run_in_threadpool(allocation.refresh)
+    return {"name": name, "removed": removed}
+
+
+@router.get("/placements/{name}/report", responses={
+    **UNKNOWN, 422: {"description": "control is not one of the variants"}})
 def placement_report(name: PlacementName, allocation: AllocationDep,
                      control: Annotated[str | None, Field(max_length=64)] = None) -> dict:
     """Per variant: lists shown, CTR, take-rate and conversions with 95% intervals, and
     each variant against the control: lift, a two-proportion test, and the sample size
-    still needed. Also the events that earned nothing, by reason."""
-    report = abtest.placement_report(allocation.feedback.variant_counters(name), control)
-    placement = allocation.placement(name)
-    report["shares"] = allocation.allocator.shares(placement, allocation.stats(name), 500)
-    report["outcomes"] = allocation.feedback.outcomes()
+    still needed ("not enough data" until a list was rewarded). Also this placement's
+    reward events by attribution outcome, and (``unplaced_outcomes``) those whose list
+    was never found, which belong to no placement."""
+    # The routes' own placements (/popular, /similar) have one variant and no allocation.
+    route_variant = ROUTE_PLACEMENTS.get(name)
+    if route_variant is not None:
+        variants = [route_variant]
+    else:
+        config = _configured(allocation, name)
+        variants = [variant["name"] for variant in config.get("variants", [])]
+    try:
+        report = abtest.placement_report(allocation.feedback.variant_counters(name), control,
+                                         variants)
+    except abtest.UnknownControl as error:
+        raise HTTPException(422, detail=str(error)) from None
+    if route_variant is not None:
+        report["shares"] = {route_variant: 1.0}
+    else:
+        report["shares"] = allocation.allocator.shares(allocation.placement(name),
+                                                       allocation.stats(name), 500)
+    report["outcomes"] = allocation.feedback.outcomes(name)
+    unplaced = allocation.feedback.outcomes().get(NO_IMPRESSION, 0)
+    report["unplaced_outcomes"] = {NO_IMPRESSION: unplaced} if unplaced else {}
     return report
+
+
+@router.get("/versions")
+async def versions(request: Request, settings: SettingsDep) -> list[dict]:
+    """Every model version: whether it serves, whether a worker keeps it live, how many
+    events of the events topic it has not applied yet (``lag``), events applied, and its
+    settings. ``live`` and ``lag`` are null (with ``status_error``) when Kafka does not
+    answer."""
+    serving = request.app.state.versions
+    registry = serving.registry
+    listed = await run_in_threadpool(registry.all)
+    current = await run_in_threadpool(registry.serving)
+    # Within the request's deadline: a slow Kafka is reported in status_error, not a 503.
+    state = request.app.state
+    if getattr(state, "version_kafka", None) is None:  # kept: connecting costs most
+        state.version_kafka = version_status.KafkaReader(settings)
+    found = await version_status.statuses(settings, registry, listed,
+                                          0.8 * settings.request_deadline_seconds,
+                                          state.version_kafka)
+    answer = []
+    for name, version in listed.items():
+        store = serving.wiring.for_version(name, version).store()
+        status = found[name]
+        answer.append({
+            "name": name, "serving": name == current, "status": version.status,
+            "live": status.live, "workers": status.workers, "lag": status.lag,
+            "status_error": status.error,
+            "events_applied": await run_in_threadpool(store.events_applied),
+            "settings": version.settings, "created_at": version.created_at})
+    return answer

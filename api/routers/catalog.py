@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 import orjson
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import EngineDep, ProducerDep, SettingsDep
@@ -13,6 +15,8 @@ from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES, READ
 from api.shedding import SHED_RESPONSES
 from schemas.models import Id, Item, User
+
+MAX_RECENT = 1000  # bounds one answer; a history is trimmed at STREAMREC_HISTORY_LENGTH
 
 router = APIRouter(route_class=GuardedRoute, tags=["catalog"],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -73,6 +77,26 @@ async def put_user(
     user = User.model_validate({**body.model_dump(exclude={"user_id"}), "user_id": user_id})
     return await _publish(producer, settings, settings.users_topic, user_id,
                           user.model_dump(mode="json"))
+
+
+@router.get("/users/{user_id}", dependencies=[ADMIN],
+            responses={404: {"description": "Nothing is stored about this user"}})
+def get_user(user_id: Id, engine: EngineDep,
+             limit: Annotated[int, Query(ge=1, le=MAX_RECENT)] = 50) -> dict:
+    """What streamrec holds about a user in the serving version: their properties, their
+    most recent items (newest first, at most ``limit``, with the time and the event types),
+    and whether they have MF factors. 404 when nothing is stored."""
+    properties = engine.store.get_user(user_id)
+    history, factors = engine.store.user_state(user_id, limit)
+    if properties is None and not history:
+        raise HTTPException(404, detail=f"user_id: nothing is stored about {user_id!r}")
+    types = engine.store.interaction_types(user_id) if history else {}
+    return {"user_id": user_id,
+            "properties": (properties or {}).get("properties", {}),
+            "recent_items": [{"item_id": item, "time": at,
+                              "event_types": sorted(types.get(item, ()))}
+                             for item, at in history],
+            "has_factors": factors is not None}
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,

@@ -55,6 +55,15 @@ def filters(registry: FiltersDep) -> dict[str, FilterDefinition]:
     return registry.definitions.all()
 
 
+@router.get("/filters/{name}", responses={404: {"description": "No such filter"}})
+def get_filter(name: FilterName, registry: FiltersDep) -> FilterDefinition:
+    """One registered filter."""
+    definition = registry.definitions.get(name)
+    if definition is None:
+        raise HTTPException(404, detail=f"name: no filter named {name!r}")
+    return definition
+
+
 @router.put("/filters/{name}", responses={**BODY_RESPONSES, 409: {
     "description": "As many filters as allowed are registered already"}})
 async def put_filter(name: FilterName, body: FilterBody,

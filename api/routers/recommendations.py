@@ -17,6 +17,7 @@ from api.deps import (
     ListFilterDep,
     MetricsDep,
     ProducerDep,
+    ServedDep,
     ServingThreadsDep,
     SettingsDep,
     SimilarItemsFilterDep,
@@ -86,7 +87,7 @@ def _unreachable(error: Exception) -> HTTPException:
 @router.get("/recommendations", response_model=RecommendationList,
             responses=FILTERED_RESPONSES)
 async def recommendations(
-    engine: EngineDep,
+    served: ServedDep,
     settings: SettingsDep,
     allocation: AllocationDep,
     producer: ProducerDep,
@@ -115,9 +116,10 @@ async def recommendations(
     (``POST /events``) so the variant is credited. ``filter`` applies a registered filter
     (see the README's Filters); one that leaves nothing gives an empty list.
     """
+    _refuse_when_impressions_wait(producer, settings)
+    engine = served.engine
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
-    _refuse_when_impressions_wait(producer, settings)
     choice = allocation.choose_for(placement, user_id, model)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
@@ -141,7 +143,7 @@ async def recommendations(
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items, result.backfill),
-        degraded=degraded,
+        degraded=degraded, version=served.version,
     )
 
 

@@ -51,8 +51,9 @@ function table(snapshot) {
       cell(row, `${pct(m.ctr)} ${interval(m.ctr_interval)}`);
       cell(row, `${pct(m.take_rate)} ${interval(m.take_rate_interval)}`);
       cell(row, m.conversions);
-      cell(row, c ? (isFinite(c.lift) ? (100 * c.lift).toFixed(1) + "%" : "∞") : "–");
-      cell(row, c ? c.p_value.toFixed(3) : "–");
+      // lift and p are null while a comparison has not enough data: its verdict says so.
+      cell(row, !c ? "–" : c.lift === null ? c.verdict : (100 * c.lift).toFixed(1) + "%");
+      cell(row, !c || c.p_value === null ? "–" : c.p_value.toFixed(3));
       rows.push(row);
     }
   }

@@ -21,15 +21,28 @@ from streamrec.settings import get_settings
 def report(placements: tuple[str, ...], control: str | None) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
     two-proportion test on take-rate and the sample size still needed."""
-    from recommender.abtest import NO_EFFECT, placement_report
+    from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report
+    from recommender.attribution import ROUTE_PLACEMENTS
     from streamrec.wiring import Wiring
 
     feedback = Wiring.connect(get_settings(), "report").feedback()
+    # The routes' own placements (/popular, /similar) have one variant, no configuration.
+    configured = {**{name: {"variants": [{"name": variant}]}
+                     for name, variant in ROUTE_PLACEMENTS.items()},
+                  **feedback.placements()}
     names = placements or tuple(sorted(feedback.placements()))
     if not names:
         raise click.ClickException("no placement is configured (PUT /admin/placements/NAME)")
+    unknown = [name for name in names if name not in configured]
+    if unknown:
+        raise click.ClickException(f"no placement named {', '.join(map(repr, unknown))} is "
+                                   f"configured; configured: {sorted(configured) or 'none'}")
     for name in names:
-        result = placement_report(feedback.variant_counters(name), control)
+        variants = [variant["name"] for variant in configured[name].get("variants", [])]
+        try:
+            result = placement_report(feedback.variant_counters(name), control, variants)
+        except UnknownControl as error:
+            raise click.ClickException(f"placement {name}: {error}") from None
         click.echo(f"\nplacement {name} (control: {result['control']})")
         click.echo(f"  {'variant':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}{'take-rate':>11}"
                    f"{'95% CI':>18}{'conv.':>7}")
@@ -39,14 +52,18 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
                        f"{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
                        f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}")
         for variant, c in result["comparisons"].items():
-            if c["needed_per_variant"] >= NO_EFFECT:
-                click.echo(f"  {variant} vs {result['control']}: no difference observed yet")
+            if c["verdict"] == NOT_ENOUGH_DATA or c["needed_per_variant"] is None:
+                click.echo(f"  {variant} vs {result['control']}: {c['verdict']}")
                 continue
-            verdict = "significant" if c["p_value"] < 0.05 else "not significant yet"
-            click.echo(f"  {variant} vs {result['control']}: lift {c['lift']:+.1%}, "
-                       f"z {c['z']:.2f}, p {c['p_value']:.4f} ({verdict}); "
+            lift = "n/a" if c["lift"] is None else f"{c['lift']:+.1%}"
+            click.echo(f"  {variant} vs {result['control']}: lift {lift}, "
+                       f"z {c['z']:.2f}, p {c['p_value']:.4f} ({c['verdict']}); "
                        f"{c['still_needed_per_variant']:,} more lists per variant needed "
                        f"to detect this lift at alpha 0.05, power 0.8")
+        outcomes = feedback.outcomes(name)
+        if outcomes:
+            click.echo("  reward events: " + ", ".join(
+                f"{reason} {count:,}" for reason, count in sorted(outcomes.items())))
 
 
 @click.command()

@@ -67,7 +67,9 @@ def api(workers: int) -> None:
               help="Also close the loop: simulated users request lists from this API and "
                    "click what their hidden tastes like.")
 @click.option("--loop-rate", default=20.0, show_default=True, help="Loop requests per second.")
-@click.option("--placement", default="home", show_default=True, help="Placement the loop asks.")
+@click.option("--placement", default="home", show_default=True,
+              help="Placement the loop asks; configured as a bandit among hybrid, mf and "
+                   "popular unless it is configured already.")
 @click.option("--to-file", "to_file", default=None, metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Write --events events of --regime to this JSON Lines file instead of "
@@ -98,6 +100,13 @@ def simulate(
 
     simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
     if loop_api:
+        from streamrec.sim.loop import ensure_demo_placement
+        from streamrec.wiring import Wiring
+
+        feedback = Wiring.connect(get_settings()).feedback()
+        if ensure_demo_placement(feedback, placement, "streamrec simulate", time.time()):
+            click.echo(f"simulate: configured placement {placement!r}: a bandit among "
+                       "hybrid, mf and popular")
         threading.Thread(target=_close_the_loop, args=(simulation, loop_api, loop_rate,
                                                        placement, seed), daemon=True).start()
     sent = asyncio.run(_produce_simulation(simulation, rate, count))

@@ -52,15 +52,57 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -
 @click.command()
 @click.argument("name")
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
-def promote(name: str, author: str) -> None:
-    """Serve model version NAME (every API process follows within a second)."""
+@click.option("--force", is_flag=True,
+              help="Promote even a version no worker keeps live or one that lags behind.")
+def promote(name: str, author: str, force: bool) -> None:
+    """Serve model version NAME (every API process follows within a second). Refused
+    unless a worker consumes for it and it is at most STREAMREC_PROMOTE_MAX_LAG events
+    behind the events topic (--force promotes anyway)."""
     from streamrec.storage import model_versions as versions
+    from streamrec.version_status import statuses
 
+    settings = get_settings()
+    wiring = _wiring()
+    registry = wiring.versions()
     try:
-        previous = _versions().promote(name, author)
+        version = registry.check_promotable(name)
+        if registry.serving() == name:
+            click.echo(f"{name} is serving already: nothing changed (`streamrec rollback` "
+                       "still goes back to what served before it)")
+            return
+        status = asyncio.run(statuses(settings, registry, {name: version}))[name]
+        problem = _not_promotable(status, settings.promote_max_lag)
+        if problem and not force:
+            raise versions.VersionError(
+                f"refused: {problem}. Start `streamrec worker --version {name}` and promote "
+                f"once `streamrec versions` shows it live and caught up, or promote anyway "
+                "with --force")
+        previous = registry.promote(name, author)
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None
+    if previous is None:
+        click.echo(f"{name} is serving already: nothing changed")
+        return
     click.echo(f"serving {name} (was {previous}); `streamrec rollback` goes back")
+    if problem:
+        click.echo(f"warning: promoted with --force although {problem}: until a worker "
+                   f"keeps {name} live, every list is served from its state as it is now; "
+                   "new events, new users and new items are not learned and the lists go "
+                   f"stale. A running main worker starts a worker for it within seconds; "
+                   f"else run `streamrec worker --version {name}`.", err=True)
+
+
+def _not_promotable(status, max_lag: int) -> str | None:
+    """Why serving this version would serve stale lists, or None."""
+    if status.error is not None:
+        return f"its status is unknown ({status.error})"
+    if not status.live:
+        return (f"no worker consumes for version {status.name} (its consumer group has no "
+                "member), so nothing it serves would learn from new events")
+    if status.lag > max_lag:
+        return (f"version {status.name} is {status.lag:,} events behind the events topic "
+                f"(at most STREAMREC_PROMOTE_MAX_LAG={max_lag:,})")
+    return None
 
 
 @click.command()
@@ -82,15 +124,23 @@ def versions_group(context: click.Context) -> None:
     """List model versions (the serving one marked *); subcommands delete, log."""
     if context.invoked_subcommand is not None:
         return
+    from streamrec.version_status import statuses
+
     wiring = _wiring()
     registry = wiring.versions()
     serving = registry.serving()
-    for name, version in registry.all().items():
+    listed = registry.all()
+    status = asyncio.run(statuses(get_settings(), registry, listed))
+    for name, version in listed.items():
         store = wiring.for_version(name, version).store()
         click.echo(f"{'*' if name == serving else ' '} {name:<20} {version.status:<9} "
+                   f"{status[name].describe():<32} "
                    f"events {store.events_applied():>12,}  items with factors "
                    f"{store.items_with_factors():>9,}  "
                    f"settings {orjson.dumps(version.settings).decode()}")
+    if not status[serving].live and status[serving].error is None:
+        click.echo(f"warning: the serving version {serving} is not live: start `streamrec "
+                   f"worker{'' if serving == 'main' else ' --version ' + serving}`", err=True)
 
 
 @versions_group.command(name="delete")

@@ -127,33 +127,23 @@ def describe_keys(env: dict[str, str], run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def configure_demo_placement(base: str, admin_key: str | None, stack: Stack,
-                             timeout: float = API_START_SECONDS) -> None:
-    """A bandit on placement "home" for the demo loop, unless one is configured already.
-    Waits for the API, giving up as soon as a role exits."""
+def wait_for_api(base: str, admin_key: str | None, stack: Stack,
+                 timeout: float = API_START_SECONDS) -> None:
+    """Wait for the API to answer, giving up as soon as a role exits. (The simulator
+    configures the demo's "home" bandit: streamrec.sim.loop.ensure_demo_placement.)"""
     headers = {} if admin_key is None else {"X-API-Key": admin_key}
     deadline = time.monotonic() + timeout
     while True:
         stack.check_roles()
         try:
             request = urllib.request.Request(f"{base}/admin/placements", headers=headers)
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if "home" in orjson.loads(response.read()):
-                    return
-            break
+            urllib.request.urlopen(request, timeout=2).close()
+            return
         except OSError:
             if time.monotonic() > deadline:
                 raise UpFailed(f"the API at {base} did not come up in {timeout:.0f} s; see "
                                f"{stack.log('api')}") from None
             time.sleep(0.5)
-    body = {"strategy": "bandit", "floor": 0.05, "variants": [
-        {"name": "hybrid", "model": "hybrid"}, {"name": "mf", "model": "mf"},
-        {"name": "popular", "model": "popular"}]}
-    request = urllib.request.Request(f"{base}/admin/placements/home", method="PUT",
-                                     data=orjson.dumps(body),
-                                     headers={"Content-Type": "application/json",
-                                              "X-Streamrec-Author": "streamrec up", **headers})
-    urllib.request.urlopen(request, timeout=10).close()
 
 
 def run(run_dir: Path, rate: float, port: int | None, echo: Callable[[str], None]) -> None:
@@ -173,7 +163,7 @@ def run(run_dir: Path, rate: float, port: int | None, echo: Callable[[str], None
     try:
         _start(stack, env, rate, echo)
         base = f"http://127.0.0.1:{api_port}"
-        configure_demo_placement(base, keys.get("admin"), stack)
+        wait_for_api(base, keys.get("admin"), stack)
         echo(_banner(base, env, run_dir, keys, note))
         while True:
             stack.check_roles()

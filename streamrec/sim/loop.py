@@ -11,10 +11,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recommender.allocation import Placement, Variant
+from recommender.feedback import FeedbackStore
 from streamrec.sim.simulator import Simulation
 
 Fetch = Callable[[str, str], dict]  # (user_id, placement) -> GET /recommendations body
 Send = Callable[[list[dict]], None]  # events -> POST /events
+
+
+DEMO_MODELS = ("hybrid", "mf", "popular")  # the README's demo: a bandit among these
+
+
+def ensure_demo_placement(feedback: FeedbackStore, name: str, author: str, now: float
+                          ) -> bool:
+    """Configure ``name`` as the demo's bandit (one variant per model of
+    :data:`DEMO_MODELS`, exploration floor 0.05) unless it is configured; True if it was
+    created. Whoever starts the loop (``streamrec up``, compose's simulator) gets the
+    placement the README describes, and a placement an admin configured is never touched."""
+    placement = Placement(name, tuple(Variant(model, model) for model in DEMO_MODELS),
+                          strategy="bandit", floor=0.05)
+    return feedback.create_placement(placement.to_dict(), author, now)
 
 
 @dataclass

@@ -36,15 +36,19 @@ end
 return 0
 """
 
-# KEYS[4], KEYS[5]: the waiting feedback and the outcomes; ARGV[5]: the waiting entry the
-# credit settles ('' for none): taken out first, or nothing is counted (-1: settled before).
+# KEYS[4], KEYS[5], KEYS[6]: the waiting feedback, the system's and the placement's
+# outcomes; ARGV[5]: the waiting entry the credit settles ('' for none): taken out first, or
+# nothing is counted (-1: settled before).
 _CREDIT = """
 local settles = ARGV[5] ~= ''
 if settles and redis.call('ZREM', KEYS[4], ARGV[5]) == 0 then
   return -1
 end
 if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
-  if settles then redis.call('HINCRBY', KEYS[5], 'duplicate', 1) end
+  if settles then
+    redis.call('HINCRBY', KEYS[5], 'duplicate', 1)
+    redis.call('HINCRBY', KEYS[6], 'duplicate', 1)
+  end
   return 0
 end
 local prefix = ARGV[2] .. '|' .. ARGV[3]
@@ -53,17 +57,23 @@ redis.call('HINCRBY', KEYS[3], prefix .. '@' .. ARGV[4], 1)
 if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[3], ARGV[2] .. '|lists_rewarded', 1)
 end
-if settles then redis.call('HINCRBY', KEYS[5], 'credited', 1) end
+if settles then
+  redis.call('HINCRBY', KEYS[5], 'credited', 1)
+  redis.call('HINCRBY', KEYS[6], 'credited', 1)
+end
 return 1
 """
 
-# KEYS[1], KEYS[2]: the waiting feedback and the outcomes; ARGV: entry, reason, ... Each
-# entry taken out of the waiting ones counts its reason; one taken before counts nothing.
+# KEYS[1], KEYS[2]: the waiting feedback and the system's outcomes, then the placements'
+# outcomes; ARGV: entry, reason, index into KEYS of its placement's outcomes (0: none), ...
+# Each entry taken out of the waiting ones counts its reason; one taken before counts nothing.
 _SETTLE = """
 local counted = {}
-for n = 1, #ARGV, 2 do
+for n = 1, #ARGV, 3 do
   if redis.call('ZREM', KEYS[1], ARGV[n]) == 1 then
     redis.call('HINCRBY', KEYS[2], ARGV[n + 1], 1)
+    local placement = tonumber(ARGV[n + 2])
+    if placement > 0 then redis.call('HINCRBY', KEYS[placement], ARGV[n + 1], 1) end
     counted[#counted + 1] = ARGV[n + 1]
   end
 end
@@ -135,7 +145,8 @@ class RedisFeedback:
                                credit.item_id),
                       self.key(keys.REWARDED_LIST, credit.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, credit.placement),
-                      self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES)],
+                      self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES),
+                      self.key(keys.OUTCOMES, credit.placement)],
                 args=[milliseconds, credit.variant, credit.event_type, credit.position,
                       "" if settled is None else settled[n]],
             )
@@ -150,26 +161,38 @@ class RedisFeedback:
         return [(entry.decode(), give_up) for entry, give_up in self.client.zrange(
             self.key(keys.FEEDBACK_WAITING), 0, -1, withscores=True)]
 
-    def settle(self, outcomes: Sequence[tuple[str, str]]) -> dict[str, int]:
+    def settle(self, outcomes: Sequence[tuple[str, str, str | None]]) -> dict[str, int]:
         counted: dict[str, int] = {}
         for start in range(0, len(outcomes), 1000):
             part = outcomes[start:start + 1000]
-            reasons = self._settle(
-                keys=[self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES)],
-                args=[value for pair in part for value in pair])
+            names = [self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES)]
+            index: dict[str, int] = {}
+            args: list[str | int] = []
+            for entry, reason, placement in part:
+                if placement is not None and placement not in index:
+                    names.append(self.key(keys.OUTCOMES, placement))
+                    index[placement] = len(names)  # Lua's KEYS count from 1
+                args += [entry, reason, 0 if placement is None else index[placement]]
+            reasons = self._settle(keys=names, args=args)
             for reason in reasons:
                 counted[reason.decode()] = counted.get(reason.decode(), 0) + 1
         return counted
 
-    def count_outcomes(self, outcomes: Mapping[str, int]) -> None:
-        if outcomes:
-            pipe = self.client.pipeline(transaction=False)
-            for reason, count in outcomes.items():
-                pipe.hincrby(self.key(keys.OUTCOMES), reason, count)
+    def count_outcomes(self, outcomes: Mapping[str, int],
+                       by_placement: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for reason, count in outcomes.items():
+            pipe.hincrby(self.key(keys.OUTCOMES), reason, count)
+        for placement, counts in (by_placement or {}).items():
+            for reason, count in counts.items():
+                pipe.hincrby(self.key(keys.OUTCOMES, placement), reason, count)
+        if len(pipe):
             pipe.execute()
 
-    def outcomes(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.client.hgetall(self.key(keys.OUTCOMES)).items()}
+    def outcomes(self, placement: str | None = None) -> dict[str, int]:
+        name = self.key(keys.OUTCOMES) if placement is None else self.key(keys.OUTCOMES,
+                                                                          placement)
+        return {k.decode(): int(v) for k, v in self.client.hgetall(name).items()}
 
     def variant_counters(self, placement: str) -> Counters:
         counters: Counters = {}
@@ -205,3 +228,33 @@ class RedisFeedback:
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         raw = self.client.lrange(self.key(keys.PLACEMENT_LOG, name), 0, limit - 1)
         return [orjson.loads(entry) for entry in raw]
+
+    def create_placement(self, config: Mapping[str, Any], author: str, at: float) -> bool:
+        table = self.key(keys.PLACEMENTS)
+        created = False
+
+        def write(pipe) -> None:
+            nonlocal created
+            created = not pipe.hexists(table, config["name"])
+            if created:
+                stored = {**config, "version": 1}
+                change = {"version": 1, "author": author, "at": at, "config": stored}
+                pipe.multi()
+                pipe.hset(table, config["name"], orjson.dumps(stored))
+                pipe.lpush(self.key(keys.PLACEMENT_LOG, config["name"]), orjson.dumps(change))
+
+        self.client.transaction(write, table)
+        return created
+
+    def delete_placement(self, name: str) -> dict[str, int]:
+        owned = [self.key(keys.PLACEMENT_LOG, name), self.key(keys.VARIANT_COUNTERS, name),
+                 self.key(keys.OUTCOMES, name)]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.key(keys.PLACEMENTS), name)
+        pipe.llen(owned[0])
+        pipe.hlen(owned[1])
+        pipe.hlen(owned[2])
+        pipe.delete(*owned)
+        configuration, log_entries, counters, outcomes, _ = pipe.execute()
+        return {"configuration": configuration, "log_entries": log_entries,
+                "variant_counters": counters, "outcomes": outcomes}

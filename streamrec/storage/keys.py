@@ -22,7 +22,7 @@ IMPRESSION = "imp"  # STRING JSON impression, per recommendation id (expires)
 CREDITED = "att"  # STRING marker: (recommendation id, item, event type) credited (expires)
 REWARDED_LIST = "took"  # STRING marker: the list earned a reward already (expires)
 VARIANT_COUNTERS = "vstats"  # HASH "variant|counter" -> count, per placement
-OUTCOMES = "fbout"  # HASH reason -> events that earned nothing
+OUTCOMES = "fbout"  # HASH reason -> reward events by attribution outcome: all, per placement
 # ZSET feedback event waiting for its impression (recommender.attribution.waiting_entry) ->
 # when it gives up (epoch seconds); written by the worker's APPLY with the batch's offsets.
 FEEDBACK_WAITING = "fbwait"
@@ -52,6 +52,12 @@ APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group 
 # of the keys it describes: the global one for pop, popcat:*, cnt; each item group's for
 # its nbr:* (recommender.decay).
 LANDMARKS = "lm"
+
+# STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
+# while its call's one exists (the worker waits), so the copy is one point in time. One
+# per slot a call writes: the global one and, under a tagged prefix, each group's. Not
+# state: a snapshot never copies it.
+PAUSE = "pause"
 
 USER_DELETIONS = "userdel"  # ZSET user -> number of the deletion that last deleted them
 CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (content index)
@@ -153,6 +159,20 @@ def landmark_keys(prefix: str) -> list[str]:
     """
     groups = [group_prefix(prefix, f"i{n}") for n in range(SHARDS)] if is_tagged(prefix) else []
     return [key(prefix, LANDMARKS)] + [key(group, LANDMARKS) for group in groups]
+
+
+def pause_keys(prefix: str) -> list[str]:
+    """Every PAUSE key of a version's state: the global one and, under a tagged prefix,
+    each user and item group's.
+
+    >>> pause_keys("sr")
+    ['sr:pause']
+    >>> pause_keys("{sr}")[:2], len(pause_keys("{sr}"))
+    (['{sr}:pause', '{sr/u0}:pause'], 33)
+    """
+    groups = [group_prefix(prefix, f"{kind}{n}") for kind in "ui" for n in range(SHARDS)
+              ] if is_tagged(prefix) else []
+    return [key(prefix, PAUSE)] + [key(group, PAUSE) for group in groups]
 
 
 def pattern(prefix: str, kind: str) -> str:

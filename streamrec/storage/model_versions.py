@@ -136,17 +136,25 @@ class Versions:
     def log(self, limit: int = 50) -> list[dict[str, Any]]:
         return [orjson.loads(raw) for raw in self.client.lrange(self._log, 0, limit - 1)]
 
-    def promote(self, name: str, author: str = "cli") -> str:
-        """Serve ``name`` from now on; returns the version it replaced."""
+    def check_promotable(self, name: str) -> Version:
+        """The version, if it exists and is ready; else VersionError saying why."""
         version = self.get(name)
         if version is None:
             raise VersionError(f"version {name!r} does not exist")
         if version.status != "ready":
             raise VersionError(f"version {name!r} is {version.status}, not ready")
+        return version
+
+    def promote(self, name: str, author: str = "cli") -> str | None:
+        """Serve ``name`` from now on; returns the version it replaced, or None when
+        ``name`` serves already (nothing is changed or logged, so a rollback still goes
+        back to what served before the last real change)."""
+        self.check_promotable(name)
         return self._switch(lambda current, log: name, author, "promote")
 
     def rollback(self, author: str = "cli") -> str:
-        """Serve the version that served before the last promote; returns it."""
+        """Serve the version that served before the last promote that changed it; returns
+        it."""
 
         def previous(current: str, log: list[dict[str, Any]]) -> str:
             promotes = [entry for entry in log if entry["action"] == "promote"]
@@ -154,10 +162,12 @@ class Versions:
                 raise VersionError("nothing to roll back: no version was promoted")
             return promotes[0]["previous"]
 
-        return self._switch(previous, author, "rollback")
+        restored = self._switch(previous, author, "rollback")
+        assert restored is not None  # a rollback always switches
+        return restored
 
     def _switch(self, choose: Callable[[str, list[dict[str, Any]]], str], author: str,
-                action: str) -> str:
+                action: str) -> str | None:
         # WATCH the switch and its log: two operators at once cannot interleave.
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -170,6 +180,9 @@ class Versions:
                         # A rollback undoes the newest promote not undone yet.
                         log = _open_promotes(log)
                     target = choose(current, log)
+                    if action == "promote" and target == current:
+                        pipe.unwatch()
+                        return None
                     if self.get(target) is None:
                         raise VersionError(f"version {target!r} no longer exists")
                     pipe.multi()
@@ -203,6 +216,8 @@ def _open_promotes(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pending_rollbacks = 0
     open_promotes = []
     for entry in log:
+        if entry["version"] == entry["previous"]:
+            continue  # a promote of the serving version (logged before 2026-12-01) changed nothing
         if entry["action"] == "rollback":
             pending_rollbacks += 1
         elif pending_rollbacks:

@@ -26,6 +26,8 @@ BLEND_FIELD = "blend:"
 APPLY = r"""
 local p = cjson.decode(ARGV[1])
 local k = p.k
+-- A snapshot is copying this state (keys.PAUSE): change nothing; the caller retries.
+if p.pause and redis.call('EXISTS', p.pause) == 1 then return -1 end
 -- Members per ZMSCORE/ZADD/HMGET/HSET/MSET call: bounded by Lua's unpack stack (8000).
 local CHUNK = 1000
 -- Walks a flat [member, value, ...] list a chunk at a time: yields the index of the

@@ -39,11 +39,37 @@ SNAPSHOT_FORMAT = "streamrec-snapshot-3"
 WITHOUT_LANDMARKS = "streamrec-snapshot-2"
 
 
+PAUSE_MILLISECONDS = 30_000  # a saver that dies holds the worker at most this long
+
+
 def save_snapshot(client: redis.Redis, prefix: str, path: Path,
                   progress: Callable[[int], None] | None = None,
                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write every state key of ``prefix`` (DUMP format, with its TTL) to ``path``, one JSON
-    line each after a header; returns the header (it holds the offsets applied)."""
+    line each after a header; returns the header (it holds the offsets applied).
+
+    The copy is one point in time, whether or not a worker runs: the state's PAUSE keys
+    are set first, and every APPLY (a worker's, a rebuild's) waits while they exist, so
+    the offsets and the keys do not move until the copy is written. On a cluster a batch
+    may be paused between two of its groups' calls: the copy then holds what a crash
+    there leaves, which the worker continues from exactly (``streams.catchup``)."""
+    pauses = keys.pause_keys(prefix)
+    try:
+        _pause(client, pauses)
+        return _save(client, prefix, path, progress, settings, lambda: _pause(client, pauses))
+    finally:
+        for name in pauses:  # one by one: a cluster's are in other slots
+            client.delete(name)
+
+
+def _pause(client: redis.Redis, names: list[str]) -> None:
+    for name in names:
+        client.set(name, 1, px=PAUSE_MILLISECONDS)
+
+
+def _save(client: redis.Redis, prefix: str, path: Path,
+          progress: Callable[[int], None] | None, settings: dict[str, Any] | None,
+          keep_paused: Callable[[], None]) -> dict[str, Any]:
     offsets = {name.decode(): int(value) for name, value in
                client.hgetall(keys.key(prefix, keys.OFFSETS)).items()}
     header = {"format": SNAPSHOT_FORMAT, "prefix": prefix, "created_at": time.time(),
@@ -52,6 +78,7 @@ def save_snapshot(client: redis.Redis, prefix: str, path: Path,
     with open(path, "wb") as out:
         out.write(orjson.dumps(header) + b"\n")
         for chunk in in_chunks(scan_state(client, prefix), 500):
+            keep_paused()
             pipe = client.pipeline(transaction=False)
             for name in chunk:
                 pipe.dump(name)

@@ -32,6 +32,7 @@ from streamrec.storage import scripts as redis_scripts
 from streamrec.storage.client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
+PAUSE_POLL_SECONDS = 0.02  # how often a paused APPLY (a snapshot being saved) is retried
 # The APPLY script's names for the kinds of a user group ("u") and of an item group ("i").
 _GROUP_SCRIPT_KINDS = {
     "u": (("hist", keys.HISTORY), ("mfu", keys.MF_USER), ("evtypes", keys.EVENT_TYPES)),
@@ -319,12 +320,15 @@ class RedisStore:
         """One APPLY: ``group`` None is the commit (the state's offsets and counters)."""
         marker = self.key(keys.OFFSETS) if group is None else self._marker(group)
         payload |= {"k": prefixes, "offsets": offsets, "events": events,
-                    "changed_at": time.time(), "seen_kept": buckets_kept(self.dedup_window)}
+                    "changed_at": time.time(), "seen_kept": buckets_kept(self.dedup_window),
+                    "pause": self._pause_key(group)}
         vectors = [_pack(v, USER_FACTOR_DTYPE) for v in user_factors.values()]
         vectors += [_pack(v, ITEM_FACTOR_DTYPE) for v in item_factors.values()]
         try:
-            reply = self._apply(keys=[marker], args=[
-                orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])
+            # -1: a snapshot is being saved (keys.PAUSE); wait for it, as for a slow Redis.
+            while (reply := self._apply(keys=[marker], args=[
+                    orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])) == -1:
+                time.sleep(PAUSE_POLL_SECONDS)
         except redis.ResponseError as error:
             if redis_scripts.NON_FINITE in str(error):
                 raise NonFiniteError(str(error).split(redis_scripts.NON_FINITE, 1)[1]
@@ -332,6 +336,12 @@ class RedisStore:
             raise
         if isinstance(reply, list):  # refused: these records repeat an event id
             raise DuplicateEvents(position.decode() for position in reply)
+
+    def _pause_key(self, group: str | None) -> str:
+        """The PAUSE key in the slot of ``group``'s call (None and GLOBAL: the state's)."""
+        if not self.sharded or group in (None, GLOBAL):
+            return keys.key(self.prefix, keys.PAUSE)
+        return keys.key(self._groups[group], keys.PAUSE)
 
     def _name(self, field: str, id: str | None) -> str:
         """The key holding a value of a StateUpdate ``field`` (see ``check_finite``)."""

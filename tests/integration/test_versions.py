@@ -92,16 +92,39 @@ def test_rebuild_promote_and_rollback_while_requests_succeed(setup, worker_env, 
                 worker.terminate()
                 worker.wait(30)
 
+            # Listed with whether a worker keeps each live and how far behind it is.
+            def listed_versions() -> dict:
+                return {v["name"]: v for v in api.get("/admin/versions").json()}
+
+            assert wait_for(lambda: not listed_versions()["v2"]["live"], timeout=60)
+            both = listed_versions()
+            assert (both["v2"]["lag"], both["v2"]["events_applied"]) == (0, 2000)
+            assert both["main"]["serving"] and both["main"]["live"]
+            assert both["v2"]["settings"] == {"mf_dim": 8, "hybrid_popular": 0.5}
+            asyncio.run(produce_views(services["bootstrap"], topic, run, 2000, 10))
+            assert wait_for(lambda: main_store.events_applied() == 2010, timeout=60)
+            assert listed_versions()["v2"]["lag"] == 10
+
+            def snapshot_names(version: str) -> bool:
+                return api.get("/metrics/snapshot").json().get("serving_version") == version
+
+            before = api.get("/recommendations", params={"user_id": f"{run}-u3"}).json()
+            assert before["version"] == "main"
+            assert wait_for(lambda: snapshot_names("main"), timeout=10)
             assert registry.promote("v2", "test") == "main"
             assert wait_for(lambda: api.app.state.versions.current == "v2", timeout=5)
             listed = api.get("/recommendations", params={"user_id": f"{run}-u3",
                                                          "model": "mf"}).json()
             assert listed["model"] == "mf" and len(listed["items"]) == 10
+            assert listed["version"] == "v2"  # the response names the version that ranked it
+            assert wait_for(lambda: snapshot_names("v2"), timeout=10)
             with pytest.raises(VersionError, match="serving"):
                 registry.delete("v2")
 
             assert registry.rollback("test") == "main"
             assert wait_for(lambda: api.app.state.versions.current == "main", timeout=5)
+            # The worker the main worker ran for v2 while it served has stopped.
+            assert wait_for(lambda: not listed_versions()["v2"]["live"], timeout=60)
             with pytest.raises(VersionError, match="nothing to roll back"):
                 registry.rollback("test")
             assert [e["action"] for e in registry.log()] == ["rollback", "promote"]
@@ -113,7 +136,7 @@ def test_rebuild_promote_and_rollback_while_requests_succeed(setup, worker_env, 
     removed = registry.delete("v2")
     assert removed > 0 and registry.get("v2") is None
     assert not list(client.scan_iter(match=keys.pattern(f"{run}.v2", keys.HISTORY)))
-    assert main_store.events_applied() == 2000  # the main state untouched
+    assert main_store.events_applied() == 2010  # the main state untouched
 
 
 def test_snapshot_restore_and_rebuild_from_it(setup, services, tmp_path):

@@ -6,8 +6,12 @@ Kafka upgrade) that would only show up when someone runs ``docker compose up``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
+import stat
+import subprocess
 import tomllib
 from itertools import pairwise
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from streamrec.local.services import KAFKA_VERSION, REDIS_MEMORY_ARGS
 from streamrec.settings import Settings
@@ -36,12 +41,46 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    """A service's environment as a dict, whichever of Compose's two forms it uses."""
+# Compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR:?error} (the forms this file uses).
+VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+
+class Refused(Exception):
+    """``${VAR:?message}`` with VAR unset: Compose stops with the message."""
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    def value(match: re.Match) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if variables.get(name):
+            return variables[name]
+        if op == ":?":
+            raise Refused(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    return VARIABLE.sub(value, text)
+
+
+@pytest.fixture(scope="module")
+def dotenv(tmp_path_factory) -> dict[str, str]:
+    """The .env scripts/compose-env.sh writes, as Compose reads it."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    subprocess.run([ROOT / "scripts" / "compose-env.sh", str(path)], check=True,
+                   capture_output=True)
+    return {k: v or "" for k, v in dotenv_values(path).items()}
+
+
+def environment(service: dict[str, Any], variables: dict[str, str] | None = None
+                ) -> dict[str, str]:
+    """A service's environment as a dict, whichever of Compose's two forms it uses,
+    interpolated with ``variables`` (as from .env) when given."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+    found = {str(key): "" if value is None else str(value) for key, value in env.items()}
+    if variables is not None:
+        found = {key: interpolate(value, variables) for key, value in found.items()}
+    return found
 
 
 def command(service: dict[str, Any]) -> list[str]:
@@ -118,9 +157,11 @@ def test_kafka_image_matches_the_local_broker_version(services: dict[str, dict[s
 
 @pytest.mark.parametrize("name", ["kafka", "redis", *ROLES])
 def test_streamrec_env_vars_are_settings_fields(
-    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch,
+    dotenv: dict[str, str],
 ) -> None:
-    env = {k: v for k, v in environment(services[name]).items() if k.startswith(PREFIX)}
+    env = {k: v for k, v in environment(services[name], dotenv).items()
+           if k.startswith(PREFIX)}
     unknown = {k for k in env if k.removeprefix(PREFIX).lower() not in Settings.model_fields}
     # extra="ignore" means a misspelt name would be dropped silently at run time.
     assert not unknown, f"{name}: not fields of Settings: {sorted(unknown)}"
@@ -132,7 +173,46 @@ def test_streamrec_env_vars_are_settings_fields(
         monkeypatch.setenv(key, value)
     settings = Settings()
     for key, value in env.items():
-        assert str(getattr(settings, key.removeprefix(PREFIX).lower())) == value
+        parsed = getattr(settings, key.removeprefix(PREFIX).lower())
+        assert (parsed == yaml.safe_load(value)) if isinstance(parsed, dict) else (
+            str(parsed) == value)
+
+
+@pytest.mark.parametrize(("name", "variable"), [("api", "STREAMREC_API_KEYS"),
+                                                ("simulator", "STREAMREC_CLIENT_API_KEY")])
+def test_compose_refuses_to_start_without_keys(
+        services: dict[str, dict[str, Any]], name: str, variable: str) -> None:
+    raw = environment(services[name])[variable]
+    assert re.fullmatch(r"\$\{" + variable + r":\?[^}]+\}", raw), raw
+    with pytest.raises(Refused, match="scripts/compose-env.sh"):
+        environment(services[name], {})
+
+
+def test_compose_env_writes_a_key_per_role_for_this_user_only(
+        dotenv: dict[str, str], tmp_path: Path) -> None:
+    keys = Settings(api_keys=json.loads(dotenv["STREAMREC_API_KEYS"]),
+                    environment="production").load_api_keys()  # refuses weak keys
+    assert sorted(keys.values()) == ["admin", "read", "write"]
+    assert keys[dotenv["STREAMREC_CLIENT_API_KEY"]] == "write"
+    path = tmp_path / ".env"
+    script = ROOT / "scripts" / "compose-env.sh"
+    subprocess.run([script, str(path)], check=True, capture_output=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    written = path.read_text()
+    subprocess.run([script, str(path)], check=True, capture_output=True)
+    assert path.read_text() == written  # a second run keeps the keys
+    assert dotenv_values(path)["STREAMREC_API_KEYS"] != dotenv["STREAMREC_API_KEYS"]
+
+
+def test_every_port_is_published_on_loopback_unless_opted_in(
+        services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for entry in service.get("ports") or []:
+            published = interpolate(str(entry), {})
+            assert published.startswith("127.0.0.1:"), f"{name}: {entry}"
+    api_ports = [str(entry) for entry in services["api"]["ports"]]
+    opened = [interpolate(entry, {"API_PUBLISH_ADDRESS": "0.0.0.0"}) for entry in api_ports]
+    assert opened == ["0.0.0.0:8000:8000"]
 
 
 @pytest.mark.parametrize("name", ROLES)
