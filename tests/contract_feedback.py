@@ -51,10 +51,15 @@ class FeedbackContract:
         # Two credits settling e1 (a concurrent retry, a replay after a crash): one counts.
         assert feedback.credit([credit(), credit()], 60, ["e1", "e1"]) == [True, None]
         assert feedback.credit([credit()], 60, ["e3"]) == [False]  # e3 repeats e1's click
-        assert feedback.settle([("e2", "no_impression"), ("e2", "no_impression")]) == {
-            "no_impression": 1}
+        feedback.wait([("e4", 8.0)])
+        # Settled with the placement of its list (None: the list is not known).
+        assert feedback.settle([("e2", "no_impression", None), ("e2", "no_impression", None),
+                                ("e4", "late", "home")]) == {"no_impression": 1, "late": 1}
         assert feedback.waiting() == []
-        assert feedback.outcomes() == {"credited": 1, "duplicate": 1, "no_impression": 1}
+        assert feedback.outcomes() == {"credited": 1, "duplicate": 1, "no_impression": 1,
+                                       "late": 1}
+        # A credit counts for its list's placement in the same step.
+        assert feedback.outcomes("home") == {"credited": 1, "duplicate": 1, "late": 1}
         assert feedback.variant_counters("home")["B"]["click"] == 1
 
     def test_outcomes_add_up(self, feedback):
