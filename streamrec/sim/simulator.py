@@ -50,9 +50,17 @@ class Simulation:
         self.users = users
         self.seed = seed
         self.prefix = prefix
+        if not 1 <= categories <= items:
+            raise ValueError(f"categories: {categories} categories need between 1 and "
+                             f"{items} (the number of items): each holds at least one item")
         self._rng = np.random.default_rng(seed)
         rng = self._rng
         category_of = rng.integers(0, categories, size=items)
+        # A category the draw left empty takes an item from the largest one (a session in
+        # it must find something); a draw that filled every category is kept as it is.
+        for empty in np.setdiff1d(np.arange(categories), category_of):
+            largest = np.bincount(category_of, minlength=categories).argmax()
+            category_of[np.flatnonzero(category_of == largest)[0]] = empty
         popularity = np.zeros(items)
         self._members: list[np.ndarray] = []
         for category in range(categories):

@@ -53,3 +53,21 @@ def test_only_this_machine_is_loaded(bootstrap, redis_url):
 def test_loopback_targets_pass():
     soak.require_local("127.0.0.1:9092,localhost:9093", "redis://127.0.0.1:6379/0")
     soak.require_local(None, None)
+
+
+def test_the_simulator_fills_every_category_even_with_few_items():
+    from streamrec.sim.simulator import Simulation
+
+    sim = Simulation(users=50, items=20, categories=20, seed=3)
+    assert sorted(set(sim.catalog.categories.tolist())) == list(range(20))
+    events = list(sim.events(200, start=0.0))
+    assert len(events) == 200
+
+
+def test_the_simulator_refuses_more_categories_than_items():
+    import pytest
+
+    from streamrec.sim.simulator import Simulation
+
+    with pytest.raises(ValueError, match="categories: 30 categories need between 1 and 20"):
+        Simulation(users=5, items=20, categories=30)
