@@ -313,7 +313,8 @@ class _SortedSet:
         self.scores: dict[str, float] = dict(scores or {})
         # Ascending (score, member) pairs; None: sort at the next read.
         self._order: list[tuple[float, str]] | None = None
-        # The order as read, best first, (member, score): kept until the next change.
+        # The longest prefix read so far, best first, (member, score): kept until the next
+        # change.
         self._top: list[Scored] | None = None
 
     def __len__(self) -> int:
@@ -361,12 +362,16 @@ class _SortedSet:
 
     def top(self, k: int | None = None) -> list[Scored]:
         """The ``k`` highest (all if None), in sorted-set order."""
-        if self._top is None:
+        read = self._top
+        if read is None or (k is None or len(read) < k) and len(read) < len(self.scores):
             order = self._sorted()
             if k is not None and 2 * k < len(order):  # a short prefix of a long set
-                return [(member, score) for score, member in reversed(order[-k:])]
-            self._top = [(member, score) for score, member in reversed(order)]
-        return self._top[:k]
+                read = [(member, score) for score, member in reversed(order[-k:])]
+            else:
+                read = [(member, score) for score, member in reversed(order)]
+            # Kept until the next change: lists are read far more often than written.
+            self._top = read
+        return read[:k]
 
 
 class InMemoryStore:
@@ -458,12 +463,17 @@ class InMemoryStore:
             factor = plan.increments
             for member, increment in update.item_counts.items():
                 counts[member] = counts.get(member, 0.0) + increment * factor
+        neighbours = self._neighbours
         for item, increments in update.pairs.items():
-            weights = self._neighbours.setdefault(item, _SortedSet())
+            weights = neighbours.get(item)
+            if weights is None:  # not setdefault: that builds a set for every key
+                weights = neighbours[item] = _SortedSet()
             self._add(("pairs", item), weights, increments, update)
             weights.trim(update.max_neighbours)
         for user, scores in update.history.items():
-            history = self._history.setdefault(user, _SortedSet())
+            history = self._history.get(user)
+            if history is None:
+                history = self._history[user] = _SortedSet()
             known = history.scores
             changes = {}
             for item, score in scores.items():
