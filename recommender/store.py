@@ -14,6 +14,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -290,6 +291,10 @@ def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     return sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
 
 
+# (a, b) -> (b, a) in C: between (member, score) pairs and the (score, member) order.
+_swap = itemgetter(1, 0)
+
+
 class _SortedSet:
     """A Redis sorted set in memory: scores by member, and the members kept in sorted-set
     order as they change, so that reading the top is a slice.
@@ -357,7 +362,7 @@ class _SortedSet:
 
     def _sorted(self) -> list[tuple[float, str]]:
         if self._order is None:
-            self._order = sorted((score, member) for member, score in self.scores.items())
+            self._order = sorted(map(_swap, self.scores.items()))
         return self._order
 
     def top(self, k: int | None = None) -> list[Scored]:
@@ -366,9 +371,9 @@ class _SortedSet:
         if read is None or (k is None or len(read) < k) and len(read) < len(self.scores):
             order = self._sorted()
             if k is not None and 2 * k < len(order):  # a short prefix of a long set
-                read = [(member, score) for score, member in reversed(order[-k:])]
+                read = list(map(_swap, reversed(order[-k:])))
             else:
-                read = [(member, score) for score, member in reversed(order)]
+                read = list(map(_swap, reversed(order)))
             # Kept until the next change: lists are read far more often than written.
             self._top = read
         return read[:k]
@@ -513,8 +518,9 @@ class InMemoryStore:
                               landmarks.get(("pairs", item))) for item in item_ids}
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
-        counts = self._counts
-        return Decayed({item: counts[item] for item in item_ids if item in counts},
+        items = list(item_ids)
+        return Decayed({item: count for item, count in zip(items, map(self._counts.get, items),
+                                                           strict=True) if count is not None},
                        self._landmarks.get(("item_counts", None)))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
