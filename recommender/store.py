@@ -374,7 +374,8 @@ class _SortedSet:
                 read = list(map(_swap, reversed(order[-k:])))
             else:
                 read = list(map(_swap, reversed(order)))
-            # Kept until the next change: lists are read far more often than written.
+            # Kept until the next change: serving reads a list many times between writes
+            # (a replay seldom does: its users' lists have just changed).
             self._top = read
         return read[:k]
 
