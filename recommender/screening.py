@@ -39,12 +39,21 @@ class Screen:
     def judge_all(self, items: list[ItemId]) -> list[ItemId]:
         """Judge the items not judged yet (while the budget lasts); returns those that
         passed, in order. Items past the budget do not pass."""
-        fresh = list(dict.fromkeys(i for i in items if i not in self.verdicts))
-        fresh = fresh[:max(0, self.budget - len(self.verdicts))]
+        self.judge_fresh(items)
+        verdicts = self.verdicts
+        return [item for item in items if verdicts.get(item)]
+
+    def judge_fresh(self, items: list[ItemId]) -> None:
+        """:meth:`judge_all` without building its answer (:func:`take` reads the
+        verdicts)."""
+        verdicts = self.verdicts
+        fresh = [item for item in items if item not in verdicts]
+        if not fresh:
+            return
+        fresh = list(dict.fromkeys(fresh))[:max(0, self.budget - len(verdicts))]
         if fresh:
             kept = self.judge(fresh)
-            self.verdicts.update((item, item in kept) for item in fresh)
-        return [item for item in items if self.verdicts.get(item)]
+            verdicts.update(zip(fresh, map(kept.__contains__, fresh), strict=True))
 
     def passes(self, item: ItemId) -> bool:
         return self.verdicts.get(item, False)
@@ -79,12 +88,24 @@ def take(
     [('i0', 100.0)]
     """
     size = max(first, 1)
+    verdicts = screen.verdicts
     while True:
         ranked = rank(size)
-        window = [(item, score) for item, score in ranked[:size] if item not in banned]
-        screen.judge_all([item for item, _ in window])
-        chosen = [(item, score) for item, score in window if screen.passes(item)]
-        if len(chosen) >= k or len(ranked) < size or screen.exhausted:
-            return chosen[:k]
+        window = ranked[:size]
+        if banned:
+            window = [pair for pair in window if pair[0] not in banned]
+        screen.judge_fresh([item for item, _ in window])
+        # The first k that passed: a popular list reads k plus the user's history (a few
+        # hundred items) to find them, so stop at the k-th instead of scanning the rest.
+        chosen: list[Scored] = []
+        if k <= 0:
+            return chosen
+        for pair in window:
+            if verdicts.get(pair[0]):
+                chosen.append(pair)
+                if len(chosen) == k:
+                    return chosen
+        if len(ranked) < size or screen.exhausted:
+            return chosen
         # Never read further than the budget could still judge.
         size = min(size * GROWTH, size + screen.budget - len(screen.verdicts) + len(banned))

@@ -14,6 +14,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -304,6 +305,10 @@ def top(scores: Mapping[str, float], k: int | None = None) -> list[Scored]:
     return sorted(scores.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
 
 
+# (a, b) -> (b, a) in C: between (member, score) pairs and the (score, member) order.
+_swap = itemgetter(1, 0)
+
+
 class _SortedSet:
     """A Redis sorted set in memory: scores by member, and the members kept in sorted-set
     order as they change, so that reading the top is a slice.
@@ -327,7 +332,8 @@ class _SortedSet:
         self.scores: dict[str, float] = dict(scores or {})
         # Ascending (score, member) pairs; None: sort at the next read.
         self._order: list[tuple[float, str]] | None = None
-        # The order as read, best first, (member, score): kept until the next change.
+        # The longest prefix read so far, best first, (member, score): kept until the next
+        # change.
         self._top: list[Scored] | None = None
 
     def __len__(self) -> int:
@@ -370,17 +376,22 @@ class _SortedSet:
 
     def _sorted(self) -> list[tuple[float, str]]:
         if self._order is None:
-            self._order = sorted((score, member) for member, score in self.scores.items())
+            self._order = sorted(map(_swap, self.scores.items()))
         return self._order
 
     def top(self, k: int | None = None) -> list[Scored]:
         """The ``k`` highest (all if None), in sorted-set order."""
-        if self._top is None:
+        read = self._top
+        if read is None or (k is None or len(read) < k) and len(read) < len(self.scores):
             order = self._sorted()
             if k is not None and 2 * k < len(order):  # a short prefix of a long set
-                return [(member, score) for score, member in reversed(order[-k:])]
-            self._top = [(member, score) for score, member in reversed(order)]
-        return self._top[:k]
+                read = list(map(_swap, reversed(order[-k:])))
+            else:
+                read = list(map(_swap, reversed(order)))
+            # Kept until the next change: serving reads a list many times between writes
+            # (a replay seldom does: its users' lists have just changed).
+            self._top = read
+        return read[:k]
 
 
 class InMemoryStore:
@@ -477,12 +488,17 @@ class InMemoryStore:
             factor = plan.increments
             for member, increment in update.item_counts.items():
                 counts[member] = counts.get(member, 0.0) + increment * factor
+        neighbours = self._neighbours
         for item, increments in update.pairs.items():
-            weights = self._neighbours.setdefault(item, _SortedSet())
+            weights = neighbours.get(item)
+            if weights is None:  # not setdefault: that builds a set for every key
+                weights = neighbours[item] = _SortedSet()
             self._add(("pairs", item), weights, increments, update)
             weights.trim(update.max_neighbours)
         for user, scores in update.history.items():
-            history = self._history.setdefault(user, _SortedSet())
+            history = self._history.get(user)
+            if history is None:
+                history = self._history[user] = _SortedSet()
             known = history.scores
             changes = {}
             for item, score in scores.items():
@@ -524,8 +540,9 @@ class InMemoryStore:
                               landmarks.get(("pairs", item))) for item in item_ids}
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
-        counts = self._counts
-        return Decayed({item: counts[item] for item in item_ids if item in counts},
+        items = list(item_ids)
+        return Decayed({item: count for item, count in zip(items, map(self._counts.get, items),
+                                                           strict=True) if count is not None},
                        self._landmarks.get(("item_counts", None)))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
