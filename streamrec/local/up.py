@@ -208,6 +208,7 @@ def _banner(base: str, env: dict[str, str], run_dir: Path, keys: dict[str, str],
             note: str | None) -> str:
     reader = f"-H 'X-API-Key: {keys['read']}' " if "read" in keys else ""
     admin = f"-H 'X-API-Key: {keys['admin']}' " if "admin" in keys else ""
+    writer = f"-H 'X-API-Key: {keys['write']}' " if "write" in keys else ""
     return (
         "\nstreamrec is up:\n"
         f"  API          {base}   (docs: {base}/docs)"
@@ -217,6 +218,8 @@ def _banner(base: str, env: dict[str, str], run_dir: Path, keys: dict[str, str],
         "&placement=home'\n"
         f"               curl {admin}'{base}/admin/placements/home/report'\n"
         f"               curl {reader}'{base}/popular?k=5'\n"
+        f"               curl {writer}-H 'Content-Type: application/json' {base}/events "
+        "-d '{\"user_id\": \"ann\", \"item_id\": \"item-1\", \"event_type\": \"view\"}'\n"
         f"  Kafka        {env['STREAMREC_KAFKA_BOOTSTRAP']}"
         "   (topics: events, events.dlq, items, users, impressions, metrics)\n"
         f"  Redis        {env['STREAMREC_REDIS_URL']}\n"
