@@ -241,6 +241,14 @@ class _SnapshotCollector:
         for name, value in snapshot["freshness_ms"].items():
             system.add_metric([f"freshness_ms_{name}"], value)
         yield system
+        # This process's impressions Kafka never took (lost at shutdown, or best-effort
+        # records refused): clicks on those lists count as no_impression.
+        dropped = CounterMetricFamily("streamrec_impressions_dropped",
+                                      "Records this API process never got into Kafka "
+                                      "(impressions still waiting at shutdown, best-effort "
+                                      "records refused)")
+        dropped.add_metric([], snapshot.get("impressions_dropped", 0))
+        yield dropped
         variant = GaugeMetricFamily("streamrec_variant", "Per placement and variant",
                                     labels=["placement", "variant", "figure"])
         for placement, report in snapshot["placements"].items():

@@ -107,6 +107,7 @@ def test_prometheus_carries_what_a_team_alerts_on_with_bounded_labels(client, se
     samples = wait_for(after, timeout=60)
     assert samples, "the rejects or the lag never reached /metrics"
     assert "streamrec_events_duplicate_total" in samples
+    assert "streamrec_impressions_dropped_total" in samples
     rejected = samples["streamrec_events_rejected_total"]
     assert {labels["reason"] for labels, _ in rejected} <= REASONS | {"other"}
     assert _value(samples, "streamrec_events_rejected_total", topic="events",
