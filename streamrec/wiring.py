@@ -27,6 +27,7 @@ import redis
 from recommender.allocation import Allocation
 from recommender.attribution import Attributor
 from recommender.engine import Engine
+from streamrec.apps import App, Apps, app_settings
 from streamrec.connections import check_redis, redis_options
 from streamrec.settings import Settings
 from streamrec.storage import snapshots
@@ -133,6 +134,19 @@ class Wiring:
         """Load a snapshot into this version's namespace (or ``prefix``, a new version's)."""
         return snapshots.restore_snapshot(self.client, path,
                                           prefix or self.settings.redis_prefix, progress)
+
+    # -- apps -------------------------------------------------------------------------
+
+    def apps(self) -> Apps:
+        """The registry of apps and their API keys (under the deployment's base prefix)."""
+        return Apps(self.client, self.settings.redis_prefix)
+
+    def for_app(self, name: str, app: App | None = None) -> Wiring:
+        """The wiring of app ``name``'s main version (``default``: this deployment's own
+        state, with the settings the app's record overrides), on this client. Call it on
+        the deployment's base wiring. Raises AppNotFound for an app not registered."""
+        app = app or self.apps().require(name)
+        return Wiring(app_settings(self.settings, app), self._client)
 
     # -- stores -----------------------------------------------------------------------
 

@@ -64,6 +64,9 @@ CATALOG_CHANGED = "itemchg"  # ZSET item -> time its document last changed (cont
 VERSIONS = "versions"  # HASH version name -> JSON (settings overrides, status, created)
 SERVING = "serving"  # STRING the version that serves (absent: main)
 SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
+# The app registry (streamrec.apps), under the deployment's base prefix only:
+APPS = "apps"  # HASH app name -> JSON (settings overrides, quotas, created)
+APP_KEYS = "appkeys"  # HASH SHA-256 of an API key -> JSON {"app", "role", "created_at"}
 
 # The recommendation state proper: what a model version owns under its own prefix. Every
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions
