@@ -22,7 +22,7 @@ from collections import deque
 
 from aiokafka.errors import KafkaError
 
-from streamrec import kafka
+from streamrec import apps, kafka
 from streamrec.kafka import Replacement
 from streamrec.settings import Settings
 
@@ -45,7 +45,7 @@ class ReliableSender:
         self.capacity = capacity
         # How long stop() keeps trying to send what waits.
         self.timeout = max(timeout, DRAIN_SECONDS)
-        self._waiting: deque[tuple[str, bytes, bytes]] = deque()
+        self._waiting: deque[tuple[str, bytes, bytes, list | None]] = deque()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -63,10 +63,10 @@ class ReliableSender:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue a record. Callers check :meth:`full` first; a few past the bound (the
-        requests in flight meanwhile) are kept, never dropped."""
-        self._waiting.append((topic, key, value))
+    def send(self, topic: str, key: bytes, value: bytes, app: str = apps.DEFAULT) -> None:
+        """Queue a record of ``app``. Callers check :meth:`full` first; a few past the
+        bound (the requests in flight meanwhile) are kept, never dropped."""
+        self._waiting.append((topic, key, value, apps.record_headers(app)))
 
     async def stop(self) -> None:
         """Send what waits for at most ``timeout`` seconds; count the rest as dropped."""
@@ -128,9 +128,10 @@ class ReliableSender:
                    for _ in range(min(MOST_PER_ROUND, len(self._waiting)))]
         deliveries = []
         for record in records:
-            topic, key, value = record
+            topic, key, value, headers = record
             try:
-                deliveries.append(await producer.send(topic, value=value, key=key))
+                deliveries.append(await producer.send(topic, value=value, key=key,
+                                                      headers=headers))
             except KafkaError as error:
                 deliveries.append(_failed(error))
         outcomes = await asyncio.gather(*deliveries, return_exceptions=True)

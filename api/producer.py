@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from api.impressions import ReliableSender
-from streamrec import kafka
+from streamrec import apps, kafka
 from streamrec.kafka import REPLACE_AFTER_FAILING_SECONDS, Replacement
 from streamrec.settings import Settings
 
@@ -73,16 +73,17 @@ class EventProducer:
             await self._producer.stop()
         await self.impressions.stop()
 
-    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]]
-                       ) -> None:
-        """Produce every ``(key, value)`` and return once Kafka acknowledged all of them (a
-        None value is a tombstone)."""
+    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]],
+                       app: str = apps.DEFAULT) -> None:
+        """Produce every ``(key, value)`` of ``app`` and return once Kafka acknowledged all
+        of them (a None value is a tombstone)."""
+        headers = apps.record_headers(app)
         if self._producer is None:
             raise KafkaUnavailable("not connected to Kafka yet")
         try:
             async with asyncio.timeout(self.timeout):
                 futures = [
-                    await self._producer.send(topic, value=value, key=key)
+                    await self._producer.send(topic, value=value, key=key, headers=headers)
                     for key, value in messages
                 ]
                 await asyncio.gather(*futures)

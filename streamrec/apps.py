@@ -126,6 +126,26 @@ def check_settings(overrides: Any) -> dict[str, Any]:
     return checked
 
 
+def record_headers(name: str) -> list[tuple[str, bytes]] | None:
+    """The Kafka headers of a record of app ``name`` (none for ``default``).
+
+    >>> record_headers("default"), record_headers("shop")
+    (None, [('app', b'shop')])
+    """
+    return None if name == DEFAULT else [(HEADER, name.encode())]
+
+
+def record_key(name: str, identifier: str) -> str:
+    """The Kafka key of app ``name``'s catalog record for ``identifier``: the compacted
+    topics are shared, so another app's item of the same id must not compact this one
+    away. ``default`` keeps the bare id (what producers wrote before apps).
+
+    >>> record_key("default", "42"), record_key("shop", "42")
+    ('42', 'shop/42')
+    """
+    return identifier if name == DEFAULT else f"{name}/{identifier}"
+
+
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
