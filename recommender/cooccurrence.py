@@ -160,14 +160,8 @@ class CoOccurrence:
         # request adds up about window x neighbours pairs over far fewer candidates.
         sums: dict[ItemId, float] = {}
         get = sums.get
-        for position, item in enumerate(recent):
-            own = found.get(item, 0.0)
-            listed = neighbours.get(item)
-            if own <= 0 or listed is None or not listed.scores:
-                continue
-            weight = (recency**position * self.decay.ratio(listed.landmark, counts.landmark)
-                      / math.sqrt(own))
-            for other, pair in listed.scores:
+        for _, weight, listed in self._weighted(recent, neighbours, counts, recency):
+            for other, pair in listed:
                 sums[other] = get(other, 0.0) + weight * pair
         if not sums:
             return []
@@ -185,6 +179,51 @@ class CoOccurrence:
             rows, scores = _at_least(rows, scores, k)
         return ranked([(others[row], score) for row, score in
                         zip(rows.tolist(), scores.tolist(), strict=True)])[:k]
+
+
+    def contributions(
+        self,
+        recent: Sequence[ItemId],
+        neighbours: Mapping[ItemId, Decayed[Sequence[Scored]]],
+        counts: Decayed[Mapping[ItemId, float]],
+        items: Iterable[ItemId],
+        recency: float = 0.85,
+    ) -> dict[ItemId, list[Scored]]:
+        """Why :meth:`recommend` scores each of ``items``: per item, what each recent item's
+        neighbour list gave it (largest first). The amounts sum to its score.
+
+        >>> model = CoOccurrence(window=5, window_seconds=3600, decay=ForwardDecay(60.0))
+        >>> lists = {"a": Decayed([("c", 2.0)], 0.0), "b": Decayed([("c", 1.0)], 0.0)}
+        >>> counts = Decayed({"a": 1.0, "b": 1.0, "c": 4.0}, 0.0)
+        >>> model.contributions(["a", "b"], lists, counts, ["c"])
+        {'c': [('a', 1.0), ('b', 0.425)]}
+        >>> model.recommend(["a", "b"], lists, counts, k=1)
+        [('c', 1.425)]
+        """
+        found = counts.scores
+        wanted = set(items)
+        given: dict[ItemId, list[Scored]] = {item: [] for item in wanted}
+        for item, weight, listed in self._weighted(recent, neighbours, counts, recency):
+            for other, pair in listed:
+                norm = found.get(other, 0.0)
+                if other in wanted and norm > 0:
+                    given[other].append((item, weight * pair / math.sqrt(norm)))
+        return {item: ranked(amounts) for item, amounts in given.items()}
+
+
+    def _weighted(self, recent: Sequence[ItemId],
+                  neighbours: Mapping[ItemId, Decayed[Sequence[Scored]]],
+                  counts: Decayed[Mapping[ItemId, float]], recency: float):
+        """Each recent item with neighbours: (item, what its pair weights are multiplied
+        by: its recency over sqrt(N(i)), in the normalisers' frame, its neighbour list)."""
+        found = counts.scores
+        for position, item in enumerate(recent):
+            own = found.get(item, 0.0)
+            listed = neighbours.get(item)
+            if own <= 0 or listed is None or not listed.scores:
+                continue
+            yield item, (recency**position * self.decay.ratio(listed.landmark, counts.landmark)
+                         / math.sqrt(own)), listed.scores
 
 
 def _at_least(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

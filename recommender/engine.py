@@ -551,6 +551,13 @@ class Engine:
 
         return rank
 
+    def fusion(self, params: Mapping[str, float] | None = None) -> tuple[dict[str, float], str]:
+        """The hybrid's blend as it stands: each source's weight (configured x learned)
+        and the tally's leader (``hybrid``, or the one source the hybrid serves alone)."""
+        config = dataclasses.replace(self.config, **params) if params else self.config
+        weights = self._fusion_weights(config)
+        return weights, self.tally.leader([source for source in SOURCES if weights[source] > 0])
+
     def _fusion_weights(self, config: EngineConfig) -> dict[str, float]:
         configured = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
                       "popular": config.hybrid_popular}
