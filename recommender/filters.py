@@ -504,6 +504,26 @@ def parse(expression: str) -> Filter:
 Form = tuple[str, Any]  # ("s", text) | ("n", number) | ("b", flag): a value by its type
 
 
+def check(expression: Any) -> dict[str, Any]:
+    """Whether ``expression`` parses, as an editor shows it while one types: the parser's
+    message and the position it names (characters from 1; None when the message names no
+    place), and for a valid one its action and $PARAMETERS.
+
+    >>> check('INCLUDE ItemID WHERE Items.price < $MAX')["parameters"]
+    ['MAX']
+    >>> found = check('EXCLUDE ItemID WHERE Items.price <')
+    >>> found["valid"], found["position"], found["message"]
+    (False, 35, 'filter: expected a value after < at position 35')
+    """
+    try:
+        rule = parse(expression)
+    except FilterError as error:
+        return {"valid": False, "message": str(error), "position": error.position,
+                "action": None, "parameters": [], "uses_current_item": False}
+    return {"valid": True, "message": None, "position": None, "action": rule.action,
+            "parameters": rule.parameters, "uses_current_item": rule.uses_current_item}
+
+
 def _number_text(number: float) -> str:
     return str(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
 

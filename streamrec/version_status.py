@@ -81,6 +81,20 @@ async def statuses(settings: Settings, registry: Versions, versions: dict[str, V
     return found
 
 
+def not_promotable(status, max_lag: int) -> str | None:
+    """Why serving this version would serve stale lists, or None: what `streamrec
+    promote` and ``POST /admin/versions/{name}/promote`` refuse unless forced."""
+    if status.error is not None:
+        return f"its status is unknown ({status.error})"
+    if not status.live:
+        return (f"no worker consumes for version {status.name} (its consumer group has no "
+                "member), so nothing it serves would learn from new events")
+    if status.lag > max_lag:
+        return (f"version {status.name} is {status.lag:,} events behind the events topic "
+                f"(at most STREAMREC_PROMOTE_MAX_LAG={max_lag:,})")
+    return None
+
+
 def _applied(registry: Versions, name: str) -> dict[str, int]:
     raw = registry.client.hgetall(keys.key(registry.prefix(name), keys.OFFSETS))
     return {field.decode(): int(value) for field, value in raw.items()}

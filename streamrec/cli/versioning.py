@@ -59,7 +59,7 @@ def promote(name: str, author: str, force: bool) -> None:
     unless a worker consumes for it and it is at most STREAMREC_PROMOTE_MAX_LAG events
     behind the events topic (--force promotes anyway)."""
     from streamrec.storage import model_versions as versions
-    from streamrec.version_status import statuses
+    from streamrec.version_status import not_promotable, statuses
 
     settings = get_settings()
     wiring = _wiring()
@@ -71,7 +71,7 @@ def promote(name: str, author: str, force: bool) -> None:
                        "still goes back to what served before it)")
             return
         status = asyncio.run(statuses(settings, registry, {name: version}))[name]
-        problem = _not_promotable(status, settings.promote_max_lag)
+        problem = not_promotable(status, settings.promote_max_lag)
         if problem and not force:
             raise versions.VersionError(
                 f"refused: {problem}. Start `streamrec worker --version {name}` and promote "
@@ -90,19 +90,6 @@ def promote(name: str, author: str, force: bool) -> None:
                    "new events, new users and new items are not learned and the lists go "
                    f"stale. A running main worker starts a worker for it within seconds; "
                    f"else run `streamrec worker --version {name}`.", err=True)
-
-
-def _not_promotable(status, max_lag: int) -> str | None:
-    """Why serving this version would serve stale lists, or None."""
-    if status.error is not None:
-        return f"its status is unknown ({status.error})"
-    if not status.live:
-        return (f"no worker consumes for version {status.name} (its consumer group has no "
-                "member), so nothing it serves would learn from new events")
-    if status.lag > max_lag:
-        return (f"version {status.name} is {status.lag:,} events behind the events topic "
-                f"(at most STREAMREC_PROMOTE_MAX_LAG={max_lag:,})")
-    return None
 
 
 @click.command()

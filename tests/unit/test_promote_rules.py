@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streamrec.cli.versioning import _not_promotable
 from streamrec.version_status import VersionStatus
+from streamrec.version_status import not_promotable as _not_promotable
 
 
 def test_a_live_version_within_the_bound_is_promotable():
