@@ -77,7 +77,8 @@ PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 STATIC_TYPES = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css",
-                "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+                "dashboard.js": "text/javascript", "dashboard.css": "text/css",
+                "live-metrics.js": "text/javascript"}
 
 
 @router.get("/dashboard", response_class=FileResponse, include_in_schema=False)
