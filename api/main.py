@@ -27,14 +27,18 @@ from api.named_filters import Filters
 from api.producer import EventProducer
 from api.routers import (
     admin,
+    browse,
     catalog,
+    console,
     docs,
     event_types,
     events,
+    filter_checks,
     filters,
     health,
     metrics,
     recommendations,
+    version_switch,
 )
 from api.serving_version import ServingVersions
 from api.shedding import LoadShedding
@@ -175,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,
     )
     for module in (recommendations, events, catalog, admin, filters, event_types, metrics,
-                   health, docs):
+                   browse, filter_checks, version_switch, health, docs, console):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(HTTPException, http_error)

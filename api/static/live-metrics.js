@@ -67,7 +67,7 @@ const LiveMetrics = (() => {
       const series = [{}].concat(names.map((name, i) => ({ label: name, stroke: palette[i % palette.length], width: 2 })));
       const data = [[]].concat(names.map(() => []));
       const width = Math.max(320, element.clientWidth || 440);
-      const chart = new uPlot({ width, height: 220, series, scales: { x: { time: true, range: timeRange } } }, data, element);
+      const chart = new uPlot({ width, height: 220, series, axes: [{}, { size: 64 }], scales: { x: { time: true, range: timeRange } } }, data, element);
       charts[id] = { chart, data, names, element };
       return charts[id];
     }

@@ -2,11 +2,12 @@
 ``GET /admin/items`` and ``GET /admin/users``): a search by id (and an item's title), a
 page at a time, with a cursor to ask for the next.
 
-Items are listed from the catalog's change index (:data:`keys.CATALOG_CHANGED`, which
-holds every item ever put, deleted ones too), newest change first, the cursor being a
-rank in it: a page is exact, and an item put while someone pages moves to the front, so
-it can be shown twice, never skipped. Users are those with a history (the keys SCAN
-finds), matched by Redis itself (``MATCH``); the cursor is SCAN's.
+An item's title is its property ``title``. Items are listed from the catalog's change
+index (:data:`keys.CATALOG_CHANGED`, which holds every item ever put, deleted ones too),
+newest change first, the cursor being a rank in it: a page is exact, and an item put
+while someone pages moves to the front, so it can be shown twice, never skipped. Users
+are those with a history (the keys SCAN finds), matched by Redis itself (``MATCH``); the
+cursor is SCAN's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def matching(text: str) -> str:
     return "".join(parts)
 
 
+def title_of(document: dict[str, Any] | None) -> str:
+    """An item's title: its property ``title`` (items carry their own fields in
+    ``properties``), else empty.
+
+    >>> title_of({"item_id": "1", "properties": {"title": "Tea"}}), title_of(None)
+    ('Tea', '')
+    """
+    return str(((document or {}).get("properties") or {}).get("title", ""))
+
+
 class CatalogListing:
     """Search and page through the items and users of ``store``'s version."""
 
@@ -66,7 +77,7 @@ class CatalogListing:
                                                  strict=True):
                 start += 1
                 document = None if raw is None else orjson.loads(raw)
-                title = str((document or {}).get("title", ""))
+                title = title_of(document)
                 if not needle or needle in item.casefold() or needle in title.casefold():
                     found.append({"item_id": item, "document": document,
                                   "changed_at": changed})

@@ -51,6 +51,7 @@ class Tab:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.counter = 0
+        self.errors: list[str] = []  # the page's uncaught exceptions (Runtime.enable)
 
     async def call(self, method: str, **params) -> dict:
         self.counter += 1
@@ -59,6 +60,10 @@ class Tab:
                                              "params": params}).decode())
         async for message in self.ws:
             data = orjson.loads(message.data)
+            if data.get("method") == "Runtime.exceptionThrown":
+                details = data["params"]["exceptionDetails"]
+                self.errors.append(details.get("exception", {}).get("description")
+                                   or details.get("text", ""))
             if data.get("id") == mine:
                 if "error" in data:
                     raise RuntimeError(f"{method}: {data['error']}")
@@ -74,14 +79,20 @@ class Tab:
         return result["result"].get("value")
 
     async def wait(self, expression: str, timeout: float = 20.0):
-        """Evaluate ``expression`` until it is truthy; returns it (fails after timeout)."""
+        """Evaluate ``expression`` until it is truthy (fails after ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(f"Boolean({expression})")
+            except RuntimeError:  # the page is still loading: what it reads is not there yet
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout} s: {expression}")
+                shown = await self.evaluate("location.hash + ' | ' + "
+                                            "document.body.innerText.slice(0, 1500)")
+                raise AssertionError(f"not within {timeout} s: {expression}; the page's "
+                                     f"errors: {self.errors}; it shows: {shown}")
             await asyncio.sleep(0.1)
 
     async def navigate(self, url: str) -> None:
@@ -114,6 +125,7 @@ async def tab(port: int, width: int = 1280, height: int = 800):
         async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             page = Tab(ws)
             await page.call("Page.enable")
+            await page.call("Runtime.enable")
             await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                             deviceScaleFactor=1, mobile=False)
             yield page

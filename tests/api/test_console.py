@@ -1,0 +1,174 @@
+"""The console in real headless Chromium, against a real API (its own process, with keys),
+Redis, Kafka and worker: one walk through every page, acting on each and finding the
+result on the page. A screenshot of each page goes to .streamrec/console-shots/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streamrec.storage.model_versions import Version
+from tests.api.browser import Tab, chromium, tab
+from tests.api.conftest import api_process, wait_for
+
+KEY = "console-test-admin-key"
+SHOTS = Path(__file__).resolve().parents[2] / ".streamrec" / "console-shots"
+# A title that would run script if the page wrote it as HTML.
+HOSTILE_TITLE = """<img src=x onerror="document.body.dataset.xss='title'">"""
+
+
+@pytest.fixture(scope="module")
+def console_url(worker_env, services):
+    with api_process(services, worker_env, "api-console",
+                     api_keys=json.dumps({KEY: "admin"})) as (url, _, _):
+        yield url
+
+
+def _text(selector: str) -> str:
+    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''"
+
+
+async def _go(page: Tab, where: str, ready: str) -> None:
+    await page.evaluate(f"location.hash = {json.dumps(where)}")
+    await page.wait(ready)
+
+
+async def _fill(page: Tab, selector: str, text: str) -> None:
+    """Focus a field, clear it and type into it, as a person would."""
+    await page.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                        " e.focus(); e.select(); })()")
+    await page.type(text)
+
+
+async def _click(page: Tab, text: str, scope: str = "main") -> None:
+    """Click the button whose text is ``text``."""
+    found = await page.evaluate(
+        f"(() => {{ const b = [...document.querySelectorAll({json.dumps(scope + ' button')})]"
+        f".find((b) => b.textContent === {json.dumps(text)}); if (b) {{ b.click(); }}"
+        " return Boolean(b); })()")
+    assert found, f"no button {text!r}"
+
+
+async def _walk(port: int, url: str, run: str, names: dict) -> dict:
+    seen: dict = {}
+    async with tab(port) as page:
+        await page.navigate(f"{url}/console")
+        await page.wait("document.body.dataset.ready === 'true'")
+        # The key: typed once, Enter submits; kept in sessionStorage, never in the URL.
+        await page.evaluate("document.getElementById('key').focus()")
+        await page.type(KEY)
+        await page.press_enter()
+        await page.wait("!document.getElementById('key-held').hidden")
+        seen["stored"] = await page.evaluate("sessionStorage.getItem('streamrec.key')")
+
+        # Catalog: search finds the item, its hostile title shown as text.
+        await _go(page, "#/catalog", "document.querySelector('#items form')")
+        await _fill(page, "#items input[type=search]", f"{run}-title")
+        await page.press_enter()
+        await page.wait(f"{_text('#items tbody')}.includes('{run}-title')")
+        seen["catalog"] = await page.evaluate(_text("#items tbody"))
+        seen["catalog_elements"] = await page.evaluate(
+            "document.querySelectorAll('#items tbody img').length")
+        await page.screenshot(SHOTS / "catalog.png")
+
+        # The user page: four lists side by side, each item with its reasons.
+        await _go(page, f"#/users/{names['user']}", "document.querySelectorAll("
+                  "'.model-list').length === 4")
+        seen["lists"] = await page.evaluate(
+            "[...document.querySelectorAll('.model-list')].map((e) => e.dataset.model)")
+        seen["user"] = await page.evaluate(_text("#explain"))
+        await page.screenshot(SHOTS / "user.png")
+
+        # Placements: the kill switch of variant B, then the change shows in the log.
+        await _go(page, f"#/placements/{names['placement']}",
+                  "document.querySelectorAll('#log-entries li').length === 1")
+        await _click(page, "Kill switch: off", "tr[data-variant=B]")
+        await page.wait("document.querySelectorAll('#log-entries li').length === 2")
+        await page.wait(f"{_text('tr[data-variant=B]')}.includes('Switch on')")
+        seen["variant"] = await page.evaluate(_text("tr[data-variant=B]"))
+        seen["log"] = await page.evaluate(_text("#log-entries"))
+        await page.screenshot(SHOTS / "placements.png")
+
+        # Filters: the parser's position marked while typing; a preview of a good one.
+        await _go(page, "#/filters", "document.getElementById('expression')")
+        await _fill(page, "#expression", "INCLUDE ItemID WHERE Items.price <")
+        await page.wait("document.getElementById('verdict').dataset.valid === 'false'")
+        seen["verdict"] = await page.evaluate(_text("#verdict"))
+        seen["position"] = await page.evaluate("document.getElementById('verdict')"
+                                               ".dataset.position")
+        seen["marked"] = await page.evaluate(_text("#error-at"))
+        await page.screenshot(SHOTS / "filters-invalid.png")
+        await _fill(page, "#expression", f'INCLUDE ItemID WHERE Items.categories IN ("{run}")')
+        await page.wait("document.getElementById('verdict').dataset.valid === 'true'")
+        await _click(page, "Preview")
+        await page.wait("document.querySelectorAll('#preview-items li').length > 0")
+        seen["preview"] = await page.evaluate(_text("#preview-items"))
+        await page.screenshot(SHOTS / "filters.png")
+
+        # Versions: a promote of a version no worker keeps live is refused, saying why.
+        await _go(page, "#/versions", f"document.querySelector('tr[data-version="
+                  f"\"{names['version']}\"] button')")
+        row = f"tr[data-version=\"{names['version']}\"]"
+        await _click(page, f"Promote {names['version']}", row)
+        await page.wait("document.body.dataset.message === 'error'")
+        seen["refusal"] = await page.evaluate(_text("#message"))
+        await page.screenshot(SHOTS / "versions.png")
+
+        # Live metrics: drawn, the time axis spanning minutes at most, not years.
+        await _go(page, "#/metrics", "document.querySelectorAll('canvas').length >= 3")
+        await page.wait("Number(document.getElementById('updates').dataset.count) >= 3")
+        seen["span"] = await page.evaluate(
+            "Number(document.getElementById('chart-events').dataset.xSpan)")
+        await page.screenshot(SHOTS / "metrics.png")
+
+        await _go(page, "#/apps", "document.getElementById('create-app')")
+        await page.screenshot(SHOTS / "apps.png")
+        seen["xss"] = await page.evaluate("document.body.dataset.xss || null")
+        seen["href"] = await page.evaluate("location.href")
+    return seen
+
+
+def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_path):
+    with urllib.request.urlopen(f"{console_url}/console", timeout=5) as response:
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    # State to look at: an item with a hostile title, a user whose lists have reasons, a
+    # placement, and a version no worker keeps live.
+    client.put(f"/items/{run}-title", json={"categories": [run],
+                                            "properties": {"title": HOSTILE_TITLE}})
+    for item in "ab":  # popular, in the run's category: what the filter's preview shows
+        client.put(f"/items/{run}-{item}", json={"categories": [run]})
+    user = f"{run}-me"
+    client.post("/events", json=[{"user_id": f"{run}-u{n}", "item_id": f"{run}-{item}",
+                                  "event_type": "view"} for n in (1, 2) for item in "ab"])
+    client.post("/events", json={"user_id": user, "item_id": f"{run}-a", "event_type": "view"})
+    placement = f"console-{run}"
+    client.put(f"/admin/placements/{placement}", json={"variants": [
+        {"name": "A", "model": "popular"}, {"name": "B", "model": "hybrid"}]})
+    registry = client.app.state.versions.registry
+    version = f"c{run}"
+    registry.register(Version(version))
+    assert wait_for(lambda: client.get(f"/admin/items?query={run}-title").json()["entries"]
+                    and client.get(f"/users/{user}").status_code == 200, timeout=30)
+    try:
+        with chromium(tmp_path / "profile") as port:
+            seen = asyncio.run(asyncio.wait_for(_walk(port, console_url, run, {
+                "user": user, "placement": placement, "version": version}), 120))
+    finally:
+        registry.delete(version)
+    print(f"console walk-through: {seen}; screenshots in {SHOTS}")
+    assert seen["stored"] == KEY and KEY not in seen["href"]
+    assert HOSTILE_TITLE in seen["catalog"] and seen["catalog_elements"] == 0
+    assert seen["xss"] is None
+    assert seen["lists"] == ["popular", "cooccurrence", "mf", "hybrid"]
+    assert "co-occurrence" in seen["user"] and f"from {run}-a" in seen["user"]
+    assert "off" in seen["variant"] and '"weight":0' in seen["log"]
+    assert seen["verdict"] == "filter: expected a value after < at position 35"
+    assert seen["position"] == "35" and seen["marked"] == " "
+    assert run in seen["preview"]
+    assert seen["refusal"].startswith(f"refused: no worker consumes for version {version}")
+    assert 60 <= seen["span"] < 600
