@@ -23,8 +23,9 @@ router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["browse"],
 
 Search = Annotated[str, Query(max_length=256, description="Part of the id (or an item's "
                                                            "title), any case; empty: all.")]
-Cursor = Annotated[int, Query(ge=0, description="Where the page starts: the previous "
-                                                "page's next_cursor (0: the first page).")]
+# Redis takes 64-bit cursors and ranks; a page's end (cursor + limit) stays below them.
+Cursor = Annotated[int, Query(ge=0, le=2**62, description=(
+    "Where the page starts: the previous page's next_cursor (0: the first page)."))]
 Limit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 
 
