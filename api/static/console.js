@@ -425,13 +425,16 @@ async function drawPlacement(detail, name, config) {
   try {
     const r = await api("GET", `${path}/report`);
     report.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, ["Variant", "Share", "Lists", "Clicks", "CTR", "Take-rate (mean reward)", "Conversions", "vs control"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Variant", "Share", "Lists", "Rewarded", "Clicks", "CTR", "Take-rate", "Posterior mean", "Conversions", "vs control"].map((t) => h("th", {}, t)))),
       h("tbody", {}, Object.entries(r.variants || {}).map(([variant, m]) => {
         const c = (r.comparisons || {})[variant];
         return h("tr", {}, h("td", {}, variant + (variant === r.control ? " (control)" : "")),
           h("td", { class: "number" }, r.shares && r.shares[variant] !== undefined ? `${(100 * r.shares[variant]).toFixed(1)}%` : "–"),
-          h("td", { class: "number" }, String(m.impressions)), h("td", { class: "number" }, String(m.clicks)),
+          h("td", { class: "number" }, String(m.impressions)), h("td", { class: "number" }, String(m.lists_rewarded)),
+          h("td", { class: "number" }, String(m.clicks)),
           h("td", { class: "number" }, `${(100 * m.ctr).toFixed(2)}%`), h("td", { class: "number" }, `${(100 * m.take_rate).toFixed(2)}%`),
+          // The bandit's Beta posterior of the take-rate, uniform prior (recommender.allocation).
+          h("td", { class: "number" }, `${(100 * (1 + m.lists_rewarded) / (2 + m.impressions)).toFixed(2)}%`),
           h("td", { class: "number" }, String(m.conversions)),
           h("td", {}, !c ? "–" : c.lift === null ? c.verdict : `${(100 * c.lift).toFixed(1)}%` + (c.p_value !== null ? ` (p ${c.p_value.toFixed(3)})` : "")));
       }))),
