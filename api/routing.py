@@ -40,7 +40,7 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request):
             if role is not None:
-                authenticate(request, role)
+                await authenticate(request, role)
             if reads_body:
                 try:
                     await read_json(request)
