@@ -18,6 +18,7 @@ import logging
 import time
 
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 
 from api.event_types import EventTypes
 from api.fallback import LastKnownPopular
@@ -32,6 +33,7 @@ from streamrec.wiring import Wiring
 log = logging.getLogger(__name__)
 
 _CONTEXT = "streamrec.app_context"  # scope entry: the request's context, resolved once
+_ADMITTED = "streamrec.app_admitted"  # scope entry: counted against the app's quota once
 
 
 async def keep_fresh(what: str, refresh, every: float) -> None:
@@ -171,14 +173,25 @@ class AppContexts:
             request.scope[_CONTEXT] = found
         return found
 
+    async def admit(self, request: Request) -> AppContext:
+        """The request's app context, once it is counted against the app's
+        ``requests_per_second`` (429 over it); once per request, however often asked."""
+        context = await self.of(request)
+        if not request.scope.get(_ADMITTED):
+            request.scope[_ADMITTED] = True
+            context.requests.admit()
+        return context
+
     async def get(self, name: str) -> AppContext:
         context = self.contexts.get(name)
         if context is not None:
             return context
         try:
             check_name(name)
-        except AppError as error:
-            raise HTTPException(422, detail=str(error)) from None
+        except AppError as error:  # shaped as FastAPI's own 422 for a path parameter
+            raise RequestValidationError([{
+                "type": "string_pattern_mismatch", "loc": ("path", "app"), "input": name,
+                "msg": str(error).removeprefix("app: ")}]) from None
         building = self._building.get(name)
         if building is None:  # one build per app, however many requests wait for it
             building = asyncio.ensure_future(self._build(name))

@@ -39,18 +39,18 @@ UNKNOWN_APP: dict[int | str, dict] = {404: {"description": "No such app (or no s
                                                            "resource of the app)"}}
 
 
-async def _admit(context: ContextDep) -> None:
-    context.requests.admit()
+async def _admit(request: Request) -> None:
+    await request.app.state.apps.admit(request)
 
 
-async def _admit_app(app: AppName, context: ContextDep) -> None:
-    # ``app`` is declared here so the spec documents the path's parameter and a name
-    # that cannot be an app's is a 422 naming it.
-    context.requests.admit()
+async def _admit_app(request: Request, app: AppName) -> None:
+    # ``app`` is declared here so the spec documents the path's parameter.
+    await request.app.state.apps.admit(request)
 
 
-# Every route of an app resolves its context first: 404 for an app that does not exist,
-# 429 over its requests_per_second quota.
+# Every route of an app resolves its context first: 404 for an app that does not exist
+# (422 for a name no app can have), 429 over its requests_per_second quota. A GuardedRoute
+# did so already, before reading the body; these are for the others (metrics).
 DEFAULT_APP = Depends(_admit)
 THE_APP = Depends(_admit_app)
 

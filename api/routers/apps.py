@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.limits import BODY_RESPONSES
-from api.routing import GuardedRoute
+from api.routing import PlatformRoute
 from api.security import ADMIN, KEY_RESPONSES, PLATFORM_ONLY
 from api.shedding import SHED_RESPONSES
 from streamrec.apps import (
@@ -31,7 +31,7 @@ from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(route_class=GuardedRoute, prefix="/admin/apps", tags=["apps"],
+router = APIRouter(route_class=PlatformRoute, prefix="/admin/apps", tags=["apps"],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
 
 AppName = Annotated[str, Path(min_length=1, max_length=32, pattern=NAME.pattern)]
