@@ -9,63 +9,95 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 
+from api.apps import AppContext
 from api.fallback import LastKnownPopular
 from api.metrics_hub import MetricsHub
 from api.named_filters import Filters, list_filter, similar_items_filter
-from api.producer import EventProducer
+from api.producer import AppProducer
 from api.serving_version import Served
 from recommender.allocation import Allocation
 from recommender.engine import Engine
 from recommender.filters import BoundFilter
 from recommender.weights import EventWeights
+from streamrec.apps import NAME
 from streamrec.settings import Settings
 
 
-async def _engine(request: Request) -> Engine:
-    return request.app.state.versions.engine  # the serving model version's
+async def _context(request: Request) -> AppContext:
+    """The context of the request's app: ``/apps/{app}/...``, else ``default``."""
+    return await request.app.state.apps.of(request)
 
 
-async def _served(request: Request) -> Served:
-    return request.app.state.versions.served()
+ContextDep = Annotated[AppContext, Depends(_context)]
+
+APP_PREFIX = "/apps/{app}"
+AppName = Annotated[str, Path(min_length=1, max_length=32, pattern=NAME.pattern,
+                              description="The app (``default``: the bare routes' app).")]
+UNKNOWN_APP: dict[int | str, dict] = {404: {"description": "No such app (or no such "
+                                                           "resource of the app)"}}
 
 
-async def _producer(request: Request) -> EventProducer:
-    return request.app.state.producer
+async def _admit(request: Request) -> None:
+    await request.app.state.apps.admit(request)
 
 
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def _admit_app(request: Request, app: AppName) -> None:
+    # ``app`` is declared here so the spec documents the path's parameter.
+    await request.app.state.apps.admit(request)
 
 
-async def _weights(request: Request) -> EventWeights:
-    types = request.app.state.event_types
+# Every route of an app resolves its context first: 404 for an app that does not exist
+# (422 for a name no app can have), 429 over its requests_per_second quota. A GuardedRoute
+# did so already, before reading the body; these are for the others (metrics).
+DEFAULT_APP = Depends(_admit)
+THE_APP = Depends(_admit_app)
+
+
+async def _engine(context: ContextDep) -> Engine:
+    return context.versions.engine  # the serving model version's
+
+
+async def _served(context: ContextDep) -> Served:
+    return context.versions.served()
+
+
+async def _producer(context: ContextDep) -> AppProducer:
+    return AppProducer(context.producer, context.name)
+
+
+async def _settings(context: ContextDep) -> Settings:
+    return context.settings
+
+
+async def _weights(context: ContextDep) -> EventWeights:
+    types = context.event_types
     if not types.read:  # the settings' table may hold a type the worker's does not
-        settings = request.app.state.settings
+        settings = context.settings
         raise HTTPException(503, detail="event types not read from Redis yet; nothing was "
                             "accepted", headers={"Retry-After": str(settings.retry_after_seconds)})
     return types.weights
 
 
-async def _allocation(request: Request) -> Allocation:
-    return request.app.state.allocation
+async def _allocation(context: ContextDep) -> Allocation:
+    return context.allocation
 
 
-async def _fallback(request: Request) -> LastKnownPopular:
-    return request.app.state.fallback
+async def _fallback(context: ContextDep) -> LastKnownPopular:
+    return context.fallback
 
 
-async def _filters(request: Request) -> Filters:
-    return request.app.state.filters
+async def _filters(context: ContextDep) -> Filters:
+    return context.filters
 
 
 async def _serving_threads(request: Request) -> Executor:
     return request.app.state.serving_threads
 
 
-async def _metrics(request: Request) -> MetricsHub:
-    return request.app.state.metrics
+async def _metrics(context: ContextDep) -> MetricsHub:
+    return context.collect_metrics()
 
 
 MetricsDep = Annotated[MetricsHub, Depends(_metrics)]
@@ -73,7 +105,8 @@ FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 ServedDep = Annotated[Served, Depends(_served)]  # the engine with its version's name
-ProducerDep = Annotated[EventProducer, Depends(_producer)]
+# The API's producer, sending as the request's app (its Kafka header and catalog keys).
+ProducerDep = Annotated[AppProducer, Depends(_producer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 WeightsDep = Annotated[EventWeights, Depends(_weights)]
 FiltersDep = Annotated[Filters, Depends(_filters)]

@@ -18,15 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 import streamrec
+from api.apps import AppContext, AppContexts
+from api.deps import APP_PREFIX, DEFAULT_APP, THE_APP, UNKNOWN_APP
 from api.errors import http_error, validation_failed
-from api.event_types import EventTypes
-from api.fallback import LastKnownPopular
 from api.limits import BodyLimit
-from api.metrics_hub import MetricsHub
-from api.named_filters import Filters
 from api.producer import EventProducer
+from api.quotas import QUOTA_RESPONSES
 from api.routers import (
     admin,
+    apps,
     browse,
     catalog,
     console,
@@ -40,30 +40,14 @@ from api.routers import (
     recommendations,
     version_switch,
 )
-from api.serving_version import ServingVersions
+from api.security import READ, AppKeys
 from api.shedding import LoadShedding
 from streamrec import logs, shutdown
+from streamrec.apps import DEFAULT, App
 from streamrec.settings import Settings, get_settings
 from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
-
-
-async def keep_fresh(what: str, refresh, every: float) -> None:
-    """Call ``refresh`` (blocking) every ``every`` seconds, logging one line per outage."""
-    failing = False
-    while True:
-        try:
-            await asyncio.to_thread(refresh)
-            if failing:
-                log.warning("refreshing %s works again", what)
-            failing = False
-        except Exception as error:  # noqa: BLE001 - a Redis blip must not end the refresher
-            if not failing:
-                log.warning("refreshing %s failed (%s); retrying every %.2f s",
-                            what, error, every)
-            failing = True
-        await asyncio.sleep(every)
 
 
 class RequestTimer:
@@ -98,6 +82,13 @@ class RequestTimer:
                     hub.observe(route.path, time.perf_counter() - started, status)
 
 
+def _default_app(wiring: Wiring) -> App:
+    try:
+        return wiring.apps().require(DEFAULT)
+    except Exception:  # noqa: BLE001 - Redis away at start: no quotas until it answers
+        return App(DEFAULT, created_at=0.0)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     logs.install()  # each API process, however uvicorn started it
     settings = settings or get_settings()
@@ -118,53 +109,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer.start()
         app.state.settings = settings
         app.state.api_keys = api_keys
-        engine = wiring.engine()
-        versions = ServingVersions(wiring, engine)
-        app.state.versions = versions
-        shared_types = EventTypes(wiring.event_types(), settings)
-        app.state.event_types = shared_types
+        app.state.app_keys = AppKeys(wiring.apps(), settings.app_key_cache_seconds)
+        app.state.producer = producer
+        # The default app's registry entry holds only what was set over HTTP (its quotas).
+        registered = await asyncio.to_thread(_default_app, wiring)
+        default = AppContext(registered, wiring.for_app(DEFAULT, registered), producer)
         # Read before serving when Redis answers, so POST /events need not wait for the
         # refresher; a Redis that is away leaves it to the refresher (503 meanwhile).
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(shared_types.refresh)
-        app.state.producer = producer
-        allocation = wiring.allocation()
-        app.state.allocation = allocation
-        fallback = LastKnownPopular(engine)
-        app.state.fallback = fallback
-        named_filters = Filters(wiring.filter_definitions())
-        app.state.filters = named_filters
-        hub = MetricsHub(settings, wiring.ops(), allocation.feedback, producer, versions)
-        app.state.metrics = hub
+            await asyncio.to_thread(default.event_types.refresh)
+        default.start_refreshing()
+        contexts = AppContexts(wiring, producer, default)
+        contexts.start()
+        app.state.apps = contexts
+        # The default app's parts, where they were before apps (tests and tools read them).
+        app.state.versions = default.versions
+        app.state.event_types = default.event_types
+        app.state.allocation = default.allocation
+        app.state.fallback = default.fallback
+        app.state.filters = default.filters
+        app.state.metrics = default.metrics  # request latency of every app's routes, too
         # Where GET /recommendations waits on Redis, so the event loop never does (a Redis
         # that hangs would stall every route, /healthz too). Few threads: the work is
         # Python under one GIL, and each more thread cost CPU per request (measured).
+        # Shared by every app: the GIL is too.
         serving_threads = ThreadPoolExecutor(settings.serving_threads,
                                              thread_name_prefix="serving")
         app.state.serving_threads = serving_threads
-        refreshers = [
-            asyncio.create_task(keep_fresh("item factors", versions.refresh_factors,
-                                           settings.factor_refresh_seconds)),
-            asyncio.create_task(keep_fresh("serving version", versions.refresh,
-                                           settings.version_refresh_seconds)),
-            asyncio.create_task(keep_fresh("placements", allocation.refresh,
-                                           settings.allocation_refresh_seconds)),
-            asyncio.create_task(keep_fresh("filters", named_filters.refresh,
-                                           settings.filter_refresh_seconds)),
-            asyncio.create_task(keep_fresh("event types", shared_types.refresh,
-                                           settings.event_types_refresh_seconds)),
-            asyncio.create_task(hub.run()),
-            asyncio.create_task(keep_fresh("last known popular items", fallback.refresh, 1.0)),
-        ]
         try:
             yield
         finally:
-            for refresher in refreshers:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+            await contexts.close()
             serving_threads.shutdown(wait=False, cancel_futures=True)
-            await hub.close()
+            await default.metrics.close()
             if getattr(app.state, "version_kafka", None) is not None:  # GET /admin/versions
                 await app.state.version_kafka.close()
             await producer.stop()
@@ -179,8 +156,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,
     )
     for module in (recommendations, events, catalog, admin, filters, event_types, metrics,
-                   browse, filter_checks, version_switch, health, docs, console):
-        app.include_router(module.router)
+                   browse, filter_checks, version_switch):
+        # Every app's routes: bare for the default app (as before apps), and under
+        # /apps/{app} for any app, resolved by api.deps from the path's app.
+        app.include_router(module.router, dependencies=[DEFAULT_APP])
+        # An app's metrics take a key (the default app's stay open to scrapers); the key
+        # is checked before the app is looked up, so another app's key learns nothing.
+        guard = [READ] if module is metrics else []
+        app.include_router(module.router, prefix=APP_PREFIX, dependencies=[*guard, THE_APP],
+                           responses={**UNKNOWN_APP, **QUOTA_RESPONSES})
+    for router in (apps.router, metrics.pages, health.router, docs.router, console.router):
+        app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(HTTPException, http_error)
 

@@ -40,8 +40,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 
 
 
 class MetricsHub:
-    def __init__(self, settings, ops, feedback, producer, versions=None) -> None:
+    def __init__(self, settings, ops, feedback, producer, versions=None,
+                 lag_from: MetricsHub | None = None) -> None:
         self.settings = settings
+        # An app's hub (api/apps.py) takes the consumer lag from the default app's: the
+        # topics and the worker group are shared, so the lag is the same, and a Kafka
+        # admin client per app would cost connections. It does not publish its snapshots
+        # to the metrics topic either (they would read as the deployment's).
+        self.lag_from = lag_from
         self.versions = versions  # ServingVersions: which model version this process serves
         self.ops = ops
         self.feedback = feedback
@@ -119,13 +125,18 @@ class MetricsHub:
                     self.reachable["redis"] = False
                     raise
                 self.reachable["redis"] = True
-                lag = await self.consumer_lag()
+                if self.lag_from is None:
+                    lag = await self.consumer_lag()
+                else:
+                    shared = self.lag_from
+                    lag = dict(shared.lag_by_partition) if shared.reachable["kafka"] else None
                 self.reachable["kafka"] = lag is not None
                 self.lag_by_partition = lag or {}
                 snapshot["consumer_lag"] = None if lag is None else sum(lag.values())
                 self._publish(snapshot)
-                self.producer.send_soon(self.settings.metrics_topic, self.source.encode(),
-                                        orjson.dumps(snapshot))
+                if self.lag_from is None:
+                    self.producer.send_soon(self.settings.metrics_topic, self.source.encode(),
+                                            orjson.dumps(snapshot))
                 failing = False
             except Exception as error:  # noqa: BLE001 - metrics must not take the API down
                 if not failing:

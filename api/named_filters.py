@@ -86,7 +86,7 @@ async def _bind(request: Request, name: str | None, values: str | None,
                 with_current_item: bool) -> BoundFilter | None:
     if name is None and values is None:  # most requests: no thread hop
         return None
-    filters: Filters = request.app.state.filters
+    filters: Filters = (await request.app.state.apps.of(request)).filters
     try:
         return await run_in_threadpool(bind_named, name, values, filters.get,
                                        with_current_item)

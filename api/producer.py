@@ -135,3 +135,37 @@ class EventProducer:
             return True
         except (TimeoutError, KafkaError):
             return False
+
+
+class _AppImpressions:
+    def __init__(self, sender: ReliableSender, app: str) -> None:
+        self.sender = sender
+        self.app = app
+
+    def full(self) -> bool:
+        return self.sender.full()
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sender.send(topic, key, value, app=self.app)
+
+
+class AppProducer:
+    """The process's producer as one app's routes use it: every record carries the app
+    (:func:`streamrec.apps.record_headers`), catalog keys are the app's
+    (:func:`streamrec.apps.record_key`). Made per request: it holds two references."""
+
+    def __init__(self, producer: EventProducer, app: str) -> None:
+        self.producer = producer
+        self.app = app
+        self.impressions = _AppImpressions(producer.impressions, app)
+
+    def key(self, identifier: str) -> bytes:
+        """The Kafka key of the app's catalog record (item or user) ``identifier``."""
+        return apps.record_key(self.app, identifier).encode()
+
+    async def send_all(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]]
+                       ) -> None:
+        await self.producer.send_all(topic, messages, app=self.app)
+
+    async def ready(self) -> bool:
+        return await self.producer.ready()

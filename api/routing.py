@@ -33,14 +33,23 @@ def required_role(dependant: Dependant) -> str | None:
 
 
 class GuardedRoute(APIRoute):
+    """A route of an app (``default`` bare, any under ``/apps/{app}``): after the key, the
+    app is looked up (404) and the request counted against its ``requests_per_second``
+    (429), before any body is read: a flood over the quota costs no parsing."""
+
+    admits = True
+
     def get_route_handler(self):
         handler = super().get_route_handler()
         role = required_role(self.dependant)
         reads_body = self.body_field is not None
+        counted = self.admits
 
         async def guarded(request):
             if role is not None:
-                authenticate(request, role)
+                await authenticate(request, role)
+            if counted:
+                await request.app.state.apps.admit(request)
             if reads_body:
                 try:
                     await read_json(request)
@@ -51,3 +60,9 @@ class GuardedRoute(APIRoute):
             return await handler(request)
 
         return guarded
+
+
+class PlatformRoute(GuardedRoute):
+    """A route about apps (``/admin/apps``), not of one: nothing to admit."""
+
+    admits = False

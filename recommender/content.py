@@ -77,11 +77,15 @@ class ContentIndex:
     ... })
     >>> [item for item, _ in index.similar("aliens", 2)]
     ['alien']
+    >>> index.upsert({"heat": None})
+    >>> index.documents(), index.holds("heat")
+    (2, False)
     """
 
     def __init__(self, dim: int = 1 << 18) -> None:
         self.dim = dim
         self._rows: dict[ItemId, int] = {}
+        self._present: set[ItemId] = set()  # items with a document (a deleted one keeps its row)
         self._ids: list[ItemId] = []
         self._terms: list[dict[int, float]] = []  # per row: bucket -> 1 + log tf
         self._df: Counter[int] = Counter()
@@ -94,10 +98,22 @@ class ContentIndex:
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._rows
 
+    def documents(self) -> int:
+        """How many items have a document (the catalog's size as indexed)."""
+        return len(self._present)
+
+    def holds(self, item_id: ItemId) -> bool:
+        """Whether ``item_id`` has a document (was put and not deleted since)."""
+        return item_id in self._present
+
     def upsert(self, documents: Mapping[ItemId, Mapping[str, Any] | None]) -> None:
         """Add or replace items; a ``None`` document removes the item's terms."""
         with self._lock:
             for item_id, document in documents.items():
+                if document is None:
+                    self._present.discard(item_id)
+                else:
+                    self._present.add(item_id)
                 weights: dict[int, float] = {}
                 if document is not None:
                     for term, count in features(document).items():

@@ -151,8 +151,21 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
 
     # API
     environment: Literal["development", "production"] = "development"
-    api_keys: dict[str, Literal["read", "write", "admin"]] = Field(default_factory=dict)
+    # Roles read/write/admin act on the app "default"; "platform" creates and deletes apps
+    # and acts as admin on every app (streamrec/apps.py; keys of other apps live in Redis).
+    api_keys: dict[str, Literal["read", "write", "admin", "platform"]] = Field(
+        default_factory=dict)
     api_keys_file: str | None = None  # JSON {"key": "role"}, merged with api_keys
+    # Apps over HTTP (api/apps.py): how often each API process re-reads the app registry
+    # (a deleted app's context closes, a changed app's settings apply, within this) and
+    # refreshes each app's serving parts other than default's.
+    app_refresh_seconds: float = Field(default=1.0, gt=0)
+    # How long a key made by POST /admin/apps is trusted without asking Redis again: a
+    # rotated or deleted key stops working within this.
+    app_key_cache_seconds: float = Field(default=1.0, ge=0)
+    # An app's serving context unused this long is closed (its refreshers stop costing
+    # Redis calls); the next request builds it again.
+    app_idle_seconds: float = Field(default=600.0, gt=0)
     client_api_key: str | None = None  # what the simulator's loop presents as X-API-Key
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -232,8 +245,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
             if not isinstance(loaded, dict):
                 raise SettingsError(f'{where}: expected a JSON object {{"key": "role"}}')
             for key, role in loaded.items():
-                if role not in ("read", "write", "admin"):
-                    raise SettingsError(f"{where}: role {role!r} is not read, write or admin")
+                if role not in ("read", "write", "admin", "platform"):
+                    raise SettingsError(f"{where}: role {role!r} is not read, write, admin "
+                                        "or platform")
                 keys[key] = role
         for key in keys:
             if len(key) < 16 or key.lower() in KNOWN_DEFAULT_KEYS:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import AllocationDep, SettingsDep
+from api.deps import AllocationDep, ContextDep, SettingsDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
@@ -162,12 +162,12 @@ def placement_report(name: PlacementName, allocation: AllocationDep,
 
 
 @router.get("/versions")
-async def versions(request: Request, settings: SettingsDep) -> list[dict]:
+async def versions(request: Request, settings: SettingsDep, context: ContextDep) -> list[dict]:
     """Every model version: whether it serves, whether a worker keeps it live, how many
     events of the events topic it has not applied yet (``lag``), events applied, and its
     settings. ``live`` and ``lag`` are null (with ``status_error``) when Kafka does not
     answer."""
-    serving = request.app.state.versions
+    serving = context.versions
     registry = serving.registry
     listed = await run_in_threadpool(registry.all)
     current = await run_in_threadpool(registry.serving)

@@ -6,10 +6,11 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import EngineDep, ProducerDep, SettingsDep
+from api.deps import ContextDep, EngineDep, ProducerDep, SettingsDep
 from api.limits import BODY_RESPONSES
 from api.models import ItemBody, Queued, UserBody
 from api.producer import KafkaUnavailable
+from api.quotas import over_quota
 from api.routers.events import unavailable
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES, READ
@@ -26,10 +27,23 @@ async def _publish(producer, settings, topic: str, identifier: str, document) ->
     """Send ``document`` keyed by its id (None: a tombstone, which deletes the id)."""
     value = None if document is None else orjson.dumps(document)
     try:
-        await producer.send_all(topic, [(identifier.encode(), value)])
+        await producer.send_all(topic, [(producer.key(identifier), value)])
     except KafkaUnavailable as error:
         raise unavailable(settings, error) from error
     return Queued(id=identifier, topic=topic)
+
+
+def _within_catalog_size(context, item_id: str) -> None:
+    """429 for a new item of an app whose catalog holds ``max_items`` (as this process's
+    content index last read it: items still on their way through Kafka are not counted,
+    so a burst may pass the bound by what the worker has not applied yet)."""
+    most = context.max_items
+    if most is None:
+        return
+    content = context.versions.engine.content
+    if not content.holds(item_id) and content.documents() >= most:
+        raise over_quota(context.name, "max_items", f"{most:g} items; delete some or raise "
+                         "it", context.settings.retry_after_seconds)
 
 
 def _same_id(field: str, in_body: str | None, in_path: str) -> None:
@@ -42,10 +56,13 @@ def _same_id(field: str, in_body: str | None, in_path: str) -> None:
 @router.put("/items/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Queued,
             dependencies=[ADMIN], responses=BODY_RESPONSES)
 async def put_item(
-    item_id: Id, body: ItemBody, producer: ProducerDep, settings: SettingsDep
+    item_id: Id, body: ItemBody, producer: ProducerDep, settings: SettingsDep,
+    context: ContextDep,
 ) -> Queued:
-    """Create or replace an item. It travels through the compacted items topic."""
+    """Create or replace an item. It travels through the compacted items topic. An app at
+    its ``max_items`` may replace its items but not add one (429)."""
     _same_id("item_id", body.item_id, item_id)
+    _within_catalog_size(context, item_id)
     item = Item.model_validate({**body.model_dump(exclude={"item_id"}), "item_id": item_id})
     return await _publish(producer, settings, settings.items_topic, item_id,
                           item.model_dump(mode="json"))

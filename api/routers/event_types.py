@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.deps import ContextDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
@@ -32,18 +33,18 @@ class EventTypeBody(BaseModel):
 
 
 @router.get("/event-types")
-def event_types(request: Request) -> dict[str, float]:
+def event_types(context: ContextDep) -> dict[str, float]:
     """Every accepted event type with its weight."""
-    return request.app.state.event_types.shared.read()
+    return context.event_types.shared.read()
 
 
 @router.put("/event-types/{name}", responses=BODY_RESPONSES)
 async def put_event_type(name: EventTypeName, body: EventTypeBody,
-                         request: Request) -> dict[str, float]:
+                         context: ContextDep) -> dict[str, float]:
     """Add an event type or change its weight, for every role: this API process at once,
     the others within ``STREAMREC_EVENT_TYPES_REFRESH_SECONDS``, the worker from its next
     batch. Answers the whole table."""
-    types = request.app.state.event_types
+    types = context.event_types
     table = await run_in_threadpool(types.shared.put, name, body.weight)
     types.use(table)
     return table
@@ -52,11 +53,11 @@ async def put_event_type(name: EventTypeName, body: EventTypeBody,
 @router.delete("/event-types/{name}", status_code=200,
                responses={404: {"description": "Not an event type"},
                           422: {"description": "The only event type"}})
-async def delete_event_type(name: EventTypeName, request: Request) -> dict[str, float]:
+async def delete_event_type(name: EventTypeName, context: ContextDep) -> dict[str, float]:
     """Stop accepting an event type. Events of it that an API process accepted before it
     re-read the table (within ``STREAMREC_EVENT_TYPES_REFRESH_SECONDS``) reach the worker
     after the change and are dead-lettered, with their bytes, to ``events.dlq``."""
-    types = request.app.state.event_types
+    types = context.event_types
     try:
         table = await run_in_threadpool(types.shared.remove, name)
     except EventTypeError as error:

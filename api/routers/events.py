@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from api.deps import ProducerDep, SettingsDep, WeightsDep
+from api.deps import ContextDep, ProducerDep, SettingsDep, WeightsDep
 from api.limits import BODY_RESPONSES
 from api.models import Accepted
 from api.producer import KafkaUnavailable
@@ -69,6 +69,7 @@ def parse_events(body: Any, limit: int) -> list[Event]:
                         503: {"description": "Kafka unreachable; nothing accepted, retry "
                                              f"later; {SHED}"}})
 async def post_events(
+    context: ContextDep,
     producer: ProducerDep,
     settings: SettingsDep,
     weights: WeightsDep,
@@ -76,6 +77,7 @@ async def post_events(
 ) -> Accepted:
     """Accept one event or a batch. 202 means Kafka acknowledged every one (acks=all)."""
     events = parse_events(body, settings.max_events_per_request)
+    context.events.admit(len(events))  # 429 over the app's events_per_second
     now = time.time()
     messages, ids = [], []
     for position, event in enumerate(events):

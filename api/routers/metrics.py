@@ -13,6 +13,8 @@ from api.deps import MetricsDep, SettingsDep
 from api.metrics_hub import MetricsHub
 
 router = APIRouter(tags=["metrics"])
+# The default app's live page and its files (an app's metrics are its routes' JSON).
+pages = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -81,13 +83,13 @@ STATIC_TYPES = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/c
                 "live-metrics.js": "text/javascript"}
 
 
-@router.get("/dashboard", response_class=FileResponse, include_in_schema=False)
+@pages.get("/dashboard", response_class=FileResponse, include_in_schema=False)
 def dashboard() -> FileResponse:
     return FileResponse(STATIC / "dashboard.html", media_type="text/html",
                         headers=PAGE_HEADERS)
 
 
-@router.get("/static/{name}", include_in_schema=False)
+@pages.get("/static/{name}", include_in_schema=False)
 def static(name: str) -> Response:
     if name not in STATIC_TYPES:
         return Response(status_code=404, headers=PAGE_HEADERS)
