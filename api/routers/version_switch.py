@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import SettingsDep
+from api.deps import ContextDep, SettingsDep
 from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
@@ -27,8 +27,8 @@ REFUSED = {409: {"description": "Refused: the version is not ready, not live or 
                                 "(force promotes a ready one anyway); nothing to roll back"}}
 
 
-def _registry(request: Request) -> Versions:
-    return request.app.state.versions.registry
+def _registry(context) -> Versions:
+    return context.versions.registry  # the request's app's
 
 
 def _kafka(request: Request, settings) -> version_status.KafkaReader:
@@ -47,12 +47,13 @@ class PromoteBody(BaseModel):
 
 @router.post("/{name}/promote", responses={**BODY_RESPONSES, **REFUSED})
 async def promote(name: VersionName, request: Request, settings: SettingsDep,
-                  body: PromoteBody | None = None, author: Author = "api") -> dict:
+                  context: ContextDep, body: PromoteBody | None = None,
+                  author: Author = "api") -> dict:
     """Serve version ``name`` (every API process follows within a second). Refused (409,
     saying why) unless a worker consumes for it and it is at most
     ``STREAMREC_PROMOTE_MAX_LAG`` events behind, or ``force``; the answer's ``warning``
     says what a forced promote risks."""
-    registry = _registry(request)
+    registry = _registry(context)
     force = body is not None and body.force
     try:
         version = await run_in_threadpool(registry.check_promotable, name)
@@ -77,16 +78,16 @@ async def promote(name: VersionName, request: Request, settings: SettingsDep,
 
 
 @router.post("/rollback", responses=REFUSED)
-async def rollback(request: Request, author: Author = "api") -> dict:
+async def rollback(context: ContextDep, author: Author = "api") -> dict:
     """Serve again the version that served before the last promote."""
     try:
-        restored = await run_in_threadpool(_registry(request).rollback, author)
+        restored = await run_in_threadpool(_registry(context).rollback, author)
     except VersionError as error:
         raise HTTPException(409, detail=str(error)) from None
     return {"serving": restored}
 
 
 @router.get("/log")
-def serving_log(request: Request) -> list[dict]:
+def serving_log(context: ContextDep) -> list[dict]:
     """Every promote and rollback, newest first."""
-    return _registry(request).log()
+    return _registry(context).log()

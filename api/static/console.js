@@ -7,7 +7,9 @@
 
 const KEY = "streamrec.key";
 const APP = "streamrec.app";
-const state = { cleanup: [] }; // what the current page stops when one leaves it
+// cleanup: what the current page stops when one leaves it; token: which render is current
+// (a page that awaits before drawing draws nothing once another page was chosen).
+const state = { cleanup: [], token: 0 };
 
 // --- DOM helpers ----------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ async function api(method, path, body, { platform = false, signal } = {}) {
   const key = sessionStorage.getItem(KEY);
   if (key) { headers["X-API-Key"] = key; }
   if (body !== undefined) { headers["Content-Type"] = "application/json"; }
+  document.body.dataset.lastCall = `${method} ${route(path, platform)}`; // never the key
   const response = await fetch(route(path, platform), {
     method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -98,6 +101,16 @@ async function api(method, path, body, { platform = false, signal } = {}) {
   try { parsed = text ? JSON.parse(text) : null; } catch (error) { parsed = { detail: text }; }
   if (!response.ok) { throw new ApiError(problem(response.status, parsed)); }
   return parsed;
+}
+
+// Reads what a page shows; says only when that fails (an action's result stays shown).
+async function fetched(what, run) {
+  try {
+    return await run();
+  } catch (error) {
+    say(error instanceof ApiError ? error.message : `${what} failed: ${error}`, false);
+    return undefined;
+  }
 }
 
 // Runs an action; shows its result (or the API's error) in the message line.
@@ -148,15 +161,9 @@ document.getElementById("app-form").addEventListener("submit", (event) => {
   render();
 });
 
-// The apps a platform key sees; another key's list is refused, and its app is typed.
-function appList(answer) {
-  if (Array.isArray(answer)) { return answer; }
-  if (answer && Array.isArray(answer.apps)) { return answer.apps; }
-  if (answer && answer.apps && typeof answer.apps === "object") {
-    return Object.entries(answer.apps).map(([name, app]) => ({ name, ...app }));
-  }
-  return Object.entries(answer || {}).map(([name, app]) => ({ name, ...app }));
-}
+// The apps a platform key sees (GET /admin/apps); another key's list is refused, and
+// its app is typed.
+const appList = (answer) => answer || [];
 
 async function loadApps() {
   try {
@@ -203,7 +210,7 @@ async function appsPage() {
     const answer = await act(`app ${name.value} created`, () =>
       api("POST", "/admin/apps", { name: name.value, settings: parsed }, { platform: true }));
     if (answer) {
-      created.replaceChildren(keysBox(answer.app ? answer.app.name : name.value, answer.keys || {}));
+      created.replaceChildren(keysBox(answer.name, answer.api_keys));
       await drawApps(list, created);
       loadApps();
     }
@@ -226,8 +233,7 @@ async function drawApps(list, created) {
   }
   const rows = [];
   for (const app of apps) {
-    const roles = app.keys || app.key_roles || app.roles || {};
-    const roleText = Array.isArray(roles) ? roles.join(", ") : Object.keys(roles).join(", ");
+    const roleText = Object.entries(app.keys || {}).map(([role, made]) => `${role} (made ${when(made.created_at)})`).join(", ");
     const editor = h("textarea", { rows: 3, spellcheck: "false" }, json(app.settings || {}));
     const role = h("select", {}, h("option", { value: "" }, "every role"),
       ["read", "write", "admin"].map((r) => h("option", { value: r }, r)));
@@ -262,7 +268,7 @@ async function drawApps(list, created) {
             const body = role.value ? { role: role.value } : {};
             const answer = await act(`keys of ${app.name} rotated: the old ones no longer work`, () =>
               api("POST", `/admin/apps/${encodeURIComponent(app.name)}/keys`, body, { platform: true }));
-            if (answer) { created.replaceChildren(keysBox(app.name, answer.keys || {})); }
+            if (answer) { created.replaceChildren(keysBox(app.name, answer.api_keys)); }
           } }, "Rotate keys")),
         h("div", { class: "row" },
           h("button", { type: "button", onclick: () => { sessionStorage.setItem(APP, app.name); document.getElementById("app").value = app.name; say(`app ${app.name} selected`); } }, "Select"),
@@ -283,7 +289,7 @@ function pager(title, id, fetchPage, columns) {
   let cursor = 0, shown = 0;
   async function load(reset) {
     if (reset) { cursor = 0; shown = 0; body.replaceChildren(); }
-    const answer = await act(`${title}: page loaded`, () => fetchPage(query.value, cursor));
+    const answer = await fetched(title, () => fetchPage(query.value, cursor));
     if (!answer) { return; }
     for (const entry of answer.entries) {
       body.append(h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(entry)))));
@@ -351,7 +357,7 @@ async function userPage(userId) {
   const out = h("div", { id: "explain" });
   page(h("h2", {}, "A user's lists and why"), form, out);
   if (!userId) { input.focus(); return; }
-  const found = await act(`lists of ${userId} explained`, () =>
+  const found = await fetched(`lists of ${userId}`, () =>
     api("GET", `/admin/users/${encodeURIComponent(userId)}/explain?k=${Number(k.value) || 10}`));
   if (!found) { return; }
   const history = h("table", {}, h("thead", {}, h("tr", {}, ["Item", "Event types", "Time", ""].map((t) => h("th", {}, t)))),
@@ -375,7 +381,9 @@ async function userPage(userId) {
 }
 
 async function placementsPage(name) {
-  const configs = await act("placements loaded", () => api("GET", "/admin/placements"));
+  const token = state.token;
+  const configs = await fetched("placements", () => api("GET", "/admin/placements"));
+  if (token !== state.token) { return; }
   if (!configs) { page(h("h2", {}, "Placements")); return; }
   const links = Object.keys(configs).sort().map((p) => h("li", {}, h("a", { href: `#/placements/${encodeURIComponent(p)}` }, p)));
   const newName = h("input", { size: 20, pattern: "[A-Za-z0-9_.-]{1,64}" });
@@ -392,7 +400,7 @@ async function drawPlacement(detail, name, config) {
   const path = `/admin/placements/${encodeURIComponent(name)}`;
   const body = config ? { strategy: config.strategy, floor: config.floor, pin: config.pin ?? null, variants: config.variants }
     : { strategy: "split", variants: [{ name: "A", model: "popular", weight: 1 }, { name: "B", model: "hybrid", weight: 1 }] };
-  const editor = h("textarea", { rows: 12, spellcheck: "false", id: "placement-json" }, json(body));
+  const editor = h("textarea", { rows: 10, spellcheck: "false", id: "placement-json" }, json(body));
   async function save(changed, what) {
     const saved = await act(what, () => api("PUT", path, changed));
     if (saved) { await placementsPage(name); }
@@ -412,13 +420,14 @@ async function drawPlacement(detail, name, config) {
     h("section", { class: "card" }, h("h2", {}, `Placement ${name}`, config ? ` (version ${config.version ?? "?"})` : " (not configured yet)"),
       config ? h("table", {}, h("thead", {}, h("tr", {}, ["Variant", "Model", "Weight", "Params", "State", "Actions"].map((t) => h("th", {}, t)))), h("tbody", {}, variants)) : "",
       config ? h("p", {}, `strategy ${body.strategy}` + (body.strategy === "bandit" ? `, floor ${body.floor}` : "") + (body.pin ? `, pinned to ${body.pin}` : "")) : "",
-      h("form", { onsubmit: (event) => {
-        event.preventDefault();
-        let parsed;
-        try { parsed = JSON.parse(editor.value); } catch (error) { say(`placement: not JSON (${error.message})`, false); return; }
-        save(parsed, `placement ${name} saved`);
-      } }, field("Configuration (PUT body: strategy split|bandit, floor, pin, variants)", editor),
-      h("div", { class: "row" }, h("button", { type: "submit", class: "primary" }, "Save placement")))),
+      h("details", { open: !config }, h("summary", {}, config ? "Edit the configuration" : "Configure it"),
+        h("form", { onsubmit: (event) => {
+          event.preventDefault();
+          let parsed;
+          try { parsed = JSON.parse(editor.value); } catch (error) { say(`placement: not JSON (${error.message})`, false); return; }
+          save(parsed, `placement ${name} saved`);
+        } }, field("Configuration (PUT body: strategy split|bandit, floor, pin, variants)", editor),
+        h("div", { class: "row" }, h("button", { type: "submit", class: "primary" }, "Save placement"))))),
     h("section", { class: "card", id: "placement-report" }, h("h2", {}, "Report and bandit state"), report),
     h("section", { class: "card", id: "placement-log" }, h("h2", {}, "Change log"), log));
   if (!config) { report.replaceChildren(); log.replaceChildren(); return; }
@@ -456,7 +465,9 @@ function marked(expression, position) {
 }
 
 async function filtersPage(name) {
-  const all = await act("filters loaded", () => api("GET", "/admin/filters")) || {};
+  const token = state.token;
+  const all = await fetched("filters", () => api("GET", "/admin/filters")) || {};
+  if (token !== state.token) { return; }
   const chosen = name ? all[name] : null;
   const nameInput = h("input", { value: name || "", size: 24, pattern: "[A-Za-z0-9_.-]{1,64}" });
   const expression = h("textarea", { rows: 4, spellcheck: "false", id: "expression" }, chosen ? chosen.expression : "");
@@ -619,6 +630,7 @@ const PAGES = { apps: appsPage, catalog: catalogPage, users: userPage, placement
   filters: filtersPage, versions: versionsPage, metrics: metricsPage };
 
 function render() {
+  state.token += 1;
   for (const stop of state.cleanup.splice(0)) { stop(); }
   document.getElementById("message").replaceChildren(); // a result belongs to its page
   delete document.body.dataset.message;

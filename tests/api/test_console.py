@@ -15,7 +15,7 @@ from streamrec.storage.model_versions import Version
 from tests.api.browser import Tab, chromium, tab
 from tests.api.conftest import api_process, wait_for
 
-KEY = "console-test-admin-key"
+KEY = "console-test-platform-key"  # admin of every app, and creates and deletes apps
 SHOTS = Path(__file__).resolve().parents[2] / ".streamrec" / "console-shots"
 # A title that would run script if the page wrote it as HTML.
 HOSTILE_TITLE = """<img src=x onerror="document.body.dataset.xss='title'">"""
@@ -24,7 +24,7 @@ HOSTILE_TITLE = """<img src=x onerror="document.body.dataset.xss='title'">"""
 @pytest.fixture(scope="module")
 def console_url(worker_env, services):
     with api_process(services, worker_env, "api-console",
-                     api_keys=json.dumps({KEY: "admin"})) as (url, _, _):
+                     api_keys=json.dumps({KEY: "platform"})) as (url, _, _):
         yield url
 
 
@@ -34,6 +34,8 @@ def _text(selector: str) -> str:
 
 async def _go(page: Tab, where: str, ready: str) -> None:
     await page.evaluate(f"location.hash = {json.dumps(where)}")
+    name = where.split("/")[1]
+    await page.wait(f"document.body.dataset.page === {json.dumps(name)}")
     await page.wait(ready)
 
 
@@ -65,6 +67,34 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await page.wait("!document.getElementById('key-held').hidden")
         seen["stored"] = await page.evaluate("sessionStorage.getItem('streamrec.key')")
 
+        # Apps: create one (its keys shown once), rotate a key, work in it, delete it.
+        app = names["app"]
+        await _go(page, "#/apps", "document.getElementById('create-app')")
+        await _fill(page, "#create-app input", app)
+        await _fill(page, "#create-app textarea", '{"default_model": "popular"}')
+        await _click(page, "Create app")
+        await page.wait(f"document.querySelector('tr[data-app=\"{app}\"]')")
+        seen["new_keys"] = await page.evaluate(
+            "[...document.querySelectorAll('#new-keys .new-key')].map((e) => e.textContent)")
+        seen["copy_buttons"] = await page.evaluate(
+            "document.querySelectorAll('#new-keys button').length")
+        await page.screenshot(SHOTS / "apps-created.png")
+        row = f"tr[data-app=\"{app}\"]"
+        await page.evaluate(f"document.querySelector('{row} select').value = 'read'")
+        await _click(page, "Rotate keys", row)
+        await page.wait("document.querySelectorAll('#new-keys .new-key').length === 1")
+        seen["rotated"] = await page.evaluate(_text("#new-keys"))
+        await _click(page, "Select", row)
+        await _go(page, "#/placements", f"{_text('main')}.includes('none configured')")
+        seen["app_call"] = await page.evaluate("document.body.dataset.lastCall")
+        await _go(page, "#/apps", f"document.querySelector('{row}')")
+        await _click(page, "Delete…", row)
+        await _click(page, f"Yes, delete {app}", row)
+        await page.wait("document.getElementById('deleted')")
+        seen["deleted"] = await page.evaluate(_text("#deleted"))
+        seen["app_after"] = await page.evaluate("document.getElementById('app').value")
+        await page.screenshot(SHOTS / "apps.png")
+
         # Catalog: search finds the item, its hostile title shown as text.
         await _go(page, "#/catalog", "document.querySelector('#items form')")
         await _fill(page, "#items input[type=search]", f"{run}-title")
@@ -90,6 +120,7 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await page.wait("document.querySelectorAll('#log-entries li').length === 2")
         await page.wait(f"{_text('tr[data-variant=B]')}.includes('Switch on')")
         seen["variant"] = await page.evaluate(_text("tr[data-variant=B]"))
+        seen["switched"] = await page.evaluate(_text("#message"))
         seen["log"] = await page.evaluate(_text("#log-entries"))
         await page.screenshot(SHOTS / "placements.png")
 
@@ -125,8 +156,6 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
             "Number(document.getElementById('chart-events').dataset.xSpan)")
         await page.screenshot(SHOTS / "metrics.png")
 
-        await _go(page, "#/apps", "document.getElementById('create-app')")
-        await page.screenshot(SHOTS / "apps.png")
         seen["xss"] = await page.evaluate("document.body.dataset.xss || null")
         seen["href"] = await page.evaluate("location.href")
     return seen
@@ -153,20 +182,32 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     version = f"c{run}"
     registry.register(Version(version))
     assert wait_for(lambda: client.get(f"/admin/items?query={run}-title").json()["entries"]
-                    and client.get(f"/users/{user}").status_code == 200, timeout=30)
+                    and client.get(f"/admin/users/{user}/explain").json()["lists"][
+                        "cooccurrence"]["items"][0]["why"]["cooccurrence"]["from"],
+                    timeout=30)
     try:
         with chromium(tmp_path / "profile") as port:
             seen = asyncio.run(asyncio.wait_for(_walk(port, console_url, run, {
-                "user": user, "placement": placement, "version": version}), 120))
+                "user": user, "placement": placement, "version": version,
+                "app": f"console-{run}"}), 120))
     finally:
         registry.delete(version)
     print(f"console walk-through: {seen}; screenshots in {SHOTS}")
     assert seen["stored"] == KEY and KEY not in seen["href"]
+    app = f"console-{run}"
+    assert [key.split("_")[:3] for key in seen["new_keys"]] == [
+        ["sr", app, role] for role in ("read", "write", "admin")]
+    assert seen["copy_buttons"] == 3
+    assert f"sr_{app}_read_" in seen["rotated"] and seen["new_keys"][0] not in seen["rotated"]
+    assert seen["app_call"] == f"GET /apps/{app}/admin/placements"
+    assert '"deleted": true' in seen["deleted"] and seen["app_after"] == "default"
+    assert client.get(f"/apps/{app}/admin/placements").status_code == 404
     assert HOSTILE_TITLE in seen["catalog"] and seen["catalog_elements"] == 0
     assert seen["xss"] is None
     assert seen["lists"] == ["popular", "cooccurrence", "mf", "hybrid"]
     assert "co-occurrence" in seen["user"] and f"from {run}-a" in seen["user"]
     assert "off" in seen["variant"] and '"weight":0' in seen["log"]
+    assert seen["switched"] == "B switched off"
     assert seen["verdict"] == "filter: expected a value after < at position 35"
     assert seen["position"] == "35" and seen["marked"] == " "
     assert run in seen["preview"]

@@ -59,7 +59,9 @@ def test_a_users_explanation_names_the_recent_items_behind_each_item(client, run
     def explained():
         body = client.get(f"/admin/users/{run}-me/explain", params={"k": 5}).json()
         items = body.get("lists", {}).get("cooccurrence", {}).get("items", [])
-        return body if any(i["item_id"] == f"{run}-b" for i in items) else None
+        # b as co-occurrence's own, not as popular backfill before the user's event lands
+        return body if any(i["item_id"] == f"{run}-b" and i["why"]["cooccurrence"]["from"]
+                           for i in items) else None
 
     body = wait_for(explained, timeout=30)
     assert body, "the worker did not learn the co-occurrence"
