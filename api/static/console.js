@@ -561,7 +561,7 @@ async function drawVersions(table, log) {
       h("td", { class: "number" }, v.lag === null ? "–" : String(v.lag)),
       h("td", { class: "number" }, String(v.events_applied)),
       h("td", {}, h("code", {}, JSON.stringify(v.settings)), v.status_error ? h("div", { class: "invalid" }, v.status_error) : ""),
-      h("td", {}, when(v.created_at)),
+      h("td", {}, v.name === "main" ? "the base state" : when(v.created_at)),
       h("td", {}, v.serving ? "" : [h("button", { type: "button", onclick: async () => {
         const done = await act(`promoted ${v.name}`, () =>
           api("POST", `/admin/versions/${encodeURIComponent(v.name)}/promote`, { force: force.checked }));
@@ -571,6 +571,7 @@ async function drawVersions(table, log) {
         }
       } }, `Promote ${v.name}`), " ", field("force", force)]));
   });
+  table.dataset.drawn = String(Number(table.dataset.drawn || 0) + 1);
   table.replaceChildren(h("table", { class: "card" }, h("thead", {}, h("tr", {},
     ["Version", "Status", "Worker", "Lag", "Events applied", "Settings (lineage)", "Created", ""].map((t) => h("th", {}, t)))), h("tbody", {}, rows)));
   try {

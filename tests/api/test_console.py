@@ -87,6 +87,9 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await _click(page, "Select", row)
         await _go(page, "#/placements", f"{_text('main')}.includes('none configured')")
         seen["app_call"] = await page.evaluate("document.body.dataset.lastCall")
+        await _go(page, "#/metrics", "Number(document.getElementById('updates').dataset.count)"
+                  " >= 1")
+        seen["app_metrics"] = await page.evaluate(_text("#state"))
         await _go(page, "#/apps", f"document.querySelector('{row}')")
         await _click(page, "Delete…", row)
         await _click(page, f"Yes, delete {app}", row)
@@ -147,6 +150,12 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await _click(page, f"Promote {names['version']}", row)
         await page.wait("document.body.dataset.message === 'error'")
         seen["refusal"] = await page.evaluate(_text("#message"))
+        # A version being built is redrawn every second (its lag is the rebuild's progress).
+        drawn = await page.evaluate("Number(document.getElementById('versions-table')"
+                                    ".dataset.drawn)")
+        await page.wait(f"Number(document.getElementById('versions-table').dataset.drawn)"
+                        f" >= {drawn + 2}", timeout=10)
+        seen["building"] = await page.evaluate(_text(f"tr[data-version=\"{names['building']}\"]"))
         await page.screenshot(SHOTS / "versions.png")
 
         # Live metrics: drawn, the time axis spanning minutes at most, not years.
@@ -181,6 +190,8 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     registry = client.app.state.versions.registry
     version = f"c{run}"
     registry.register(Version(version))
+    building = f"b{run}"
+    registry.register(Version(building, {"mf_dim": 16}, status="building"))
     assert wait_for(lambda: client.get(f"/admin/items?query={run}-title").json()["entries"]
                     and client.get(f"/admin/users/{user}/explain").json()["lists"][
                         "cooccurrence"]["items"][0]["why"]["cooccurrence"]["from"],
@@ -189,9 +200,10 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
         with chromium(tmp_path / "profile") as port:
             seen = asyncio.run(asyncio.wait_for(_walk(port, console_url, run, {
                 "user": user, "placement": placement, "version": version,
-                "app": f"console-{run}"}), 120))
+                "app": f"console-{run}", "building": building}), 120))
     finally:
         registry.delete(version)
+        registry.delete(building)
     print(f"console walk-through: {seen}; screenshots in {SHOTS}")
     assert seen["stored"] == KEY and KEY not in seen["href"]
     app = f"console-{run}"
@@ -200,6 +212,8 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     assert seen["copy_buttons"] == 3
     assert f"sr_{app}_read_" in seen["rotated"] and seen["new_keys"][0] not in seen["rotated"]
     assert seen["app_call"] == f"GET /apps/{app}/admin/placements"
+    assert seen["app_metrics"] == f"live from /apps/{app}/metrics/stream"
+    assert "building" in seen["building"] and '"mf_dim":16' in seen["building"]
     assert '"deleted": true' in seen["deleted"] and seen["app_after"] == "default"
     assert client.get(f"/apps/{app}/admin/placements").status_code == 404
     assert HOSTILE_TITLE in seen["catalog"] and seen["catalog_elements"] == 0
