@@ -551,6 +551,12 @@ class Engine:
 
         return rank
 
+    def cooccurrence_candidates(self, recent: list[ItemId], k: int, seen: list[ItemId]
+                                ) -> list[Scored]:
+        """Co-occurrence's best ``k`` for a user's recent items, with what content adds for
+        recent items nobody else touched yet: the ranking its list and the hybrid use."""
+        return self._cooccurrence(recent, k, seen)
+
     def fusion(self, params: Mapping[str, float] | None = None) -> tuple[dict[str, float], str]:
         """The hybrid's blend as it stands: each source's weight (configured x learned)
         and the tally's leader (``hybrid``, or the one source the hybrid serves alone)."""

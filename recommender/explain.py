@@ -4,9 +4,9 @@ each item's score is made of (the console's user page, ``GET /admin/users/{id}/e
 It reads through the engine's own store and models, so what it explains is what the
 engine serves: the lists come from :meth:`Engine.recommend_many`; the reasons are the
 same reads taken apart (co-occurrence by the recent item whose neighbour list gave the
-score, the MF score of the user's and the item's factors, the item's decayed popularity
-and rank, and the hybrid's fusion: where each source ranked the item and the points that
-rank earned).
+score, and what content similarity added for recent items nobody else touched; the MF
+score of the user's and the item's factors; the item's decayed popularity and rank; and
+the hybrid's fusion: where each source ranked the item and the points that rank earned).
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def explain(engine: Engine, user_id: UserId, k: int, now: float,
     neighbours = engine.store.neighbours(recent, config.neighbours_per_item) if recent else {}
     counts = engine.store.item_counts(set(recent) | shown)
     given = engine.cooccurrence.contributions(recent, neighbours, counts, shown)
-    cooccurrence = engine.cooccurrence.recommend(recent, neighbours, counts, size,
-                                                 exclude=seen) if recent else []
+    cooccurrence = engine.cooccurrence_candidates(recent, size, seen)
 
     popular = engine.store.popular(size + len(seen))
     popular_values = engine.popularity_decay.values_at(popular, now)
@@ -97,6 +96,11 @@ def _why(item: ItemId, given: Mapping[ItemId, list[Scored]], cooccurrence: list[
          constant: float) -> dict[str, Any]:
     """One item's reasons, by model."""
     amounts = given.get(item, [])
+    from_neighbours = sum(amount for _, amount in amounts)
+    # What the item's content adds for a recent item nobody else touched yet (the engine
+    # scores those by their documents' similarity): the rest of its co-occurrence score.
+    scored = dict(cooccurrence).get(item)
+    content = 0.0 if scored is None else max(0.0, scored - from_neighbours)
     popular_rank = _rank(item, [other for other, _ in popular])
     ranks = {source: _rank(item, sources[source]) for source in SOURCES}
     # The fusion's points per source (recommender.blend.fuse); a leader other than the
@@ -104,9 +108,10 @@ def _why(item: ItemId, given: Mapping[ItemId, list[Scored]], cooccurrence: list[
     used = weights if leader == HYBRID else {s: float(s == leader) for s in SOURCES}
     return {
         "cooccurrence": {
-            "score": sum(amount for _, amount in amounts),
+            "score": from_neighbours + content,
             "rank": _rank(item, [other for other, _ in cooccurrence]),
-            "from": [{"item_id": source, "amount": amount} for source, amount in amounts]},
+            "from": [{"item_id": source, "amount": amount} for source, amount in amounts],
+            "content": content},
         "mf": {"score": mf.get(item), "rank": ranks["mf"]},
         "popular": {"score": None if popular_rank is None else popular[popular_rank - 1][1],
                     "rank": popular_rank},

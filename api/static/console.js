@@ -337,6 +337,7 @@ function reasons(why) {
     lines.push(`co-occurrence ${number(c.score)} from ` +
       c.from.map((f) => `${f.item_id} (${number(f.amount)})`).join(", "));
   }
+  if (c.content > 0) { lines.push(`content similarity ${number(c.content)} to a recent item nobody else touched yet`); }
   if (why.mf.score !== null) { lines.push(`MF score ${number(why.mf.score)}` + (why.mf.rank ? ` (rank ${why.mf.rank})` : "")); }
   if (why.popular.rank !== null) { lines.push(`popularity ${number(why.popular.score, 2)} (rank ${why.popular.rank})`); }
   const fused = Object.entries(why.hybrid.sources).filter(([, s]) => s.rank !== null)

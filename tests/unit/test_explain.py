@@ -89,4 +89,20 @@ def test_an_unknown_user_has_no_history_and_popular_lists(engine):
     assert {listed["model"] for listed in found["lists"].values()} == {"popular"}
     for listed in found["lists"].values():
         for item in listed["items"]:
-            assert item["why"]["cooccurrence"] == {"score": 0, "rank": None, "from": []}
+            assert item["why"]["cooccurrence"] == {"score": 0, "rank": None, "from": [],
+                                                   "content": 0.0}
+
+
+def test_what_content_adds_for_a_recent_item_nobody_else_touched_is_named():
+    engine = Engine(InMemoryStore(seed=1), EngineConfig(seed=1, mf_dim=8))
+    engine.store.put_items([
+        ("new", {"item_id": "new", "categories": ["tea"], "properties": {"title": "Tea"}}),
+        ("kin", {"item_id": "kin", "categories": ["tea"], "properties": {"title": "Tea"}})])
+    engine.learn_many(_events() + [Interaction("loner", "new", NOW - 30, 1.0, "view"),
+                                   Interaction("other", "kin", NOW - 20, 1.0, "view")])
+    found = explain(engine, "loner", 4, NOW)
+    kin = next(item for item in found["lists"]["cooccurrence"]["items"]
+               if item["item_id"] == "kin")
+    why = kin["why"]["cooccurrence"]
+    assert why["from"] == [] and why["content"] > 0
+    assert why["score"] == pytest.approx(kin["score"])
