@@ -286,11 +286,12 @@ function pager(title, id, fetchPage, columns) {
   const body = h("tbody", {});
   const more = h("button", { type: "button", hidden: true }, "Next page");
   const summary = h("span", { class: "muted" });
-  let cursor = 0, shown = 0;
+  let cursor = 0, shown = 0, asked = 0;
   async function load(reset) {
     if (reset) { cursor = 0; shown = 0; body.replaceChildren(); }
+    const mine = ++asked;
     const answer = await fetched(title, () => fetchPage(query.value, cursor));
-    if (!answer) { return; }
+    if (!answer || mine !== asked) { return; } // a newer search or page was asked since
     for (const entry of answer.entries) {
       body.append(h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(entry)))));
     }
@@ -324,7 +325,7 @@ function catalogPage() {
     ["History", (e) => String(e.history_length)],
     ["Document", (e) => (e.document ? h("pre", {}, json(e.document)) : "–")],
   ]);
-  page(h("div", { class: "columns" }, items.section, users.section));
+  page(h("div", { class: "columns catalog" }, items.section, users.section));
   items.load(true);
   users.load(true);
 }

@@ -104,6 +104,8 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await page.press_enter()
         await page.wait(f"{_text('#items tbody')}.includes('{run}-title')")
         seen["catalog"] = await page.evaluate(_text("#items tbody"))
+        seen["catalog_rows"] = await page.evaluate(
+            "document.querySelectorAll('#items tbody tr').length")
         seen["catalog_elements"] = await page.evaluate(
             "document.querySelectorAll('#items tbody img').length")
         await page.screenshot(SHOTS / "catalog.png")
@@ -217,6 +219,7 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     assert '"deleted": true' in seen["deleted"] and seen["app_after"] == "default"
     assert client.get(f"/apps/{app}/admin/placements").status_code == 404
     assert HOSTILE_TITLE in seen["catalog"] and seen["catalog_elements"] == 0
+    assert seen["catalog_rows"] == 1  # the search's item alone, not the first page's too
     assert seen["xss"] is None
     assert seen["lists"] == ["popular", "cooccurrence", "mf", "hybrid"]
     assert "co-occurrence" in seen["user"] and f"from {run}-a" in seen["user"]
