@@ -142,10 +142,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0,
                         help="calm's requests per second (open loop)")
-    parser.add_argument("--flood-rate", type=float, default=500.0,
-                        help="noisy's GET /popular per second (open loop)")
-    parser.add_argument("--flood-batches", type=float, default=100.0,
-                        help="noisy's POST /events per second (10 events each)")
+    parser.add_argument("--floods", default="1,3,10",
+                        help="noisy's floods, as multiples of its quotas: GET /popular at "
+                             "that many times requests_per_second, POST /events (10 events "
+                             "each) at that many times events_per_second")
     parser.add_argument("--connections", type=int, default=32,
                         help="noisy's connections per flood (reads, events)")
     parser.add_argument("--requests-quota", type=float, default=50.0)
@@ -160,23 +160,21 @@ def main() -> None:
             "events_per_second": args.events_quota}})["api_keys"]
         asyncio.run(measure(base, calm["read"], args.rate, 3.0))  # warm up
         quiet, _ = asyncio.run(measure(base, calm["read"], args.rate, args.seconds))
-        loud, floods = asyncio.run(measure(
-            base, calm["read"], args.rate, args.seconds,
-            ("noisy", noisy["read"], noisy["write"]), args.flood_rate, args.flood_batches,
-            args.connections))
         quiet_p99 = percentiles(quiet.all_latencies, (99,))["p99"] * 1000
-        loud_p99 = percentiles(loud.all_latencies, (99,))["p99"] * 1000
         print(f"calm at {args.rate:g}/s for {args.seconds:g} s, one API process; noisy's "
-              f"quotas {args.requests_quota:g} requests/s, {args.events_quota:g} events/s; "
-              f"its flood {args.flood_rate:g} GET/s and {args.flood_batches:g} POST "
-              "/events/s of 10 events")
-        print(f"  calm p99 alone:          {quiet_p99:7.2f} ms  ({quiet.requests_total} "
-              f"answered, errors {dict(quiet.all_errors)})")
-        print(f"  calm p99 while flooded:  {loud_p99:7.2f} ms  ({loud.requests_total} "
-              f"answered, errors {dict(loud.all_errors)})")
-        print(f"  ratio:                   {loud_p99 / quiet_p99:7.2f}")
-        print(f"  noisy's reads answered:  {floods['reads']}")
-        print(f"  noisy's event batches (10 events each) answered: {floods['events']}")
+              f"quotas {args.requests_quota:g} requests/s, {args.events_quota:g} events/s")
+        print(f"  calm alone: p99 {quiet_p99:.2f} ms ({quiet.requests_total} answered, "
+              f"errors {dict(quiet.all_errors)})")
+        for times in (float(m) for m in args.floods.split(",")):
+            reads, batches = times * args.requests_quota, times * args.events_quota / 10
+            loud, floods = asyncio.run(measure(
+                base, calm["read"], args.rate, args.seconds,
+                ("noisy", noisy["read"], noisy["write"]), reads, batches, args.connections))
+            loud_p99 = percentiles(loud.all_latencies, (99,))["p99"] * 1000
+            print(f"  noisy at {times:g}x its quotas ({reads:g} GET/s, {batches:g} POST "
+                  f"/events/s): calm p99 {loud_p99:.2f} ms, {loud_p99 / quiet_p99:.2f}x alone "
+                  f"({loud.requests_total} answered, errors {dict(loud.all_errors)}); "
+                  f"noisy's reads {floods['reads']}, event batches {floods['events']}")
 
         client = redis.Redis.from_url(current.redis_url)
         time.sleep(2.0)
