@@ -303,3 +303,20 @@ def test_a_deleted_app_leaves_every_process_within_the_refresh(api, services):
         assert other.get(path, headers=PLATFORM).status_code == 404
         assert wait_for(lambda: other.get(path, headers=as_key(made["read"])).status_code
                         == 401, timeout=5)
+
+
+def test_an_apps_metrics_are_its_own_and_collected_once_read(api):
+    name, made = new_app(api)
+    admin = as_key(made["admin"])
+    assert api.put(f"/apps/{name}/admin/placements/shelf", headers=admin,
+                   json={"variants": [{"name": "A", "model": "popular"}]}).status_code == 200
+    assert api.get(f"/apps/{name}/recommendations", params={"user_id": "ann",
+                   "placement": "shelf"}, headers=as_key(made["read"])).status_code == 200
+    context = api.app.state.apps.contexts[name]
+    assert context._collecting is None  # serving lists costs no metrics round
+    assert wait_for(lambda: api.get(f"/apps/{name}/metrics/snapshot", headers=admin
+                                    ).json().get("placements"), timeout=10) == {
+        "shelf": api.get(f"/apps/{name}/metrics/snapshot", headers=admin
+                         ).json()["placements"]["shelf"]}
+    assert "streamrec_recommendations_served" in api.get(f"/apps/{name}/metrics",
+                                                         headers=admin).text
