@@ -76,7 +76,10 @@ class RequestTimer:
                 if route is None:  # no route: the path is whatever the client sent
                     hub.count("unmatched", status)
                 else:
-                    hub.observe(route.path, time.perf_counter() - started, status)
+                    path = route.path
+                    if "app" in scope.get("path_params", ()) and "{app}" not in path:
+                        path = APP_PREFIX + path  # a mounted app route's own is the bare one
+                    hub.observe(path, time.perf_counter() - started, status)
 
 
 def _default_app(wiring: Wiring) -> App:
