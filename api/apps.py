@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 
+import redis
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
@@ -202,6 +203,10 @@ class AppContexts:
         except AppNotFound as error:
             raise HTTPException(404, detail=f"app: {error}; create it with POST /admin/apps"
                                 ) from None
+        except redis.RedisError as error:  # asked again by the next request
+            raise HTTPException(503, detail=f"app: {name!r} cannot be read, the state store "
+                                            f"is unreachable: {error}", headers={
+                "Retry-After": str(self.base.settings.retry_after_seconds)}) from error
 
     async def _build(self, name: str) -> AppContext:
         app = await asyncio.to_thread(self.registry.require, name)

@@ -97,10 +97,15 @@ async def _serving_threads(request: Request) -> Executor:
 
 
 async def _metrics(context: ContextDep) -> MetricsHub:
-    return context.collect_metrics()
+    return context.metrics
 
 
-MetricsDep = Annotated[MetricsHub, Depends(_metrics)]
+async def _read_metrics(context: ContextDep) -> MetricsHub:
+    return context.collect_metrics()  # an app's hub collects from its first reader on
+
+
+MetricsDep = Annotated[MetricsHub, Depends(_metrics)]  # to count into
+ReadMetricsDep = Annotated[MetricsHub, Depends(_read_metrics)]  # to read snapshots from
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]
 AllocationDep = Annotated[Allocation, Depends(_allocation)]
 EngineDep = Annotated[Engine, Depends(_engine)]

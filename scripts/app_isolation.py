@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import os
 import sys
 import time
 import urllib.request
@@ -127,6 +129,24 @@ async def flood_reads(base: str, name: str, key: str, seconds: float, rate: floa
     return answered
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its children so far (Linux)."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in found] + [
+            grandchild for child in found for grandchild in _children(int(child))]
+    return []
+
+
 def commands(client: redis.Redis) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
@@ -142,10 +162,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0,
                         help="calm's requests per second (open loop)")
-    parser.add_argument("--flood-rate", type=float, default=500.0,
-                        help="noisy's GET /popular per second (open loop)")
-    parser.add_argument("--flood-batches", type=float, default=100.0,
-                        help="noisy's POST /events per second (10 events each)")
+    parser.add_argument("--floods", default="1,3,10",
+                        help="noisy's floods, as multiples of its quotas: GET /popular at "
+                             "that many times requests_per_second, POST /events (10 events "
+                             "each) at that many times events_per_second")
     parser.add_argument("--connections", type=int, default=32,
                         help="noisy's connections per flood (reads, events)")
     parser.add_argument("--requests-quota", type=float, default=50.0)
@@ -159,24 +179,33 @@ def main() -> None:
             "requests_per_second": args.requests_quota,
             "events_per_second": args.events_quota}})["api_keys"]
         asyncio.run(measure(base, calm["read"], args.rate, 3.0))  # warm up
+        api = current.roles["api"].pid
+        spent = cpu_seconds(api)
         quiet, _ = asyncio.run(measure(base, calm["read"], args.rate, args.seconds))
-        loud, floods = asyncio.run(measure(
-            base, calm["read"], args.rate, args.seconds,
-            ("noisy", noisy["read"], noisy["write"]), args.flood_rate, args.flood_batches,
-            args.connections))
+        quiet_cpu, spent = cpu_seconds(api) - spent, cpu_seconds(api)
         quiet_p99 = percentiles(quiet.all_latencies, (99,))["p99"] * 1000
-        loud_p99 = percentiles(loud.all_latencies, (99,))["p99"] * 1000
         print(f"calm at {args.rate:g}/s for {args.seconds:g} s, one API process; noisy's "
-              f"quotas {args.requests_quota:g} requests/s, {args.events_quota:g} events/s; "
-              f"its flood {args.flood_rate:g} GET/s and {args.flood_batches:g} POST "
-              "/events/s of 10 events")
-        print(f"  calm p99 alone:          {quiet_p99:7.2f} ms  ({quiet.requests_total} "
-              f"answered, errors {dict(quiet.all_errors)})")
-        print(f"  calm p99 while flooded:  {loud_p99:7.2f} ms  ({loud.requests_total} "
-              f"answered, errors {dict(loud.all_errors)})")
-        print(f"  ratio:                   {loud_p99 / quiet_p99:7.2f}")
-        print(f"  noisy's reads answered:  {floods['reads']}")
-        print(f"  noisy's event batches (10 events each) answered: {floods['events']}")
+              f"quotas {args.requests_quota:g} requests/s, {args.events_quota:g} events/s")
+        print(f"  calm alone: p99 {quiet_p99:.2f} ms ({quiet.requests_total} answered, "
+              f"errors {dict(quiet.all_errors)}); the API's CPU "
+              f"{100 * quiet_cpu / args.seconds:.0f}% of a core")
+        for times in (float(m) for m in args.floods.split(",")):
+            reads, batches = times * args.requests_quota, times * args.events_quota / 10
+            loud, floods = asyncio.run(measure(
+                base, calm["read"], args.rate, args.seconds,
+                ("noisy", noisy["read"], noisy["write"]), reads, batches, args.connections))
+            loud_p99 = percentiles(loud.all_latencies, (99,))["p99"] * 1000
+            loud_cpu, spent = cpu_seconds(api) - spent, cpu_seconds(api)
+            noisy_requests = sum(count for status, count in [*floods["reads"].items(),
+                                                             *floods["events"].items()]
+                                 if status in (200, 202, 429, "HTTP 429"))
+            per_request = (loud_cpu - quiet_cpu) / max(1, noisy_requests) * 1e6
+            print(f"  noisy at {times:g}x its quotas ({reads:g} GET/s, {batches:g} POST "
+                  f"/events/s): calm p99 {loud_p99:.2f} ms, {loud_p99 / quiet_p99:.2f}x alone "
+                  f"({loud.requests_total} answered, errors {dict(loud.all_errors)}); "
+                  f"noisy's reads {floods['reads']}, event batches {floods['events']}; the "
+                  f"API's CPU {100 * loud_cpu / args.seconds:.0f}% of a core, "
+                  f"{per_request:.0f} us per answered noisy request")
 
         client = redis.Redis.from_url(current.redis_url)
         time.sleep(2.0)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import MetricsDep, SettingsDep
+from api.deps import ReadMetricsDep, SettingsDep
 from api.metrics_hub import MetricsHub
 
 router = APIRouter(tags=["metrics"])
@@ -19,13 +19,13 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus(hub: MetricsDep) -> Response:
+def prometheus(hub: ReadMetricsDep) -> Response:
     """Prometheus exposition: request latency histogram, system and per-variant gauges."""
     return Response(generate_latest(hub.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/metrics/snapshot")
-def snapshot(hub: MetricsDep) -> dict:
+def snapshot(hub: ReadMetricsDep) -> dict:
     """The latest snapshot (JSON), refreshed about once a second."""
     return hub.latest
 
@@ -47,7 +47,7 @@ class _StreamResponse(StreamingResponse):
 
 @router.get("/metrics/stream", response_class=StreamingResponse, responses={
     503: {"description": "As many stream clients as max_stream_clients are connected"}})
-async def stream(hub: MetricsDep, settings: SettingsDep) -> StreamingResponse:
+async def stream(hub: ReadMetricsDep, settings: SettingsDep) -> StreamingResponse:
     """Server-Sent Events: one ``snapshot`` event about once a second."""
     if hub.stream_clients >= settings.max_stream_clients:
         raise HTTPException(503, detail=f"stream: {settings.max_stream_clients} clients are "

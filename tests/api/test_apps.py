@@ -3,10 +3,12 @@ routes, change its settings, rotate its keys, delete it and find nothing of it l
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -222,3 +224,99 @@ def test_delete_removes_every_key_of_the_app(api, services):
         assert _app_keys(wiring.client, prefix) == []
     finally:
         wiring.close()
+
+
+async def _records_after(bootstrap: str, topic: str, offsets: dict, want) -> list:
+    """Records of ``topic`` from ``offsets`` on until ``want(records)`` holds (10 s)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        for partition, offset in offsets.items():
+            consumer.seek(partition, offset)
+        found: list = []
+        deadline = time.monotonic() + 10
+        while not want(found) and time.monotonic() < deadline:
+            for rows in (await consumer.getmany(timeout_ms=500)).values():
+                found += rows
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _ends(bootstrap: str, topic: str) -> dict:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        # As api/metrics_hub.py reads them: topics() does not fill the consumer's metadata.
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        partitions = [TopicPartition(topic, p)
+                      for p in consumer.partitions_for_topic(topic) or ()]
+        assert partitions, f"no partitions of {topic}"
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+def test_records_of_an_app_carry_its_name(api, services):
+    name, made = new_app(api)
+    settings = api.app.state.settings
+    event_id = f"ev-{uuid.uuid4().hex}"
+    # Once before reading where the topics end: each exists from its first record on.
+    api.post(f"/apps/{name}/events", headers=as_key(made["write"]), json={
+        "user_id": "ann", "item_id": "tea", "event_type": "view", "event_id": event_id})
+    api.put(f"/apps/{name}/items/tea", json={}, headers=as_key(made["admin"]))
+    events = asyncio.run(_ends(services["bootstrap"], settings.events_topic))
+    items = asyncio.run(_ends(services["bootstrap"], settings.items_topic))
+    assert api.post(f"/apps/{name}/events", headers=as_key(made["write"]), json={
+        "user_id": "ann", "item_id": "tea", "event_type": "view", "event_id": event_id}
+                    ).status_code == 202
+    assert api.put(f"/apps/{name}/items/tea", json={}, headers=as_key(made["admin"])
+                   ).status_code == 202
+
+    def event_found(rows) -> bool:
+        return any(event_id.encode() in (row.value or b"") for row in rows)
+
+    rows = asyncio.run(_records_after(services["bootstrap"], settings.events_topic, events,
+                                      event_found))
+    sent = [row for row in rows if event_id.encode() in (row.value or b"")]
+    assert sent and all(dict(row.headers)["app"] == name.encode() for row in sent)
+    key = f"{name}/tea".encode()
+    rows = asyncio.run(_records_after(services["bootstrap"], settings.items_topic, items,
+                                      lambda rows: any(row.key == key for row in rows)))
+    item = [row for row in rows if row.key == key]
+    assert item and dict(item[0].headers)["app"] == name.encode()
+
+
+def test_a_deleted_app_leaves_every_process_within_the_refresh(api, services):
+    name, made = new_app(api)
+    path = f"/apps/{name}/popular"
+    with TestClient(create_app(apps_settings(services))) as other:
+        assert other.get(path, headers=PLATFORM).status_code == 200
+        context = other.app.state.apps.contexts[name]
+        assert api.delete(f"/admin/apps/{name}", headers=PLATFORM).status_code == 200
+        bound = other.app.state.settings.app_refresh_seconds
+        deleted_at = time.monotonic()
+        assert wait_for(lambda: name not in other.app.state.apps.contexts, timeout=5)
+        assert time.monotonic() - deleted_at <= bound + 0.5
+        assert context.closed
+        assert other.get(path, headers=PLATFORM).status_code == 404
+        assert wait_for(lambda: other.get(path, headers=as_key(made["read"])).status_code
+                        == 401, timeout=5)
+
+
+def test_an_apps_metrics_are_its_own_and_collected_once_read(api):
+    name, made = new_app(api)
+    admin = as_key(made["admin"])
+    assert api.put(f"/apps/{name}/admin/placements/shelf", headers=admin,
+                   json={"variants": [{"name": "A", "model": "popular"}]}).status_code == 200
+    assert api.get(f"/apps/{name}/recommendations", params={"user_id": "ann",
+                   "placement": "shelf"}, headers=as_key(made["read"])).status_code == 200
+    context = api.app.state.apps.contexts[name]
+    assert context._collecting is None  # serving lists costs no metrics round
+    assert wait_for(lambda: api.get(f"/apps/{name}/metrics/snapshot", headers=admin
+                                    ).json().get("placements"), timeout=10) == {
+        "shelf": api.get(f"/apps/{name}/metrics/snapshot", headers=admin
+                         ).json()["placements"]["shelf"]}
+    assert "streamrec_recommendations_served" in api.get(f"/apps/{name}/metrics",
+                                                         headers=admin).text

@@ -150,3 +150,10 @@ def test_a_request_over_the_quota_is_refused_before_its_body_is_read(api):
     assert _retry_after(api.post(f"/apps/{name}/events", content=b"{not json", headers=key))
     missing = api.post("/apps/no-such-app/events", content=b"{not json", headers=PLATFORM)
     assert missing.status_code == 404
+
+
+def test_an_apps_requests_are_timed_under_the_app_route(api, two_apps):
+    (a, a_keys), _ = two_apps
+    assert api.get(f"/apps/{a}/popular", headers=as_key(a_keys["read"])).status_code == 200
+    text = api.get("/metrics").text
+    assert 'route="/apps/{app}/popular"' in text and f"/apps/{a}/" not in text
