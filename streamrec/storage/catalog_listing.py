@@ -7,7 +7,7 @@ index (:data:`keys.CATALOG_CHANGED`, which holds every item ever put, deleted on
 newest change first, the cursor being a rank in it: a page is exact, and an item put
 while someone pages moves to the front, so it can be shown twice, never skipped. Users
 are those with a history (the keys SCAN finds), matched by Redis itself (``MATCH``); the
-cursor is SCAN's.
+cursor is SCAN's (on a Redis Cluster, the number of matches shown so far).
 """
 
 from __future__ import annotations
@@ -101,14 +101,10 @@ class CatalogListing:
         else:
             pattern = keys.escape(keys.key(store.prefix, keys.HISTORY, "")) + middle
             cut = keys.key(store.prefix, keys.HISTORY, "")
-        names: list[str] = []
-        read = 0
-        while True:
-            cursor, batch = self.client.scan(cursor, match=pattern, count=200)
-            names += [name.decode() for name in batch]
-            read += 200
-            if cursor == 0 or len(names) >= limit or read >= READ_BUDGET:
-                break
+        if store.cluster:
+            names, cursor = self._cluster_page(pattern, cursor, limit)
+        else:
+            names, cursor = self._page(pattern, cursor, limit)
         users: list[UserId] = [name.split(cut, 1)[1] for name in names]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
@@ -119,6 +115,30 @@ class CatalogListing:
                   "document": None if raw is None else orjson.loads(raw)}
                  for user, length, raw in zip(users, lengths, documents, strict=True)],
                 cursor or None)
+
+    def _page(self, pattern: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        """Keys matching ``pattern`` from SCAN cursor ``cursor``, and SCAN's next cursor."""
+        names: list[str] = []
+        read = 0
+        while True:
+            cursor, batch = self.client.scan(cursor, match=pattern, count=200)
+            names += [name.decode() for name in batch]
+            read += 200
+            if cursor == 0 or len(names) >= limit or read >= READ_BUDGET:
+                return names, cursor
+
+    def _cluster_page(self, pattern: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        """On a cluster every node is scanned in turn, which one cursor cannot say: the
+        cursor counts the matches shown so far (each page scans past them again, so this
+        is for a console's pages, not for walking millions of users)."""
+        names: list[str] = []
+        for seen, name in enumerate(self.client.scan_iter(match=pattern, count=200)):
+            if seen < cursor:
+                continue
+            if len(names) == limit:
+                return names, cursor + limit
+            names.append(name.decode())
+        return names, 0
 
     def _documents(self, kind: str, ids: list[str]) -> list[bytes | None]:
         # Documents are catalog keys: on a cluster they share the catalog prefix's slot.
