@@ -354,7 +354,7 @@ async function userPage(userId) {
   const k = h("input", { type: "number", min: 1, max: 100, value: 10, size: 4 });
   const form = h("form", { class: "row", onsubmit: (event) => {
     event.preventDefault();
-    location.hash = `#/users/${encodeURIComponent(input.value.trim())}`;
+    go(`#/users/${encodeURIComponent(input.value.trim())}`, false);
   } }, field("User", input), field("k", k), h("button", { type: "submit", class: "primary" }, "Explain"));
   const out = h("div", { id: "explain" });
   page(h("h2", {}, "A user's lists and why"), form, out);
@@ -391,7 +391,7 @@ async function placementsPage(name) {
   const newName = h("input", { size: 20, pattern: "[A-Za-z0-9_.-]{1,64}" });
   const create = h("form", { class: "row", onsubmit: (event) => {
     event.preventDefault();
-    location.hash = `#/placements/${encodeURIComponent(newName.value.trim())}`;
+    go(`#/placements/${encodeURIComponent(newName.value.trim())}`, false);
   } }, field("New or other placement", newName), h("button", { type: "submit" }, "Open"));
   const detail = h("div", { id: "placement" });
   page(h("h2", {}, "Placements"), h("div", { class: "card" }, links.length ? h("ul", {}, links) : h("p", { class: "muted" }, "none configured"), create), detail);
@@ -529,11 +529,11 @@ async function filtersPage(name) {
         h("button", { type: "button", class: "primary", onclick: async () => {
           const saved = await act(`filter ${nameInput.value} saved`, () =>
             api("PUT", `/admin/filters/${encodeURIComponent(nameInput.value)}`, { expression: expression.value }));
-          if (saved) { location.hash = `#/filters/${encodeURIComponent(nameInput.value)}`; render(); }
+          if (saved) { go(`#/filters/${encodeURIComponent(nameInput.value)}`); }
         } }, "Save filter"),
         chosen ? h("button", { type: "button", class: "danger", onclick: async () => {
           const done = await act(`filter ${name} deleted`, () => api("DELETE", `/admin/filters/${encodeURIComponent(name)}`));
-          if (done !== undefined) { location.hash = "#/filters"; }
+          if (done !== undefined) { go("#/filters"); }
         } }, "Delete filter") : "")));
   if (expression.value) { validate(); }
 }
@@ -632,11 +632,20 @@ async function metricsPage() {
 const PAGES = { apps: appsPage, catalog: catalogPage, users: userPage, placements: placementsPage,
   filters: filtersPage, versions: versionsPage, metrics: metricsPage };
 
+// Shows a page (again, if it is the current one), keeping an action's result in view.
+function go(hash, keep = true) {
+  state.keep = keep;
+  if (location.hash === hash) { render(); } else { location.hash = hash; }
+}
+
 function render() {
   state.token += 1;
   for (const stop of state.cleanup.splice(0)) { stop(); }
-  document.getElementById("message").replaceChildren(); // a result belongs to its page
-  delete document.body.dataset.message;
+  if (!state.keep) { // a result belongs to its page, unless its action chose the next one
+    document.getElementById("message").replaceChildren();
+    delete document.body.dataset.message;
+  }
+  state.keep = false;
   const [name, ...rest] = (location.hash.replace(/^#\/?/, "") || "apps").split("/");
   const argument = rest.length ? decodeURIComponent(rest.join("/")) : undefined;
   for (const link of document.querySelectorAll("nav a")) {

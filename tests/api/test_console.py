@@ -143,7 +143,15 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         await _click(page, "Preview")
         await page.wait("document.querySelectorAll('#preview-items li').length > 0")
         seen["preview"] = await page.evaluate(_text("#preview-items"))
+        await _fill(page, "main input", names["filter"])  # the editor's Name
+        await _click(page, "Save filter")
+        await page.wait("[...document.querySelectorAll('main h2')].some((h) => h.textContent"
+                        f" === 'Edit {names['filter']}')")
+        seen["saved"] = await page.evaluate(_text("main table"))
         await page.screenshot(SHOTS / "filters.png")
+        await _click(page, "Delete filter")
+        await page.wait("location.hash === '#/filters'")
+        await page.wait(f"({_text('#message')}) === 'filter {names['filter']} deleted'")
 
         # Versions: a promote of a version no worker keeps live is refused, saying why.
         await _go(page, "#/versions", f"document.querySelector('tr[data-version="
@@ -196,13 +204,16 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     registry.register(Version(building, {"mf_dim": 16}, status="building"))
     assert wait_for(lambda: client.get(f"/admin/items?query={run}-title").json()["entries"]
                     and client.get(f"/admin/users/{user}/explain").json()["lists"][
-                        "cooccurrence"]["items"][0]["why"]["cooccurrence"]["from"],
-                    timeout=30)
+                        "cooccurrence"]["items"][0]["why"]["cooccurrence"]["from"]
+                    and client.post("/admin/filters/preview", json={
+                        "expression": f'INCLUDE ItemID WHERE Items.categories IN ("{run}")'}
+                    ).json()["items"], timeout=30)
     try:
         with chromium(tmp_path / "profile") as port:
             seen = asyncio.run(asyncio.wait_for(_walk(port, console_url, run, {
                 "user": user, "placement": placement, "version": version,
-                "app": f"console-{run}", "building": building}), 120))
+                "app": f"console-{run}", "building": building,
+                "filter": f"mine-{run}"}), 120))
     finally:
         registry.delete(version)
         registry.delete(building)
@@ -228,5 +239,7 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     assert seen["verdict"] == "filter: expected a value after < at position 35"
     assert seen["position"] == "35" and seen["marked"] == " "
     assert run in seen["preview"]
+    assert f"mine-{run}" in seen["saved"] and f'IN ("{run}")' in seen["saved"]
+    assert client.get(f"/admin/filters/mine-{run}").status_code == 404  # deleted
     assert seen["refusal"].startswith(f"refused: no worker consumes for version {version}")
     assert 60 <= seen["span"] < 600
