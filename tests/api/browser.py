@@ -78,7 +78,7 @@ class Tab:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait(self, expression: str, timeout: float = 20.0):
+    async def wait(self, expression: str, timeout: float = 30.0):
         """Evaluate ``expression`` until it is truthy (fails after ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -164,7 +164,7 @@ async def _walk(port: int, url: str, run: str, names: dict) -> dict:
         drawn = await page.evaluate("Number(document.getElementById('versions-table')"
                                     ".dataset.drawn)")
         await page.wait(f"Number(document.getElementById('versions-table').dataset.drawn)"
-                        f" >= {drawn + 2}", timeout=10)
+                        f" >= {drawn + 2}", timeout=30)  # each redraw asks Kafka too
         seen["building"] = await page.evaluate(_text(f"tr[data-version=\"{names['building']}\"]"))
         await page.screenshot(SHOTS / "versions.png")
 
