@@ -181,6 +181,7 @@ class Apps:
         self.base = base_prefix
         self._registry = keys.key(base_prefix, keys.APPS)
         self._keys = keys.key(base_prefix, keys.APP_KEYS)
+        self._deleted = keys.key(base_prefix, keys.APPS_DELETED)
 
     def prefix(self, name: str) -> str:
         return app_prefix(self.base, name)
@@ -275,6 +276,37 @@ class Apps:
         pipe.execute()
         return len(stale)
 
+    def registered(self, name: str) -> bool:
+        """Whether ``name`` is an app now (one round trip: the worker asks after each
+        write of an app's state, see :func:`delete_app`)."""
+        return name == DEFAULT or bool(self.client.hexists(self._registry, name))
+
+    def mark_deleted(self, name: str) -> None:
+        self.client.hset(self._deleted, name, repr(time.time()))
+
+    def deleted(self) -> dict[str, float]:
+        """The apps deleted (and not created again since), with when."""
+        registered = set(self.all())
+        return {name.decode(): float(at) for name, at in self.client.hgetall(
+            self._deleted).items() if name.decode() not in registered}
+
+    def remove_state(self, name: str, chunk: int = 500) -> int:
+        """Unlink every Redis key of app ``name`` (:meth:`scan_state`); returns how many."""
+        removed, batch = 0, []
+        for found in self.scan_state(name):
+            batch.append(found)
+            if len(batch) >= chunk:
+                removed += self._unlink(batch)
+                batch = []
+        return removed + (self._unlink(batch) if batch else 0)
+
+    def _unlink(self, names: list[bytes]) -> int:
+        # One key at a time on a cluster would be slow; unlink per key keeps slots apart.
+        pipe = self.client.pipeline(transaction=False)
+        for found in names:
+            pipe.unlink(found)
+        return sum(pipe.execute())
+
     def scan_state(self, name: str, count: int = 1000):
         """Every Redis key of an app (its state, versions, catalog, placements, feedback),
         streamed: the keys under its prefix, its versions' prefixes and, on a cluster, its
@@ -292,6 +324,23 @@ class Apps:
             yield from self.client.scan_iter(match=match, count=count)
 
 
+def delete_app(apps: Apps, name: str) -> dict[str, Any]:
+    """Delete app ``name``: its registration and keys, then every Redis key of its state;
+    says what it removed. What the API's ``DELETE /admin/apps/{app}`` and ``streamrec apps
+    delete`` both do.
+
+    The app is unregistered before its state is unlinked, and the worker asks whether an
+    app is still registered after each write of its state (removing the state again when
+    not): a batch the worker applied while this ran leaves nothing behind. The name is
+    remembered as deleted, so the worker drops (and counts) records of it still on the
+    topics instead of dead-lettering data its owner asked to remove.
+    """
+    revoked = apps.unregister(name)
+    apps.mark_deleted(name)
+    removed = apps.remove_state(name)
+    return {"app": name, "keys_revoked": revoked, "redis_keys_removed": removed}
+
+
 def app_settings(settings: Any, app: App) -> Any:
     """The settings an app's roles run with: the base ones, its overrides (quotas are the
     API's, not settings), its namespace, its consumer identity."""
@@ -302,4 +351,8 @@ def app_settings(settings: Any, app: App) -> Any:
         **overrides,
         "redis_prefix": app_prefix(settings.redis_prefix, app.name),
         "catalog_prefix": None,
+        # An app's version worker (``streamrec worker --app shop --version v2``) has a
+        # consumer group of its own: '.' is in no version name, so no default version's
+        # group ("streamrec-v2") can be an app's ("streamrec.shop-v2").
+        "worker_id": f"{settings.worker_id}.{app.name}",
     })
