@@ -193,6 +193,14 @@ class Apps:
         raw = self.client.hget(self._registry, name)
         return None if raw is None else App.from_json(raw)
 
+    def get_many(self, names: list[str]) -> dict[str, App | None]:
+        """Apps other than default by name (None: not registered), in one round trip."""
+        if not names:
+            return {}
+        found = self.client.hmget(self._registry, names)
+        return {name: None if raw is None else App.from_json(raw)
+                for name, raw in zip(names, found, strict=True)}
+
     def require(self, name: str) -> App:
         found = self.get(name)
         if found is None:

@@ -88,8 +88,16 @@ class AppParts:
         self._read_at = self.clock()
 
     def _known(self, names: Iterable[str]) -> None:
+        names = set(names)
         if (self.clock() - self._read_at > self.refresh_seconds
                 or any(name not in self._apps for name in names)):
+            self.refresh()
+            return
+        # The batch's apps as registered now (one round trip): a deleted app's records
+        # are dropped from its deletion on, not applied for another refresh period.
+        present = sorted(names - {DEFAULT})
+        now = self.registry.get_many(present)
+        if any(now[name] != self._apps.get(name) for name in present):
             self.refresh()
 
     def parts(self, name: str):
