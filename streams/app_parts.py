@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from streamrec.apps import DEFAULT, App, AppError
 from streamrec.storage import keys
 from streamrec.wiring import Wiring
-from streams.decode import Record, position, record_app, source
+from streams.decode import Record, highest_offsets, position, record_app
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,9 @@ class AppParts:
     def split(self, records: list[Record], field: bool = False) -> Split:
         """Split ``records`` by app (``field``: the events topic, whose events may name
         their app in a JSON field)."""
-        split = Split()
+        split = Split(through=highest_offsets(records))
         named: list[tuple[Record, str | None, str]] = []
         for record in records:
-            name = source(record)
-            split.through[name] = max(split.through.get(name, -1), record.offset)
             try:
                 named.append((record, record_app(record, field), ""))
             except AppError as error:

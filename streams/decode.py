@@ -318,6 +318,20 @@ def source(record: Record) -> str:
     return f"{record.topic}:{record.partition}"
 
 
+def highest_offsets(records: list[Record]) -> dict[str, int]:
+    """The highest offset per partition among ``records``.
+
+    >>> from types import SimpleNamespace as R
+    >>> highest_offsets([R(topic="e", partition=0, offset=n) for n in (4, 6, 5)])
+    {'e:0': 6}
+    """
+    offsets: dict[str, int] = {}
+    for record in records:
+        name = source(record)
+        offsets[name] = max(offsets.get(name, -1), record.offset)
+    return offsets
+
+
 def unapplied(records: list[Record], applied: dict[str, int]
               ) -> tuple[list[Record], dict[str, int]]:
     """Drop records at or below their partition's applied offset (a replay after a crash);
@@ -330,8 +344,4 @@ def unapplied(records: list[Record], applied: dict[str, int]
     ([6], {'events:0': 6})
     """
     fresh = [r for r in records if r.offset > applied.get(source(r), -1)]
-    offsets: dict[str, int] = {}
-    for record in fresh:
-        name = source(record)
-        offsets[name] = max(offsets.get(name, -1), record.offset)
-    return fresh, offsets
+    return fresh, highest_offsets(fresh)
