@@ -359,8 +359,4 @@ def app_settings(settings: Any, app: App) -> Any:
         **overrides,
         "redis_prefix": app_prefix(settings.redis_prefix, app.name),
         "catalog_prefix": None,
-        # An app's version worker (``streamrec worker --app shop --version v2``) has a
-        # consumer group of its own: '.' is in no version name, so no default version's
-        # group ("streamrec-v2") can be an app's ("streamrec.shop-v2").
-        "worker_id": f"{settings.worker_id}.{app.name}",
     })

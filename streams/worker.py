@@ -71,7 +71,8 @@ def run(settings: Settings, version: str | None = None, log_level: str = "info",
     app = build(wiring, only)
     if wiring.settings.state_version == MAIN:
         # The serving version is always kept live, whoever promoted it (docs/versions.md).
-        follow_serving(wiring.versions().serving)
+        follow_serving(lambda: {name: wiring.for_app(name, app).versions().serving()
+                                for name, app in wiring.apps().all().items()})
     # Faust spells two of the levels its own way.
     faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
     # --without-web: the worker serves nothing over HTTP (the API does), and two workers on

@@ -5,12 +5,17 @@ app sees none of it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 import redis
 
-from streamrec.apps import Apps
+from streamrec.apps import Apps, app_settings
+from streamrec.settings import Settings
+from streamrec.storage.model_versions import Versions
 from streamrec.storage.state_store import RedisStore
+from streamrec.version_status import VersionStatus, statuses
 from tests.conftest import own_worker
 from tests.factories import event
 from tests.integration.test_import_export import streamrec, wait_for
@@ -59,6 +64,25 @@ def test_an_operator_runs_an_app_from_the_cli(services, worker_env, tmp_path):
         listed = streamrec(env, "versions", "--app", "shop").stdout
         assert "v2" in listed and "ready" in listed
         assert "v2" not in streamrec(env, "versions").stdout
+        # Served, shop's v2 is kept live by a worker the main worker starts for it, in a
+        # consumer group of its own, on shop's records only.
+        promoted = streamrec(env, "promote", "--app", "shop", "v2", "--force")
+        assert "serving v2 (was main)" in promoted.stdout, promoted.stderr
+        settings = app_settings(Settings(redis_url=services["redis_url"], kafka_bootstrap=
+                                         services["bootstrap"], **names),
+                                registry.require("shop"))
+        versions = Versions(client, registry.prefix("shop"))
+
+        def status() -> VersionStatus:
+            return asyncio.run(statuses(settings, versions, {"v2": versions.get("v2")}))["v2"]
+
+        assert wait_for(lambda: (found := status()).live and found.lag == 0, timeout=90)
+        assert status().workers == 1
+        later = tmp_path / "later.jsonl"
+        later.write_bytes(orjson.dumps(event("cat", "tea")))
+        assert streamrec(env, "import", str(later), "--app", "shop").returncode == 0
+        v2 = RedisStore(client, versions.prefix("v2"), registry.prefix("shop"))
+        assert wait_for(lambda: v2.events_applied() == 4)
 
         users = tmp_path / "users.txt"
         users.write_text("bob\n")
