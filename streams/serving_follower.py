@@ -59,10 +59,16 @@ class ServingFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.follow(self.serving())
+                self.follow_round()
             except Exception as error:  # noqa: BLE001 - Redis away: try again next round
                 log.warning("serving follower: %s", error)
             self._stop.wait(self.every)
+        self.finish()
+
+    def follow_round(self) -> None:
+        self.follow(self.serving())
+
+    def finish(self) -> None:
         self.follow(MAIN)
 
     def follow(self, serving: str) -> None:
@@ -105,13 +111,10 @@ class AppsServingFollower(ServingFollower):
         self.servings = servings
         self.apps: dict[str, ServingFollower] = {}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.follow_all(self.servings())
-            except Exception as error:  # noqa: BLE001 - Redis away: try again next round
-                log.warning("serving follower: %s", error)
-            self._stop.wait(self.every)
+    def follow_round(self) -> None:
+        self.follow_all(self.servings())
+
+    def finish(self) -> None:
         self.follow_all({})
 
     def follow_all(self, servings: dict[str, str]) -> None:
