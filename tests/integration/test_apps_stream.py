@@ -109,7 +109,8 @@ def test_an_app_learns_apart_from_default_and_leaves_nothing_once_deleted(
     asyncio.run(_produce(services["bootstrap"], on(_views("zed", "tea"))))
     assert _until(lambda: base.store().events_applied() == 1)
     created = time.perf_counter()
-    base.apps().create("shop")
+    base.apps().create("shop", {"event_weights": {"view": 1, "buy": 4},
+                                "decay_half_life_seconds": 3600})
     # The same users and items in both apps: ann and bob view tea; then ann views cup in
     # shop but mug in default, so each app's list for bob holds its own.
     asyncio.run(_produce(services["bootstrap"], on(
@@ -142,14 +143,20 @@ def test_an_app_learns_apart_from_default_and_leaves_nothing_once_deleted(
     figures = shop.ops().read()
     assert figures.events_applied == 4 and figures.freshness_samples
 
-    # Records naming no app that exists, or two apps, are dead-lettered saying which.
+    # The app learns with its own settings: its half-life, its event types.
+    assert shop.settings.decay_half_life_seconds == 3600
+    assert shop.event_types().read() == {"view": 1.0, "buy": 4.0}
+    # Records naming no app that exists, or two apps, are dead-lettered saying which; an
+    # event of a type the app does not have, naming the app's types.
     asyncio.run(_produce(services["bootstrap"], on(
-        _views("dan", "tea", app="nope") + _views("dan", "tea", app="shop", field="toys"))))
-    dead = asyncio.run(_dead_letters(services["bootstrap"], names["dead_letter_topic"], 2))
+        _views("dan", "tea", app="nope") + _views("dan", "tea", app="shop", field="toys")
+        + [("events", b"dan", orjson.dumps(event("dan", "tea", "click")), "shop")])))
+    dead = asyncio.run(_dead_letters(services["bootstrap"], names["dead_letter_topic"], 3))
     reasons = sorted(dict(r.headers)["streamrec-reason"].decode() for r in dead)
-    assert len(reasons) == 2
+    assert len(reasons) == 3
     assert "'nope' does not exist" in reasons[0]
     assert "'shop'" in reasons[1] and "'toys'" in reasons[1]
+    assert reasons[2] == "event_type: 'click' is not one of ['buy', 'view']"
 
     removed = delete_app(base.apps(), "shop")
     assert removed["keys_revoked"] == 3 and removed["redis_keys_removed"] > 0
