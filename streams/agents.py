@@ -164,7 +164,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
             split = await split_batch(events, field=True)
             for name, records in split.parts.items():
                 if records:
-                    await learn_part(apps.parts(name), records, split)
+                    await learn_part(apps.parts(name, split.apps.get(name)), records, split)
                     await steadily(apps.still_there, name)
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
@@ -175,7 +175,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                 continue  # the main worker records them; a version's worker only drains
             split = await split_batch(events)
             for name, records in split.parts.items():
-                parts = apps.parts(name)
+                parts = apps.parts(name, split.apps.get(name))
                 impressions, rejected = decode_impressions(
                     [r for r in records if position(r) not in split.refused])
                 await send_to_dead_letters(parts, rejected + refused_of(records, split))
@@ -202,7 +202,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                 continue  # the catalog is shared: the main worker keeps it
             split = await split_batch(events)
             for name, records in split.parts.items():
-                parts = apps.parts(name)
+                parts = apps.parts(name, split.apps.get(name))
                 mine = [r for r in records if position(r) not in split.refused]
                 documents, rejected = decode_catalog(mine, model, name)
                 await send_to_dead_letters(parts, rejected + refused_of(records, split))

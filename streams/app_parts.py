@@ -18,6 +18,7 @@ version: it takes that app's records only and leaves the rest to the main worker
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -43,6 +44,7 @@ class Split:
     refused: dict[str, str] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
     through: dict[str, int] = field(default_factory=dict)
+    apps: dict[str, App] = field(default_factory=dict)  # the parts' apps, as registered
 
 
 class AppParts:
@@ -72,6 +74,9 @@ class AppParts:
         self._deleted: set[str] = set()
         self._parts: dict[str, object] = {}
         self._read_at = float("-inf")
+        # The agents split their batches in threads (Redis calls), side by side: the
+        # caches change under this lock.
+        self._lock = threading.RLock()
         if only is not None:
             self._parts[only] = build(base)
 
@@ -80,12 +85,14 @@ class AppParts:
     def refresh(self) -> None:
         """Read the registry again; parts of apps deleted or with changed settings go."""
         found = self.registry.all()
-        self._deleted = set(self.registry.deleted())
-        for name in list(self._parts):
-            if found.get(name) != self._apps.get(name):
-                del self._parts[name]
-        self._apps = found
-        self._read_at = self.clock()
+        deleted = set(self.registry.deleted())
+        with self._lock:
+            self._deleted = deleted
+            for name in list(self._parts):
+                if found.get(name) != self._apps.get(name):
+                    del self._parts[name]
+            self._apps = found
+            self._read_at = self.clock()
 
     def _known(self, names: Iterable[str]) -> None:
         names = set(names)
@@ -100,15 +107,19 @@ class AppParts:
         if any(now[name] != self._apps.get(name) for name in present):
             self.refresh()
 
-    def parts(self, name: str):
-        """The parts of app ``name`` (registered: :meth:`split` said so)."""
-        if name not in self._parts:
-            self._parts[name] = self.build(self.base.for_app(name, self._apps[name]))
-        return self._parts[name]
+    def parts(self, name: str, app: App | None = None):
+        """The parts of app ``name`` (registered as ``app`` when :meth:`split` split the
+        batch: a refresh in between may have forgotten it)."""
+        with self._lock:
+            if name not in self._parts:
+                self._parts[name] = self.build(self.base.for_app(
+                    name, app or self._apps[name]))
+            return self._parts[name]
 
     def cached(self) -> list[object]:
         """The parts built so far (the timer settles their waiting feedback)."""
-        return list(self._parts.values())
+        with self._lock:
+            return list(self._parts.values())
 
     def still_there(self, name: str) -> bool:
         """After writing app ``name``'s state: whether the app still exists. When it was
@@ -118,8 +129,9 @@ class AppParts:
         if self.only is not None or self.registry.registered(name):
             return True
         removed = self.registry.remove_state(name)
-        self._parts.pop(name, None)
-        self._apps.pop(name, None)
+        with self._lock:
+            self._parts.pop(name, None)
+            self._apps.pop(name, None)
         log.info("app %s was deleted while its records were applied: %d key(s) removed "
                  "again", name, removed)
         return False
@@ -141,17 +153,21 @@ class AppParts:
             split.parts[self.only] = [record for record, app, _ in named if app == self.only]
             return split
         self._known({app for _, app, _ in named if app is not None})
+        with self._lock:
+            known, deleted = dict(self._apps), set(self._deleted)
         grouped: dict[str, list[Record]] = defaultdict(list)
         for record, app, reason in named:
-            if app is not None and app in self._apps:
+            if app is not None and app in known:
                 grouped[app].append(record)
-            elif app is not None and app in self._deleted:
+                split.apps[app] = known[app]
+            elif app is not None and app in deleted:
                 split.dropped[app] += 1
             else:
                 split.refused[position(record)] = reason or (
                     f"app: {app!r} does not exist (create it with POST /admin/apps or "
                     "streamrec apps create)")
                 grouped[DEFAULT].append(record)
+                split.apps[DEFAULT] = known[DEFAULT]
         split.parts = dict(grouped)
         return split
 

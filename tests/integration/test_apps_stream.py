@@ -193,7 +193,7 @@ def _apply(apps: AppParts, records: list[PlainRecord], parts: int | None = None)
     a kill -9 between two apps' writes)."""
     split = apps.split(records, field=True)
     for name, part in list(split.parts.items())[:parts]:
-        batches = apps.parts(name).batches
+        batches = apps.parts(name, split.apps.get(name)).batches
         batches.learn(batches.read(part, NOW, split.refused, split.through))
         apps.still_there(name)
 
