@@ -20,7 +20,8 @@ configures ours) or five in all, the app in the record header ``app``. Then, in 
   none lost, none twice); the median of ``--rounds`` runs;
 - behind a backlog (2 apps or more): with the consumer paused, ``--backlog`` events of one
   app and then 100 of another are written; from resuming, how long until the second app's
-  events have all arrived, and the backlog.
+  events have all been applied, and the backlog, by a consumer that takes the partitions
+  in turn (as Faust does) and applies ``--apply-rate`` events/s (as one worker does).
 
     .venv/bin/python scripts/app_topics_cost.py --apps 1,10,100
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -46,6 +48,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from streamrec import apps as app_model
 from streamrec.kafka import producer as kafka_producer
@@ -57,6 +60,7 @@ from streamrec.settings import Settings
 TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 CREATE_CHUNK = 50  # topics per CreateTopics request: one huge request outlasts its timeout
 USERS = 10_000
+APPLY_STEP = 50  # events between the pauses that stand for applying them
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,18 @@ async def create_topics(admin: AIOKafkaAdminClient, specs: list[NewTopic]) -> No
         await asyncio.sleep(0.05)
 
 
+async def wait_for_coordinator(admin: AIOKafkaAdminClient, timeout: float = 60) -> None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            await admin.find_coordinator("warm-up")
+            return
+        except KafkaError:
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 class Assigned(ConsumerRebalanceListener):
     """Counts the partitions the consumer holds."""
 
@@ -182,20 +198,29 @@ async def wait_for(check: Callable[[], bool], what: str, timeout: float) -> floa
 
 class Receiver:
     """Drains the consumer in the background and hands each event to the current
-    ``handle``."""
+    ``handle``, taking the partitions of a batch in turn, as Faust's scheduler does (so a
+    partition's prefetched backlog does not hold back the others'). With ``apply_rate``
+    set, it spends as long on each event as a worker applying that many events/s would."""
 
     def __init__(self, consumer: AIOKafkaConsumer, layout: Layout) -> None:
         self.consumer, self.layout = consumer, layout
         self.handle: Callable[[str, dict, float], None] = lambda app, event, now: None
+        self.apply_rate: float | None = None
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=10_000)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    self.handle(self.layout.app_of(record), orjson.loads(record.value), now)
+            batches = await self.consumer.getmany(timeout_ms=100)
+            applied = 0
+            for turn in itertools.zip_longest(*batches.values()):
+                for record in turn:
+                    if record is None:
+                        continue
+                    self.handle(self.layout.app_of(record), orjson.loads(record.value),
+                                time.perf_counter())
+                    applied += 1
+                    if self.apply_rate and applied % APPLY_STEP == 0:
+                        await asyncio.sleep(APPLY_STEP / self.apply_rate)
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -215,10 +240,12 @@ async def measure(kafka: LocalKafka, layout: Layout, apps: list[str],
               partitions=sum(spec.num_partitions for spec in specs))
     assert kafka.process is not None
     pid = kafka.process.pid
-    row.baseline_rss_mib, row.baseline_fds = broker_usage(pid)
-
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=60_000)
     await admin.start()
+    # A fresh broker makes its offsets topic when a group first asks for a coordinator:
+    # done here, so that the join below measures the join and not that.
+    await wait_for_coordinator(admin)
+    row.baseline_rss_mib, row.baseline_fds = broker_usage(pid)
     consumer = receiver = None
     producers = []
     try:
@@ -354,6 +381,7 @@ async def behind_backlog(producer, consumer: AIOKafkaConsumer, receiver: Receive
         last[app] = now
 
     receiver.handle = count
+    receiver.apply_rate = args.apply_rate
     held = consumer.assignment()
     consumer.pause(*held)
     await asyncio.sleep(0.3)  # a fetch under way when pausing may still deliver
@@ -368,13 +396,14 @@ async def behind_backlog(producer, consumer: AIOKafkaConsumer, receiver: Receive
     consumer.resume(*held)
     await wait_for(lambda: arrived[loud] >= args.backlog and arrived[quiet] >= few,
                    "the backlog and the quiet app's events arriving", 300)
+    receiver.apply_rate = None
     return last[quiet] - start, last[loud] - start
 
 
 def run(layout: Layout, count: int, args: argparse.Namespace, directory: Path) -> Row:
     kafka = LocalKafka(directory / f"{layout.name}-{count}", partitions=args.partitions)
-    kafka.start()
     try:
+        kafka.start()
         time.sleep(args.idle)  # the baseline, once the broker has settled after start
         return asyncio.run(measure(kafka, layout, [f"a{n:03d}" for n in range(count)], args))
     finally:
@@ -433,9 +462,12 @@ def main() -> None:
                         help="events of the throughput run (default: 100000)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="throughput runs, of which the median is shown (default: 3)")
-    parser.add_argument("--backlog", type=int, default=50_000,
+    parser.add_argument("--backlog", type=int, default=20_000,
                         help="events of one app a second app's events wait behind "
-                             "(default: 50000; needs 2 apps or more)")
+                             "(default: 20000; needs 2 apps or more)")
+    parser.add_argument("--apply-rate", type=float, default=3000.0,
+                        help="events/s the consumer applies while a backlog drains: what "
+                             "one worker applies (default: 3000, docs/scaling.md)")
     parser.add_argument("--latency-events", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=500.0,
                         help="events/s of the latency run (default: 500)")

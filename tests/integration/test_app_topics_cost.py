@@ -10,7 +10,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "app_topics_cost.py"
 SMALL = ["--apps", "2", "--events", "2000", "--rounds", "1", "--latency-events", "200",
-         "--rate", "400", "--backlog", "3000", "--idle", "0.5", "--metadata-max-age", "1"]
+         "--rate", "400", "--backlog", "1000", "--idle", "0.5", "--metadata-max-age", "1"]
 
 
 def test_both_layouts_are_measured_and_tabled():
