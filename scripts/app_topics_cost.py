@@ -6,7 +6,7 @@ tests start it) gets the topics: five per app (events, impressions, items and us
 compacted, dead letters; ``topic_partitions`` each, configured as ``streamrec.kafka``
 configures ours) or five in all, the app in the record header ``app``. Then, in order:
 
-- setup: creating the topics until every partition has a leader;
+- setup: creating the topics until the broker serves every partition;
 - the broker's resident memory and open file descriptors, idle, a few seconds later;
 - join: one aiokafka consumer in a new group subscribing to what the worker reads (events,
   impressions, items, users: by pattern for topic per app) until it holds every partition;
@@ -14,7 +14,8 @@ configures ours) or five in all, the app in the record header ``app``. Then, in 
   when they are shared), until the consumer has it. With a pattern that waits for the
   consumer's next metadata refresh: ``metadata_max_age_ms`` bounds it (``--metadata-max-age``
   here; aiokafka's and Faust's default is 300 s);
-- latency: p50/p99 from an event's scheduled send to its arrival, at a modest fixed rate;
+- latency: p50/p99 from an event's scheduled send to its arrival, at a modest fixed rate,
+  and the p99 of the broker's acknowledgement (the producer's share of it);
 - throughput: ``--events`` small JSON events spread evenly over the apps, produced as fast
   as the producer takes them, until the consumer has every one (each app's count checked:
   none lost, none twice); the median of ``--rounds`` runs;
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -130,6 +131,7 @@ class Row:
     events_per_s: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    ack_p99_ms: float = 0.0
     behind_backlog_s: float | None = None
     backlog_drain_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -142,8 +144,13 @@ def broker_usage(pid: int) -> tuple[float, int]:
     return rss_kib / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def create_topics(admin: AIOKafkaAdminClient, specs: list[NewTopic]) -> None:
-    """Create ``specs`` and wait until every partition has a leader."""
+async def create_topics(admin: AIOKafkaAdminClient, specs: list[NewTopic],
+                        bootstrap: str) -> None:
+    """Create ``specs`` and wait until the broker serves every partition: a leader in the
+    metadata is not enough (the broker makes the partitions' logs after it says so, and
+    refuses writes until then), so until it answers each partition's end offset."""
+    if not specs:
+        return
     for start in range(0, len(specs), CREATE_CHUNK):
         response = await admin.create_topics(specs[start:start + CREATE_CHUNK],
                                               timeout_ms=60_000)
@@ -157,8 +164,16 @@ async def create_topics(admin: AIOKafkaAdminClient, specs: list[NewTopic]) -> No
                 not topic["error_code"] and topic["partitions"] and all(
                     partition["leader"] >= 0 for partition in topic["partitions"])
                 for topic in described):
-            return
+            break
         await asyncio.sleep(0.05)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=120_000)
+    await probe.start()
+    try:
+        # Retries (not-leader, unknown partition) until every partition answers.
+        await probe.end_offsets([TopicPartition(spec.name, partition) for spec in specs
+                                 for partition in range(spec.num_partitions)])
+    finally:
+        await probe.stop()
 
 
 async def wait_for_coordinator(admin: AIOKafkaAdminClient, timeout: float = 60) -> None:
@@ -250,7 +265,7 @@ async def measure(kafka: LocalKafka, layout: Layout, apps: list[str],
     producers = []
     try:
         start = time.perf_counter()
-        await create_topics(admin, specs)
+        await create_topics(admin, specs, kafka.bootstrap)
         row.setup_s = time.perf_counter() - start
         await asyncio.sleep(args.idle)
         row.rss_mib, row.fds = broker_usage(pid)
@@ -275,8 +290,8 @@ async def measure(kafka: LocalKafka, layout: Layout, apps: list[str],
             await producer.start()
 
         row.pickup_s = await pickup(admin, latency_producer, receiver, layout, base, args)
-        row.p50_ms, row.p99_ms = await latency(latency_producer, receiver, layout, base,
-                                               apps, args)
+        row.p50_ms, row.p99_ms, row.ack_p99_ms = await latency(
+            latency_producer, receiver, layout, base, apps, args)
         # Other processes share the machine's cores: the median of a few runs.
         row.events_per_s = statistics.median([
             await throughput(bulk_producer, receiver, layout, base, apps, args, round_)
@@ -300,7 +315,8 @@ async def pickup(admin: AIOKafkaAdminClient, producer, receiver: Receiver, layou
     """Seconds from a new app's topics existing (at once when shared) until the consumer
     has the app's first event, written right then."""
     fresh = "fresh"
-    await create_topics(admin, layout.topics(base, [fresh]) if layout.per_app else [])
+    await create_topics(admin, layout.topics(base, [fresh]) if layout.per_app else [],
+                        base.kafka_bootstrap)
     arrived: list[float] = []
     receiver.handle = lambda app, event, now: arrived.append(now) if app == fresh else None
     start = time.perf_counter()
@@ -312,9 +328,11 @@ async def pickup(admin: AIOKafkaAdminClient, producer, receiver: Receiver, layou
 
 
 async def latency(producer, receiver: Receiver, layout: Layout, base: Settings,
-                  apps: list[str], args: argparse.Namespace) -> tuple[float, float]:
-    """p50 and p99 (ms) from an event's scheduled send to its arrival, at ``--rate``."""
+                  apps: list[str], args: argparse.Namespace) -> tuple[float, float, float]:
+    """p50 and p99 (ms) from an event's scheduled send to its arrival, at ``--rate``, and
+    the p99 of its acknowledgement by the broker (which tells the producer's share)."""
     seen: list[float] = []
+    acknowledged: list[float] = []
     receiver.handle = lambda app, event, now: seen.append(now - event["sent"])
     start = time.perf_counter()
     for seq in range(args.latency_events):
@@ -322,12 +340,15 @@ async def latency(producer, receiver: Receiver, layout: Layout, base: Settings,
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         app = apps[seq % len(apps)]
         topic, headers = layout.event(base, app)
-        await producer.send(topic, event(seq, scheduled), key=f"u{seq % USERS}".encode(),
-                            headers=headers)
+        sent = await producer.send(topic, event(seq, scheduled),
+                                   key=f"u{seq % USERS}".encode(), headers=headers)
+        sent.add_done_callback(
+            lambda _, scheduled=scheduled: acknowledged.append(time.perf_counter() - scheduled))
     await wait_for(lambda: len(seen) >= args.latency_events, "every latency event arriving",
-                   60)
+                   300)
     found = percentiles(seen, (50, 99))
-    return found["p50"] * 1000, found["p99"] * 1000
+    return (found["p50"] * 1000, found["p99"] * 1000,
+            percentiles(acknowledged, (99,))["p99"] * 1000)
 
 
 async def throughput(producer, receiver: Receiver, layout: Layout, base: Settings,
@@ -416,6 +437,7 @@ COLUMNS = [("layout", "layout", "{}"), ("apps", "apps", "{}"), ("topics", "topic
            ("RSS MiB", "rss_mib", "{:.0f}"), ("fds", "fds", "{}"), ("join s", "join_s", "{:.2f}"),
            ("pickup s", "pickup_s", "{:.2f}"), ("events/s", "events_per_s", "{:.0f}"),
            ("p50 ms", "p50_ms", "{:.1f}"), ("p99 ms", "p99_ms", "{:.1f}"),
+           ("ack p99 ms", "ack_p99_ms", "{:.1f}"),
            ("behind backlog s", "behind_backlog_s", "{:.2f}"),
            ("backlog drained s", "backlog_drain_s", "{:.2f}")]
 MARGINAL = [("setup s", "setup_s", "{:.3f}"), ("RSS MiB", "rss_mib", "{:.2f}"),

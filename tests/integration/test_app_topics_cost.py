@@ -20,15 +20,17 @@ def test_both_layouts_are_measured_and_tabled():
     rows = {}
     for line in done.stdout.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if line.startswith("| ") and cells[0] in ("topic-per-app", "shared") and len(cells) == 14:
+        if line.startswith("| ") and cells[0] in ("topic-per-app", "shared") and len(cells) == 15:
             rows[cells[0]] = cells
     assert set(rows) == {"topic-per-app", "shared"}, done.stdout
     # apps, topics, partitions: five topics of 4 partitions per app, or five in all.
     assert rows["topic-per-app"][1:4] == ["2", "10", "40"]
     assert rows["shared"][1:4] == ["2", "5", "20"]
     for cells in rows.values():
-        setup, rss, fds, join, pickup, rate, p50, p99, behind, drained = map(float, cells[4:])
+        (setup, rss, fds, join, pickup, rate, p50, p99, ack_p99, behind,
+         drained) = map(float, cells[4:])
         assert rss > 0 and fds > 0 and join > 0 and rate > 0 and 0 < p50 <= p99
+        assert 0 < ack_p99
         assert 0 < behind and 0 < drained
     # A pattern picks a new app's topics up at the consumer's next metadata refresh; the
     # shared topics need nothing new.
