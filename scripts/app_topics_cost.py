@@ -42,7 +42,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -134,7 +134,6 @@ class Row:
     ack_p99_ms: float = 0.0
     behind_backlog_s: float | None = None
     backlog_drain_s: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def broker_usage(pid: int) -> tuple[float, int]:
