@@ -181,6 +181,7 @@ class Apps:
         self.base = base_prefix
         self._registry = keys.key(base_prefix, keys.APPS)
         self._keys = keys.key(base_prefix, keys.APP_KEYS)
+        self._deleted = keys.key(base_prefix, keys.APPS_DELETED)
 
     def prefix(self, name: str) -> str:
         return app_prefix(self.base, name)
@@ -191,6 +192,14 @@ class Apps:
             return App(DEFAULT, created_at=0.0) if raw is None else App.from_json(raw)
         raw = self.client.hget(self._registry, name)
         return None if raw is None else App.from_json(raw)
+
+    def get_many(self, names: list[str]) -> dict[str, App | None]:
+        """Apps other than default by name (None: not registered), in one round trip."""
+        if not names:
+            return {}
+        found = self.client.hmget(self._registry, names)
+        return {name: None if raw is None else App.from_json(raw)
+                for name, raw in zip(names, found, strict=True)}
 
     def require(self, name: str) -> App:
         found = self.get(name)
@@ -275,6 +284,37 @@ class Apps:
         pipe.execute()
         return len(stale)
 
+    def registered(self, name: str) -> bool:
+        """Whether ``name`` is an app now (one round trip: the worker asks after each
+        write of an app's state, see :func:`delete_app`)."""
+        return name == DEFAULT or bool(self.client.hexists(self._registry, name))
+
+    def mark_deleted(self, name: str) -> None:
+        self.client.hset(self._deleted, name, repr(time.time()))
+
+    def deleted(self) -> dict[str, float]:
+        """The apps deleted (and not created again since), with when."""
+        registered = set(self.all())
+        return {name.decode(): float(at) for name, at in self.client.hgetall(
+            self._deleted).items() if name.decode() not in registered}
+
+    def remove_state(self, name: str, chunk: int = 500) -> int:
+        """Unlink every Redis key of app ``name`` (:meth:`scan_state`); returns how many."""
+        removed, batch = 0, []
+        for found in self.scan_state(name):
+            batch.append(found)
+            if len(batch) >= chunk:
+                removed += self._unlink(batch)
+                batch = []
+        return removed + (self._unlink(batch) if batch else 0)
+
+    def _unlink(self, names: list[bytes]) -> int:
+        # One key at a time on a cluster would be slow; unlink per key keeps slots apart.
+        pipe = self.client.pipeline(transaction=False)
+        for found in names:
+            pipe.unlink(found)
+        return sum(pipe.execute())
+
     def scan_state(self, name: str, count: int = 1000):
         """Every Redis key of an app (its state, versions, catalog, placements, feedback),
         streamed: the keys under its prefix, its versions' prefixes and, on a cluster, its
@@ -290,6 +330,23 @@ class Apps:
                     [keys.escape(prefix) + ":*", keys.escape(prefix) + ".*:*"])
         for match in patterns:
             yield from self.client.scan_iter(match=match, count=count)
+
+
+def delete_app(apps: Apps, name: str) -> dict[str, Any]:
+    """Delete app ``name``: its registration and keys, then every Redis key of its state;
+    says what it removed. What the API's ``DELETE /admin/apps/{app}`` and ``streamrec apps
+    delete`` both do.
+
+    The app is unregistered before its state is unlinked, and the worker asks whether an
+    app is still registered after each write of its state (removing the state again when
+    not): a batch the worker applied while this ran leaves nothing behind. The name is
+    remembered as deleted, so the worker drops (and counts) records of it still on the
+    topics instead of dead-lettering data its owner asked to remove.
+    """
+    revoked = apps.unregister(name)
+    apps.mark_deleted(name)
+    removed = apps.remove_state(name)
+    return {"app": name, "keys_revoked": revoked, "redis_keys_removed": removed}
 
 
 def app_settings(settings: Any, app: App) -> Any:

@@ -26,8 +26,9 @@ from streamrec.storage.model_versions import MAIN, Versions
 from streamrec.storage.ops_stats import OpsStats
 from streamrec.storage.state_store import RedisStore
 from streamrec.wiring import Wiring
+from streams.app_parts import AppParts, Split
 from streams.batch import EventBatches
-from streams.decode import Rejected, decode_catalog, decode_impressions
+from streams.decode import Rejected, decode_catalog, decode_impressions, position
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,10 @@ async def steadily(call, *args):
             delay = min(delay * 2, 10.0)
 
 
-def freshness_samples(batch, now: float, most: int = 20) -> list[float]:
-    """Milliseconds from each record's Kafka time to now, for a spread of the batch."""
-    step = max(1, len(batch) // most)
-    return [max(0.0, (now - event.message.timestamp) * 1000) for event in batch[::step]]
+def freshness_samples(records, now: float, most: int = 20) -> list[float]:
+    """Milliseconds from each record's Kafka time to now, for a spread of the records."""
+    step = max(1, len(records) // most)
+    return [max(0.0, (now - record.timestamp) * 1000) for record in records[::step]]
 
 
 def put_users(parts: WorkerParts, documents) -> None:
@@ -91,16 +92,16 @@ def put_users(parts: WorkerParts, documents) -> None:
                            if document is not None])
 
 
-def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
-    """Declare the worker's agents and timer on ``app``."""
-    settings, store, batches, attributor = (parts.settings, parts.store, parts.batches,
-                                            parts.attributor)
-    main_worker = parts.main
+def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
+    """Declare the worker's agents and timer on ``app``; each batch is split by app and
+    each app's part written through that app's parts (:mod:`streams.app_parts`)."""
+    settings = apps.base.settings
+    main_worker = apps.only is None or apps.base.settings.state_version == MAIN
 
     def take(stream):
         return stream.take_events(settings.batch_size, settings.batch_within_seconds)
 
-    async def send_to_dead_letters(rejected: list[Rejected]) -> None:
+    async def send_to_dead_letters(parts: WorkerParts, rejected: list[Rejected]) -> None:
         if not rejected:
             return
         pending = [
@@ -118,37 +119,53 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
             log.warning("dead-lettered %s/%s/%s: %s", reject.record.topic,
                         reject.record.partition, reject.record.offset, reject.reason)
 
+    async def split_batch(events, field: bool = False) -> Split:
+        split = await steadily(apps.split, [event.message for event in events], field)
+        if split.dropped:
+            await steadily(apps.record_dropped, events[0].message.topic, split.dropped)
+        return split
+
+    async def learn_part(parts: WorkerParts, records, split: Split) -> None:
+        """Learn one app's part of a batch, then credit its feedback to its variants."""
+        batches, attributor = parts.batches, parts.attributor
+        batch = await steadily(batches.read, records, None, split.refused, split.through)
+        if not batch.records:
+            return
+        decoded = batch.decoded
+        if main_worker:  # a version's worker sees the same rejects: one dead letter each
+            await send_to_dead_letters(parts, decoded.rejected)
+        # Feedback waits for its impression in Redis, written with the batch's state and
+        # offsets: a crash from here on loses none of it.
+        waiting = [
+            (f.position, waiting_entry(f.position, (
+                f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp,
+                f.received)), time.time() + attributor.grace)
+            for f in decoded.feedback if f.event_type in attributor.reward_types
+        ] if main_worker else []
+        started = time.perf_counter()
+        repeated = await steadily(batches.learn, batch, waiting)
+        log.debug("applied %d events in %.1f ms", len(decoded.interactions),
+                  1000 * (time.perf_counter() - started))
+        if decoded.interactions:
+            # Every record: the histogram on /metrics counts them all.
+            await steadily(parts.ops.record_freshness,
+                           freshness_samples(records, time.time(), most=len(records)))
+        if repeated:
+            log.info("left out %d record(s) repeating an event id", len(repeated))
+        if waiting:  # a repeat's feedback was not kept: it earns nothing either
+            await steadily(attributor.settle, time.time())
+
     @app.agent(topics.events, name=f"{__name__}.update_recommendation_state", concurrency=1)
     async def update_recommendation_state(stream):
-        """Learn every model from a batch, then credit the batch's feedback to its
-        variants."""
+        """Learn every model of each app from its part of a batch. Each part is applied
+        with its app's offsets, so a crash between two apps' parts replays only the
+        parts not applied."""
         async for events in take(stream):
-            batch = await steadily(batches.read, [event.message for event in events])
-            if not batch.records:
-                continue
-            decoded = batch.decoded
-            if main_worker:  # a version's worker sees the same rejects: one dead letter each
-                await send_to_dead_letters(decoded.rejected)
-            # Feedback waits for its impression in Redis, written with the batch's state and
-            # offsets: a crash from here on loses none of it.
-            waiting = [
-                (f.position, waiting_entry(f.position, (
-                    f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp,
-                    f.received)), time.time() + attributor.grace)
-                for f in decoded.feedback if f.event_type in attributor.reward_types
-            ] if main_worker else []
-            started = time.perf_counter()
-            repeated = await steadily(batches.learn, batch, waiting)
-            log.debug("applied %d events in %.1f ms", len(decoded.interactions),
-                      1000 * (time.perf_counter() - started))
-            if decoded.interactions:
-                # Every record: the histogram on /metrics counts them all.
-                await steadily(parts.ops.record_freshness,
-                               freshness_samples(events, time.time(), most=len(events)))
-            if repeated:
-                log.info("left out %d record(s) repeating an event id", len(repeated))
-            if waiting:  # a repeat's feedback was not kept: it earns nothing either
-                await steadily(attributor.settle, time.time())
+            split = await split_batch(events, field=True)
+            for name, records in split.parts.items():
+                if records:
+                    await learn_part(apps.parts(name, split.apps.get(name)), records, split)
+                    await steadily(apps.still_there, name)
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
     async def record_impressions(stream):
@@ -156,34 +173,54 @@ def register_agents(app: faust.App, topics: Topics, parts: WorkerParts) -> None:
         async for events in take(stream):
             if not main_worker:
                 continue  # the main worker records them; a version's worker only drains
-            impressions, rejected = decode_impressions([event.message for event in events])
-            await send_to_dead_letters(rejected)
-            if impressions:
-                await steadily(attributor.record_impressions, impressions, time.time())
+            split = await split_batch(events)
+            for name, records in split.parts.items():
+                parts = apps.parts(name, split.apps.get(name))
+                impressions, rejected = decode_impressions(
+                    [r for r in records if position(r) not in split.refused])
+                await send_to_dead_letters(parts, rejected + refused_of(records, split))
+                if impressions:
+                    await steadily(parts.attributor.record_impressions, impressions,
+                                   time.time())
+                    await steadily(apps.still_there, name)
 
     @app.timer(interval=1.0, name=f"{__name__}.retry_waiting_feedback")
     async def retry_waiting_feedback():
         """Feedback that arrived before its impression (kept in Redis, so also what a
         crashed worker left) is tried again until its grace ends."""
         if main_worker:
-            try:
-                await asyncio.to_thread(attributor.settle, time.time())
-            except redis.RedisError as error:  # the next tick tries again
-                log.warning("Redis unavailable (%s); waiting feedback not tried", error)
+            for parts in apps.cached():
+                try:
+                    await asyncio.to_thread(parts.attributor.settle, time.time())
+                except redis.RedisError as error:  # the next tick tries again
+                    log.warning("Redis unavailable (%s); waiting feedback not tried", error)
+                    return
 
     async def update_catalog(stream, model, put) -> None:
         async for events in take(stream):
             if not main_worker:
                 continue  # the catalog is shared: the main worker keeps it
-            documents, rejected = decode_catalog([event.message for event in events], model)
-            await send_to_dead_letters(rejected)
-            if documents:
-                await steadily(put, documents)
+            split = await split_batch(events)
+            for name, records in split.parts.items():
+                parts = apps.parts(name, split.apps.get(name))
+                mine = [r for r in records if position(r) not in split.refused]
+                documents, rejected = decode_catalog(mine, model, name)
+                await send_to_dead_letters(parts, rejected + refused_of(records, split))
+                if documents:
+                    await steadily(put, parts, documents)
+                    await steadily(apps.still_there, name)
 
     @app.agent(topics.items, name=f"{__name__}.update_items", concurrency=1)
     async def update_items(stream):
-        await update_catalog(stream, Item, store.put_items)
+        await update_catalog(stream, Item, lambda parts, documents: parts.store.put_items(
+            documents))
 
     @app.agent(topics.users, name=f"{__name__}.update_users", concurrency=1)
     async def update_users(stream):
-        await update_catalog(stream, User, lambda documents: put_users(parts, documents))
+        await update_catalog(stream, User, put_users)
+
+
+def refused_of(records, split: Split) -> list[Rejected]:
+    """The records of a part refused before decoding (their app does not exist)."""
+    return [Rejected(record, split.refused[position(record)]) for record in records
+            if position(record) in split.refused]

@@ -45,9 +45,18 @@ class EventBatches:
         self.max_event_time_skew = max_event_time_skew
         self.read_weights = read_weights
 
-    def read(self, records: list[Record], now: float | None = None) -> Batch:
+    def read(self, records: list[Record], now: float | None = None,
+             refused: Mapping[str, str] | None = None,
+             through: Mapping[str, int] | None = None) -> Batch:
         """The records past their partition's applied offset, decoded as of ``now`` (the
-        worker's clock by default: it bounds records without the broker's append time)."""
+        worker's clock by default: it bounds records without the broker's append time).
+
+        With apps, ``records`` are one app's part of a batch read from the shared topics:
+        ``refused`` rejects some by position with a reason found before (their app does
+        not exist), and ``through`` is the highest offset per partition of the whole
+        batch, which the part's offsets are raised to: the part holds every record of its
+        app up to there, so the app's state says how far it has read the topic (its lag),
+        not only where its own last record was."""
         # Effectively once: the state carries the last offset it applied per partition
         # (same transaction), so whatever Kafka redelivers after a crash is skipped here.
         applied = self.store.applied_offsets({source(r) for r in records})
@@ -57,10 +66,13 @@ class EventBatches:
             # a part replayed after a crash decodes with the batch's table.
             self.weights = EventWeights(self.read_weights(), self.weights.rating_threshold)
         fresh, offsets = unapplied(records, applied)
+        if through:
+            offsets = {name: max(offset, through.get(name, offset))
+                       for name, offset in offsets.items()}
         # One clock for the batch: a part replayed after a crash decodes as the whole did.
         decode = partial(decode_events, weights=self.weights,
                          max_skew=self.max_event_time_skew,
-                         now=time.time() if now is None else now)
+                         now=time.time() if now is None else now, refused=refused)
         return Batch(fresh, offsets, decode(fresh), len(records) - len(fresh), decode)
 
     def learn(self, batch: Batch, waiting: Sequence[Waiting] = ()) -> frozenset[str]:

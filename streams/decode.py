@@ -6,9 +6,11 @@ Pure of Faust so that it can be tested on plain records; the agents only move by
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from pydantic import ValidationError
 
 from recommender.attribution import Impression
@@ -17,6 +19,7 @@ from recommender.once import Claim
 from recommender.weights import EventWeights
 from schemas.impression import ImpressionMessage
 from schemas.models import EventContractError, Item, User, describe, event_time, parse_event
+from streamrec.apps import DEFAULT, HEADER, AppError, check_name, record_key
 from streamrec.logs import escape
 
 # Kafka's timestamp types: the producer's clock, or the broker's when it appended the record
@@ -34,6 +37,8 @@ class Record(Protocol):
     value: bytes | None
     timestamp: float
     timestamp_type: int | None
+    # Faust's: a list of (name, bytes) or a mapping; aiokafka's: a sequence of pairs.
+    headers: Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class PlainRecord:
     value: bytes | None
     timestamp: float
     timestamp_type: int | None
+    headers: Any = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,75 @@ class DecodedEvents:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def header_app(record: Record) -> str | None:
+    """The value of a record's ``app`` header, or None without one. Raises AppError for a
+    value that is not UTF-8.
+
+    >>> from types import SimpleNamespace as R
+    >>> header_app(R(headers=[("app", b"shop")])), header_app(R(headers=None))
+    ('shop', None)
+    """
+    headers = getattr(record, "headers", None) or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        if name == HEADER:
+            try:
+                return bytes(value or b"").decode()
+            except UnicodeDecodeError:
+                raise AppError("app: the header is not UTF-8") from None
+    return None
+
+
+def _field_app(value: bytes | None) -> str | None:
+    """The ``app`` field of an event's JSON (for producers that cannot set headers)."""
+    if not value or b'"app"' not in value:  # most records: no parse
+        return None
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None  # the event's own decoding says what is wrong with it
+    if not isinstance(document, dict) or "app" not in document:
+        return None
+    found = document["app"]
+    if not isinstance(found, str):
+        raise AppError(f"app: the field must be an app name, not {found!r}")
+    return found
+
+
+def record_app(record: Record, field: bool = False) -> str:
+    """The app a record belongs to: its ``app`` header, else (``field``: the events topic)
+    its JSON field ``app``, else ``default``. Raises AppError naming what is wrong: a name
+    that is not one, or a header and a field that disagree.
+
+    >>> from types import SimpleNamespace as R
+    >>> record_app(R(headers=None, value=b'{"app": "shop"}'), field=True)
+    'shop'
+    >>> record_app(R(headers=[("app", b"shop")], value=b'{"app": "toys"}'), field=True)
+    Traceback (most recent call last):
+    ...
+    streamrec.apps.AppError: app: the header says 'shop' and the field 'toys'
+    """
+    header = header_app(record)
+    body = _field_app(record.value) if field else None
+    if header is not None and body is not None and header != body:
+        raise AppError(f"app: the header says {header!r} and the field {body!r}")
+    name = header if header is not None else body
+    return DEFAULT if name is None else check_name(name)
+
+
+def _parse(value: bytes, weights: EventWeights):
+    """An event, its ``app`` field (which :func:`record_app` read) left out: the app is
+    the record's envelope, not the event."""
+    if b'"app"' in value:
+        try:
+            document = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict) and document.pop("app", None) is not None:
+            value = orjson.dumps(document)
+    return parse_event(value, weights)
+
+
 def received_at(record: Record, now: float) -> float:
     """When streamrec received ``record``, as no producer can set it far ahead and every
     replay finds it again: the broker's append time, which the log keeps. A record with
@@ -104,9 +179,12 @@ def received_at(record: Record, now: float) -> float:
 
 
 def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
-                  now: float | None = None) -> DecodedEvents:
+                  now: float | None = None, refused: Mapping[str, str] | None = None
+                  ) -> DecodedEvents:
     """Validate each record; event times are bounded by :func:`event_time` (``now``, the
-    worker's clock, only matters for records without the broker's append time)."""
+    worker's clock, only matters for records without the broker's append time).
+    ``refused`` rejects records by :func:`position` with a reason found before (an app
+    that does not exist)."""
     now = time.time() if now is None else now
     decoded = DecodedEvents()
     interactions, rejected = decoded.interactions, decoded.rejected
@@ -114,8 +192,11 @@ def decode_events(records: list[Record], weights: EventWeights, max_skew: float,
         if record.value is None:
             rejected.append(Rejected(record, "body: empty message"))
             continue
+        if refused and position(record) in refused:
+            rejected.append(Rejected(record, refused[position(record)]))
+            continue
         try:
-            event = parse_event(record.value, weights)
+            event = _parse(record.value, weights)
         except EventContractError as error:
             rejected.append(Rejected(record, str(error)))
             continue
@@ -159,21 +240,28 @@ def decode_impressions(records: list[Record]) -> tuple[list[Impression], list[Re
 
 
 def decode_catalog(
-    records: list[Record], model: type[Item] | type[User]
+    records: list[Record], model: type[Item] | type[User], app: str = DEFAULT
 ) -> tuple[list[tuple[str, dict[str, Any] | None]], list[Rejected]]:
-    """Validate item or user documents; returns ``(id, document)`` pairs in record order.
+    """Validate item or user documents of ``app``; returns ``(id, document)`` pairs in
+    record order.
 
     The items and users topics are compacted by key, so a record counts only when its key
-    is the id of its document: a record under another key would outlive the tombstone
-    that deletes its id. A tombstone (no value) deletes the id its key names: its document
-    is None.
+    is the id of its document (``app/id`` for an app other than default,
+    :func:`streamrec.apps.record_key`): a record under another key would outlive the
+    tombstone that deletes its id. A tombstone (no value) deletes the id its key names:
+    its document is None.
     """
     id_field = "item_id" if model is Item else "user_id"
     documents: list[tuple[str, dict[str, Any] | None]] = []
     rejected: list[Rejected] = []
     for record in records:
         if record.value is None:
-            identifier, reason = _tombstone_key(record.key, model, id_field)
+            bare = _strip_app(record.key, app)
+            if bare is None and record.key is not None:
+                rejected.append(Rejected(record, f"key: a tombstone of app {app!r} must be "
+                                                 f"keyed '{app}/' and the {id_field}"))
+                continue
+            identifier, reason = _tombstone_key(bare, model, id_field)
             if identifier is None:
                 rejected.append(Rejected(record, reason))
             else:
@@ -185,12 +273,25 @@ def decode_catalog(
             rejected.append(Rejected(record, describe(error)))
             continue
         data = document.model_dump(mode="json")
-        if record.key != data[id_field].encode():
-            rejected.append(Rejected(record, f"key: required, and must equal {id_field} "
+        if record.key != record_key(app, data[id_field]).encode():
+            expected = id_field if app == DEFAULT else f"'{app}/' and the {id_field}"
+            rejected.append(Rejected(record, f"key: required, and must equal {expected} "
                                              "(the topic is compacted by it)"))
             continue
         documents.append((data[id_field], data))
     return documents, rejected
+
+
+def _strip_app(key: bytes | None, app: str) -> bytes | None:
+    """A tombstone's id: its key without the app's ``app/`` (None when it lacks it).
+
+    >>> _strip_app(b"shop/42", "shop"), _strip_app(b"42", "shop"), _strip_app(b"42", "default")
+    (b'42', None, b'42')
+    """
+    if app == DEFAULT or key is None:
+        return key
+    start = f"{app}/".encode()
+    return key[len(start):] if key.startswith(start) else None
 
 
 def _tombstone_key(key: bytes | None, model: type[Item] | type[User], id_field: str
@@ -217,6 +318,20 @@ def source(record: Record) -> str:
     return f"{record.topic}:{record.partition}"
 
 
+def highest_offsets(records: list[Record]) -> dict[str, int]:
+    """The highest offset per partition among ``records``.
+
+    >>> from types import SimpleNamespace as R
+    >>> highest_offsets([R(topic="e", partition=0, offset=n) for n in (4, 6, 5)])
+    {'e:0': 6}
+    """
+    offsets: dict[str, int] = {}
+    for record in records:
+        name = source(record)
+        offsets[name] = max(offsets.get(name, -1), record.offset)
+    return offsets
+
+
 def unapplied(records: list[Record], applied: dict[str, int]
               ) -> tuple[list[Record], dict[str, int]]:
     """Drop records at or below their partition's applied offset (a replay after a crash);
@@ -229,8 +344,4 @@ def unapplied(records: list[Record], applied: dict[str, int]
     ([6], {'events:0': 6})
     """
     fresh = [r for r in records if r.offset > applied.get(source(r), -1)]
-    offsets: dict[str, int] = {}
-    for record in fresh:
-        name = source(record)
-        offsets[name] = max(offsets.get(name, -1), record.offset)
-    return fresh, offsets
+    return fresh, highest_offsets(fresh)

@@ -18,12 +18,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamrec.apps import DEFAULT, AppError
 from streamrec.connections import kafka_client_options
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Version, VersionError, check_name
 from streamrec.wiring import Wiring
 from streams.batch import EventBatches
-from streams.decode import PlainRecord
+from streams.decode import PlainRecord, highest_offsets, record_app
+
+
+def _belongs(record: PlainRecord, app: str) -> bool:
+    """Whether ``record`` is app ``app``'s (one naming no app that is one is not: the main
+    worker dead-lettered it)."""
+    try:
+        return record_app(record, field=True) == app
+    except AppError:
+        return False
 
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
@@ -49,7 +59,8 @@ class RebuildReport:
 
 async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
                   snapshot: Path | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> RebuildReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  app: str = DEFAULT) -> RebuildReport:
     """Build version ``name`` by replaying the events topic from its start (or from a
     snapshot's offsets) up to its end as of now, with ``overrides`` on the model settings.
 
@@ -57,6 +68,10 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
     call each, as the worker does, so an interrupted rebuild can simply be run again; the
     version's consumer group gets the offsets committed, so ``streamrec worker --version``
     continues from where the rebuild stopped. ``progress(done, total)`` is called per batch.
+
+    ``settings`` are app ``app``'s (:func:`streamrec.apps.app_settings`): the topic is
+    shared by every app, and only ``app``'s records of it are learned (the others count
+    as read, not as rejected).
     """
     check_name(name)
     if name == MAIN:
@@ -69,7 +84,7 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
         version = Version(name, overrides, status="building")
         registry.register(version)
         wiring = base.for_version(name, version)
-        report = await _replay(wiring, snapshot, progress)
+        report = await _replay(wiring, snapshot, progress, app)
         registry.register(Version(name, overrides, status="ready",
                                   created_at=version.created_at))
         return report
@@ -78,7 +93,7 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
 
 
 async def _replay(wiring: Wiring, snapshot: Path | None,
-                  progress: Callable[[int, int], None] | None) -> RebuildReport:
+                  progress: Callable[[int, int], None] | None, app: str) -> RebuildReport:
     effective = wiring.settings
     store = wiring.store()
     if snapshot is not None:
@@ -117,23 +132,25 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
         while remaining:
             fetched = await consumer.getmany(*remaining, timeout_ms=1000,
                                              max_records=effective.batch_size)
-            records = [PlainRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                                   r.timestamp / 1000.0,  # Faust's messages carry seconds
-                                   r.timestamp_type)
-                       for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
+            read = [PlainRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                                r.timestamp / 1000.0,  # Faust's messages carry seconds
+                                r.timestamp_type, r.headers)
+                    for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
+            records = [record for record in read if _belongs(record, app)]
             if records:
-                fresh = batches.read(records)
+                fresh = batches.read(records, through=highest_offsets(read))
                 report.rejected += len(fresh.decoded.rejected)
                 report.skipped += fresh.skipped
                 batches.learn(fresh)
                 report.events += len(fresh.decoded.interactions)
+            if read:
                 # Only what was applied: records past the end are the version's
                 # worker's to apply.
                 await consumer.commit({
                     tp: min(max(r.offset for r in batch), ends[tp] - 1) + 1
                     for tp, batch in fetched.items() if batch and batch[0].offset < ends[tp]})
                 if progress is not None:
-                    progress(len(records), total)
+                    progress(len(read), total)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import faust
 
+from streamrec.apps import DEFAULT, AppError
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streamrec.shutdown import exit_within
@@ -31,28 +32,47 @@ class Worker(faust.Worker):
         super()._on_sigint()
 
 
-def build(wiring: Wiring) -> faust.App:
-    """The App of ``wiring``'s model version, with its topics and agents declared."""
+def build(wiring: Wiring, only: str | None = None) -> faust.App:
+    """The App of ``wiring``'s model version, with its topics and agents declared: the
+    main worker's (every app's records, ``wiring`` the deployment's) or, with ``only``,
+    the worker of that app's model version ``wiring``."""
     from streams.agents import WorkerParts, register_agents
     from streams.app import create_app
+    from streams.app_parts import AppParts
     from streams.topics import declare_topics
 
     app = create_app(wiring.settings)
-    register_agents(app, declare_topics(app, wiring.settings), WorkerParts.build(wiring))
+    register_agents(app, declare_topics(app, wiring.settings),
+                    AppParts(wiring, WorkerParts.build, only))
     return app
 
 
-def run(settings: Settings, version: str | None = None, log_level: str = "info") -> None:
+def run(settings: Settings, version: str | None = None, log_level: str = "info",
+        app_name: str = DEFAULT) -> None:
     """Keep model ``version`` (default: ``settings.state_version``, "main") up to date
-    until stopped. A version's worker runs with that version's hyperparameters, Redis
-    namespace and consumer group."""
-    wiring = Wiring.for_process(settings, version)
+    until stopped: the main worker keeps every app's main version; a version's worker
+    (of app ``app_name``) runs with that version's hyperparameters, Redis namespace and
+    consumer group, on that app's records."""
+    if app_name != DEFAULT:
+        if (version or settings.state_version) == MAIN:
+            raise AppError("app: the main worker keeps every app; --app is for a model "
+                           "version's worker (--version NAME)")
+        base = Wiring.connect(settings, "worker")
+        try:
+            wiring = base.for_app(app_name).for_version(version or settings.state_version)
+        except Exception:
+            base.close()
+            raise
+    else:
+        wiring = Wiring.for_process(settings, version)
+    only = None if wiring.settings.state_version == MAIN else app_name
     asyncio.run(ensure_topics(wiring.settings, "worker"))
     Path(wiring.settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
-    app = build(wiring)
+    app = build(wiring, only)
     if wiring.settings.state_version == MAIN:
         # The serving version is always kept live, whoever promoted it (docs/versions.md).
-        follow_serving(wiring.versions().serving)
+        follow_serving(lambda: {name: wiring.for_app(name, app).versions().serving()
+                                for name, app in wiring.apps().all().items()})
     # Faust spells two of the levels its own way.
     faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
     # --without-web: the worker serves nothing over HTTP (the API does), and two workers on

@@ -27,6 +27,7 @@ from streamrec.apps import (
     Apps,
     check_settings,
 )
+from streamrec.apps import delete_app as delete_everything
 from streamrec.wiring import Wiring
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,9 @@ router = APIRouter(route_class=PlatformRoute, prefix="/admin/apps", tags=["apps"
 
 AppName = Annotated[str, Path(min_length=1, max_length=32, pattern=NAME.pattern)]
 UNKNOWN = {404: {"description": "No such app"}}
-UNLINK_BATCH = 500
 KAFKA_RECORDS = ("its records in the shared topics cannot be deleted one by one: workers "
-                 "ignore them from now on (a record of an app that is not registered is "
-                 "dead-lettered), and they age out with each topic's retention")
+                 "drop (and count) those still on the topics from now on, and they age out "
+                 "with each topic's retention")
 
 
 class NewApp(BaseModel):
@@ -175,26 +175,13 @@ async def rotate_keys(app: AppName, body: Rotation, request: Request) -> dict[st
     return {"name": app, "api_keys": made}
 
 
-def remove_state(registry: Apps, name: str) -> int:
-    """Unlink every Redis key of app ``name``; returns how many."""
-    removed, batch = 0, []
-    for key in registry.scan_state(name):
-        batch.append(key)
-        if len(batch) >= UNLINK_BATCH:
-            removed += registry.client.unlink(*batch)
-            batch = []
-    if batch:
-        removed += registry.client.unlink(*batch)
-    return removed
-
-
 async def _sweep_again(registry: Apps, name: str, after: float) -> None:
     """Remove what a process still serving or applying the app wrote after the first
     sweep (another API process's refresher re-seeds its event types; a worker's batch in
     flight), once every process has read the app's deletion."""
     await asyncio.sleep(after)
     try:
-        late = await asyncio.to_thread(remove_state, registry, name)
+        late = await asyncio.to_thread(registry.remove_state, name)
     except Exception as error:  # noqa: BLE001 - logged; the answer was given already
         log.warning("the second sweep of deleted app %r failed: %s", name, error)
         return
@@ -212,17 +199,18 @@ async def delete_app(app: AppName, request: Request) -> dict[str, Any]:
     Kafka records."""
     registry, contexts = _registry(request), request.app.state.apps
     try:
-        revoked = await run_in_threadpool(registry.unregister, app)
+        # Unregistered, marked deleted (workers drop its records still on the topics),
+        # then its state unlinked: as `streamrec apps delete` does.
+        done = await run_in_threadpool(delete_everything, registry, app)
     except AppError as error:
         raise _refused(error) from None
     request.app.state.app_keys.forget()
     await contexts.drop(app)
-    removed = await run_in_threadpool(remove_state, registry, app)
     again = 2 * contexts.base.settings.app_refresh_seconds + 1.0
     task = asyncio.ensure_future(_sweep_again(registry, app, again))
     contexts.background.add(task)
     task.add_done_callback(contexts.background.discard)
-    return {"name": app, "deleted": True, "redis_keys_removed": removed,
-            "api_keys_revoked": revoked,
+    return {"name": app, "deleted": True, "redis_keys_removed": done["redis_keys_removed"],
+            "api_keys_revoked": done["keys_revoked"],
             "kafka_records": KAFKA_RECORDS,
             "second_sweep_seconds": again}

@@ -4,7 +4,10 @@
 - :mod:`~streamrec.cli.measurements`: report, evaluate, tune, bench, soak;
 - :mod:`~streamrec.cli.import_export`: import, export;
 - :mod:`~streamrec.cli.versioning`: rebuild, promote, rollback, versions, snapshot;
-- :mod:`~streamrec.cli.event_types`: event-types (list, set, remove).
+- :mod:`~streamrec.cli.event_types`: event-types (list, set, remove);
+- :mod:`~streamrec.cli.apps`: apps (list, create, delete).
+
+Commands that act on one app's state take ``--app NAME`` (default: ``default``).
 
 A command parses its options, asks the composition root (:mod:`streamrec.wiring`) or the
 module that does the work, and prints; the work itself lives elsewhere.
@@ -16,7 +19,7 @@ import logging
 
 import click
 
-from streamrec.cli import event_types, import_export, measurements, roles, versioning
+from streamrec.cli import apps, event_types, import_export, measurements, roles, versioning
 from streamrec.cli.options import LOG_LEVELS, refuse_log_level
 from streamrec.settings import SettingsError, get_settings
 
@@ -62,5 +65,5 @@ for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.
                 measurements.ingest_ceiling,
                 import_export.import_rows, import_export.export, versioning.rebuild,
                 versioning.promote, versioning.rollback, versioning.versions_group,
-                versioning.snapshot, event_types.event_types_group):
+                versioning.snapshot, event_types.event_types_group, apps.apps_group):
     main.add_command(command)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from recommender.base import MODELS
-from streamrec.settings import get_settings
+from streamrec.cli.options import app_option, settings_of
 
 
 @click.command(name="import")
@@ -25,18 +25,19 @@ from streamrec.settings import get_settings
 @click.option("--show-rejected", default=10, show_default=True,
               help="How many rejected rows to list.")
 @click.option("--batch", default=1000, show_default=True, help="Rows per acknowledged batch.")
+@app_option
 def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: Path | None,
-                show_rejected: int, batch: int) -> None:
+                show_rejected: int, batch: int, app_name: str) -> None:
     """Validate every row of a CSV or JSON Lines file (or MovieLens ratings) and send the
     valid ones to Kafka (items and users to their compacted topics, events to the events
-    topic)."""
+    topic), as records of --app (its header; its event types)."""
     from streamrec.data import importer
     from streamrec.logs import escape
 
     kind = kind or ("items" if data_format == "movielens-movies" else "events")
     try:
-        report = importer.run(path, kind, data_format, get_settings(), rejects, show_rejected,
-                              batch)
+        report = importer.run(path, kind, data_format, settings_of(app_name), rejects,
+                              show_rejected, batch, app=app_name)
     except importer.ImportFailed as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"import: {report.read:,} rows read, {report.sent:,} sent (acknowledged by "
@@ -72,16 +73,17 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
               help="The filter's $PARAMETERS as one JSON object.")
 @click.option("--chunk", default=1000, show_default=True, type=click.IntRange(1),
               help="Users read, ranked and written at a time (bounds the memory).")
+@app_option
 def export(users_file: Path | None, all_users: bool, k: int, model: str | None,
            placement: str, output: Path, state_version: str | None, filter_name: str | None,
-           filter_values: str | None, chunk: int) -> None:
+           filter_values: str | None, chunk: int, app_name: str) -> None:
     """Write top-k lists for many users, ranked by the API's engine code, to a file."""
     from streamrec.data import export as exporting
 
     if (users_file is None) == (not all_users):
         raise click.UsageError("give either --users FILE or --all-users")
     try:
-        version, report = exporting.run(get_settings(), output, users_file, k, model,
+        version, report = exporting.run(settings_of(app_name), output, users_file, k, model,
                                         placement, state_version, filter_name, filter_values,
                                         chunk)
     except exporting.ExportError as error:

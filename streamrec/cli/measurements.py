@@ -10,6 +10,7 @@ import click
 import orjson
 
 from recommender.base import MODELS
+from streamrec.cli.options import app_option, settings_of
 from streamrec.measure.targets import FRESHNESS_LOAD, judge
 from streamrec.settings import get_settings
 
@@ -18,14 +19,15 @@ from streamrec.settings import get_settings
 @click.option("--placement", "placements", multiple=True,
               help="Placements to report (default: every configured one).")
 @click.option("--control", default=None, help="The control variant (default: most shown).")
-def report(placements: tuple[str, ...], control: str | None) -> None:
+@app_option
+def report(placements: tuple[str, ...], control: str | None, app_name: str) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
     two-proportion test on take-rate and the sample size still needed."""
     from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report
     from recommender.attribution import ROUTE_PLACEMENTS
     from streamrec.wiring import Wiring
 
-    feedback = Wiring.connect(get_settings(), "report").feedback()
+    feedback = Wiring.connect(settings_of(app_name), "report").feedback()
     # The routes' own placements (/popular, /similar) have one variant, no configuration.
     configured = {**{name: {"variants": [{"name": variant}]}
                      for name, variant in ROUTE_PLACEMENTS.items()},
@@ -83,17 +85,19 @@ def report(placements: tuple[str, ...], control: str | None) -> None:
               help="Seconds of event time between refits of the batch baseline.")
 @click.option("--cold-start", default=5, show_default=True,
               help="Slice out events among their user's (item's) first N.")
+@app_option
 def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines: str,
              output_dir: Path, limit: int | None, batch_seconds: float,
-             retrain_every: float, cold_start: int) -> None:
-    """Prequential evaluation: each model ranks before it learns each event."""
+             retrain_every: float, cold_start: int, app_name: str) -> None:
+    """Prequential evaluation: each model ranks before it learns each event (with --app's
+    settings: half-life, event weights, hyperparameters)."""
     from streamrec.data.datasets import DatasetError
     from streamrec.measure import evaluate as evaluation
 
     try:
         report = evaluation.run(
             path, data_format, k, _names(models), _names(baselines), output_dir, limit,
-            batch_seconds, retrain_every, get_settings(), cold_start)
+            batch_seconds, retrain_every, settings_of(app_name), cold_start)
     except (DatasetError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(evaluation.markdown(report))

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import orjson
 
-from streamrec.cli.options import LOG_LEVELS, refuse_log_level
+from streamrec.cli.options import LOG_LEVELS, app_option, refuse_log_level
 from streamrec.settings import get_settings
 
 
@@ -20,11 +20,17 @@ from streamrec.settings import get_settings
 @click.option("--version", "state_version", default=None, metavar="NAME",
               help="Keep this model version up to date (built by `streamrec rebuild`) "
                    "instead of the main state.")
-def worker(log_level: str, state_version: str | None) -> None:
-    """Run a Faust worker that applies events to the recommendation state in Redis."""
+@app_option
+def worker(log_level: str, state_version: str | None, app_name: str) -> None:
+    """Run a Faust worker that applies events to the recommendation state in Redis: the
+    main worker keeps every app; with --version, that version of --app's state."""
+    from streamrec.apps import AppError
     from streams.worker import run
 
-    run(get_settings(), state_version, log_level)
+    try:
+        run(get_settings(), state_version, log_level, app_name)
+    except AppError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.command()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
-from streamrec.settings import get_settings
+from streamrec.cli.options import app_option, settings_of
 
 if TYPE_CHECKING:  # imported by the commands that use them: `streamrec --help` stays quick
     from streamrec.storage.model_versions import Versions
@@ -24,9 +24,11 @@ if TYPE_CHECKING:  # imported by the commands that use them: `streamrec --help` 
               help="A model setting of this version, e.g. --set mf_dim=64 (repeatable).")
 @click.option("--from-snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Start from a snapshot; replay only the log after it.")
-def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -> None:
-    """Build a model version by replaying the retained events topic into its own
-    namespace while the serving version keeps serving."""
+@app_option
+def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None,
+            app_name: str) -> None:
+    """Build a model version by replaying the retained events topic (the app's records of
+    it) into its own namespace while the serving version keeps serving."""
     from tqdm import tqdm
 
     from streamrec.storage import model_versions as versions
@@ -39,14 +41,14 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -
                 bar.total = total
                 bar.update(done)
 
-            report = asyncio.run(rebuilding.rebuild(get_settings(), name, changes,
-                                                    from_snapshot, progress))
+            report = asyncio.run(rebuilding.rebuild(settings_of(app_name), name, changes,
+                                                    from_snapshot, progress, app_name))
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"rebuild {name}: {report.events:,} events applied, {report.rejected:,} "
                f"rejected, {report.skipped:,} already applied, in {report.seconds:.1f} s; "
-               f"offsets {report.offsets}.\nKeep it live with `streamrec worker --version "
-               f"{name}`; serve it with `streamrec promote {name}`.")
+               f"offsets {report.offsets}.\nKeep it live with `streamrec worker{_app(app_name)} "
+               f"--version {name}`; serve it with `streamrec promote{_app(app_name)} {name}`.")
 
 
 @click.command()
@@ -54,15 +56,16 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None) -
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
 @click.option("--force", is_flag=True,
               help="Promote even a version no worker keeps live or one that lags behind.")
-def promote(name: str, author: str, force: bool) -> None:
+@app_option
+def promote(name: str, author: str, force: bool, app_name: str) -> None:
     """Serve model version NAME (every API process follows within a second). Refused
     unless a worker consumes for it and it is at most STREAMREC_PROMOTE_MAX_LAG events
     behind the events topic (--force promotes anyway)."""
     from streamrec.storage import model_versions as versions
     from streamrec.version_status import not_promotable, statuses
 
-    settings = get_settings()
-    wiring = _wiring()
+    settings = settings_of(app_name)
+    wiring = _wiring(app_name)
     registry = wiring.versions()
     try:
         version = registry.check_promotable(name)
@@ -94,30 +97,33 @@ def promote(name: str, author: str, force: bool) -> None:
 
 @click.command()
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
-def rollback(author: str) -> None:
+@app_option
+def rollback(author: str, app_name: str) -> None:
     """Serve again the version that served before the last promote."""
     from streamrec.storage import model_versions as versions
 
     try:
-        restored = _versions().rollback(author)
+        restored = _versions(app_name).rollback(author)
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"serving {restored} again")
 
 
 @click.group(name="versions", invoke_without_command=True)
+@app_option
 @click.pass_context
-def versions_group(context: click.Context) -> None:
+def versions_group(context: click.Context, app_name: str) -> None:
     """List model versions (the serving one marked *); subcommands delete, log."""
+    context.obj = app_name  # the subcommands act on the same app
     if context.invoked_subcommand is not None:
         return
     from streamrec.version_status import statuses
 
-    wiring = _wiring()
+    wiring = _wiring(app_name)
     registry = wiring.versions()
     serving = registry.serving()
     listed = registry.all()
-    status = asyncio.run(statuses(get_settings(), registry, listed))
+    status = asyncio.run(statuses(wiring.settings, registry, listed))
     for name, version in listed.items():
         store = wiring.for_version(name, version).store()
         click.echo(f"{'*' if name == serving else ' '} {name:<20} {version.status:<9} "
@@ -126,27 +132,30 @@ def versions_group(context: click.Context) -> None:
                    f"{store.items_with_factors():>9,}  "
                    f"settings {orjson.dumps(version.settings).decode()}")
     if not status[serving].live and status[serving].error is None:
+        which = "" if serving == "main" else f"{_app(app_name)} --version {serving}"
         click.echo(f"warning: the serving version {serving} is not live: start `streamrec "
-                   f"worker{'' if serving == 'main' else ' --version ' + serving}`", err=True)
+                   f"worker{which}`", err=True)
 
 
 @versions_group.command(name="delete")
 @click.argument("name")
-def versions_delete(name: str) -> None:
+@click.pass_obj
+def versions_delete(app_name: str, name: str) -> None:
     """Delete model version NAME and its state (not the serving one)."""
     from streamrec.storage import model_versions as versions
 
     try:
-        removed = _versions().delete(name)
+        removed = _versions(app_name).delete(name)
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"deleted version {name}: {removed:,} keys")
 
 
 @versions_group.command(name="log")
-def versions_log() -> None:
+@click.pass_obj
+def versions_log(app_name: str) -> None:
     """Every promote and rollback, newest first."""
-    for entry in _versions().log():
+    for entry in _versions(app_name).log():
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["at"]))
         click.echo(f"{when}Z {entry['action']:<8} {entry['version']} (was "
                    f"{entry['previous']}) by {entry['author']}")
@@ -160,11 +169,11 @@ def snapshot() -> None:
 @snapshot.command(name="save")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--version", "name", default="main", show_default=True)
-def snapshot_save(path: Path, name: str) -> None:
+@app_option
+def snapshot_save(path: Path, name: str, app_name: str) -> None:
     from tqdm import tqdm
 
-
-    wiring = _wiring()
+    wiring = _wiring(app_name)
     registry = wiring.versions()
     version = registry.get(name)
     if version is None:
@@ -179,12 +188,13 @@ def snapshot_save(path: Path, name: str) -> None:
 @snapshot.command(name="restore")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--version", "name", required=True, help="A new version to restore into.")
-def snapshot_restore(path: Path, name: str) -> None:
+@app_option
+def snapshot_restore(path: Path, name: str, app_name: str) -> None:
     from tqdm import tqdm
 
     from streamrec.storage import model_versions as versions
 
-    wiring = _wiring()
+    wiring = _wiring(app_name)
     registry = wiring.versions()
     try:
         if name == versions.MAIN or registry.get(name) is not None:
@@ -195,15 +205,21 @@ def snapshot_restore(path: Path, name: str) -> None:
     except versions.VersionError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"restored {path} into version {name} (offsets {header['offsets']}); "
-               f"`streamrec worker --version {name}` continues from them")
+               f"`streamrec worker{_app(app_name)} --version {name}` continues from them")
 
 
-def _versions() -> Versions:
-    return _wiring().versions()
+def _versions(app_name: str) -> Versions:
+    return _wiring(app_name).versions()
 
 
-def _wiring() -> Wiring:
-    """Operator commands wait longer on Redis than the roles: a snapshot moves many keys."""
+def _wiring(app_name: str) -> Wiring:
+    """App ``app_name``'s wiring. Operator commands wait longer on Redis than the roles: a
+    snapshot moves many keys."""
     from streamrec.wiring import Wiring
 
-    return Wiring.connect(get_settings(), "versions", socket_timeout=30)
+    return Wiring.connect(settings_of(app_name), "versions", socket_timeout=30)
+
+
+def _app(app_name: str) -> str:
+    """The ``--app`` to repeat in a command this one suggests."""
+    return "" if app_name == "default" else f" --app {app_name}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import re
 import time
@@ -33,6 +34,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.models import Event, Item, User, describe
+from streamrec import apps
 from streamrec.data import formats
 from streamrec.settings import Settings
 
@@ -322,9 +324,11 @@ def _validated(source, messages: _Messages) -> Iterator[Accepted | Rejected]:
 
 async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | Rejected],
                   report: ImportReport, on_rejected: Callable[[Rejected], Any],
-                  batch: int = 1000, after_batch: Callable[[], Any] = lambda: None) -> None:
+                  batch: int = 1000, after_batch: Callable[[], Any] = lambda: None,
+                  app: str = apps.DEFAULT) -> None:
     """Send every accepted row to ``topic`` in batches, two batches in flight at most;
-    ``report.sent`` grows only by rows Kafka acknowledged.
+    ``report.sent`` grows only by rows Kafka acknowledged. Rows of an ``app`` other than
+    default carry its header (and its outcomes' keys are its own: see :func:`run`).
 
     Raises
     ------
@@ -345,6 +349,7 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
         raise ImportFailed(f"Kafka at {settings.kafka_bootstrap} is not reachable ({error!r});"
                            " nothing was sent") from None
     in_flight: deque[list[tuple[int, asyncio.Future]]] = deque()
+    headers = apps.record_headers(app)
 
     async def settle() -> None:
         pending = in_flight.popleft()
@@ -367,7 +372,8 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
                 on_rejected(outcome)
                 continue
             try:
-                future = await producer.send(topic, outcome.value, key=outcome.key)
+                future = await producer.send(topic, outcome.value, key=outcome.key,
+                                             headers=headers)
             except KafkaError as error:
                 raise ImportFailed(f"Kafka refused line {outcome.line} ({error!r}); "
                                    f"{report.sent} rows were acknowledged before it") from None
@@ -390,7 +396,8 @@ async def produce(settings: Settings, topic: str, outcomes: Iterator[Accepted | 
 
 def shared_event_types(settings: Settings) -> set[str]:
     """The event types every role accepts (:mod:`streamrec.storage.event_weights`), so an
-    imported row is accepted exactly when the API would accept it."""
+    imported row is accepted exactly when the API would accept it (an app's: ``settings``
+    are the app's, :func:`streamrec.apps.app_settings`)."""
     import redis
 
     from streamrec.wiring import Wiring
@@ -408,10 +415,11 @@ def shared_event_types(settings: Settings) -> set[str]:
 
 def run(path: Path, kind: str, data_format: str | None, settings: Settings,
         rejects: Path | None = None, keep_rejected: int = 10, batch: int = 1000,
-        show_progress: bool | None = None) -> ImportReport:
-    """Import ``path``. Every rejected row goes to ``rejects`` (JSON Lines of ``line``,
-    ``reason``, ``row``) when given; the report keeps the first ``keep_rejected``.
-    ``show_progress=None`` shows a progress bar on a terminal only."""
+        show_progress: bool | None = None, app: str = apps.DEFAULT) -> ImportReport:
+    """Import ``path`` into ``app`` (``settings`` are that app's). Every rejected row goes
+    to ``rejects`` (JSON Lines of ``line``, ``reason``, ``row``) when given; the report
+    keeps the first ``keep_rejected``. ``show_progress=None`` shows a progress bar on a
+    terminal only."""
     from tqdm import tqdm
 
     data_format = data_format or detect(path)
@@ -438,7 +446,13 @@ def run(path: Path, kind: str, data_format: str | None, settings: Settings,
         event_types = shared_event_types(settings) if kind == "events" else set()
         outcomes = rows(file, data_format, kind, event_types,
                         settings.max_event_time_skew_seconds, bar.update)
+        if kind != "events" and app != apps.DEFAULT:
+            # The compacted topics are shared: an app's catalog keys are "app/id".
+            outcomes = (outcome if isinstance(outcome, Rejected) else dataclasses.replace(
+                outcome, key=apps.record_key(app, outcome.key.decode()).encode())
+                for outcome in outcomes)
         started = time.monotonic()
-        asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress))
+        asyncio.run(produce(settings, topic, outcomes, report, rejected, batch, progress,
+                            app))
         report.seconds = time.monotonic() - started
     return report

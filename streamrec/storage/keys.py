@@ -67,6 +67,10 @@ SERVING_LOG = "servlog"  # LIST JSON promote/rollback records, newest first
 # The app registry (streamrec.apps), under the deployment's base prefix only:
 APPS = "apps"  # HASH app name -> JSON (settings overrides, quotas, created)
 APP_KEYS = "appkeys"  # HASH SHA-256 of an API key -> JSON {"app", "role", "created_at"}
+# HASH app name -> when it was deleted (epoch seconds): the worker drops the records of a
+# deleted app (counted in APP_RECORDS_DROPPED) rather than dead-letter them.
+APPS_DELETED = "appsdel"
+APP_RECORDS_DROPPED = "appdrop"  # HASH "topic|app" -> records of a deleted app dropped
 
 # The recommendation state proper: what a model version owns under its own prefix. Every
 # other kind (catalog, filters, placements, feedback, versions) is shared by all versions

@@ -249,6 +249,19 @@ def in_chunks(names: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
+def _app_part(prefix: str) -> str:
+    """``.APP`` for an app's prefix (``sr@shop``: streamrec.apps), else nothing: an app's
+    version has a consumer group of its own, and '.' is in no version name, so no default
+    version's group ("streamrec-v2") is an app's ("streamrec.shop-v2"). The main version
+    of every app is the main worker's (its group: the worker id).
+
+    >>> _app_part("sr"), _app_part("sr@shop"), _app_part("{sr@shop}")
+    ('', '.shop', '.shop')
+    """
+    app = prefix.strip("{}").partition("@")[2]
+    return f".{app}" if app else ""
+
+
 def version_settings(settings: Any, version: Version) -> Any:
     """The settings a version runs with: the base ones, its overrides, its namespace."""
     return settings.model_copy(update={
@@ -256,6 +269,6 @@ def version_settings(settings: Any, version: Version) -> Any:
         "redis_prefix": state_prefix(settings.redis_prefix, version.name),
         "catalog_prefix": settings.catalog_prefix or settings.redis_prefix,
         "worker_id": settings.worker_id if version.name == MAIN
-        else f"{settings.worker_id}-{version.name}",
+        else f"{settings.worker_id}{_app_part(settings.redis_prefix)}-{version.name}",
         "state_version": version.name,
     })
