@@ -128,17 +128,14 @@ class CatalogListing:
                 return names, cursor
 
     def _cluster_page(self, pattern: str, cursor: int, limit: int) -> tuple[list[str], int]:
-        """On a cluster every node is scanned in turn, which one cursor cannot say: the
-        cursor counts the matches shown so far (each page scans past them again, so this
-        is for a console's pages, not for walking millions of users)."""
-        names: list[str] = []
-        for seen, name in enumerate(self.client.scan_iter(match=pattern, count=200)):
-            if seen < cursor:
-                continue
-            if len(names) == limit:
-                return names, cursor + limit
-            names.append(name.decode())
-        return names, 0
+        """On a cluster every node is scanned, which one cursor cannot say, and the nodes'
+        answers interleave differently from one scan to the next: the matches are sorted
+        and the cursor is a place in them (each page scans them all again, so this is for
+        a console's pages, not for walking millions of users)."""
+        names = sorted({name.decode() for name in
+                        self.client.scan_iter(match=pattern, count=200)})
+        end = cursor + limit
+        return names[cursor:end], end if end < len(names) else 0
 
     def _documents(self, kind: str, ids: list[str]) -> list[bytes | None]:
         # Documents are catalog keys: on a cluster they share the catalog prefix's slot.
