@@ -76,6 +76,18 @@ def app_prefix(base: str, name: str) -> str:
     return f"{base}@{name}"
 
 
+def base_of(prefix: str) -> str:
+    """The deployment's base prefix of an app's prefix (itself for the base one): where
+    the app registry lives.
+
+    >>> base_of("sr@shop"), base_of("{sr@shop}"), base_of("sr")
+    ('sr', '{sr}', 'sr')
+    """
+    if keys.is_tagged(prefix):
+        return "{" + prefix[1:-1].partition("@")[0] + "}"
+    return prefix.partition("@")[0]
+
+
 def check_settings(overrides: Any) -> dict[str, Any]:
     """An app's settings, checked: model hyperparameters a version may change (within
     their bounds), ``default_model``, ``event_weights``, ``attribution_window_seconds`` and
@@ -298,6 +310,17 @@ class Apps:
         return {name.decode(): float(at) for name, at in self.client.hgetall(
             self._deleted).items() if name.decode() not in registered}
 
+    def catalog_ids(self, name: str) -> tuple[list[str], list[str]]:
+        """The ids of app ``name``'s items (every one ever put, deleted ones too) and of
+        its users with a document: the keys its records hold on the compacted topics."""
+        prefix = self.prefix(name)
+        items = [item.decode() for item in self.client.zrange(
+            keys.key(prefix, keys.CATALOG_CHANGED), 0, -1)]
+        head = len(keys.key(prefix, keys.USER, ""))
+        users = [found.decode()[head:] for found in self.client.scan_iter(
+            match=keys.pattern(prefix, keys.USER), count=1000)]
+        return items, users
+
     def remove_state(self, name: str, chunk: int = 500) -> int:
         """Unlink every Redis key of app ``name`` (:meth:`scan_state`); returns how many."""
         removed, batch = 0, []
@@ -345,8 +368,21 @@ def delete_app(apps: Apps, name: str) -> dict[str, Any]:
     """
     revoked = apps.unregister(name)
     apps.mark_deleted(name)
+    items, users = apps.catalog_ids(name)  # before they go: for tombstones_of
     removed = apps.remove_state(name)
-    return {"app": name, "keys_revoked": revoked, "redis_keys_removed": removed}
+    return {"app": name, "keys_revoked": revoked, "redis_keys_removed": removed,
+            "items": items, "users": users}
+
+
+def tombstones_of(settings: Any, name: str, deleted: dict[str, Any]
+                  ) -> list[tuple[str, list[tuple[bytes, None]]]]:
+    """The tombstones that take a deleted app's catalog records off the compacted topics
+    (``(topic, [(key, None), ...])``): compaction then removes them, so no consumer that
+    reads those topics from their start (a new worker, a rebuild) ever sees them again.
+    Workers drop them (the app is deleted)."""
+    return [(topic, [(record_key(name, identifier).encode(), None) for identifier in ids])
+            for topic, ids in ((settings.items_topic, deleted["items"]),
+                               (settings.users_topic, deleted["users"])) if ids]
 
 
 def app_settings(settings: Any, app: App) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamrec.apps import DEFAULT, AppError
+from streamrec.apps import DEFAULT, AppError, Apps, base_of
 from streamrec.connections import kafka_client_options
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Version, VersionError, check_name
@@ -27,9 +27,12 @@ from streams.batch import EventBatches
 from streams.decode import PlainRecord, highest_offsets, record_app
 
 
-def _belongs(record: PlainRecord, app: str) -> bool:
+def _belongs(record: PlainRecord, app: str, since: float) -> bool:
     """Whether ``record`` is app ``app``'s (one naming no app that is one is not: the main
-    worker dead-lettered it)."""
+    worker dead-lettered it), written since ``since``: an app deleted and created again
+    under the same name must not learn its predecessor's records still on the topic."""
+    if record.timestamp < since:
+        return False
     try:
         return record_app(record, field=True) == app
     except AppError:
@@ -84,7 +87,12 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
         version = Version(name, overrides, status="building")
         registry.register(version)
         wiring = base.for_version(name, version)
-        report = await _replay(wiring, snapshot, progress, app)
+        # The broker's append time against the registry's clock: forgive the skew the
+        # attribution forgives (an app deleted and made again within it is not told apart).
+        since = 0.0 if app == DEFAULT else Apps(
+            base.client, base_of(settings.redis_prefix)).require(app).created_at - (
+            settings.attribution_clock_skew_seconds)
+        report = await _replay(wiring, snapshot, progress, app, since)
         registry.register(Version(name, overrides, status="ready",
                                   created_at=version.created_at))
         return report
@@ -93,7 +101,8 @@ async def rebuild(settings: Settings, name: str, overrides: dict[str, Any],
 
 
 async def _replay(wiring: Wiring, snapshot: Path | None,
-                  progress: Callable[[int, int], None] | None, app: str) -> RebuildReport:
+                  progress: Callable[[int, int], None] | None, app: str, since: float
+                  ) -> RebuildReport:
     effective = wiring.settings
     store = wiring.store()
     if snapshot is not None:
@@ -136,7 +145,7 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
                                 r.timestamp / 1000.0,  # Faust's messages carry seconds
                                 r.timestamp_type, r.headers)
                     for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
-            records = [record for record in read if _belongs(record, app)]
+            records = [record for record in read if _belongs(record, app, since)]
             if records:
                 fresh = batches.read(records, through=highest_offsets(read))
                 report.rejected += len(fresh.decoded.rejected)

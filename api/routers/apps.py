@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.limits import BODY_RESPONSES
+from api.producer import KafkaUnavailable
 from api.routing import PlatformRoute
 from api.security import ADMIN, KEY_RESPONSES, PLATFORM_ONLY
 from api.shedding import SHED_RESPONSES
@@ -26,6 +27,7 @@ from streamrec.apps import (
     AppNotFound,
     Apps,
     check_settings,
+    tombstones_of,
 )
 from streamrec.apps import delete_app as delete_everything
 from streamrec.wiring import Wiring
@@ -37,7 +39,9 @@ router = APIRouter(route_class=PlatformRoute, prefix="/admin/apps", tags=["apps"
 
 AppName = Annotated[str, Path(min_length=1, max_length=32, pattern=NAME.pattern)]
 UNKNOWN = {404: {"description": "No such app"}}
-KAFKA_RECORDS = ("its records in the shared topics cannot be deleted one by one: workers "
+# Tombstones per produce call: bounded, so an app of a million items is not one request.
+TOMBSTONES_PER_SEND = 1000
+KAFKA_RECORDS = ("its events in the shared topics cannot be deleted one by one: workers "
                  "drop (and count) those still on the topics from now on, and they age out "
                  "with each topic's retention")
 
@@ -206,11 +210,22 @@ async def delete_app(app: AppName, request: Request) -> dict[str, Any]:
         raise _refused(error) from None
     request.app.state.app_keys.forget()
     await contexts.drop(app)
+    producer, settings = request.app.state.producer, contexts.base.settings
+    tombstones = tombstones_of(settings, app, done)
+    try:
+        for topic, records in tombstones:
+            for start in range(0, len(records), TOMBSTONES_PER_SEND):
+                await producer.send_all(topic, records[start:start + TOMBSTONES_PER_SEND],
+                                        app=app)
+        catalog_records = f"{sum(len(r) for _, r in tombstones)} tombstoned"
+    except KafkaUnavailable as error:
+        catalog_records = (f"not all tombstoned ({error}): the rest stay on the compacted "
+                           "topics, and workers drop them")
     again = 2 * contexts.base.settings.app_refresh_seconds + 1.0
     task = asyncio.ensure_future(_sweep_again(registry, app, again))
     contexts.background.add(task)
     task.add_done_callback(contexts.background.discard)
     return {"name": app, "deleted": True, "redis_keys_removed": done["redis_keys_removed"],
             "api_keys_revoked": done["keys_revoked"],
-            "kafka_records": KAFKA_RECORDS,
+            "kafka_records": KAFKA_RECORDS, "catalog_records": catalog_records,
             "second_sweep_seconds": again}

@@ -3,6 +3,7 @@ operators (the API's ``/admin/apps`` does the same through :mod:`streamrec.apps`
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import click
@@ -97,10 +98,33 @@ def create(name: str, pairs: tuple[str, ...], document: str | None) -> None:
 def delete(name: str, yes: bool) -> None:
     """Delete app NAME: its keys and every piece of its state in Redis. Its records still
     on the topics are dropped by the worker (and counted), not applied."""
-    from streamrec.apps import delete_app
+    from streamrec.apps import delete_app, tombstones_of
 
     if not yes:
         click.confirm(f"Delete app {name!r} and all of its state?", abort=True)
     removed = _registry(lambda wiring: delete_app(wiring.apps(), name))
+    tombstones = tombstones_of(get_settings(), name, removed)
+    asyncio.run(_send_tombstones(name, tombstones))
     click.echo(f"deleted app {name}: {removed['keys_revoked']} key(s) revoked, "
-               f"{removed['redis_keys_removed']:,} Redis key(s) removed")
+               f"{removed['redis_keys_removed']:,} Redis key(s) removed, "
+               f"{sum(len(r) for _, r in tombstones):,} catalog record(s) tombstoned")
+
+
+async def _send_tombstones(name: str, tombstones) -> None:
+    """Tombstones for a deleted app's catalog records, with its header (the worker drops
+    them: the app is deleted)."""
+    from streamrec import kafka
+    from streamrec.apps import record_headers
+
+    if not tombstones:
+        return
+    producer = kafka.producer(get_settings())
+    await producer.start()
+    try:
+        for topic, records in tombstones:
+            sent = [await producer.send(topic, key=key, value=None,
+                                        headers=record_headers(name))
+                    for key, _ in records]
+            await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
