@@ -202,12 +202,26 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
     registry.register(Version(version))
     building = f"b{run}"
     registry.register(Version(building, {"mf_dim": 16}, status="building"))
-    assert wait_for(lambda: client.get(f"/admin/items?query={run}-title").json()["entries"]
-                    and client.get(f"/admin/users/{user}/explain").json()["lists"][
-                        "cooccurrence"]["items"][0]["why"]["cooccurrence"]["from"]
-                    and client.post("/admin/filters/preview", json={
-                        "expression": f'INCLUDE ItemID WHERE Items.categories IN ("{run}")'}
-                    ).json()["items"], timeout=30)
+    def explained() -> bool:
+        items = client.get(f"/admin/users/{user}/explain").json()["lists"]["cooccurrence"][
+            "items"]
+        return bool(items and items[0]["why"]["cooccurrence"]["from"])
+
+    checks = {
+        "the item search": lambda: client.get(f"/admin/items?query={run}-title").json()[
+            "entries"],
+        "the user's co-occurrence reasons": explained,
+        "the filter preview": lambda: client.post("/admin/filters/preview", json={
+            "expression": f'INCLUDE ItemID WHERE Items.categories IN ("{run}")'}).json()[
+            "items"],
+    }
+    missing: list[str] = []
+
+    def ready() -> bool:  # the worker applies the items and events asynchronously
+        missing[:] = [name for name, check in checks.items() if not check()]
+        return not missing
+
+    assert wait_for(ready, timeout=60), f"the worker had not applied {missing} within 60 s"
     try:
         with chromium(tmp_path / "profile") as port:
             seen = asyncio.run(asyncio.wait_for(_walk(port, console_url, run, {
