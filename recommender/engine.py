@@ -10,11 +10,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from recommender import screening
-from recommender.base import MODELS, Category, Interaction, ItemId, Scored, UserId
+from recommender.base import Category, Interaction, ItemId, Scored, UserId, check_model
 from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
@@ -29,6 +30,21 @@ from recommender.store import StateStore, StateUpdate, top
 
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
+
+
+
+class ExternalModel(Protocol):
+    """A model ranked outside the stream: a scheduled training run (``ease``, ``ials``)
+    or a set of lists a batch job made (``lists:NAME``), plugged into an engine through
+    :attr:`Engine.external_models`.
+
+    ``rank(reads, n)`` gives the user's best ``n`` given what the request read (the
+    history, co-occurrence candidates...: :class:`Reads`), or None when it has no list for
+    this user; the engine screens it (seen items, filters, availability) like any other.
+    """
+
+    def rank(self, reads: Reads, n: int) -> list[Scored] | None: ...
+
 
 HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_rank_constant")
 
@@ -92,6 +108,9 @@ class Engine:
         # What this engine's last requests read, by (user, time): a batch learned next
         # tries the sources on the same state, which an offline replay has just read.
         self._recent_reads: dict[tuple[UserId, float], _Reads] = {}
+        # Models ranked outside the stream (BATCH_MODELS, lists:NAME): the model's name ->
+        # its current ranker, or None when there is none (no run trained, no set imported).
+        self.external_models: Callable[[str], ExternalModel | None] | None = None
 
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
@@ -360,8 +379,7 @@ class Engine:
         lists = {model: (model, params or {}) for model in models}
         lists.update((name, ("hybrid", blend)) for name, blend in (variants or {}).items())
         for model, blend in lists.values():
-            if model not in MODELS:
-                raise ValueError(f"model: {model!r} is not one of {list(MODELS)}")
+            check_model(model)
             unknown = set(blend) - set(HYBRID_PARAMS)
             if unknown:
                 raise ValueError(f"params: {sorted(unknown)} are not among "
@@ -395,8 +413,10 @@ class Engine:
             rank = reads.cooccurrence if reads.cooccurrence(k) else None
         elif model == "mf":
             rank = self._factors_ranking(reads)
-        else:
+        elif model == "hybrid":
             rank = self._hybrid_ranking(reads, params)
+        else:  # ease, ials, lists:NAME
+            rank = self._external_ranking(model, reads)
         ranked = [] if rank is None else self._take(
             rank, k, self._first_round(k, item_filter), screen)
         # The rule (README, "Short lists"): `popular` names only the cold start of a user
@@ -534,6 +554,12 @@ class Engine:
             return None
         return reads.factors
 
+    def _external_ranking(self, model: str, reads: _Reads) -> Ranking | None:
+        external = None if self.external_models is None else self.external_models(model)
+        if external is None:
+            return None
+        return lambda n: external.rank(reads, n) or []
+
     def _hybrid_ranking(self, reads: _Reads, params: Mapping[str, float]) -> Ranking | None:
         """Fuse MF (the user's factors), co-occurrence and popularity over the union of
         their candidates, with the weights the tally taught; or the one source that the
@@ -640,6 +666,7 @@ class _Reads:
             size = max(n, self.least + extra)
             cached = self._read[key] = (size, read(size))
         return cut(cached[1], n)
+Reads = _Reads  # what ExternalModel.rank is given
 _NOTHING: Decayed[list[Scored]] = Decayed([], None)
 
 

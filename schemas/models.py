@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from recommender.base import MODEL_PATTERN
 from schemas import errors
 
 SCHEMA_DIR = Path(__file__).parent / "v1"
@@ -37,6 +38,9 @@ Id = Annotated[
 Category = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)
 ]
+# A model a list can be ranked by: a streaming or batch model, or lists:NAME
+# (recommender.base.check_model says the same in words).
+ModelName = Annotated[str, Strict(), StringConstraints(max_length=64, pattern=MODEL_PATTERN)]
 Scalar = Annotated[str, Strict(), StringConstraints(max_length=1024)] | bool | float
 PropertyName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_CHARACTERS)

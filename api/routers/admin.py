@@ -17,9 +17,10 @@ from api.shedding import SHED_RESPONSES
 from recommender import abtest
 from recommender.allocation import Placement, Variant
 from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
-from recommender.base import MAX_WEIGHT, ModelName
+from recommender.base import MAX_WEIGHT
 from recommender.engine import HYBRID_PARAMS
 from schemas.impression import NAME_PATTERN
+from schemas.models import ModelName
 from streamrec import version_status
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],

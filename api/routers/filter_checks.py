@@ -16,9 +16,8 @@ from api.models import ScoredItem
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
-from recommender.base import ModelName
 from recommender.filters import MAX_LENGTH, FilterError, check, parse
-from schemas.models import Id
+from schemas.models import Id, ModelName
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin/filters", tags=["filters"],
                    dependencies=[ADMIN], responses={**KEY_RESPONSES, **SHED_RESPONSES})

@@ -28,10 +28,9 @@ from api.security import KEY_RESPONSES, READ
 from api.shedding import SHED, SHED_RESPONSES
 from recommender.allocation import DEFAULT_PLACEMENT
 from recommender.attribution import ROUTE_PLACEMENTS, Impression
-from recommender.base import ModelName
 from recommender.engine import Recommendations
 from schemas.impression import NAME_PATTERN
-from schemas.models import Id
+from schemas.models import Id, ModelName
 
 router = APIRouter(route_class=GuardedRoute, tags=["recommendations"], dependencies=[READ],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recommender.base import Interaction
+from recommender.base import MODELS, Interaction
 from recommender.baselines import PeriodicEASE, RiverFunkMF
-from recommender.engine import MODELS, Engine
+from recommender.engine import Engine
 from recommender.evaluation import EngineModels, Report, prequential
 from recommender.store import InMemoryStore
 from streamrec.data.datasets import read

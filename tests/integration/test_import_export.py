@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from recommender.allocation import Allocator, Placement
-from recommender.base import Interaction
-from recommender.engine import MODELS, Engine
+from recommender.base import MODELS, Interaction
+from recommender.engine import Engine
 from recommender.store import StateUpdate
 from schemas.models import Item, User
 from streamrec.data import export as exporting

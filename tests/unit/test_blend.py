@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from recommender.base import Interaction
+from recommender.base import MODELS, Interaction
 from recommender.blend import Tally, count_hits, fuse
-from recommender.engine import MODELS, Engine, EngineConfig
+from recommender.engine import Engine, EngineConfig
 from recommender.evaluation import batches
 from recommender.store import InMemoryStore, StateUpdate
 from recommender.weights import EventWeights
