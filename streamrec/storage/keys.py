@@ -52,6 +52,11 @@ APPLIED = "applied"  # HASH "topic:partition" -> last offset one hash-tag group 
 # of the keys it describes: the global one for pop, popcat:*, cnt; each item group's for
 # its nbr:* (recommender.decay).
 LANDMARKS = "lm"
+# HASH model ranked outside the stream (ease, ials, lists:NAME) -> JSON card of what serves
+# it now: {"model", "kind": "trained"|"imported", "run", "made_at", "lineage": {...},
+# "hyperparameters": {...}, "offline": {"recall@10", "ndcg@10", "users", "slice"} | null}.
+# Written by the trainer and by `streamrec lists import`; read by reports (the arena).
+MODEL_CARDS = "mcards"
 
 # STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
 # while its call's one exists (the worker waits), so the copy is one point in time. One
