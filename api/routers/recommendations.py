@@ -52,14 +52,14 @@ FILTERED_RESPONSES: dict[int | str, dict] = {503: {
 
 
 def _log_impression(producer, settings, placement: str, user_id: str | None, model: str,
-                    items, now: float, allocated: bool = True, variant: str | None = None
-                    ) -> str:
-    """Log a list as shown (best effort, off the request path); returns its id, which
-    clicks carry back so the list's variant is credited."""
+                    items, now: float, allocated: bool = True, variant: str | None = None,
+                    decision=None) -> str:
+    """Log a list as shown (best effort, off the request path), with how its variant was
+    chosen; returns its id, which clicks carry back so the list's variant is credited."""
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement,
                             variant or ROUTE_PLACEMENTS[placement], model,
-                            tuple(item for item, _ in items), now, allocated)
+                            tuple(item for item, _ in items), now, allocated, decision)
     # Keyed by the user as the events are; an anonymous list by its own id.
     producer.impressions.send(settings.impressions_topic,
                               (user_id or recommendation_id).encode(),
@@ -138,7 +138,7 @@ async def recommendations(
         result, degraded = Recommendations("popular", fallback.top(k)), True
     metrics.serve(placement, name, result.model, allocated)
     recommendation_id = _log_impression(producer, settings, placement, user_id, result.model,
-                                        result.items, now, allocated, name)
+                                        result.items, now, allocated, name, choice.decision)
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items, result.backfill),
