@@ -91,7 +91,8 @@ def _audience(engine, allocation, placement: str, user_id: str, context: dict,
     reads = allocation.reads(placement)
     if not reads:
         return Audience(context, now=now) if context else None
-    user = engine.store.get_user(user_id) if "user" in reads else None
+    document = engine.store.get_user(user_id) if "user" in reads else None
+    user = None if document is None else document.get("properties", {})
     history, vector = [], None
     if reads & {"vector", "history"}:
         history, vector = engine.store.user_state(user_id, 100)

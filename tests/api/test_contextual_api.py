@@ -79,7 +79,10 @@ def test_a_contextual_list_logs_its_features_and_teaches_the_state(client, run, 
     shown = client.get(f"/admin/placements/{placement}").json()
     assert (shown["strategy"], shown["alpha"], shown["features"]) == ("contextual", 0.5, None)
 
-    user = f"{run}-ann"
+    user = f"{run}-ann"  # issue 22: a user's catalog properties reach the bandit's context
+    assert client.put(f"/users/{user}", json={"properties": {"tier": "gold"}}
+                      ).status_code == 202
+    assert wait_for(lambda: client.get(f"/users/{user}").status_code == 200, timeout=30)
     listed = client.get("/recommendations", params={
         "user_id": user, "placement": placement, "context": '{"device": "mobile"}',
         "context.country": "CA"})
@@ -89,7 +92,8 @@ def test_a_contextual_list_logs_its_features_and_teaches_the_state(client, run, 
     stored = wait_for(lambda: feedback.impressions([rid]).get(rid), timeout=30)
     decision = stored.decision
     assert decision["strategy"] == "contextual"
-    assert {"ctx.device.mobile", "ctx.country.CA", "activity.0"} <= set(decision["features"])
+    assert {"ctx.device.mobile", "ctx.country.CA", "user.tier.gold", "activity.0"} <= set(
+        decision["features"])
     assert 0.025 <= decision["propensity"] <= 0.975  # never below the floor's share
 
     state = wait_for(lambda: (s := feedback.bandit_state(placement)).get(f"{variant}|n")
