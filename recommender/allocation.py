@@ -282,6 +282,20 @@ class Allocator:
         return {name: count / draws for name, count in counts.items()}
 
 
+def state_meaning(config: Mapping[str, Any] | None) -> tuple:
+    """What a placement's bandit state means: the strategy and the settings that number its
+    segments or name its features. A change of it starts the state afresh (a store's
+    ``put_placement``), since segment 2's counts would otherwise describe other users.
+
+    >>> state_meaning({"strategy": "clustered", "segments": 4}) == state_meaning(
+    ...     {"strategy": "clustered", "segments": 4, "floor": 0.1})
+    True
+    """
+    config = config or {}
+    return (config.get("strategy", "split"), config.get("segments"), config.get("segment_by"),
+            tuple(config.get("segment_values") or ()), tuple(config.get("features") or ()))
+
+
 def learning(variant: str, decision: Mapping[str, Any] | None, rewarded: bool
              ) -> list[tuple[str, float]]:
     """What an allocated list adds to its placement's bandit state (``(field, amount)``):

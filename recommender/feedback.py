@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from recommender.allocation import learning
+from recommender.allocation import learning, state_meaning
 from recommender.attribution import Credit, Impression
 from recommender.contextual import DEFAULT_CAP, apply_increments
 
@@ -85,7 +85,8 @@ class FeedbackStore(Protocol):
 
     def put_placement(self, config: Mapping[str, Any], author: str, at: float
                       ) -> dict[str, Any]:
-        """Store a new version of a placement (``version`` is assigned) and log the change."""
+        """Store a new version of a placement (``version`` is assigned) and log the change;
+        its bandit state starts afresh when its meaning changes (:func:`state_meaning`)."""
         ...
 
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -211,6 +212,8 @@ class InMemoryFeedback:
     def put_placement(self, config: Mapping[str, Any], author: str, at: float
                       ) -> dict[str, Any]:
         name = config["name"]
+        if state_meaning(self._placements.get(name)) != state_meaning(config):
+            self._bandit_state.pop(name, None)
         version = self._placements.get(name, {}).get("version", 0) + 1
         stored = {**config, "version": version}
         self._placements[name] = stored

@@ -132,3 +132,16 @@ class FeedbackContract:
         assert halved["a|n"] == 10 and halved["a|A|0|0"] == 10 and halved["a|b|0"] == 0.5
         assert feedback.delete_placement("ctx") is not None
         assert feedback.bandit_state("ctx") == {}
+
+    def test_bandit_state_starts_afresh_when_its_meaning_changes(self, feedback):
+        config = {"name": "seg", "strategy": "clustered", "segments": 4,
+                  "variants": [{"name": "b"}]}
+        feedback.put_placement(config, "t", 0.0)
+        clustered = {"strategy": "clustered", "propensity": 0.5,
+                     "features": {"segment.1": 1.0}}
+        feedback.record_impressions([Impression("s0", "ann", "seg", "b", "popular", ("tea",),
+                                                1.0, True, clustered)], 60)
+        feedback.put_placement({**config, "floor": 0.1}, "t", 1.0)  # same segments: kept
+        assert feedback.bandit_state("seg") == {"b|n": 1, "b|s1|n": 1}
+        feedback.put_placement({**config, "segments": 8}, "t", 2.0)  # other segments
+        assert feedback.bandit_state("seg") == {}

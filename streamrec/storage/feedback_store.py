@@ -14,7 +14,7 @@ import orjson
 import redis
 from pydantic import ValidationError
 
-from recommender.allocation import learning
+from recommender.allocation import learning, state_meaning
 from recommender.attribution import Credit, Impression
 from recommender.contextual import DEFAULT_CAP
 from recommender.feedback import Counters
@@ -253,11 +253,14 @@ class RedisFeedback:
 
         def write(pipe) -> None:
             current = pipe.hget(table, name)
-            version = (orjson.loads(current)["version"] if current else 0) + 1
+            previous = orjson.loads(current) if current else None
+            version = (previous["version"] if previous else 0) + 1
             stored.clear()
             stored.update({**config, "version": version})
             change = {"version": version, "author": author, "at": at, "config": stored}
             pipe.multi()
+            if state_meaning(previous) != state_meaning(config):
+                pipe.delete(self.key(keys.BANDIT_STATE, name))
             pipe.hset(table, name, orjson.dumps(stored))
             pipe.lpush(self.key(keys.PLACEMENT_LOG, name), orjson.dumps(change))
 
