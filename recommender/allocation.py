@@ -407,20 +407,22 @@ class Allocation:
                     for variant, values in counters.items()
                 }
             if placement.strategy in ("clustered", "contextual"):
-                policies[name] = self._policy(placement, self.feedback.bandit_state(name))
+                policies[name] = self._policy(placement, self.feedback.bandit_state_changes(name))
         self._placements, self._stats = placements, stats
         self._wins = {name: self._win_probabilities(placements[name], arms)
                       for name, arms in stats.items()}
         self._policies = policies
 
-    def _policy(self, placement: Placement, fields: Mapping[str, float]) -> Any:
-        """The placement's policy on ``fields``, reused while neither changed (the inverse
-        and the win probabilities are what a refresh costs)."""
+    def _policy(self, placement: Placement, changes: int) -> Any:
+        """The placement's policy on its state, read and loaded again only when the
+        placement or the state's count of changes moved (reading ~20,000 fields, the
+        inverses and the win probabilities are what a refresh costs)."""
         arms = tuple(variant.name for variant in placement.live())
-        seen = (placement, arms, dict(fields))
+        seen = (placement, arms, changes)
         cached = self._policies.get(placement.name)
         if cached is not None and cached[0] == seen:
             return cached
+        fields = self.feedback.bandit_state(placement.name)
         seed = self.allocator.seed
         if placement.strategy == "contextual":
             policy: Any = LinearThompson(MAX_DIMENSIONS, placement.alpha, seed=seed)

@@ -76,7 +76,12 @@ class FeedbackStore(Protocol):
     def variant_counters(self, placement: str) -> Counters: ...
 
     def bandit_state(self, placement: str) -> dict[str, float]:
-        """The placement's clustered or contextual bandit state: field -> value."""
+        """The placement's clustered or contextual bandit state: field -> value (the field
+        ``changes`` counts the updates, so a reader can tell it changed cheaply)."""
+        ...
+
+    def bandit_state_changes(self, placement: str) -> int:
+        """How many updates the placement's bandit state has had (0: none, or reset)."""
         ...
 
     def placements(self) -> dict[str, dict[str, Any]]:
@@ -201,10 +206,15 @@ class InMemoryFeedback:
     def _learn(self, placement: str, variant: str, increments: list[tuple[str, float]]
                ) -> None:
         if increments:
-            apply_increments(self._bandit_state[placement], variant, increments, self.cap)
+            fields = self._bandit_state[placement]
+            apply_increments(fields, variant, increments, self.cap)
+            fields["changes"] = fields.get("changes", 0) + 1
 
     def bandit_state(self, placement: str) -> dict[str, float]:
         return dict(self._bandit_state.get(placement, {}))
+
+    def bandit_state_changes(self, placement: str) -> int:
+        return int(self._bandit_state.get(placement, {}).get("changes", 0))
 
     def placements(self) -> dict[str, dict[str, Any]]:
         return {name: dict(config) for name, config in self._placements.items()}

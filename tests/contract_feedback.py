@@ -124,8 +124,10 @@ class FeedbackContract:
                          Credit("s0", "seg", "b", "tea", 0, "click", clustered)], 60)
         state = feedback.bandit_state("ctx")
         assert state["a|n"] == 19 and state["a|A|0|0"] == 19 and state["a|b|0"] == 1
+        assert feedback.bandit_state_changes("ctx") == 20  # 19 impressions, 1 first reward
         assert feedback.bandit_state("seg") == {
-            "b|n": 3, "b|s1|n": 2.25, "b|s2|n": 0.75, "b|s1|r": 0.75, "b|s2|r": 0.25}
+            "b|n": 3, "b|s1|n": 2.25, "b|s2|n": 0.75, "b|s1|r": 0.75, "b|s2|r": 0.25,
+            "changes": 4}
         feedback.record_impressions([Impression("c19", "ann", "ctx", "a", "popular",
                                                 ("tea",), 1.0, True, contextual)], 60)
         halved = feedback.bandit_state("ctx")
@@ -142,6 +144,7 @@ class FeedbackContract:
         feedback.record_impressions([Impression("s0", "ann", "seg", "b", "popular", ("tea",),
                                                 1.0, True, clustered)], 60)
         feedback.put_placement({**config, "floor": 0.1}, "t", 1.0)  # same segments: kept
-        assert feedback.bandit_state("seg") == {"b|n": 1, "b|s1|n": 1}
+        assert feedback.bandit_state("seg") == {"b|n": 1, "b|s1|n": 1, "changes": 1}
         feedback.put_placement({**config, "segments": 8}, "t", 2.0)  # other segments
         assert feedback.bandit_state("seg") == {}
+        assert feedback.bandit_state_changes("seg") == 0

@@ -36,6 +36,7 @@ local function learn(key, cap, variant, first)
   for n = first, #ARGV, 2 do
     redis.call('HINCRBYFLOAT', key, ARGV[n], ARGV[n + 1])
   end
+  redis.call('HINCRBY', key, 'changes', 1)
   local prefix = variant .. '|'
   local count = tonumber(redis.call('HGET', key, prefix .. 'n') or '0')
   if cap ~= '' and count and count >= tonumber(cap) then
@@ -240,6 +241,9 @@ class RedisFeedback:
     def bandit_state(self, placement: str) -> dict[str, float]:
         raw = self.client.hgetall(self.key(keys.BANDIT_STATE, placement))
         return {field.decode(): float(value) for field, value in raw.items()}
+
+    def bandit_state_changes(self, placement: str) -> int:
+        return int(self.client.hget(self.key(keys.BANDIT_STATE, placement), "changes") or 0)
 
     def placements(self) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self.key(keys.PLACEMENTS))
