@@ -273,7 +273,7 @@ class LinearThompson:
         return arms[chosen], explore / len(arms) + (1 - explore) * win
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # ~1 MB each at 10 variants: one per contextual placement served
 def _places(names: tuple[str, ...], arms: tuple[str, ...], dimensions: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per field: its kind (0: ``A|i|j``, 1: ``b|i``, -1: not an arm's ``A`` or ``b``, or
