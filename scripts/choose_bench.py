@@ -7,6 +7,8 @@ decision and its propensity computed as the API computes them, beside a do-nothi
 The states are taught first through the in-memory feedback store (the same increments the
 worker's scripts add); the timed part is ``Allocation.choose_for`` alone (the request's
 reads of the user, the same for every strategy but split and bandit, are not in it).
+Requests cycle over 256 users whose properties take 7 distinct values (as countries and
+tiers repeat); a last line gives every request a user whose properties are new.
 Target (issue 20): at most 200 us a choice.
 """
 
@@ -96,11 +98,18 @@ def main(choices: int) -> None:
     print(f"choosing a variant, 10 variants, {features} features logged "
           f"(of at most {MAX_FEATURES}), fastest of 5 rounds of {choices} choices:")
     print(f"  {'do-nothing':<12} {baseline:8.2f} us CPU {baseline_wall:8.2f} us wall")
-    for strategy in ("split", "bandit", "clustered", "contextual"):
-        cost, wall = _microseconds(lambda n, s=strategy: allocation.choose_for(
-            s, f"user{n}", audience=audiences[n % len(audiences)]), choices)
+    # Every request a user whose properties no earlier request had (the features' names
+    # are cached per distinct context and per distinct set of properties).
+    unique = [Audience(_context(n), {**_user(n), "p0": f"only-{n}"}, None, n % 150, now)
+              for n in range(6 * choices)]
+    runs = [(strategy, strategy, audiences)
+            for strategy in ("split", "bandit", "clustered", "contextual")]
+    runs.append(("contextual, every user's properties new", "contextual", unique))
+    for label, strategy, pool in runs:
+        cost, wall = _microseconds(lambda n, s=strategy, p=pool: allocation.choose_for(
+            s, f"user{n}", audience=p[n % len(p)]), choices)
         verdict = "ok" if cost <= TARGET_MICROSECONDS else "OVER"
-        print(f"  {strategy:<12} {cost:8.2f} us CPU {wall:8.2f} us wall "
+        print(f"  {label:<12} {cost:8.2f} us CPU {wall:8.2f} us wall "
               f"({cost / baseline:6.0f} x the do-nothing call; target "
               f"{TARGET_MICROSECONDS:.0f} us: {verdict})")
 
