@@ -493,3 +493,41 @@ def placement_policy(config: Mapping[str, Any], rows: Sequence[Logged] = ()) -> 
                             [v["name"] for v in live], rows)
     raise OffPolicyError(f"policy: the placement allocates by {strategy!r}, which has no "
                          f"closed form to evaluate; write it as a policy file")
+
+
+NAMED = ("current", "uniform", "bandit", "greedy")
+
+
+def resolve_policy(spec: str | Mapping[str, Any], config: Mapping[str, Any],
+                   rows: Sequence[Logged] = ()) -> Policy:
+    """The policy ``spec`` names for a placement configured as ``config``: a policy
+    document (:func:`parse_policy`), or a name: ``current`` (the placement's configuration
+    now), ``uniform`` (an even split of its live variants), ``bandit`` or ``greedy`` (from
+    the log's arm statistics, with the placement's floor), or one variant's name (every
+    list to it: "what if we switched?").
+
+    >>> config = {"strategy": "bandit", "floor": 0.05,
+    ...           "variants": [{"name": "A"}, {"name": "B"}]}
+    >>> resolve_policy("B", config).probabilities({})
+    {'B': 1.0}
+    >>> resolve_policy("uniform", config).probabilities({})
+    {'A': 0.5, 'B': 0.5}
+    >>> resolve_policy("C", config)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    recommender.ope.OffPolicyError: policy: 'C' is neither current, uniform, bandit, ...
+    """
+    variants = [variant["name"] for variant in config.get("variants", [])]
+    floor = config.get("floor", 0.05)
+    if not isinstance(spec, str):
+        return parse_policy(spec, variants, rows, floor)
+    if spec == "current":
+        return placement_policy(config, rows)
+    if spec == "uniform":
+        return Split(dict.fromkeys(variants, 1.0))
+    if spec in ("bandit", "greedy"):
+        return parse_policy({"strategy": spec}, variants, rows, floor)
+    if spec in variants:
+        return Split({spec: 1.0})
+    raise OffPolicyError(f"policy: {spec!r} is neither {', '.join(NAMED[:-1])}, {NAMED[-1]} "
+                         f"nor a variant of this placement ({', '.join(variants)})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -19,9 +20,11 @@ from recommender.allocation import Placement, Variant
 from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT
 from recommender.engine import HYBRID_PARAMS
+from recommender.ope import OffPolicyError
 from schemas.impression import NAME_PATTERN
 from schemas.models import ModelName
 from streamrec import version_status
+from streamrec.measure import policy_log
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -160,6 +163,43 @@ def placement_report(name: PlacementName, allocation: AllocationDep,
     unplaced = allocation.feedback.outcomes().get(NO_IMPRESSION, 0)
     report["unplaced_outcomes"] = {NO_IMPRESSION: unplaced} if unplaced else {}
     return report
+
+
+class PolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    policy: Annotated[str, Field(min_length=1, max_length=64)] | dict[str, object] = Field(
+        description="A policy document (split shares, a rule per context value, bandit or "
+                    "greedy) or a name: current, uniform, bandit, greedy, a variant's name.")
+    since: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Lists served since then (30m, 6h, 7d, epoch seconds, "
+                                  "RFC 3339); default: all the topics retain.")
+
+
+@router.post("/placements/{name}/report", responses={
+    **UNKNOWN, 422: {"description": "A policy or a log that cannot be evaluated"},
+    503: {"description": "Kafka did not answer"}})
+async def policy_report(name: PlacementName, body: PolicyBody, context: ContextDep) -> dict:
+    """Off-policy evaluation: how ``policy`` would have done on this placement, estimated
+    from its logged lists (each with its decision's propensity) and the rewards credited to
+    them, read from the impressions and events topics: the logged allocation's measured
+    reward per list, the target's IPS and self-normalised IPS estimates with 95% intervals,
+    the effective sample size and a sentence. A POST: reading the topics takes longer than
+    a read's deadline."""
+    try:
+        since = policy_log.parse_since(body.since)
+    except ValueError as error:
+        raise HTTPException(422, detail=f"body.{error}") from None
+    try:
+        return await policy_log.policy_report(context.wiring, context.name, name, body.policy,
+                                              since)
+    except LookupError as error:
+        raise HTTPException(404, detail=str(error)) from None
+    except OffPolicyError as error:
+        raise HTTPException(422, detail=f"body.{error}") from None
+    except (KafkaError, TimeoutError) as error:
+        raise HTTPException(503, detail=f"Kafka did not answer: {error!r}",
+                            headers={"Retry-After": "5"}) from None
 
 
 @router.get("/versions")

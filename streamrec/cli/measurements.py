@@ -19,14 +19,29 @@ from streamrec.settings import get_settings
 @click.option("--placement", "placements", multiple=True,
               help="Placements to report (default: every configured one).")
 @click.option("--control", default=None, help="The control variant (default: most shown).")
+@click.option("--policy", default=None, metavar="FILE_OR_NAME",
+              help="Estimate how this allocation would have done, off-policy, from the "
+                   "logged lists: a JSON file, JSON text, or current, uniform, bandit, "
+                   "greedy or a variant's name (docs/evaluation.md).")
+@click.option("--since", default=None, metavar="WHEN",
+              help="With --policy: lists served since then (30m, 6h, 7d, epoch seconds, "
+                   "RFC 3339); default: all the topics retain.")
 @app_option
-def report(placements: tuple[str, ...], control: str | None, app_name: str) -> None:
+def report(placements: tuple[str, ...], control: str | None, policy: str | None,
+           since: str | None, app_name: str) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
-    two-proportion test on take-rate and the sample size still needed."""
+    two-proportion test on take-rate and the sample size still needed. With --policy, the
+    off-policy estimate of another allocation from the logged lists instead."""
     from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report
     from recommender.attribution import ROUTE_PLACEMENTS
     from streamrec.wiring import Wiring
 
+    if policy is not None:
+        _policy_report(placements, policy, since, app_name)
+        return
+    if since is not None:
+        raise click.ClickException("--since: only with --policy (the A/B report counts "
+                                   "every list since the placement was made)")
     feedback = Wiring.connect(settings_of(app_name), "report").feedback()
     # The routes' own placements (/popular, /similar) have one variant, no configuration.
     configured = {**{name: {"variants": [{"name": variant}]}
@@ -66,6 +81,62 @@ def report(placements: tuple[str, ...], control: str | None, app_name: str) -> N
         if outcomes:
             click.echo("  reward events: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in sorted(outcomes.items())))
+
+
+def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
+                   app_name: str) -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from recommender.ope import OffPolicyError
+    from streamrec.measure.policy_log import parse_since, policy_report
+    from streamrec.wiring import Wiring
+
+    if len(placements) != 1:
+        raise click.ClickException("--policy: name the one placement to evaluate it on "
+                                   "(--placement NAME)")
+    try:
+        start = parse_since(since)
+    except ValueError as error:
+        raise click.ClickException(f"--{error}") from None
+    document: str | object = policy
+    path = Path(policy)
+    try:
+        if policy.lstrip().startswith("{"):
+            document = orjson.loads(policy)
+        elif path.suffix == ".json" or path.is_file():
+            document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise click.ClickException(f"--policy: {policy}: {error}") from None
+    wiring = Wiring.connect(settings_of(app_name), "report")
+    try:
+        result = asyncio.run(policy_report(wiring, app_name, placements[0], document, start))
+    except (LookupError, OffPolicyError) as error:
+        raise click.ClickException(f"--policy: {error}" if isinstance(error, OffPolicyError)
+                                   else str(error)) from None
+    except (KafkaError, TimeoutError) as error:
+        raise click.ClickException(f"Kafka (STREAMREC_KAFKA_BOOTSTRAP) did not answer: "
+                                   f"{error!r}") from None
+    finally:
+        wiring.close()
+    click.echo(f"\nplacement {result['placement']}: {result['lists']:,} lists logged")
+    for variant, counts in result["variants"].items():
+        rate = counts["rewarded"] / counts["lists"] if counts["lists"] else 0.0
+        click.echo(f"  {variant:<16}{counts['lists']:>8} lists{counts['rewarded']:>8} rewarded"
+                   f"{rate:>9.2%}")
+
+    def line(name: str, estimate: dict) -> str:
+        low, high = estimate["interval"]
+        return f"  {name:<28}{estimate['value']:>8.2%}   95% CI [{low:.2%}, {high:.2%}]"
+
+    click.echo(f"target: {result['policy']}")
+    click.echo(line("logged allocation (measured)", result["logged"]))
+    click.echo(line("target, IPS", result["ips"]))
+    click.echo(line("target, self-normalised IPS", result["snips"]))
+    click.echo(f"  effective sample size {result['effective_sample_size']:,.0f} of "
+               f"{result['lists']:,} lists (largest weight {result['largest_weight']:g})")
+    click.echo(result["summary"])
 
 
 @click.command()
