@@ -4,22 +4,53 @@ Thompson-sampling bandit over the variants' attributed rewards, with an explorat
 A placement's configuration is plain data (it travels as JSON through the admin API and
 Redis); the running statistics come from the stream. Nothing here keeps state between
 calls except the random generator, so every API replica decides the same way.
+
+Every allocated choice comes with its *propensity*: the probability the allocation gave
+the chosen variant at that moment, logged with the list (``schemas.impression.Decision``)
+so that another allocation can be judged off-policy from the log. A split's is the
+variant's share; a bandit's is its Thompson-sampling win probability mixed with the
+floor, estimated by :func:`win_probabilities` once per refresh of the statistics.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from river import proba
+
+from recommender import clustering, contextual
+from recommender.clustering import (
+    MAX_SEGMENTS,
+    SegmentedThompson,
+    logged_membership,
+    membership_features,
+    property_membership,
+    segment_stats,
+    vector_membership,
+)
+from recommender.contextual import (
+    MAX_DIMENSIONS,
+    LinearThompson,
+    context_features,
+    win_probability,
+)
 
 if TYPE_CHECKING:
     from recommender.feedback import FeedbackStore
 
-Strategy = Literal["split", "bandit"]
+Strategy = Literal["split", "bandit", "clustered", "contextual"]
+STRATEGIES: tuple[str, ...] = ("split", "bandit", "clustered", "contextual")
+# Strategies learning from rewards (the floor applies; bandit state is kept for them).
+LEARNING = ("bandit", "clustered", "contextual")
+
+# Thompson draws per refresh behind a bandit's propensities: the estimate's standard error
+# is at most 0.5 / sqrt(WIN_DRAWS) (0.008), the cost about 1 ms per placement at 10 arms.
+WIN_DRAWS = 4096
 
 DEFAULT_PLACEMENT = "default"
 
@@ -42,36 +73,126 @@ class Placement:
     floor: float = 0.05  # bandit: each live variant gets at least this share of traffic
     pin: str | None = None  # serve only this variant (overrides everything else)
     version: int = 0
+    # clustered: K segments of users by MF vector, or by the property ``segment_by`` (one
+    # segment per value in ``segment_values``, one for the rest).
+    segments: int = 4
+    segment_by: str | None = None
+    segment_values: tuple[str, ...] = ()
+    # contextual: the context keys and user properties used (None: all sent), the
+    # posterior's spread. The hashed vector is always MAX_DIMENSIONS long, so what an
+    # impression adds to the state follows from its logged features alone.
+    features: tuple[str, ...] | None = None
+    alpha: float = 1.0
+    # Targeting: requests whose context or user properties match every key (value in the
+    # listed ones) get the experiment; the rest get ``default_variant``.
+    target: Mapping[str, tuple[str, ...]] | None = None
+    default_variant: str | None = None
 
     def live(self) -> list[Variant]:
         if self.pin is not None:
             return [v for v in self.variants if v.name == self.pin]
         return [v for v in self.variants if v.weight > 0]
 
+    def segment_count(self) -> int:
+        return len(self.segment_values) + 1 if self.segment_by else self.segments
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "name": self.name, "strategy": self.strategy, "floor": self.floor, "pin": self.pin,
             "version": self.version,
             "variants": [{"name": v.name, "model": v.model, "weight": v.weight,
                           "params": dict(v.params)} for v in self.variants],
         }
+        if self.strategy == "clustered":
+            config.update(segments=self.segment_count(), segment_by=self.segment_by,
+                          segment_values=list(self.segment_values))
+        if self.strategy == "contextual":
+            config.update(features=None if self.features is None else list(self.features),
+                          alpha=self.alpha)
+        if self.target is not None:
+            config.update(target={key: list(values) for key, values in self.target.items()},
+                          default_variant=self.default_variant)
+        return config
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Placement:
+        features, target = data.get("features"), data.get("target")
         return cls(
             name=data["name"], strategy=data.get("strategy", "split"),
             floor=data.get("floor", 0.05), pin=data.get("pin"), version=data.get("version", 0),
             variants=tuple(Variant(v["name"], v["model"], v.get("weight", 1.0),
                                    dict(v.get("params", {}))) for v in data["variants"]),
+            segments=data.get("segments", 4), segment_by=data.get("segment_by"),
+            segment_values=tuple(data.get("segment_values") or ()),
+            features=None if features is None else tuple(features),
+            alpha=data.get("alpha", 1.0),
+            target=None if target is None else {key: tuple(values)
+                                                for key, values in target.items()},
+            default_variant=data.get("default_variant"),
         )
+
+    def targets(self, audience: Audience | None) -> bool:
+        """Whether a request is in the experiment (always, without a condition)."""
+        if self.target is None:
+            return True
+        audience = audience or Audience()
+        return all(_text(audience.value(key)) in values for key, values in self.target.items())
+
+
+@dataclass(frozen=True)
+class Audience:
+    """What a request tells about its user, for the strategies that look: the client's
+    ``context`` keys, the user's catalog properties, MF vector and history length."""
+
+    context: Mapping[str, Any] = field(default_factory=dict)
+    user: Mapping[str, Any] | None = None
+    vector: Any = None  # numpy array of the user's factors (without the constant) or None
+    history: int = 0
+    now: float = 0.0
+
+    def value(self, key: str) -> Any:
+        """A context key, else the user's property of that name (``user.x``: only it)."""
+        if key.startswith("user."):
+            return (self.user or {}).get(key[5:])
+        if key in self.context:
+            return self.context[key]
+        return (self.user or {}).get(key)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
 class ArmStats:
     """What the stream has credited to a variant: lists shown and lists that earned a click."""
 
-    impressions: int = 0
-    rewards: int = 0
+    impressions: float = 0
+    rewards: float = 0
+
+
+def win_probabilities(arms: Sequence[ArmStats], draws: int = WIN_DRAWS, seed: int = 0
+                      ) -> np.ndarray:
+    """The probability each arm's Beta posterior (uniform prior) draws the highest value:
+    the share Thompson sampling gives it, by ``draws`` joint draws (ties to the first, as
+    ``max`` does). Never 0: an arm no draw picked gets half a draw's share, since it may
+    still be picked.
+
+    >>> p = win_probabilities([ArmStats(100, 10), ArmStats(100, 10)])
+    >>> round(float(p.sum()), 6), bool(abs(p[0] - 0.5) < 0.03)
+    (1.0, True)
+    >>> win_probabilities([ArmStats(1000, 10), ArmStats(1000, 200)]).round(4).tolist()
+    [0.0001, 0.9999]
+    """
+    rng = np.random.default_rng(seed)
+    alpha = np.array([1 + max(0.0, arm.rewards) for arm in arms], dtype=float)
+    beta = np.array([1 + max(0.0, arm.impressions - arm.rewards) for arm in arms], dtype=float)
+    samples = rng.beta(alpha, beta, size=(draws, len(arms)))
+    counts = np.bincount(samples.argmax(axis=1), minlength=len(arms)).astype(float)
+    counts = np.maximum(counts, 0.5)
+    return counts / counts.sum()
 
 
 def bucket(user_id: str, placement: str) -> float:
@@ -106,20 +227,35 @@ class Allocator:
 
     def choose(self, placement: Placement, user_id: str, stats: Mapping[str, ArmStats]
                ) -> Variant:
+        return self.decide(placement, user_id, stats)[0]
+
+    def decide(self, placement: Placement, user_id: str, stats: Mapping[str, ArmStats],
+               wins: Mapping[str, float] | None = None) -> tuple[Variant, float]:
+        """The variant and the probability this allocation gave it (its propensity).
+
+        ``wins``: each live variant's Thompson-sampling win probability
+        (:func:`win_probabilities`), behind a bandit's propensity; without it the bandit's
+        propensity counts only the floor and the draw as even (tests, ``shares``).
+        """
         live = placement.live()
         if not live:
             raise ValueError(f"placement {placement.name!r} has no live variant")
         if len(live) == 1:
-            return live[0]
+            return live[0], 1.0
         if placement.strategy == "split":
             return self._split(live, bucket(user_id, placement.name))
         # Exploration floor: a share of traffic is spread evenly, whatever the rewards say.
-        if self._rng.random() < min(1.0, placement.floor * len(live)):
-            return live[self._rng.randrange(len(live))]
-        return max(live, key=lambda variant: self._sample(stats.get(variant.name, ArmStats())))
+        explore = min(1.0, placement.floor * len(live))
+        if self._rng.random() < explore:
+            chosen = live[self._rng.randrange(len(live))]
+        else:
+            chosen = max(live,
+                         key=lambda variant: self._sample(stats.get(variant.name, ArmStats())))
+        win = (wins or {}).get(chosen.name, 1 / len(live))
+        return chosen, explore / len(live) + (1 - explore) * win
 
     @staticmethod
-    def _split(live: list[Variant], position: float) -> Variant:
+    def _split(live: list[Variant], position: float) -> tuple[Variant, float]:
         # Scaled by the largest first, so even weights stored before MAX_WEIGHT existed
         # cannot sum to infinity.
         largest = max(variant.weight for variant in live)
@@ -129,8 +265,8 @@ class Allocator:
         for variant, share in zip(live, shares, strict=True):
             edge += share / total
             if position < edge:
-                return variant
-        return live[-1]
+                return variant, share / total
+        return live[-1], shares[-1] / total
 
     def _sample(self, arm: ArmStats) -> float:
         """A draw from the Beta posterior of the arm's reward rate (uniform prior)."""
@@ -147,6 +283,35 @@ class Allocator:
         return {name: count / draws for name, count in counts.items()}
 
 
+def learning(variant: str, decision: Mapping[str, Any] | None, rewarded: bool
+             ) -> list[tuple[str, float]]:
+    """What an allocated list adds to its placement's bandit state (``(field, amount)``):
+    when shown (``rewarded`` False) and when it earns its first reward. Only the
+    clustered and contextual strategies keep such state; everything follows from the
+    decision the impression logged, so the worker learns from what the choice saw.
+
+    >>> learning("a", {"strategy": "clustered", "features": {"segment.2": 1.0}}, True)
+    [('a|s2|r', 1.0)]
+    >>> learning("a", {"strategy": "bandit", "propensity": 0.5}, False)
+    []
+    """
+    if not decision or decision.get("targeted") is False:
+        return []
+    features = decision.get("features") or {}
+    if decision.get("strategy") == "contextual":
+        if rewarded:
+            return contextual.reward_increments(variant, features, MAX_DIMENSIONS)
+        return contextual.impression_increments(variant, features, MAX_DIMENSIONS)
+    if decision.get("strategy") == "clustered":
+        membership = logged_membership(features, MAX_SEGMENTS)
+        if not membership:
+            return []
+        if rewarded:
+            return clustering.reward_increments(variant, membership)
+        return clustering.impression_increments(variant, membership)
+    return []
+
+
 @dataclass(frozen=True)
 class Choice:
     """What serves one request: the variant's name, its model and parameters, and whether
@@ -156,6 +321,9 @@ class Choice:
     model: str
     params: Mapping[str, float]
     allocated: bool
+    # What the impression logs (schemas.impression.Decision's fields); None when the
+    # allocation did not choose (a forced model, an unconfigured placement).
+    decision: Mapping[str, Any] | None = None
 
 
 class Allocation:
@@ -174,11 +342,12 @@ class Allocation:
     >>> allocation = Allocation(feedback, default_model="hybrid", floor=0.05, seed=1)
     >>> allocation.refresh()
     >>> allocation.choose_for("home", "u1")
-    Choice(variant='a', model='mf', params={}, allocated=True)
+    Choice(variant='a', model='mf', params={}, allocated=True, decision={'strategy': 'split', \
+'propensity': 1.0})
     >>> allocation.choose_for("home", "u1", model="popular")
-    Choice(variant='popular', model='popular', params={}, allocated=False)
+    Choice(variant='popular', model='popular', params={}, allocated=False, decision=None)
     >>> allocation.choose_for("nowhere", "u1")
-    Choice(variant='hybrid', model='hybrid', params={}, allocated=False)
+    Choice(variant='hybrid', model='hybrid', params={}, allocated=False, decision=None)
     """
 
     def __init__(self, feedback: FeedbackStore, default_model: str, floor: float,
@@ -189,6 +358,11 @@ class Allocation:
         self.allocator = Allocator(seed)
         self._placements: dict[str, Placement] = {}
         self._stats: dict[str, dict[str, ArmStats]] = {}
+        # placement -> (the statistics and live variants they were computed for, each live
+        # variant's win probability): recomputed only when those change.
+        self._wins: dict[str, tuple[Any, dict[str, float]]] = {}
+        # placement -> (what its policy was loaded from, the clustered or contextual policy)
+        self._policies: dict[str, tuple[Any, Any]] = {}
 
     def fallback(self, name: str) -> Placement:
         """An unconfigured placement serves the default model as its only variant."""
@@ -209,31 +383,163 @@ class Allocation:
             for name, config in self.feedback.placements().items()
         }
         stats = {}
+        policies: dict[str, Any] = {}
         for name, placement in placements.items():
-            if placement.strategy == "bandit":
+            if placement.strategy in ("bandit", "clustered"):
+                # The clustered strategy's overall posterior (users with no membership).
                 counters = self.feedback.variant_counters(name)
                 stats[name] = {
                     variant: ArmStats(values.get("impressions", 0),
                                       values.get("lists_rewarded", 0))
                     for variant, values in counters.items()
                 }
+            if placement.strategy in ("clustered", "contextual"):
+                policies[name] = self._policy(placement, self.feedback.bandit_state(name))
         self._placements, self._stats = placements, stats
+        self._wins = {name: self._win_probabilities(placements[name], arms)
+                      for name, arms in stats.items()}
+        self._policies = policies
+
+    def _policy(self, placement: Placement, fields: Mapping[str, float]) -> Any:
+        """The placement's policy on ``fields``, reused while neither changed (the inverse
+        and the win probabilities are what a refresh costs)."""
+        arms = tuple(variant.name for variant in placement.live())
+        seen = (placement, arms, dict(fields))
+        cached = self._policies.get(placement.name)
+        if cached is not None and cached[0] == seen:
+            return cached
+        seed = self.allocator.seed
+        if placement.strategy == "contextual":
+            policy: Any = LinearThompson(MAX_DIMENSIONS, placement.alpha, seed=seed)
+            policy.load(fields, arms)
+        else:
+            policy = SegmentedThompson(seed=seed)
+            policy.load(segment_stats(fields, arms, placement.segment_count()))
+        return seen, policy
+
+    def _win_probabilities(self, placement: Placement, arms: Mapping[str, ArmStats]
+                           ) -> tuple[Any, dict[str, float]]:
+        names = tuple(variant.name for variant in placement.live())
+        seen = (names, tuple(arms.get(name, ArmStats()) for name in names))
+        cached = self._wins.get(placement.name)
+        if cached is not None and cached[0] == seen:
+            return cached
+        if len(names) < 2:
+            return seen, dict.fromkeys(names, 1.0)
+        probabilities = win_probabilities(seen[1])
+        return seen, dict(zip(names, probabilities.tolist(), strict=True))
 
     def stats(self, placement_name: str) -> dict[str, ArmStats]:
         return self._stats.get(placement_name, {})
 
+    def reads(self, placement_name: str) -> frozenset[str]:
+        """What a request on this placement needs read about its user before choosing:
+        ``user`` (catalog properties), ``vector`` (MF factors), ``history`` (its length)."""
+        placement = self._placements.get(placement_name)
+        if placement is None or len(placement.live()) < 2 and placement.target is None:
+            return frozenset()
+        needed = set()
+        if placement.target is not None:
+            needed.add("user")
+        if placement.strategy == "contextual":
+            needed |= {"user", "history"}
+        elif placement.strategy == "clustered":
+            needed.add("user" if placement.segment_by else "vector")
+        return frozenset(needed)
+
     def choose(self, placement_name: str, user_id: str) -> tuple[Placement, Variant]:
-        placement = self.placement(placement_name)
-        variant = self.allocator.choose(placement, user_id, self._stats.get(placement_name, {}))
+        placement, variant, _ = self.decide(placement_name, user_id)
         return placement, variant
 
-    def choose_for(self, placement_name: str, user_id: str, model: str | None = None
-                   ) -> Choice:
+    def decide(self, placement_name: str, user_id: str, audience: Audience | None = None
+               ) -> tuple[Placement, Variant, float]:
+        """The placement, the variant chosen for ``user_id`` and its propensity."""
+        placement, variant, decision = self._decide(placement_name, user_id, audience)
+        return placement, variant, decision["propensity"]
+
+    def _decide(self, placement_name: str, user_id: str, audience: Audience | None
+                ) -> tuple[Placement, Variant, dict[str, Any]]:
+        placement = self.placement(placement_name)
+        live = placement.live()
+        policy = self._policies.get(placement_name)
+        if placement.strategy not in ("clustered", "contextual") or policy is None \
+                or len(live) < 2:
+            wins = self._wins.get(placement_name, (None, {}))[1]
+            variant, propensity = self.allocator.decide(
+                placement, user_id, self._stats.get(placement_name, {}), wins)
+            return placement, variant, {"strategy": placement.strategy,
+                                        "propensity": propensity}
+        audience = audience or Audience()
+        explore = min(1.0, placement.floor * len(live))
+        arms = [variant.name for variant in live]
+        decision: dict[str, Any] = {"strategy": placement.strategy}
+        if placement.strategy == "contextual":
+            features = context_features(audience.context, audience.user, audience.history,
+                                        audience.now, placement.features)
+            name, win = policy[1].choose(arms, features)
+            decision["features"] = features
+        else:
+            membership = self._membership(placement, audience)
+            if membership:
+                name, win = policy[1].choose(arms, membership)
+                decision["segment"] = max(membership, key=membership.__getitem__)
+                decision["features"] = membership_features(membership)
+            else:  # nobody knows their segment yet: the placement's overall posterior
+                wins = self._wins.get(placement_name, (None, {}))[1]
+                name = self.allocator.decide(
+                    replace(placement, floor=0.0), user_id,
+                    self._stats.get(placement_name, {}), wins)[0].name
+                win = wins.get(name, 1 / len(arms))
+        # The floor as the bandit's: a share of requests spread evenly, whatever was drawn.
+        if self.allocator._rng.random() < explore:
+            name = arms[self.allocator._rng.randrange(len(arms))]
+            win = self._win_of(placement_name, name, decision, arms, audience)
+        decision["propensity"] = explore / len(arms) + (1 - explore) * win
+        return placement, live[arms.index(name)], decision
+
+    def _win_of(self, placement_name: str, name: str, decision: Mapping[str, Any],
+                arms: list[str], audience: Audience) -> float:
+        """The probability the policy's draw gives ``name`` (for an exploring choice,
+        whose propensity still counts the draw's way of reaching it)."""
+        policy = self._policies[placement_name][1]
+        if decision["strategy"] == "contextual":
+            means, spreads = policy.posterior(arms, decision["features"])
+            return win_probability(means, spreads, arms.index(name))
+        membership = logged_membership(decision.get("features", {}), MAX_SEGMENTS)
+        if not membership:
+            return self._wins.get(placement_name, (None, {}))[1].get(name, 1 / len(arms))
+        total = sum(membership.values())
+        return sum(w / total * policy.win(k, arms.index(name)) for k, w in membership.items())
+
+    @staticmethod
+    def _membership(placement: Placement, audience: Audience) -> dict[int, float]:
+        if placement.segment_by:
+            return property_membership(audience.value(placement.segment_by),
+                                       list(placement.segment_values))
+        return vector_membership(audience.vector, placement.name, placement.segments)
+
+    def choose_for(self, placement_name: str, user_id: str, model: str | None = None,
+                   audience: Audience | None = None) -> Choice:
         """The variant that serves ``user_id`` on ``placement_name``, or ``model`` when one
         is forced. Only the allocation's choice on a configured placement may count for its
-        variant: a forced model or an unknown placement is served, never credited."""
+        variant: a forced model or an unknown placement is served, never credited.
+
+        A request outside the placement's targeting gets its ``default_variant``, logged
+        with ``targeted: False`` and not allocated: it counts for no variant, so the
+        experiment's figures and bandit state hold only the population it targets."""
         if model is not None:
             return Choice(model, model, {}, allocated=False)
-        _, variant = self.choose(placement_name, user_id)
-        return Choice(variant.name, variant.model, dict(variant.params),
-                      allocated=self.configured(placement_name))
+        placement = self.placement(placement_name)
+        if self.configured(placement_name) and not placement.targets(audience):
+            variant = next(v for v in placement.variants if v.name == placement.default_variant)
+            return Choice(variant.name, variant.model, dict(variant.params), allocated=False,
+                          decision={"strategy": placement.strategy, "propensity": 1.0,
+                                    "targeted": False})
+        placement, variant, decision = self._decide(placement_name, user_id, audience)
+        if not self.configured(placement_name):
+            return Choice(variant.name, variant.model, dict(variant.params), allocated=False)
+        decision["propensity"] = min(1.0, max(decision["propensity"], 1e-6))
+        if placement.target is not None:
+            decision["targeted"] = True
+        return Choice(variant.name, variant.model, dict(variant.params), allocated=True,
+                      decision=decision)

@@ -61,19 +61,24 @@ class Impression:
     items: tuple[ItemId, ...]
     timestamp: float
     allocated: bool = True  # False: not the placement's choice, counts for no variant
+    # How the allocation chose (schemas.impression.Decision's fields): None when it did not.
+    decision: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recommendation_id": self.recommendation_id, "user_id": self.user_id,
-                "placement": self.placement, "variant": self.variant, "model": self.model,
-                "items": list(self.items), "timestamp": self.timestamp,
-                "allocated": self.allocated}
+        document = {"recommendation_id": self.recommendation_id, "user_id": self.user_id,
+                    "placement": self.placement, "variant": self.variant, "model": self.model,
+                    "items": list(self.items), "timestamp": self.timestamp,
+                    "allocated": self.allocated}
+        if self.decision is not None:
+            document["decision"] = dict(self.decision)
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Impression:
         """From a document already validated (``schemas.impression.ImpressionMessage``)."""
         return cls(data["recommendation_id"], data["user_id"], data["placement"],
                    data["variant"], data["model"], tuple(data["items"]), data["timestamp"],
-                   data.get("allocated", True))
+                   data.get("allocated", True), data.get("decision"))
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class Credit:
     item_id: ItemId
     position: int  # 0-based position of the item in the list
     event_type: str
+    # The list's logged decision: a clustered or contextual bandit learns from it.
+    decision: Mapping[str, Any] | None = None
 
 
 def attribute(
@@ -136,7 +143,7 @@ def attribute(
     except ValueError:
         return NOT_IN_LIST
     return Credit(impression.recommendation_id, impression.placement, impression.variant,
-                  item_id, position, event_type)
+                  item_id, position, event_type, impression.decision)
 
 
 class Attributor:

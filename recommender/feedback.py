@@ -6,6 +6,11 @@ Counters per placement and variant: ``impressions`` (lists shown), ``items_shown
 ``lists_rewarded`` (lists that earned
 at least one reward: the take-rate's numerator), one per rewarded event type (``click``,
 ``purchase``, ...) and one per type and position (``click@0``).
+
+Bandit state per placement (clustered and contextual strategies): named numbers
+(:func:`recommender.allocation.learning`) added when an allocated impression is first
+recorded and when its list earns its first reward, in the same step that counts them, and
+halved per variant when the variant's count reaches ``cap``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from recommender.allocation import learning
 from recommender.attribution import Credit, Impression
+from recommender.contextual import DEFAULT_CAP, apply_increments
 
 Counters = dict[str, dict[str, int]]  # variant -> counter -> value
 
@@ -68,6 +75,10 @@ class FeedbackStore(Protocol):
 
     def variant_counters(self, placement: str) -> Counters: ...
 
+    def bandit_state(self, placement: str) -> dict[str, float]:
+        """The placement's clustered or contextual bandit state: field -> value."""
+        ...
+
     def placements(self) -> dict[str, dict[str, Any]]:
         """Every placement's current configuration (``Placement.to_dict`` form)."""
         ...
@@ -94,7 +105,9 @@ class FeedbackStore(Protocol):
 class InMemoryFeedback:
     """Dictionaries standing in for Redis; expiry is not modelled (nothing ages here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: float = DEFAULT_CAP) -> None:
+        self.cap = cap
+        self._bandit_state: dict[str, dict[str, float]] = defaultdict(dict)
         self._impressions: dict[str, Impression] = {}
         self._credited: set[tuple[str, str, str]] = set()
         self._rewarded_lists: set[str] = set()
@@ -116,6 +129,8 @@ class InMemoryFeedback:
                 counters = self._counters[impression.placement][impression.variant]
                 counters["impressions"] += 1
                 counters["items_shown"] += len(impression.items)
+                self._learn(impression.placement, impression.variant,
+                            learning(impression.variant, impression.decision, False))
             new += 1
         return new
 
@@ -145,6 +160,8 @@ class InMemoryFeedback:
             if credit.recommendation_id not in self._rewarded_lists:
                 self._rewarded_lists.add(credit.recommendation_id)
                 counters["lists_rewarded"] += 1
+                self._learn(credit.placement, credit.variant,
+                            learning(credit.variant, credit.decision, True))
             fresh.append(True)
         return fresh
 
@@ -180,6 +197,14 @@ class InMemoryFeedback:
         return {variant: dict(counters)
                 for variant, counters in self._counters.get(placement, {}).items()}
 
+    def _learn(self, placement: str, variant: str, increments: list[tuple[str, float]]
+               ) -> None:
+        if increments:
+            apply_increments(self._bandit_state[placement], variant, increments, self.cap)
+
+    def bandit_state(self, placement: str) -> dict[str, float]:
+        return dict(self._bandit_state.get(placement, {}))
+
     def placements(self) -> dict[str, dict[str, Any]]:
         return {name: dict(config) for name, config in self._placements.items()}
 
@@ -207,4 +232,5 @@ class InMemoryFeedback:
                    "log_entries": len(self._log.pop(name, [])),
                    "variant_counters": sum(map(len, self._counters.pop(name, {}).values())),
                    "outcomes": len(self._outcomes.pop(name, {}))}
+        self._bandit_state.pop(name, None)
         return removed

@@ -148,6 +148,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # How often an API process re-reads the shared event types (another process's change).
     event_types_refresh_seconds: float = Field(default=0.5, gt=0)
     exploration_floor: float = Field(default=0.05, ge=0, le=1)
+    # Clustered and contextual bandits (docs/bandits.md): updates a variant's state takes
+    # before it is halved, so old evidence fades and the state stays bounded for years.
+    bandit_state_cap: float = Field(default=100_000, ge=10, le=1e9)
 
     # API
     environment: Literal["development", "production"] = "development"

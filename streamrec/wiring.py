@@ -157,7 +157,7 @@ class Wiring:
 
     def feedback(self) -> RedisFeedback:
         """Placements, impressions and the per-variant counters."""
-        return RedisFeedback(self.client, self.shared_prefix)
+        return RedisFeedback(self.client, self.shared_prefix, self.settings.bandit_state_cap)
 
     def filter_definitions(self) -> RedisFilters:
         """The registered named filters."""

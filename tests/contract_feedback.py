@@ -104,3 +104,31 @@ class FeedbackContract:
         log = feedback.placement_log("home")
         assert [entry["version"] for entry in log] == [2, 1]
         assert log[0]["config"]["strategy"] == "bandit" and log[1]["at"] == 1.0
+
+    def test_bandit_state_learns_once_and_is_halved_at_the_cap(self, feedback):
+        # What clustered and contextual placements keep: each impression and each list's
+        # first reward add once, replays add nothing, and a variant's state is halved when
+        # its count reaches the cap (so it stays bounded).
+        feedback.cap = 20
+        contextual = {"strategy": "contextual", "propensity": 0.5,
+                      "features": {"ctx.device.mobile": 1.0, "hour.sin": 0.5}}
+        clustered = {"strategy": "clustered", "propensity": 0.5, "segment": 1,
+                     "features": {"segment.1": 0.75, "segment.2": 0.25}}
+        shown = [Impression(f"c{n}", "ann", "ctx", "a", "popular", ("tea",), 1.0, True,
+                            contextual) for n in range(19)]
+        shown += [Impression(f"s{n}", "ann", "seg", "b", "popular", ("tea",), 1.0, True,
+                             clustered) for n in range(3)]
+        assert feedback.record_impressions(shown + shown[:2], 60) == 22
+        feedback.credit([Credit("c0", "ctx", "a", "tea", 0, "click", contextual),
+                         Credit("c0", "ctx", "a", "tea", 0, "purchase", contextual),
+                         Credit("s0", "seg", "b", "tea", 0, "click", clustered)], 60)
+        state = feedback.bandit_state("ctx")
+        assert state["a|n"] == 19 and state["a|A|0|0"] == 19 and state["a|b|0"] == 1
+        assert feedback.bandit_state("seg") == {
+            "b|n": 3, "b|s1|n": 2.25, "b|s2|n": 0.75, "b|s1|r": 0.75, "b|s2|r": 0.25}
+        feedback.record_impressions([Impression("c19", "ann", "ctx", "a", "popular",
+                                                ("tea",), 1.0, True, contextual)], 60)
+        halved = feedback.bandit_state("ctx")
+        assert halved["a|n"] == 10 and halved["a|A|0|0"] == 10 and halved["a|b|0"] == 0.5
+        assert feedback.delete_placement("ctx") is not None
+        assert feedback.bandit_state("ctx") == {}

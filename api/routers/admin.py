@@ -16,9 +16,10 @@ from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
 from recommender import abtest
-from recommender.allocation import Placement, Variant
+from recommender.allocation import LEARNING, Placement, Variant
 from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT
+from recommender.clustering import MAX_SEGMENTS
 from recommender.engine import HYBRID_PARAMS
 from recommender.ope import OffPolicyError
 from schemas.impression import NAME_PATTERN
@@ -31,6 +32,11 @@ router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], de
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+# What a placement's targeting and clustered/contextual settings name: a context key
+# (api.context) or a user property (user.NAME: only the property).
+ContextKey = Annotated[str, Field(min_length=1, max_length=37,
+                                  pattern=r"^(user\.)?[A-Za-z0-9_-]{1,32}$")]
+ContextValue = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class VariantBody(BaseModel):
@@ -48,11 +54,34 @@ class VariantBody(BaseModel):
 class PlacementBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    strategy: Literal["split", "bandit"] = "split"
+    strategy: Literal["split", "bandit", "clustered", "contextual"] = Field(
+        default="split", description="split (fixed shares), bandit (Thompson sampling), "
+        "clustered (per user segment), contextual (linear Thompson sampling on the request's "
+        "context): docs/bandits.md.")
     floor: float = Field(default=0.05, ge=0, le=1,
                          description="Bandit: least share of traffic per live variant.")
     pin: Name | None = Field(default=None, description="Serve only this variant.")
     variants: Annotated[list[VariantBody], Field(min_length=1, max_length=16)]
+    segments: int = Field(default=4, ge=2, le=MAX_SEGMENTS, description=(
+        "clustered: how many segments users' MF vectors are softly assigned to."))
+    segment_by: ContextKey | None = Field(default=None, description=(
+        "clustered: segment by this context key or user property instead (one segment per "
+        "value in segment_values, one for any other value)."))
+    segment_values: Annotated[list[ContextValue], Field(max_length=MAX_SEGMENTS - 1)] = Field(
+        default_factory=list, description="clustered with segment_by: the values that get "
+        "a segment of their own.")
+    features: Annotated[list[ContextKey], Field(min_length=1, max_length=16)] | None = Field(
+        default=None, description="contextual: the context keys and user properties "
+        "(user.NAME for a property only) its features use; default all that are sent.")
+    alpha: float = Field(default=1.0, gt=0, le=10, description=(
+        "contextual: scale of the posterior's spread (exploration)."))
+    target: Annotated[dict[ContextKey, ContextValue | Annotated[
+        list[ContextValue], Field(min_length=1, max_length=64)]],
+        Field(min_length=1, max_length=8)] | None = Field(default=None, description=(
+            "Requests whose context key or user property equals the value (or one of the "
+            "values) for every key get the experiment; the rest get default_variant."))
+    default_variant: Name | None = Field(default=None, description=(
+        "With target: the variant a request outside the target gets."))
 
     @model_validator(mode="after")
     def _consistent(self) -> PlacementBody:
@@ -63,8 +92,24 @@ class PlacementBody(BaseModel):
             raise ValueError(f"pin: {self.pin!r} is not one of the variants {names}")
         if self.pin is None and not any(variant.weight > 0 for variant in self.variants):
             raise ValueError("variants: at least one needs a weight above 0 (or pin one)")
-        if self.strategy == "bandit" and self.floor * len(names) > 1:
+        if self.strategy in LEARNING and self.floor * len(names) > 1:
             raise ValueError(f"floor: {self.floor} x {len(names)} variants exceeds 1")
+        if self.strategy != "clustered":
+            for name in ("segment_by", "segment_values"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}: only for strategy clustered")
+        elif self.segment_values and not self.segment_by:
+            raise ValueError("segment_values: only with segment_by")
+        elif self.segment_by and not self.segment_values:
+            raise ValueError("segment_values: name the values of segment_by that get a "
+                             "segment of their own")
+        if self.features is not None and self.strategy != "contextual":
+            raise ValueError("features: only for strategy contextual")
+        if (self.target is None) != (self.default_variant is None):
+            raise ValueError("default_variant: give it with target, and only then")
+        if self.default_variant is not None and self.default_variant not in names:
+            raise ValueError(f"default_variant: {self.default_variant!r} is not one of the "
+                             f"variants {names}")
         return self
 
 
@@ -87,7 +132,13 @@ async def put_placement(
                                         "of GET /popular and GET /items/{item_id}/similar")
     placement = Placement(
         name, tuple(Variant(v.name, v.model, v.weight, dict(v.params)) for v in body.variants),
-        strategy=body.strategy, floor=body.floor, pin=body.pin,
+        strategy=body.strategy, floor=body.floor, pin=body.pin, segments=body.segments,
+        segment_by=body.segment_by, segment_values=tuple(body.segment_values),
+        features=None if body.features is None else tuple(body.features), alpha=body.alpha,
+        target=None if body.target is None else {
+            key: tuple(value) if isinstance(value, list) else (value,)
+            for key, value in body.target.items()},
+        default_variant=body.default_variant,
     )
     stored = await run_in_threadpool(
         allocation.feedback.put_placement, placement.to_dict(), author, time.time())

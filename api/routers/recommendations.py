@@ -8,8 +8,9 @@ from typing import Annotated
 
 import orjson
 import redis
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
+from api.context import CONTEXT_DESCRIPTION, parse_context
 from api.deps import (
     AllocationDep,
     EngineDep,
@@ -26,7 +27,7 @@ from api.models import ItemList, K, RecommendationList, ScoredItem
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
 from api.shedding import SHED, SHED_RESPONSES
-from recommender.allocation import DEFAULT_PLACEMENT
+from recommender.allocation import DEFAULT_PLACEMENT, Audience
 from recommender.attribution import ROUTE_PLACEMENTS, Impression
 from recommender.engine import Recommendations
 from schemas.impression import NAME_PATTERN
@@ -52,14 +53,14 @@ FILTERED_RESPONSES: dict[int | str, dict] = {503: {
 
 
 def _log_impression(producer, settings, placement: str, user_id: str | None, model: str,
-                    items, now: float, allocated: bool = True, variant: str | None = None
-                    ) -> str:
-    """Log a list as shown (best effort, off the request path); returns its id, which
-    clicks carry back so the list's variant is credited."""
+                    items, now: float, allocated: bool = True, variant: str | None = None,
+                    decision=None) -> str:
+    """Log a list as shown (best effort, off the request path), with how its variant was
+    chosen; returns its id, which clicks carry back so the list's variant is credited."""
     recommendation_id = uuid.uuid4().hex
     impression = Impression(recommendation_id, user_id, placement,
                             variant or ROUTE_PLACEMENTS[placement], model,
-                            tuple(item for item, _ in items), now, allocated)
+                            tuple(item for item, _ in items), now, allocated, decision)
     # Keyed by the user as the events are; an anonymous list by its own id.
     producer.impressions.send(settings.impressions_topic,
                               (user_id or recommendation_id).encode(),
@@ -83,9 +84,27 @@ def _unreachable(error: Exception) -> HTTPException:
                          headers={"Retry-After": "5"})
 
 
+def _audience(engine, allocation, placement: str, user_id: str, context: dict,
+              now: float) -> Audience | None:
+    """What the placement's allocation looks at about this user, read only when it looks
+    (clustered, contextual, targeted placements): their properties, factors, history."""
+    reads = allocation.reads(placement)
+    if not reads:
+        return Audience(context, now=now) if context else None
+    document = engine.store.get_user(user_id) if "user" in reads else None
+    user = None if document is None else document.get("properties", {})
+    history, vector = [], None
+    if reads & {"vector", "history"}:
+        history, vector = engine.store.user_state(user_id, 100)
+    if vector is not None:
+        vector = vector[:-1]  # the stored vector's last component is a constant 1
+    return Audience(context, user, vector, len(history), now)
+
+
 @router.get("/recommendations", response_model=RecommendationList,
             responses=FILTERED_RESPONSES)
 async def recommendations(
+    request: Request,
     served: ServedDep,
     settings: SettingsDep,
     allocation: AllocationDep,
@@ -103,6 +122,8 @@ async def recommendations(
     category: Annotated[str | None, Query(
         max_length=128, description="A theme the user chose (onboarding, a tab): where "
         "popular items come from while the models know nothing about the user yet.")] = None,
+    context: Annotated[str | None, Query(max_length=2048, description=CONTEXT_DESCRIPTION)]
+    = None,
 ) -> RecommendationList:
     """Top-k for a user, never items they already interacted with.
 
@@ -117,12 +138,19 @@ async def recommendations(
     """
     _refuse_when_impressions_wait(producer, settings)
     engine = served.engine
+    request_context = parse_context(context, request.query_params)
+    now = time.time()
+    try:
+        audience = None if model is not None else await asyncio.get_running_loop(
+        ).run_in_executor(serving_threads, partial(
+            _audience, engine, allocation, placement, user_id, request_context, now))
+    except redis.RedisError:  # choose without what could not be read: the list still serves
+        audience = Audience(request_context, now=now)
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
-    choice = allocation.choose_for(placement, user_id, model)
+    choice = allocation.choose_for(placement, user_id, model, audience)
     name, chosen, params, allocated = (choice.variant, choice.model, choice.params,
                                        choice.allocated)
-    now = time.time()
     try:
         # Off the event loop, filtered or not: a Redis that hangs must cost this request
         # its deadline (api.shedding), not stall every route of the process. The hop
@@ -138,7 +166,7 @@ async def recommendations(
         result, degraded = Recommendations("popular", fallback.top(k)), True
     metrics.serve(placement, name, result.model, allocated)
     recommendation_id = _log_impression(producer, settings, placement, user_id, result.model,
-                                        result.items, now, allocated, name)
+                                        result.items, now, allocated, name, choice.decision)
     return RecommendationList(
         recommendation_id=recommendation_id, user_id=user_id, placement=placement,
         variant=name, model=result.model, items=_items(result.items, result.backfill),

@@ -14,7 +14,9 @@ import orjson
 import redis
 from pydantic import ValidationError
 
+from recommender.allocation import learning
 from recommender.attribution import Credit, Impression
+from recommender.contextual import DEFAULT_CAP
 from recommender.feedback import Counters
 from schemas.impression import ImpressionMessage
 from schemas.models import describe
@@ -25,11 +27,36 @@ log = logging.getLogger(__name__)
 
 SEPARATOR = "|"
 
-_RECORD_IMPRESSION = """
+# Adds (field, amount) pairs from ARGV[first] on to a bandit state hash, then halves every
+# field of the variant (prefix 'variant|') once its count field ('variant|n') reaches the
+# cap: the state stays bounded however long the placement runs (recommender.contextual).
+_LEARN = """
+local function learn(key, cap, variant, first)
+  if first > #ARGV then return end
+  for n = first, #ARGV, 2 do
+    redis.call('HINCRBYFLOAT', key, ARGV[n], ARGV[n + 1])
+  end
+  local prefix = variant .. '|'
+  local count = tonumber(redis.call('HGET', key, prefix .. 'n') or '0')
+  if cap ~= '' and count and count >= tonumber(cap) then
+    local fields = redis.call('HGETALL', key)
+    for n = 1, #fields, 2 do
+      if string.sub(fields[n], 1, #prefix) == prefix then
+        redis.call('HSET', key, fields[n], string.format('%.17g', tonumber(fields[n + 1]) / 2))
+      end
+    end
+  end
+end
+"""
+
+# KEYS[3]: the placement's bandit state; ARGV[6]: its cap, ARGV[7..]: what the impression
+# adds to it (field, amount, ...), applied with the count, once.
+_RECORD_IMPRESSION = _LEARN + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[5] == '1' then
     redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|impressions', 1)
     redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|items_shown', ARGV[4])
+    learn(KEYS[3], ARGV[6], ARGV[3], 7)
   end
   return 1
 end
@@ -38,8 +65,9 @@ return 0
 
 # KEYS[4], KEYS[5], KEYS[6]: the waiting feedback, the system's and the placement's
 # outcomes; ARGV[5]: the waiting entry the credit settles ('' for none): taken out first, or
-# nothing is counted (-1: settled before).
-_CREDIT = """
+# nothing is counted (-1: settled before). KEYS[7]: the placement's bandit state, ARGV[6..]:
+# what the list's first reward adds to it.
+_CREDIT = _LEARN + """
 local settles = ARGV[5] ~= ''
 if settles and redis.call('ZREM', KEYS[4], ARGV[5]) == 0 then
   return -1
@@ -56,6 +84,7 @@ redis.call('HINCRBY', KEYS[3], prefix, 1)
 redis.call('HINCRBY', KEYS[3], prefix .. '@' .. ARGV[4], 1)
 if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[3], ARGV[2] .. '|lists_rewarded', 1)
+  learn(KEYS[7], '', ARGV[2], 6)
 end
 if settles then
   redis.call('HINCRBY', KEYS[5], 'credited', 1)
@@ -82,9 +111,11 @@ return counted
 
 
 class RedisFeedback:
-    def __init__(self, client: redis.Redis, prefix: str = "sr") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "sr", cap: float = DEFAULT_CAP
+                 ) -> None:
         self.client = client
         self.prefix = prefix
+        self.cap = cap  # bandit state: updates per variant before its state is halved
         self._record = client.register_script(_RECORD_IMPRESSION)
         self._credit = client.register_script(_CREDIT)
         self._settle = client.register_script(_SETTLE)
@@ -108,9 +139,11 @@ class RedisFeedback:
             self._pipelined(
                 pipe, self._record,
                 keys=[self.key(keys.IMPRESSION, impression.recommendation_id),
-                      self.key(keys.VARIANT_COUNTERS, impression.placement)],
+                      self.key(keys.VARIANT_COUNTERS, impression.placement),
+                      self.key(keys.BANDIT_STATE, impression.placement)],
                 args=[orjson.dumps(impression.to_dict()), milliseconds, impression.variant,
-                      len(impression.items), int(impression.allocated)],
+                      len(impression.items), int(impression.allocated), repr(self.cap),
+                      *_flat(learning(impression.variant, impression.decision, False))],
             )
         return sum(pipe.execute())
 
@@ -146,9 +179,11 @@ class RedisFeedback:
                       self.key(keys.REWARDED_LIST, credit.recommendation_id),
                       self.key(keys.VARIANT_COUNTERS, credit.placement),
                       self.key(keys.FEEDBACK_WAITING), self.key(keys.OUTCOMES),
-                      self.key(keys.OUTCOMES, credit.placement)],
+                      self.key(keys.OUTCOMES, credit.placement),
+                      self.key(keys.BANDIT_STATE, credit.placement)],
                 args=[milliseconds, credit.variant, credit.event_type, credit.position,
-                      "" if settled is None else settled[n]],
+                      "" if settled is None else settled[n],
+                      *_flat(learning(credit.variant, credit.decision, True))],
             )
         return [None if result < 0 else bool(result) for result in pipe.execute()]
 
@@ -202,6 +237,10 @@ class RedisFeedback:
             counters.setdefault(variant, {})[counter] = int(value)
         return counters
 
+    def bandit_state(self, placement: str) -> dict[str, float]:
+        raw = self.client.hgetall(self.key(keys.BANDIT_STATE, placement))
+        return {field.decode(): float(value) for field, value in raw.items()}
+
     def placements(self) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self.key(keys.PLACEMENTS))
         return {name.decode(): orjson.loads(doc) for name, doc in raw.items()}
@@ -248,7 +287,7 @@ class RedisFeedback:
 
     def delete_placement(self, name: str) -> dict[str, int]:
         owned = [self.key(keys.PLACEMENT_LOG, name), self.key(keys.VARIANT_COUNTERS, name),
-                 self.key(keys.OUTCOMES, name)]
+                 self.key(keys.OUTCOMES, name), self.key(keys.BANDIT_STATE, name)]
         pipe = self.client.pipeline(transaction=True)
         pipe.hdel(self.key(keys.PLACEMENTS), name)
         pipe.llen(owned[0])
@@ -258,3 +297,7 @@ class RedisFeedback:
         configuration, log_entries, counters, outcomes, _ = pipe.execute()
         return {"configuration": configuration, "log_entries": log_entries,
                 "variant_counters": counters, "outcomes": outcomes}
+
+
+def _flat(increments: list[tuple[str, float]]) -> list[str]:
+    return [part for name, amount in increments for part in (name, repr(amount))]

@@ -58,6 +58,15 @@ LANDMARKS = "lm"
 # Written by the trainer and by `streamrec lists import`; read by reports (the arena).
 MODEL_CARDS = "mcards"
 
+# Allocation strategies that learn per user group or context (issue 20, docs/bandits.md):
+# HASH field -> float, per placement, shared by every version like the variant counters.
+# clustered: "variant|s<k>|n" / "variant|s<k>|r" membership-weighted lists shown / rewarded
+# in segment k; contextual: "variant|A|i|j" (i <= j) and "variant|b|i", the ridge
+# regression's sums; both: "variant|n", the updates since the variant's fields were last
+# halved (at the cap, so they stay bounded). Written by the worker's impression and credit
+# scripts, read by the API's allocation refresher.
+BANDIT_STATE = "bstate"
+
 # STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
 # while its call's one exists (the worker waits), so the copy is one point in time. One
 # per slot a call writes: the global one and, under a tagged prefix, each group's. Not
