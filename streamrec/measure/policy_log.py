@@ -68,6 +68,7 @@ class PlacementLog:
             propensity = None
             if decision is not None:
                 context.update(decision.features)
+                context.update(_categories(decision.features))
                 context.update({"segment": decision.segment, "targeted": decision.targeted,
                                 "strategy": decision.strategy})
                 propensity = decision.propensity
@@ -79,6 +80,25 @@ class PlacementLog:
     def users(self) -> set[str]:
         return {impression.user_id for impression, _ in self.impressions.values()
                 if impression.user_id is not None}
+
+
+def _categories(features: Mapping[str, float]) -> dict[str, str]:
+    """The context values a contextual decision logged as one-hot features
+    (``ctx.device.mobile``: ``device`` is ``mobile``; ``user.country.CA``: the property
+    ``country``, also as ``user.country``), so a rule ``by`` them can be evaluated.
+
+    >>> _categories({"ctx.device.mobile": 1.0, "user.country.CA": 1.0, "hour.sin": 0.5})
+    {'device': 'mobile', 'user.country': 'CA', 'country': 'CA'}
+    """
+    found: dict[str, str] = {}
+    for name, value in features.items():
+        kind, _, rest = name.partition(".")
+        key, _, category = rest.partition(".")
+        if value == 1.0 and kind in ("ctx", "user") and key and category:
+            if kind == "user":
+                found[f"user.{key}"] = category
+            found.setdefault(key, category)
+    return found
 
 
 def parse_since(text: str | None, now: float | None = None) -> float | None:
