@@ -186,25 +186,30 @@ async def delete_placement(name: PlacementName, allocation: AllocationDep) -> di
 
 @router.get("/placements/{name}/report", responses={
     **UNKNOWN, 422: {"description": "control is not one of the variants"}})
-def placement_report(name: PlacementName, allocation: AllocationDep,
+def placement_report(name: PlacementName, allocation: AllocationDep, context: ContextDep,
                      control: Annotated[str | None, Field(max_length=64)] = None) -> dict:
-    """Per variant: lists shown, CTR, take-rate and conversions with 95% intervals, and
-    each variant against the control: lift, a two-proportion test, and the sample size
-    still needed ("not enough data" until a list was rewarded). Also this placement's
-    reward events by attribution outcome, and (``unplaced_outcomes``) those whose list
-    was never found, which belong to no placement."""
+    """Per variant: its model, that model's offline metrics where a card describes what
+    serves it (``offline``: batch-trained and imported models), lists shown, CTR, take-rate
+    and conversions with 95% intervals, and each variant against the control: lift, a
+    two-proportion test, and the sample size still needed ("not enough data" until a list
+    was rewarded); ``advice`` says in words whether to switch and how many more lists it
+    needs. Also this placement's reward events by attribution outcome, and
+    (``unplaced_outcomes``) those whose list was never found, which belong to no
+    placement."""
     # The routes' own placements (/popular, /similar) have one variant and no allocation.
     route_variant = ROUTE_PLACEMENTS.get(name)
     if route_variant is not None:
-        variants = [route_variant]
+        models = {route_variant: route_variant}
     else:
         config = _configured(allocation, name)
-        variants = [variant["name"] for variant in config.get("variants", [])]
+        models = {variant["name"]: variant.get("model") for variant in
+                  config.get("variants", [])}
     try:
         report = abtest.placement_report(allocation.feedback.variant_counters(name), control,
-                                         variants)
+                                         list(models))
     except abtest.UnknownControl as error:
         raise HTTPException(422, detail=str(error)) from None
+    abtest.with_cards(report, models, context.wiring.model_cards().all())
     if route_variant is not None:
         report["shares"] = {route_variant: 1.0}
     else:

@@ -32,7 +32,7 @@ def report(placements: tuple[str, ...], control: str | None, policy: str | None,
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
     two-proportion test on take-rate and the sample size still needed. With --policy, the
     off-policy estimate of another allocation from the logged lists instead."""
-    from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report
+    from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report, with_cards
     from recommender.attribution import ROUTE_PLACEMENTS
     from streamrec.wiring import Wiring
 
@@ -42,9 +42,11 @@ def report(placements: tuple[str, ...], control: str | None, policy: str | None,
     if since is not None:
         raise click.ClickException("--since: only with --policy (the A/B report counts "
                                    "every list since the placement was made)")
-    feedback = Wiring.connect(settings_of(app_name), "report").feedback()
+    wiring = Wiring.connect(settings_of(app_name), "report")
+    feedback = wiring.feedback()
+    cards = wiring.model_cards().all()
     # The routes' own placements (/popular, /similar) have one variant, no configuration.
-    configured = {**{name: {"variants": [{"name": variant}]}
+    configured = {**{name: {"variants": [{"name": variant, "model": variant}]}
                      for name, variant in ROUTE_PLACEMENTS.items()},
                   **feedback.placements()}
     names = placements or tuple(sorted(feedback.placements()))
@@ -55,19 +57,22 @@ def report(placements: tuple[str, ...], control: str | None, policy: str | None,
         raise click.ClickException(f"no placement named {', '.join(map(repr, unknown))} is "
                                    f"configured; configured: {sorted(configured) or 'none'}")
     for name in names:
-        variants = [variant["name"] for variant in configured[name].get("variants", [])]
+        models = {variant["name"]: variant.get("model")
+                  for variant in configured[name].get("variants", [])}
         try:
-            result = placement_report(feedback.variant_counters(name), control, variants)
+            result = placement_report(feedback.variant_counters(name), control, list(models))
         except UnknownControl as error:
             raise click.ClickException(f"placement {name}: {error}") from None
+        with_cards(result, models, cards)
         click.echo(f"\nplacement {name} (control: {result['control']})")
-        click.echo(f"  {'variant':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}{'take-rate':>11}"
-                   f"{'95% CI':>18}{'conv.':>7}")
+        click.echo(f"  {'variant':<16}{'model':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}"
+                   f"{'take-rate':>11}{'95% CI':>18}{'conv.':>7}   offline")
         for variant, m in result["variants"].items():
             low, high = m["take_rate_interval"]
-            click.echo(f"  {variant:<16}{m['impressions']:>8}{m['clicks']:>8}"
-                       f"{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
-                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}")
+            click.echo(f"  {variant:<16}{m['model'] or '':<16}{m['impressions']:>8}"
+                       f"{m['clicks']:>8}{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
+                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}   "
+                       f"{_offline(m['offline'])}")
         for variant, c in result["comparisons"].items():
             if c["verdict"] == NOT_ENOUGH_DATA or c["needed_per_variant"] is None:
                 click.echo(f"  {variant} vs {result['control']}: {c['verdict']}")
@@ -81,6 +86,18 @@ def report(placements: tuple[str, ...], control: str | None, policy: str | None,
         if outcomes:
             click.echo("  reward events: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in sorted(outcomes.items())))
+        click.echo(f"  advice: {result['advice']}")
+    wiring.close()
+
+
+def _offline(offline: dict | None) -> str:
+    """A card's offline figures in a few words ("-": a model no card describes)."""
+    if offline is None:
+        return "-"
+    figures = ", ".join(f"{name} {offline[name]:.3f}" for name in ("recall@10", "ndcg@10")
+                        if isinstance(offline.get(name), int | float))
+    run = f"{offline.get('kind') or 'card'} run {offline.get('run')}"
+    return f"{figures or 'no offline metrics'} ({run})"
 
 
 def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
