@@ -210,6 +210,12 @@ def placement_report(name: PlacementName, allocation: AllocationDep, context: Co
     except abtest.UnknownControl as error:
         raise HTTPException(422, detail=str(error)) from None
     abtest.with_cards(report, models, context.wiring.model_cards().all())
+    if route_variant is None and config.get("target"):
+        # The counters hold the experiment's population only; both sides need the log.
+        report["targeting"] = {
+            "target": config["target"], "default_variant": config.get("default_variant"),
+            "counts": "targeted requests only: POST this route with a policy (current) "
+                      "for both sides"}
     if route_variant is not None:
         report["shares"] = {route_variant: 1.0}
     else:

@@ -65,6 +65,10 @@ def report(placements: tuple[str, ...], control: str | None, policy: str | None,
             raise click.ClickException(f"placement {name}: {error}") from None
         with_cards(result, models, cards)
         click.echo(f"\nplacement {name} (control: {result['control']})")
+        if configured[name].get("target"):
+            click.echo(f"  targeted requests only (target {configured[name]['target']}; the "
+                       f"rest get {configured[name].get('default_variant')}): --policy "
+                       f"current compares both sides")
         click.echo(f"  {'variant':<16}{'model':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}"
                    f"{'take-rate':>11}{'95% CI':>18}{'conv.':>7}   offline")
         for variant, m in result["variants"].items():
@@ -154,6 +158,12 @@ def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
     click.echo(f"  effective sample size {result['effective_sample_size']:,.0f} of "
                f"{result['lists']:,} lists (largest weight {result['largest_weight']:g})")
     click.echo(result["summary"])
+    for side, figures in result.get("by_targeting", {}).items():
+        low, high = figures["take_rate_interval"]
+        click.echo(f"  {side.replace('_', ' ')}: {figures['lists']:,} lists, take-rate "
+                   f"{figures['take_rate']:.2%} [{low:.2%}, {high:.2%}]; " + ", ".join(
+                       f"{name} {v['take_rate']:.2%} of {v['lists']:,}"
+                       for name, v in figures["variants"].items()))
 
 
 @click.command()

@@ -21,7 +21,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from recommender.abtest import wilson_interval
 from recommender.attribution import Credit, Impression, attribute
 from recommender.ope import Logged, Rule, arm_stats, evaluate, resolve_policy
 from schemas.impression import Decision, ImpressionMessage
@@ -52,6 +53,10 @@ class PlacementLog:
     rewarded: set[str] = field(default_factory=set)
     events: Counter = field(default_factory=Counter)  # reward events by outcome
     not_allocated: int = 0  # lists forced with model= (never counted for a variant)
+    # Lists outside the placement's targeting (decision.targeted False: its default
+    # variant, counted for no variant) and which of them a reward event would have earned.
+    outside: dict[str, Impression] = field(default_factory=dict)
+    outside_rewarded: set[str] = field(default_factory=set)
     unreadable: int = 0  # records that break the contract (the worker dead-letters them)
 
     def rows(self, properties: Mapping[str, Mapping[str, Any]] | None = None
@@ -77,9 +82,40 @@ class PlacementLog:
                                {k: v for k, v in context.items() if v is not None}))
         return rows
 
+    def by_targeting(self) -> dict[str, dict[str, Any]]:
+        """Lists and take-rate (95% Wilson interval) of the requests the placement's target
+        matched (its experiment) and of the rest (its default variant), each per variant.
+
+        >>> log = PlacementLog("home")
+        >>> log.impressions["r1"] = (Impression("r1", "u", "home", "A", "mf", (), 1.0), None)
+        >>> log.outside["r2"] = Impression("r2", "u", "home", "D", "mf", (), 1.0, False)
+        >>> log.outside_rewarded.add("r2")
+        >>> log.by_targeting()["not_targeted"]["variants"]["D"]["take_rate"]
+        1.0
+        """
+        def side(lists: dict[str, str], rewarded: set[str]) -> dict[str, Any]:
+            per_variant: dict[str, Any] = {}
+            for variant in sorted(set(lists.values())):
+                ids = [rid for rid, name in lists.items() if name == variant]
+                per_variant[variant] = _take_rate(len(ids), sum(r in rewarded for r in ids))
+            return {**_take_rate(len(lists), sum(r in rewarded for r in lists)),
+                    "variants": per_variant}
+
+        targeted = {rid: pair[0].variant for rid, pair in self.impressions.items()}
+        outside = {rid: impression.variant for rid, impression in self.outside.items()}
+        return {"targeted": side(targeted, self.rewarded),
+                "not_targeted": side(outside, self.outside_rewarded)}
+
     def users(self) -> set[str]:
         return {impression.user_id for impression, _ in self.impressions.values()
                 if impression.user_id is not None}
+
+
+def _take_rate(lists: int, rewarded: int) -> dict[str, Any]:
+    low, high = wilson_interval(rewarded, lists)
+    return {"lists": lists, "rewarded": rewarded,
+            "take_rate": round(rewarded / lists, 4) if lists else 0.0,
+            "take_rate_interval": [round(low, 4), round(high, 4)]}
 
 
 def _categories(features: Mapping[str, float]) -> dict[str, str]:
@@ -160,6 +196,18 @@ async def read_placement_log(settings: Settings, app: str, placement: str,
                     None if since is None else since - settings.attribution_clock_skew_seconds,
                     lambda record: _reward_event(log, record, app, settings, events))
     for impression, event, received in events:
+        if impression.recommendation_id in log.outside:
+            # Judged as if it counted: what the default variant earns outside the target.
+            outcome = attribute(replace(impression, allocated=True), event.user_id,
+                                event.item_id, event.event_type,
+                                event_time(event.timestamp, received,
+                                           settings.max_event_time_skew_seconds),
+                                received, settings.attribution_window_seconds,
+                                settings.reward_event_types,
+                                settings.attribution_clock_skew_seconds)
+            if isinstance(outcome, Credit):
+                log.outside_rewarded.add(impression.recommendation_id)
+            continue
         result = attribute(impression, event.user_id, event.item_id, event.event_type,
                            event_time(event.timestamp, received,
                                       settings.max_event_time_skew_seconds),
@@ -184,7 +232,10 @@ def _impression(log: PlacementLog, record: Any, app: str) -> None:
     if message.placement != log.placement:
         return
     if not message.allocated:
-        log.not_allocated += 1
+        if message.decision is not None and message.decision.targeted is False:
+            log.outside[message.recommendation_id] = Impression.from_dict(message.model_dump())
+        else:
+            log.not_allocated += 1
         return
     # The API may send an impression twice (a retry): the list is one list.
     log.impressions[message.recommendation_id] = (
@@ -207,13 +258,14 @@ def _reward_event(log: PlacementLog, record: Any, app: str, settings: Settings,
         event = parse_event(orjson.dumps(document), settings.reward_event_types)
     except EventContractError:
         return  # not a reward event, or one the worker dead-letters
-    shown = log.impressions.get(event.recommendation_id or "")
+    rid = event.recommendation_id or ""
+    shown = log.impressions[rid][0] if rid in log.impressions else log.outside.get(rid)
     if shown is None:
         return  # another placement's list, or one served before the window
     seconds = record.timestamp / 1000.0
     received = seconds if record.timestamp_type == LOG_APPEND_TIME else min(seconds,
                                                                            time.time())
-    found.append((shown[0], event, received))
+    found.append((shown, event, received))
 
 
 async def _read(settings: Settings, topic: str, since: float | None, handle) -> None:
@@ -296,4 +348,5 @@ def _evaluate(wiring: Wiring, app: str, placement: str, config: Mapping[str, Any
                      for name, (lists, rewarded) in arm_stats(rows).items()},
         "reward_events": dict(sorted(log.events.items())),
         "not_allocated": log.not_allocated, "unreadable": log.unreadable,
+        **({"by_targeting": log.by_targeting()} if config.get("target") else {}),
     }

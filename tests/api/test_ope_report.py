@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from recommender.ope import thompson_shares
+from tests.api.conftest import wait_for
 from tests.integration.test_import_export import streamrec
 
 pytestmark = pytest.mark.integration
@@ -156,3 +157,46 @@ def test_the_cli_prints_the_estimates_and_a_sentence(logged, worker_env, tmp_pat
                         "--policy", '{"strategy": "split", "shares": {"Z": 1}}')
     assert refused.returncode == 1
     assert "--policy: policy.shares.Z: not a variant" in refused.stderr
+
+
+def test_a_targeted_placements_report_splits_by_targeting(client, api_settings, services,
+                                                         worker_env) -> None:
+    run = f"opetg{os.getpid()}{int(time.time()) % 100000}"
+    placement = f"ca-{run}"
+    answer = client.put(f"/admin/placements/{placement}", json={
+        "target": {"country": "CA"}, "default_variant": "A",
+        "variants": [{"name": "A", "model": "popular"}, {"name": "B", "model": "mf"}]})
+    assert answer.status_code == 200, answer.text
+    started = time.time() - 1
+    impressions, clicks = [], []
+    for number in range(200):
+        inside = number % 2 == 0
+        variant = ("A", "B")[number % 4 // 2] if inside else "A"
+        rid, user = f"{run}-r{number}", f"{run}-u{number % 20}"
+        decision = ({"strategy": "split", "propensity": 0.5, "targeted": True} if inside
+                    else {"strategy": "split", "propensity": 1.0, "targeted": False})
+        impressions.append(orjson.dumps({
+            "recommendation_id": rid, "user_id": user, "placement": placement,
+            "variant": variant, "model": "popular", "items": [f"{run}-i"],
+            "timestamp": time.time(), "allocated": inside, "decision": decision}))
+        if number % 5 == 0:  # every fifth list: 20 of 100 inside, 20 of 100 outside
+            clicks.append({"user_id": user, "item_id": f"{run}-i", "event_type": "click",
+                           "recommendation_id": rid})
+    asyncio.run(_produce(services["bootstrap"], api_settings.impressions_topic, impressions))
+    assert client.post("/events", json=clicks).status_code == 202
+    report = wait_for(lambda: (r := client.post(
+        f"/admin/placements/{placement}/report",
+        json={"policy": "current", "since": str(started)}).json()).get(
+            "reward_events", {}).get("credited") == 20 and r, timeout=30)
+    assert report, "the clicks on targeted lists were not all found"
+    split = report["by_targeting"]
+    assert (split["targeted"]["lists"], split["targeted"]["rewarded"]) == (100, 20)
+    assert (split["not_targeted"]["lists"], split["not_targeted"]["rewarded"]) == (100, 20)
+    assert split["not_targeted"]["variants"] == {"A": {
+        "lists": 100, "rewarded": 20, "take_rate": 0.2, "take_rate_interval": [0.1334, 0.2888]}}
+    assert report["lists"] == 100  # the policy is judged on the targeted lists only
+    shown = client.get(f"/admin/placements/{placement}/report").json()
+    assert shown["targeting"]["target"] == {"country": ["CA"]}
+    printed = streamrec(worker_env, "report", "--placement", placement, "--policy", "current",
+                        "--since", str(started))
+    assert "not targeted: 100 lists, take-rate 20.00%" in printed.stdout, printed.stderr
