@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ MIN_WEIGHT = 0.01  # smaller memberships are dropped (logged and learned as 0)
 SEPARATOR = "|"
 
 
+@lru_cache(maxsize=1024)
 def directions(placement: str, segments: int, dimensions: int) -> np.ndarray:
     """K fixed random unit vectors of ``dimensions``, the same in every process."""
     seed = int.from_bytes(hashlib.blake2b(placement.encode(), digest_size=8).digest(),
@@ -196,16 +198,22 @@ class SegmentedThompson:
         """The cached probability a draw in ``segment`` picks ``arm``."""
         return float(self._wins[segment, arm])
 
-    def choose(self, arms: Sequence[str], membership: Mapping[int, float]
-               ) -> tuple[str, float]:
-        """The arm a Thompson draw in one of the user's segments picks, and the
-        probability of it over the segment's draw and the posterior's."""
+    def choose(self, arms: Sequence[str], membership: Mapping[int, float],
+               explore: float = 0.0) -> tuple[str, float]:
+        """The arm a Thompson draw in one of the user's segments picks (or, with
+        probability ``explore``, an even draw), and the probability of it over the
+        segment's draw and the posterior's."""
         segments = list(membership)
         weights = np.array([membership[k] for k in segments])
         weights = weights / weights.sum()
-        segment = segments[int(self._rng.choice(len(segments), p=weights))]
-        stats = self._stats[segment]
-        draws = self._rng.beta(1 + stats[:, 1], 1 + np.maximum(stats[:, 0] - stats[:, 1], 0))
-        chosen = int(np.argmax(draws))
-        propensity = float(weights @ self._wins[segments, chosen])
-        return arms[chosen], propensity
+        if explore > 0 and self._rng.random() < explore:
+            chosen = int(self._rng.integers(len(arms)))
+        else:
+            position = int(np.searchsorted(np.cumsum(weights), self._rng.random(),
+                                           side="right"))
+            stats = self._stats[segments[min(position, len(segments) - 1)]]
+            draws = self._rng.beta(1 + stats[:, 1],
+                                   1 + np.maximum(stats[:, 0] - stats[:, 1], 0))
+            chosen = int(np.argmax(draws))
+        win = float(weights @ self._wins[segments, chosen])
+        return arms[chosen], explore / len(arms) + (1 - explore) * win

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from recommender.allocation import learning
+from recommender.allocation import learning, state_meaning
 from recommender.attribution import Credit, Impression
 from recommender.contextual import DEFAULT_CAP, apply_increments
 
@@ -76,7 +76,12 @@ class FeedbackStore(Protocol):
     def variant_counters(self, placement: str) -> Counters: ...
 
     def bandit_state(self, placement: str) -> dict[str, float]:
-        """The placement's clustered or contextual bandit state: field -> value."""
+        """The placement's clustered or contextual bandit state: field -> value (the field
+        ``changes`` counts the updates, so a reader can tell it changed cheaply)."""
+        ...
+
+    def bandit_state_changes(self, placement: str) -> int:
+        """How many updates the placement's bandit state has had (0: none, or reset)."""
         ...
 
     def placements(self) -> dict[str, dict[str, Any]]:
@@ -85,7 +90,8 @@ class FeedbackStore(Protocol):
 
     def put_placement(self, config: Mapping[str, Any], author: str, at: float
                       ) -> dict[str, Any]:
-        """Store a new version of a placement (``version`` is assigned) and log the change."""
+        """Store a new version of a placement (``version`` is assigned) and log the change;
+        its bandit state starts afresh when its meaning changes (:func:`state_meaning`)."""
         ...
 
     def placement_log(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -200,10 +206,15 @@ class InMemoryFeedback:
     def _learn(self, placement: str, variant: str, increments: list[tuple[str, float]]
                ) -> None:
         if increments:
-            apply_increments(self._bandit_state[placement], variant, increments, self.cap)
+            fields = self._bandit_state[placement]
+            apply_increments(fields, variant, increments, self.cap)
+            fields["changes"] = fields.get("changes", 0) + 1
 
     def bandit_state(self, placement: str) -> dict[str, float]:
         return dict(self._bandit_state.get(placement, {}))
+
+    def bandit_state_changes(self, placement: str) -> int:
+        return int(self._bandit_state.get(placement, {}).get("changes", 0))
 
     def placements(self) -> dict[str, dict[str, Any]]:
         return {name: dict(config) for name, config in self._placements.items()}
@@ -211,6 +222,8 @@ class InMemoryFeedback:
     def put_placement(self, config: Mapping[str, Any], author: str, at: float
                       ) -> dict[str, Any]:
         name = config["name"]
+        if state_meaning(self._placements.get(name)) != state_meaning(config):
+            self._bandit_state.pop(name, None)
         version = self._placements.get(name, {}).get("version", 0) + 1
         stored = {**config, "version": version}
         self._placements[name] = stored

@@ -124,11 +124,27 @@ class FeedbackContract:
                          Credit("s0", "seg", "b", "tea", 0, "click", clustered)], 60)
         state = feedback.bandit_state("ctx")
         assert state["a|n"] == 19 and state["a|A|0|0"] == 19 and state["a|b|0"] == 1
+        assert feedback.bandit_state_changes("ctx") == 20  # 19 impressions, 1 first reward
         assert feedback.bandit_state("seg") == {
-            "b|n": 3, "b|s1|n": 2.25, "b|s2|n": 0.75, "b|s1|r": 0.75, "b|s2|r": 0.25}
+            "b|n": 3, "b|s1|n": 2.25, "b|s2|n": 0.75, "b|s1|r": 0.75, "b|s2|r": 0.25,
+            "changes": 4}
         feedback.record_impressions([Impression("c19", "ann", "ctx", "a", "popular",
                                                 ("tea",), 1.0, True, contextual)], 60)
         halved = feedback.bandit_state("ctx")
         assert halved["a|n"] == 10 and halved["a|A|0|0"] == 10 and halved["a|b|0"] == 0.5
         assert feedback.delete_placement("ctx") is not None
         assert feedback.bandit_state("ctx") == {}
+
+    def test_bandit_state_starts_afresh_when_its_meaning_changes(self, feedback):
+        config = {"name": "seg", "strategy": "clustered", "segments": 4,
+                  "variants": [{"name": "b"}]}
+        feedback.put_placement(config, "t", 0.0)
+        clustered = {"strategy": "clustered", "propensity": 0.5,
+                     "features": {"segment.1": 1.0}}
+        feedback.record_impressions([Impression("s0", "ann", "seg", "b", "popular", ("tea",),
+                                                1.0, True, clustered)], 60)
+        feedback.put_placement({**config, "floor": 0.1}, "t", 1.0)  # same segments: kept
+        assert feedback.bandit_state("seg") == {"b|n": 1, "b|s1|n": 1, "changes": 1}
+        feedback.put_placement({**config, "segments": 8}, "t", 2.0)  # other segments
+        assert feedback.bandit_state("seg") == {}
+        assert feedback.bandit_state_changes("seg") == 0

@@ -14,7 +14,7 @@ import orjson
 import redis
 from pydantic import ValidationError
 
-from recommender.allocation import learning
+from recommender.allocation import learning, state_meaning
 from recommender.attribution import Credit, Impression
 from recommender.contextual import DEFAULT_CAP
 from recommender.feedback import Counters
@@ -36,6 +36,7 @@ local function learn(key, cap, variant, first)
   for n = first, #ARGV, 2 do
     redis.call('HINCRBYFLOAT', key, ARGV[n], ARGV[n + 1])
   end
+  redis.call('HINCRBY', key, 'changes', 1)
   local prefix = variant .. '|'
   local count = tonumber(redis.call('HGET', key, prefix .. 'n') or '0')
   if cap ~= '' and count and count >= tonumber(cap) then
@@ -241,6 +242,9 @@ class RedisFeedback:
         raw = self.client.hgetall(self.key(keys.BANDIT_STATE, placement))
         return {field.decode(): float(value) for field, value in raw.items()}
 
+    def bandit_state_changes(self, placement: str) -> int:
+        return int(self.client.hget(self.key(keys.BANDIT_STATE, placement), "changes") or 0)
+
     def placements(self) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self.key(keys.PLACEMENTS))
         return {name.decode(): orjson.loads(doc) for name, doc in raw.items()}
@@ -253,11 +257,14 @@ class RedisFeedback:
 
         def write(pipe) -> None:
             current = pipe.hget(table, name)
-            version = (orjson.loads(current)["version"] if current else 0) + 1
+            previous = orjson.loads(current) if current else None
+            version = (previous["version"] if previous else 0) + 1
             stored.clear()
             stored.update({**config, "version": version})
             change = {"version": version, "author": author, "at": at, "config": stored}
             pipe.multi()
+            if state_meaning(previous) != state_meaning(config):
+                pipe.delete(self.key(keys.BANDIT_STATE, name))
             pipe.hset(table, name, orjson.dumps(stored))
             pipe.lpush(self.key(keys.PLACEMENT_LOG, name), orjson.dumps(change))
 

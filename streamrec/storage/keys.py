@@ -63,8 +63,9 @@ MODEL_CARDS = "mcards"
 # clustered: "variant|s<k>|n" / "variant|s<k>|r" membership-weighted lists shown / rewarded
 # in segment k; contextual: "variant|A|i|j" (i <= j) and "variant|b|i", the ridge
 # regression's sums; both: "variant|n", the updates since the variant's fields were last
-# halved (at the cap, so they stay bounded). Written by the worker's impression and credit
-# scripts, read by the API's allocation refresher.
+# halved (at the cap, so they stay bounded); "changes": updates so far (readers skip an
+# unchanged state). Written by the worker's impression and credit scripts, read by the
+# API's allocation refresher.
 BANDIT_STATE = "bstate"
 
 # STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
