@@ -239,7 +239,7 @@ class PolicyBody(BaseModel):
 
 
 @router.post("/placements/{name}/report", responses={
-    **UNKNOWN, 422: {"description": "A policy or a log that cannot be evaluated"},
+    **BODY_RESPONSES, **UNKNOWN, 422: {"description": "A policy or a log that cannot be evaluated"},
     503: {"description": "Kafka did not answer"}})
 async def policy_report(name: PlacementName, body: PolicyBody, context: ContextDep) -> dict:
     """Off-policy evaluation: how ``policy`` would have done on this placement, estimated
