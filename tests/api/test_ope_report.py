@@ -200,3 +200,49 @@ def test_a_targeted_placements_report_splits_by_targeting(client, api_settings, 
     printed = streamrec(worker_env, "report", "--placement", placement, "--policy", "current",
                         "--since", str(started))
     assert "not targeted: 100 lists, take-rate 20.00%" in printed.stdout, printed.stderr
+
+
+def test_an_apps_report_reads_that_apps_lists_only(services, worker) -> None:
+    """Lists served by the real API under /apps/{app}/ (split decisions logged with the
+    app's header) are evaluated under the same prefix, and belong to no other app."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.api.test_apps import PLATFORM, apps_settings, new_app
+
+    with TestClient(create_app(apps_settings(services))) as api:
+        assert wait_for(lambda: api.get("/readyz").status_code == 200, timeout=60)
+        app, _ = new_app(api)
+        base = f"/apps/{app}"
+        assert api.post(f"{base}/events", headers=PLATFORM, json=[
+            {"user_id": "seed", "item_id": f"item-{n}", "event_type": "view"} for n in range(5)]
+                        ).status_code == 202
+        assert wait_for(lambda: api.get(f"{base}/popular", headers=PLATFORM).json().get(
+            "items"), timeout=60)
+        placement = f"home-{app}"
+        assert api.put(f"{base}/admin/placements/{placement}", headers=PLATFORM, json={
+            "variants": [{"name": "A", "model": "popular"}, {"name": "B", "model": "popular"}]}
+                       ).status_code == 200
+        started = time.time() - 1
+        served = [api.get(f"{base}/recommendations", headers=PLATFORM,
+                          params={"user_id": f"u{n}", "placement": placement}).json()
+                  for n in range(40)]
+        clicks = [{"user_id": shown["user_id"], "item_id": shown["items"][0]["item_id"],
+                   "event_type": "click", "recommendation_id": shown["recommendation_id"]}
+                  for shown in served if shown["variant"] == "A"]
+        assert api.post(f"{base}/events", headers=PLATFORM, json=clicks).status_code == 202
+
+        def evaluated():
+            answer = api.post(f"{base}/admin/placements/{placement}/report", headers=PLATFORM,
+                              json={"policy": "A", "since": str(started)})
+            report = answer.json()
+            return (answer.status_code == 200 and report["lists"] == 40
+                    and report["reward_events"].get("credited") == len(clicks) and report)
+
+        report = wait_for(evaluated, timeout=30)
+        assert report, "the app's lists or clicks were not all found"
+        assert report["app"] == app and report["snips"]["value"] == 1.0
+        assert report["variants"]["A"] == {"lists": len(clicks), "rewarded": len(clicks)}
+        # The default app has no placement of that name: nothing of the app's is its own.
+        assert api.post(f"/admin/placements/{placement}/report", headers=PLATFORM,
+                        json={"policy": "A"}).status_code == 404
