@@ -295,10 +295,11 @@ async def _read(settings: Settings, topic: str, since: float | None, handle) -> 
         remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while remaining:
             fetched = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in fetched.items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        handle(record)
+            wanted = [record for tp, records in fetched.items() for record in records
+                      if record.offset < ends[tp]]
+            if wanted:
+                # Parsing and validating is CPU: off the event loop, which serves the API.
+                await asyncio.to_thread(lambda batch=wanted: [handle(r) for r in batch])
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
