@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from api.named_filters import invalid
 
 MAX_KEYS = 16
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -22,8 +24,9 @@ CONTEXT_DESCRIPTION = (
     f"values are strings of at most {MAX_VALUE_LENGTH} characters, numbers or booleans.")
 
 
-def _refuse(message: str) -> HTTPException:
-    return HTTPException(422, detail=f"context: {message}")
+def _refuse(message: str, given: Any = None) -> RequestValidationError:
+    """A 422 shaped like every other one, at ``query.context``."""
+    return invalid("context", f"context: {message}", given)
 
 
 def parse_context(raw: str | None, query: Mapping[str, str]) -> dict[str, Any]:
@@ -34,9 +37,9 @@ def parse_context(raw: str | None, query: Mapping[str, str]) -> dict[str, Any]:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            raise _refuse(f"not valid JSON ({error})") from error
+            raise _refuse(f"not valid JSON ({error})", raw) from error
         if not isinstance(parsed, dict):
-            raise _refuse(f"expected a JSON object, got {type(parsed).__name__}")
+            raise _refuse(f"expected a JSON object, got {type(parsed).__name__}", raw)
         context.update(parsed)
     for name, value in query.items():
         if name.startswith(PREFIX):

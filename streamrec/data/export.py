@@ -210,7 +210,8 @@ def export(engine: Engine, view: ChunkView, users: Iterable[UserId], output: IO[
            record_impressions=lambda _: None) -> ExportReport:
     """Write one line per user to ``output``: ``{"recommendation_id", "user_id", "variant",
     "model", "items": [{"item_id", "score", "backfill"}]}``. ``engine`` reads through ``view``;
-    ``choose(user)`` answers ``(variant name, model, params, allocated)``; every list is
+    ``choose(user)`` answers ``(variant name, model, params, allocated)`` and may add the
+    allocation's decision (logged with the impression, as the API logs it); every list is
     ranked as of ``now``. Each chunk's lists are handed to ``record_impressions`` (a list
     of :class:`~recommender.attribution.Impression`, shown on ``placement`` at ``now``)
     before its lines are written, so every id in the file is known to attribution."""
@@ -221,12 +222,13 @@ def export(engine: Engine, view: ChunkView, users: Iterable[UserId], output: IO[
         engine.refresh()  # item factors changed since the last chunk, as the API refreshes
         lines, shown = [], []
         for user in users_in_chunk:
-            variant, model, params, allocated = choose(user)
+            variant, model, params, allocated, *decision = choose(user)
             result = engine.recommend(user, k, now, model, params, item_filter)
             report.models[result.model] += 1
             recommendation_id = uuid.uuid4().hex
             shown.append(Impression(recommendation_id, user, placement, variant, result.model,
-                                    tuple(item for item, _ in result.items), now, allocated))
+                                    tuple(item for item, _ in result.items), now, allocated,
+                                    decision[0] if decision else None))
             lines.append(orjson.dumps({
                 "recommendation_id": recommendation_id,
                 "user_id": user, "variant": variant, "model": result.model,
@@ -295,9 +297,10 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
         if model is None:
             allocation.refresh()
 
-        def choose(user: UserId) -> tuple[str, str, dict[str, float], bool]:
+        def choose(user: UserId) -> tuple[str, str, dict[str, float], bool, Any]:
             choice = allocation.choose_for(placement, user, model)
-            return choice.variant, choice.model, dict(choice.params), choice.allocated
+            return (choice.variant, choice.model, dict(choice.params), choice.allocated,
+                    choice.decision)
 
         # Straight into the feedback store, through the attributor the worker's impressions
         # agent uses (same counting, same expiry): a chunk's ids are known before its lines

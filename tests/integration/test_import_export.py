@@ -229,6 +229,11 @@ def test_export_follows_the_placements_split(export_settings, tmp_path):
         expected = engine.recommend(line["user_id"], 5, now, variant.model, variant.params)
         assert [(i["item_id"], i["score"]) for i in line["items"]] == expected.items
     assert {line["variant"] for line in lines} == {"blend", "pairs"}
+    # Each exported list's impression logs its decision, as the API's lists do.
+    rid = lines[0]["recommendation_id"]
+    shown = RedisFeedback(store.client, settings.redis_prefix).impressions([rid])[rid]
+    assert shown.decision == {"strategy": "split", "propensity": 0.5, "segment": None,
+                              "features": {}, "targeted": None}
 
 
 def test_export_applies_a_named_filter_and_withdrawn_items(export_settings, tmp_path):

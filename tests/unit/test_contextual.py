@@ -19,6 +19,7 @@ from recommender.contextual import (
     context_features,
     impression_increments,
     reward_increments,
+    vectorize,
     win_probability,
 )
 from recommender.feedback import InMemoryFeedback
@@ -124,3 +125,22 @@ def test_only_contextual_and_clustered_decisions_teach_a_state():
     assert learning("a", {"strategy": "contextual", "propensity": 1.0, "targeted": False,
                           "features": {"x": 1.0}}, False) == []
     assert learning("a", None, True) == []
+
+
+def test_the_state_read_back_is_the_ridge_regression_of_what_was_shown():
+    fields: dict[str, float] = {"changes": 7.0, "a|unknown|1": 3.0, "a|A|70|1": 9.0}
+    precision = {arm: np.eye(64) for arm in "ab"}
+    moments = {arm: np.zeros(64) for arm in "ab"}
+    for n in range(300):
+        features = context_features({"device": str(n % 5)}, {"tier": str(n % 3)}, n, n * 1e3)
+        arm, x = "ab"[n % 2], vectorize(features, 64)
+        apply_increments(fields, arm, impression_increments(arm, features, 64), 1e9)
+        precision[arm] += np.outer(x, x)
+        if n % 3 == 0:
+            apply_increments(fields, arm, reward_increments(arm, features, 64), 1e9)
+            moments[arm] += x
+    policy = LinearThompson(seed=1)
+    policy.load(fields, ["a", "b"])
+    for row, arm in enumerate("ab"):
+        assert np.allclose(policy._covariances[row], np.linalg.inv(precision[arm]))
+        assert np.allclose(policy._means[row], np.linalg.solve(precision[arm], moments[arm]))
