@@ -140,12 +140,15 @@ def main() -> None:
         report: dict = {}
         deadline = time.monotonic() + 60
         while report.get("lists", 0) < args.requests and time.monotonic() < deadline:
+            asked = time.perf_counter()
             report = call(base, "POST", f"/admin/placements/{placement}/report",
                           {"policy": {"strategy": "split", "shares": shares}})
+            took = time.perf_counter() - asked
         low, high = report["snips"]["interval"]
         measured = result.reward("bandit")
         print(f"\nthe plain bandit's converged policy {shares}, estimated off-policy from the "
-              f"contextual run's {report['lists']} logged lists:")
+              f"contextual run's {report['lists']} logged lists ({took:.2f} s to read both "
+              f"topics whole and evaluate):")
         print(f"  SNIPS {report['snips']['value']:.3f} [{low:.3f}, {high:.3f}], IPS "
               f"{report['ips']['value']:.3f} {report['ips']['interval']}, ESS "
               f"{report['effective_sample_size']}")
