@@ -172,3 +172,97 @@ def _rounded(metrics: dict) -> dict:
     """Interval bounds to 4 decimals: a bound of 6.9e-18 is a 0 that reads like noise."""
     return {name: [round(bound, DIGITS) for bound in value] if isinstance(value, list)
             else value for name, value in metrics.items()}
+
+
+# -- the arena: offline metrics beside live ones, and what to do ---------------------------
+
+OFFLINE_METRICS = ("recall@10", "ndcg@10")
+MAX_WORTH_TESTING = 10_000_000  # lists per variant: beyond this the difference is too small
+SMALLEST_DIFFERENCE = 0.1  # relative: what "tell a difference" means when rates are equal
+
+
+def with_cards(report: dict[str, object], models: dict[str, str],
+               cards: dict[str, dict]) -> dict[str, object]:
+    """``report`` (:func:`placement_report`) with each variant's ``model`` and ``offline``
+    figures: the card of what serves its model now (``keys.MODEL_CARDS``: batch-trained and
+    imported models; None for a model without one), and ``advice`` (:func:`advice`).
+
+    >>> report = placement_report({"A": {"impressions": 100, "lists_rewarded": 10}})
+    >>> card = {"run": 3, "made_at": 1.0, "kind": "trained",
+    ...         "offline": {"recall@10": 0.21, "ndcg@10": 0.12, "users": 50, "slice": "10%"}}
+    >>> offline = with_cards(report, {"A": "ease"}, {"ease": card})["variants"]["A"]["offline"]
+    >>> offline["recall@10"], offline["run"], offline["kind"]
+    (0.21, 3, 'trained')
+    """
+    for name, metrics in report["variants"].items():  # type: ignore[union-attr]
+        model = models.get(name)
+        card = cards.get(model) if model else None
+        metrics["model"] = model
+        offline = (card or {}).get("offline")
+        metrics["offline"] = None if card is None else {
+            **(offline or {}), "run": card.get("run"), "kind": card.get("kind")}
+    report["advice"] = advice(report)
+    return report
+
+
+def advice(report: dict[str, object]) -> str:
+    """What a :func:`placement_report` says to do, in words: switch to a variant whose
+    take-rate beats the control's significantly, keep the control when every other variant
+    is significantly worse, or how many more lists each variant needs before a difference
+    can be told (never 10^12: a difference too small to matter says so).
+
+    >>> advice(placement_report({"A": {"impressions": 2000, "lists_rewarded": 200},
+    ...                          "B": {"impressions": 1000, "lists_rewarded": 160}}))
+    'switch to B: its take-rate 16.0% [13.9%, 18.4%] beats A 10.0% [8.8%, 11.4%] (p 0.0000)'
+    >>> print(advice(placement_report({"A": {"impressions": 400, "lists_rewarded": 40},
+    ...                                "B": {"impressions": 300, "lists_rewarded": 36}})))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    not enough data yet: about 3,541 more lists per variant to tell a difference of 2.0
+    points of take-rate (B 12.0% against A 10.0%)
+    >>> advice(placement_report({"A": {"impressions": 10}, "B": {"impressions": 12}}))
+    'not enough data yet: no list has earned a reward'
+    """
+    variants: dict = report["variants"]  # type: ignore[assignment]
+    control = report.get("control")
+    comparisons: dict = report["comparisons"]  # type: ignore[assignment]
+    if control is None or not comparisons:
+        return "one variant: nothing to compare" if variants else "no variant has served yet"
+    base = variants[control]
+    if all(c["verdict"] == NOT_ENOUGH_DATA for c in comparisons.values()):
+        served = sum(m["impressions"] for m in variants.values())
+        return ("not enough data yet: no list has earned a reward" if served else
+                "not enough data yet: no list has been served")
+    better = [name for name, c in comparisons.items() if c["verdict"] == "significant"
+              and variants[name]["take_rate"] > base["take_rate"]]
+    if better:
+        best = max(better, key=lambda name: variants[name]["take_rate"])
+        return (f"switch to {best}: its take-rate {_rate(variants[best])} beats {control} "
+                f"{_rate(base)} (p {comparisons[best]['p_value']:.4f})")
+    worse = [name for name, c in comparisons.items() if c["verdict"] == "significant"
+             and variants[name]["take_rate"] < base["take_rate"]]
+    if len(worse) == len(comparisons):
+        return (f"keep {control}: its take-rate {_rate(base)} beats every other variant "
+                f"(p < 0.05)")
+    # The closest call: the challenger not yet told apart that comes nearest to winning.
+    open_names = [name for name in comparisons if name not in worse]
+    challenger = max(open_names, key=lambda name: variants[name]["take_rate"])
+    challenged = variants[challenger]
+    low, high = sorted((base["take_rate"], challenged["take_rate"]))
+    if high - low < SMALLEST_DIFFERENCE * max(high, 1e-9) / 2:
+        # Equal so far: say what it takes to tell a 10% relative difference apart.
+        high = low * (1 + SMALLEST_DIFFERENCE) if low > 0 else high
+    needed = required_sample_size(low, high) if high > low else NO_EFFECT
+    shown = min(base["impressions"], challenged["impressions"])
+    if needed >= MAX_WORTH_TESTING:
+        return (f"keep {control} or {challenger}: their take-rates ({_rate(base)}, "
+                f"{_rate(challenged)}) differ by too little to tell apart at any traffic "
+                f"worth waiting for")
+    return (f"not enough data yet: about {max(0, needed - shown):,} more lists per variant "
+            f"to tell a difference of {100 * (high - low):.1f} points of take-rate "
+            f"({challenger} {challenged['take_rate']:.1%} against {control} "
+            f"{base['take_rate']:.1%})")
+
+
+def _rate(metrics: dict) -> str:
+    low, high = metrics["take_rate_interval"]
+    return f"{metrics['take_rate']:.1%} [{low:.1%}, {high:.1%}]"

@@ -35,6 +35,7 @@ from streamrec.storage.client import connect
 from streamrec.storage.event_weights import RedisEventWeights
 from streamrec.storage.feedback_store import RedisFeedback
 from streamrec.storage.filter_definitions import RedisFilters
+from streamrec.storage.model_cards import ModelCards
 from streamrec.storage.model_versions import MAIN, Version, VersionError, Versions
 from streamrec.storage.model_versions import version_settings as _version_settings
 from streamrec.storage.ops_stats import OpsStats
@@ -158,6 +159,11 @@ class Wiring:
     def feedback(self) -> RedisFeedback:
         """Placements, impressions and the per-variant counters."""
         return RedisFeedback(self.client, self.shared_prefix, self.settings.bandit_state_cap)
+
+    def model_cards(self) -> ModelCards:
+        """The cards (lineage, offline metrics) of what serves each batch-trained or
+        imported model, for the placement report (shared by versions)."""
+        return ModelCards(self.client, self.shared_prefix)
 
     def filter_definitions(self) -> RedisFilters:
         """The registered named filters."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,9 +21,11 @@ from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT
 from recommender.clustering import MAX_SEGMENTS
 from recommender.engine import HYBRID_PARAMS
+from recommender.ope import OffPolicyError
 from schemas.impression import NAME_PATTERN
 from schemas.models import ModelName
 from streamrec import version_status
+from streamrec.measure import policy_log
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin", tags=["admin"], dependencies=[ADMIN],
                    responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -183,25 +186,36 @@ async def delete_placement(name: PlacementName, allocation: AllocationDep) -> di
 
 @router.get("/placements/{name}/report", responses={
     **UNKNOWN, 422: {"description": "control is not one of the variants"}})
-def placement_report(name: PlacementName, allocation: AllocationDep,
+def placement_report(name: PlacementName, allocation: AllocationDep, context: ContextDep,
                      control: Annotated[str | None, Field(max_length=64)] = None) -> dict:
-    """Per variant: lists shown, CTR, take-rate and conversions with 95% intervals, and
-    each variant against the control: lift, a two-proportion test, and the sample size
-    still needed ("not enough data" until a list was rewarded). Also this placement's
-    reward events by attribution outcome, and (``unplaced_outcomes``) those whose list
-    was never found, which belong to no placement."""
+    """Per variant: its model, that model's offline metrics where a card describes what
+    serves it (``offline``: batch-trained and imported models), lists shown, CTR, take-rate
+    and conversions with 95% intervals, and each variant against the control: lift, a
+    two-proportion test, and the sample size still needed ("not enough data" until a list
+    was rewarded); ``advice`` says in words whether to switch and how many more lists it
+    needs. Also this placement's reward events by attribution outcome, and
+    (``unplaced_outcomes``) those whose list was never found, which belong to no
+    placement."""
     # The routes' own placements (/popular, /similar) have one variant and no allocation.
     route_variant = ROUTE_PLACEMENTS.get(name)
     if route_variant is not None:
-        variants = [route_variant]
+        models = {route_variant: route_variant}
     else:
         config = _configured(allocation, name)
-        variants = [variant["name"] for variant in config.get("variants", [])]
+        models = {variant["name"]: variant.get("model") for variant in
+                  config.get("variants", [])}
     try:
         report = abtest.placement_report(allocation.feedback.variant_counters(name), control,
-                                         variants)
+                                         list(models))
     except abtest.UnknownControl as error:
         raise HTTPException(422, detail=str(error)) from None
+    abtest.with_cards(report, models, context.wiring.model_cards().all())
+    if route_variant is None and config.get("target"):
+        # The counters hold the experiment's population only; both sides need the log.
+        report["targeting"] = {
+            "target": config["target"], "default_variant": config.get("default_variant"),
+            "counts": "targeted requests only: POST this route with a policy (current) "
+                      "for both sides"}
     if route_variant is not None:
         report["shares"] = {route_variant: 1.0}
     else:
@@ -211,6 +225,43 @@ def placement_report(name: PlacementName, allocation: AllocationDep,
     unplaced = allocation.feedback.outcomes().get(NO_IMPRESSION, 0)
     report["unplaced_outcomes"] = {NO_IMPRESSION: unplaced} if unplaced else {}
     return report
+
+
+class PolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    policy: Annotated[str, Field(min_length=1, max_length=64)] | dict[str, object] = Field(
+        description="A policy document (split shares, a rule per context value, bandit or "
+                    "greedy) or a name: current, uniform, bandit, greedy, a variant's name.")
+    since: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Lists served since then (30m, 6h, 7d, epoch seconds, "
+                                  "RFC 3339); default: all the topics retain.")
+
+
+@router.post("/placements/{name}/report", responses={
+    **BODY_RESPONSES, **UNKNOWN, 422: {"description": "A policy or a log that cannot be evaluated"},
+    503: {"description": "Kafka did not answer"}})
+async def policy_report(name: PlacementName, body: PolicyBody, context: ContextDep) -> dict:
+    """Off-policy evaluation: how ``policy`` would have done on this placement, estimated
+    from its logged lists (each with its decision's propensity) and the rewards credited to
+    them, read from the impressions and events topics: the logged allocation's measured
+    reward per list, the target's IPS and self-normalised IPS estimates with 95% intervals,
+    the effective sample size and a sentence. A POST: reading the topics takes longer than
+    a read's deadline."""
+    try:
+        since = policy_log.parse_since(body.since)
+    except ValueError as error:
+        raise HTTPException(422, detail=f"body.{error}") from None
+    try:
+        return await policy_log.policy_report(context.wiring, context.name, name, body.policy,
+                                              since)
+    except LookupError as error:
+        raise HTTPException(404, detail=str(error)) from None
+    except OffPolicyError as error:
+        raise HTTPException(422, detail=f"body.{error}") from None
+    except (KafkaError, TimeoutError) as error:
+        raise HTTPException(503, detail=f"Kafka did not answer: {error!r}",
+                            headers={"Retry-After": "5"}) from None
 
 
 @router.get("/versions")

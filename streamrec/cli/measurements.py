@@ -19,17 +19,34 @@ from streamrec.settings import get_settings
 @click.option("--placement", "placements", multiple=True,
               help="Placements to report (default: every configured one).")
 @click.option("--control", default=None, help="The control variant (default: most shown).")
+@click.option("--policy", default=None, metavar="FILE_OR_NAME",
+              help="Estimate how this allocation would have done, off-policy, from the "
+                   "logged lists: a JSON file, JSON text, or current, uniform, bandit, "
+                   "greedy or a variant's name (docs/evaluation.md).")
+@click.option("--since", default=None, metavar="WHEN",
+              help="With --policy: lists served since then (30m, 6h, 7d, epoch seconds, "
+                   "RFC 3339); default: all the topics retain.")
 @app_option
-def report(placements: tuple[str, ...], control: str | None, app_name: str) -> None:
+def report(placements: tuple[str, ...], control: str | None, policy: str | None,
+           since: str | None, app_name: str) -> None:
     """Print an A/B comparison per placement: rates with 95% intervals, lift, a
-    two-proportion test on take-rate and the sample size still needed."""
-    from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report
+    two-proportion test on take-rate and the sample size still needed. With --policy, the
+    off-policy estimate of another allocation from the logged lists instead."""
+    from recommender.abtest import NOT_ENOUGH_DATA, UnknownControl, placement_report, with_cards
     from recommender.attribution import ROUTE_PLACEMENTS
     from streamrec.wiring import Wiring
 
-    feedback = Wiring.connect(settings_of(app_name), "report").feedback()
+    if policy is not None:
+        _policy_report(placements, policy, since, app_name)
+        return
+    if since is not None:
+        raise click.ClickException("--since: only with --policy (the A/B report counts "
+                                   "every list since the placement was made)")
+    wiring = Wiring.connect(settings_of(app_name), "report")
+    feedback = wiring.feedback()
+    cards = wiring.model_cards().all()
     # The routes' own placements (/popular, /similar) have one variant, no configuration.
-    configured = {**{name: {"variants": [{"name": variant}]}
+    configured = {**{name: {"variants": [{"name": variant, "model": variant}]}
                      for name, variant in ROUTE_PLACEMENTS.items()},
                   **feedback.placements()}
     names = placements or tuple(sorted(feedback.placements()))
@@ -40,19 +57,26 @@ def report(placements: tuple[str, ...], control: str | None, app_name: str) -> N
         raise click.ClickException(f"no placement named {', '.join(map(repr, unknown))} is "
                                    f"configured; configured: {sorted(configured) or 'none'}")
     for name in names:
-        variants = [variant["name"] for variant in configured[name].get("variants", [])]
+        models = {variant["name"]: variant.get("model")
+                  for variant in configured[name].get("variants", [])}
         try:
-            result = placement_report(feedback.variant_counters(name), control, variants)
+            result = placement_report(feedback.variant_counters(name), control, list(models))
         except UnknownControl as error:
             raise click.ClickException(f"placement {name}: {error}") from None
+        with_cards(result, models, cards)
         click.echo(f"\nplacement {name} (control: {result['control']})")
-        click.echo(f"  {'variant':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}{'take-rate':>11}"
-                   f"{'95% CI':>18}{'conv.':>7}")
+        if configured[name].get("target"):
+            click.echo(f"  targeted requests only (target {configured[name]['target']}; the "
+                       f"rest get {configured[name].get('default_variant')}): --policy "
+                       f"current compares both sides")
+        click.echo(f"  {'variant':<16}{'model':<16}{'lists':>8}{'clicks':>8}{'CTR':>8}"
+                   f"{'take-rate':>11}{'95% CI':>18}{'conv.':>7}   offline")
         for variant, m in result["variants"].items():
             low, high = m["take_rate_interval"]
-            click.echo(f"  {variant:<16}{m['impressions']:>8}{m['clicks']:>8}"
-                       f"{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
-                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}")
+            click.echo(f"  {variant:<16}{m['model'] or '':<16}{m['impressions']:>8}"
+                       f"{m['clicks']:>8}{m['ctr']:>8.2%}{m['take_rate']:>11.2%}"
+                       f"{f'[{low:.1%}, {high:.1%}]':>18}{m['conversions']:>7}   "
+                       f"{_offline(m['offline'])}")
         for variant, c in result["comparisons"].items():
             if c["verdict"] == NOT_ENOUGH_DATA or c["needed_per_variant"] is None:
                 click.echo(f"  {variant} vs {result['control']}: {c['verdict']}")
@@ -66,6 +90,80 @@ def report(placements: tuple[str, ...], control: str | None, app_name: str) -> N
         if outcomes:
             click.echo("  reward events: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in sorted(outcomes.items())))
+        click.echo(f"  advice: {result['advice']}")
+    wiring.close()
+
+
+def _offline(offline: dict | None) -> str:
+    """A card's offline figures in a few words ("-": a model no card describes)."""
+    if offline is None:
+        return "-"
+    figures = ", ".join(f"{name} {offline[name]:.3f}" for name in ("recall@10", "ndcg@10")
+                        if isinstance(offline.get(name), int | float))
+    run = f"{offline.get('kind') or 'card'} run {offline.get('run')}"
+    return f"{figures or 'no offline metrics'} ({run})"
+
+
+def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
+                   app_name: str) -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from recommender.ope import OffPolicyError
+    from streamrec.measure.policy_log import parse_since, policy_report
+    from streamrec.wiring import Wiring
+
+    if len(placements) != 1:
+        raise click.ClickException("--policy: name the one placement to evaluate it on "
+                                   "(--placement NAME)")
+    try:
+        start = parse_since(since)
+    except ValueError as error:
+        raise click.ClickException(f"--{error}") from None
+    document: str | object = policy
+    path = Path(policy)
+    try:
+        if policy.lstrip().startswith("{"):
+            document = orjson.loads(policy)
+        elif path.suffix == ".json" or path.is_file():
+            document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise click.ClickException(f"--policy: {policy}: {error}") from None
+    wiring = Wiring.connect(settings_of(app_name), "report")
+    try:
+        result = asyncio.run(policy_report(wiring, app_name, placements[0], document, start))
+    except (LookupError, OffPolicyError) as error:
+        raise click.ClickException(f"--policy: {error}" if isinstance(error, OffPolicyError)
+                                   else str(error)) from None
+    except (KafkaError, TimeoutError) as error:
+        raise click.ClickException(f"Kafka (STREAMREC_KAFKA_BOOTSTRAP) did not answer: "
+                                   f"{error!r}") from None
+    finally:
+        wiring.close()
+    click.echo(f"\nplacement {result['placement']}: {result['lists']:,} lists logged")
+    for variant, counts in result["variants"].items():
+        rate = counts["rewarded"] / counts["lists"] if counts["lists"] else 0.0
+        click.echo(f"  {variant:<16}{counts['lists']:>8} lists{counts['rewarded']:>8} rewarded"
+                   f"{rate:>9.2%}")
+
+    def line(name: str, estimate: dict) -> str:
+        low, high = estimate["interval"]
+        return f"  {name:<28}{estimate['value']:>8.2%}   95% CI [{low:.2%}, {high:.2%}]"
+
+    click.echo(f"target: {result['policy']}")
+    click.echo(line("logged allocation (measured)", result["logged"]))
+    click.echo(line("target, IPS", result["ips"]))
+    click.echo(line("target, self-normalised IPS", result["snips"]))
+    click.echo(f"  effective sample size {result['effective_sample_size']:,.0f} of "
+               f"{result['lists']:,} lists (largest weight {result['largest_weight']:g})")
+    click.echo(result["summary"])
+    for side, figures in result.get("by_targeting", {}).items():
+        low, high = figures["take_rate_interval"]
+        click.echo(f"  {side.replace('_', ' ')}: {figures['lists']:,} lists, take-rate "
+                   f"{figures['take_rate']:.2%} [{low:.2%}, {high:.2%}]; " + ", ".join(
+                       f"{name} {v['take_rate']:.2%} of {v['lists']:,}"
+                       for name, v in figures["variants"].items()))
 
 
 @click.command()

@@ -84,16 +84,20 @@ def api(workers: int) -> None:
               type=click.Choice(["stable", "sessions", "trending", "longtail"]),
               help="With --to-file: stable tastes, sessions, trending news or a long-tail "
                    "shop (docs/evaluation.md).")
+@click.option("--segments", is_flag=True,
+              help="Users are mobile or desktop (a user property and a context key "
+                   "`device` of each loop request); mobile lists earn most from the variant "
+                   "popular, desktop ones from hybrid (docs/evaluation.md).")
 def simulate(
     rate: float, count: int | None, users: int, items: int, categories: int, seed: int,
     loop_api: str | None, loop_rate: float, placement: str, to_file: Path | None,
-    regime: str,
+    regime: str, segments: bool,
 ) -> None:
     """Produce a synthetic event stream (and its item catalog) into Kafka, or a dataset
     into a file (--to-file)."""
     import threading
 
-    from streamrec.sim.simulator import Simulation, synthetic
+    from streamrec.sim.simulator import Segments, Simulation, synthetic
 
     if to_file is not None:
         if count is None:
@@ -104,7 +108,8 @@ def simulate(
         click.echo(f"simulate: wrote {count} {regime} events to {to_file}")
         return
 
-    simulation = Simulation(users=users, items=items, categories=categories, seed=seed)
+    simulation = Simulation(users=users, items=items, categories=categories, seed=seed,
+                            segments=Segments() if segments else None)
     if loop_api:
         from streamrec.sim.loop import ensure_demo_placement
         from streamrec.wiring import Wiring
@@ -128,8 +133,10 @@ def _close_the_loop(simulation, api: str, rate: float, placement: str, seed: int
     key = get_settings().client_api_key
     headers = {} if key is None else {"X-API-Key": key}
 
-    def fetch(user: str, where: str) -> dict:
-        query = urllib.parse.urlencode({"user_id": user, "placement": where})
+    def fetch(user: str, where: str, context: dict | None = None) -> dict:
+        query = urllib.parse.urlencode({"user_id": user, "placement": where,
+                                        **({"context": orjson.dumps(context).decode()}
+                                           if context else {})})
         request = urllib.request.Request(f"{api}/recommendations?{query}", headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())
@@ -160,6 +167,10 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
         for item in simulation.catalog.items():
             await producer.send(settings.items_topic, orjson.dumps(item),
                                 key=item["item_id"].encode())
+        if simulation.segments is not None:
+            for user in simulation.user_documents():
+                await producer.send(settings.users_topic, orjson.dumps(user),
+                                    key=user["user_id"].encode())
         await producer.flush()
         started = time.monotonic()
         for event in simulation.events(count, start=time.time()):

@@ -15,7 +15,9 @@ from recommender.allocation import Placement, Variant
 from recommender.feedback import FeedbackStore
 from streamrec.sim.simulator import Simulation
 
-Fetch = Callable[[str, str], dict]  # (user_id, placement) -> GET /recommendations body
+# (user_id, placement[, context]) -> GET /recommendations body; the context (a segment)
+# is passed only when the simulation has segments.
+Fetch = Callable[..., dict]
 Send = Callable[[list[dict]], None]  # events -> POST /events
 
 
@@ -38,6 +40,12 @@ class LoopResult:
     requests: int = 0
     served: list[str] = field(default_factory=list)  # the variant of each request, in order
     rewarded: Counter = field(default_factory=Counter)  # variant -> lists with a click
+    rewards: list[int] = field(default_factory=list)  # 1 where the request's list earned one
+    segments: list[str | None] = field(default_factory=list)  # each request's user's segment
+
+    def cumulative(self) -> list[int]:
+        """Rewarded lists after each request."""
+        return np.cumsum(self.rewards).tolist() if self.rewards else []
 
     def shares(self, last: int | None = None) -> dict[str, float]:
         window = self.served[-last:] if last else self.served
@@ -53,10 +61,16 @@ def run_loop(simulation: Simulation, fetch: Fetch, send: Send, requests: int,
     started = time.monotonic()
     for number in range(requests):
         user = int(rng.integers(simulation.users))
-        shown = fetch(simulation.user_id(user), placement)
+        if simulation.segments is None:
+            shown = fetch(simulation.user_id(user), placement)
+        else:
+            shown = fetch(simulation.user_id(user), placement, simulation.context(user))
         result.requests += 1
         result.served.append(shown["variant"])
-        reactions = simulation.react(user, [item["item_id"] for item in shown["items"]], rng)
+        result.segments.append(simulation.segment(user))
+        reactions = simulation.react(user, [item["item_id"] for item in shown["items"]], rng,
+                                     variant=shown["variant"])
+        result.rewards.append(int(bool(reactions)))
         if reactions:
             result.rewarded[shown["variant"]] += 1
             send([{"user_id": shown["user_id"], "item_id": item, "event_type": kind,

@@ -4,8 +4,8 @@ sessions. Deterministic for a seed, so tests and benchmarks can rely on it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,43 @@ class Catalog:
             }
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Users split by one context value (``key``: a device, say) whose best variant
+    differs: a list served by variant V to a user of segment S earns a reward with
+    probability ``rates[S][V]`` (``other`` for a variant the table does not name), whatever
+    its items. The truth is then known exactly, so an allocation's regret and an
+    off-policy estimate can be judged against it. The segment is sent as a context key of
+    each request and kept as a user property of the same name.
+
+    Examples
+    --------
+    >>> segments = Segments()
+    >>> segments.best("mobile"), segments.best("desktop")
+    ('popular', 'hybrid')
+    """
+
+    key: str = "device"
+    shares: Mapping[str, float] = field(
+        default_factory=lambda: {"mobile": 0.5, "desktop": 0.5})
+    rates: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: {
+        "mobile": {"popular": 0.30, "hybrid": 0.10, "mf": 0.10},
+        "desktop": {"popular": 0.10, "hybrid": 0.30, "mf": 0.10}})
+    other: float = 0.05
+
+    def rate(self, segment: str, variant: str) -> float:
+        return self.rates.get(segment, {}).get(variant, self.other)
+
+    def best(self, segment: str) -> str:
+        table = self.rates[segment]
+        return max(table, key=lambda variant: table[variant])
+
+
+# Variants whose lists earn the same in every segment: an allocation must keep them balanced.
+EQUAL_SEGMENTS = Segments(rates={"mobile": {"left": 0.2, "right": 0.2},
+                                 "desktop": {"left": 0.2, "right": 0.2}})
+
+
 class Simulation:
     """Users hold 1-3 favourite categories; a session picks one (90%) or any category,
     views a few items chosen by Zipf popularity inside it, and some views turn into
@@ -45,11 +82,18 @@ class Simulation:
 
     def __init__(
         self, users: int = 1000, items: int = 5000, categories: int = 20, seed: int = 42,
-        zipf: float = 1.1, prefix: str = "",
+        zipf: float = 1.1, prefix: str = "", segments: Segments | None = None,
     ) -> None:
         self.users = users
         self.seed = seed
         self.prefix = prefix
+        self.segments = segments
+        # A generator of its own: the stream and the tastes stay what they were without.
+        names = list(segments.shares) if segments else []
+        weights = np.array([segments.shares[n] for n in names]) if segments else None
+        self._segment_of = [] if segments is None else [
+            names[int(i)] for i in np.random.default_rng(seed + 1).choice(
+                len(names), size=users, p=weights / weights.sum())]
         if not 1 <= categories <= items:
             raise ValueError(f"categories: {categories} categories need between 1 and "
                              f"{items} (the number of items): each holds at least one item")
@@ -83,12 +127,35 @@ class Simulation:
     def user_id(self, user: int) -> str:
         return f"{self.prefix}user-{user}"
 
+    def segment(self, user: int) -> str | None:
+        """The user's segment (None without :class:`Segments`)."""
+        return self._segment_of[user] if self._segment_of else None
+
+    def context(self, user: int) -> dict[str, str]:
+        """What a request of the user says about them: their segment as a context key.
+
+        >>> Simulation(users=3, items=10, categories=2, seed=1, segments=Segments()
+        ...            ).context(0)
+        {'device': 'mobile'}
+        """
+        if self.segments is None:
+            return {}
+        return {self.segments.key: self._segment_of[user]}
+
+    def user_documents(self) -> Iterator[dict]:
+        """Each user's document (``PUT /users``, the users topic): the segment as a
+        property, for allocations that read properties rather than the request."""
+        for user in range(self.users):
+            yield {"user_id": self.user_id(user), "properties": self.context(user)}
+
     def react(self, user: int, items: list[str], rng: np.random.Generator,
-              liked: float = 0.35, other: float = 0.02, purchase: float = 0.1
-              ) -> list[tuple[str, str]]:
+              liked: float = 0.35, other: float = 0.02, purchase: float = 0.1,
+              variant: str | None = None) -> list[tuple[str, str]]:
         """What a user does with a list shown to them, by their hidden tastes: each item in
         a favourite category is clicked with ``liked`` probability (``other`` otherwise),
-        discounted by position; some clicks turn into purchases.
+        discounted by position; some clicks turn into purchases. With :class:`Segments`
+        and the list's ``variant``, the list earns a click (on its first item) with its
+        segment's rate for that variant instead.
 
         >>> sim = Simulation(users=2, items=10, categories=2, seed=1)
         >>> rng = np.random.default_rng(0)
@@ -96,6 +163,12 @@ class Simulation:
         >>> {kind for _, kind in reactions} <= {"click", "purchase"}
         True
         """
+        if self.segments is not None and variant is not None:
+            if not items or rng.random() >= self.segments.rate(self._segment_of[user],
+                                                               variant):
+                return []
+            clicked = [(items[0], "click")]
+            return clicked + ([(items[0], "purchase")] if rng.random() < purchase else [])
         taste = set(int(c) for c in self.tastes[user])
         index = {item: n for n, item in enumerate(self.catalog.item_ids)}
         reactions = []
