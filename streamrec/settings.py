@@ -149,6 +149,12 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     event_types_refresh_seconds: float = Field(default=0.5, gt=0)
     exploration_floor: float = Field(default=0.05, ge=0, le=1)
 
+    # Imported list sets (streamrec lists, docs/lists.md): how stale a process's copy of the
+    # sets' pointers may be, and how long a replaced generation stays readable (longer
+    # than that plus a request's own time, so a request never finds its lists gone).
+    lists_refresh_seconds: float = Field(default=1.0, gt=0)
+    lists_grace_seconds: float = Field(default=5.0, ge=0)
+
     # API
     environment: Literal["development", "production"] = "development"
     # Roles read/write/admin act on the app "default"; "platform" creates and deletes apps
