@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -166,55 +166,78 @@ def topic_records(settings: Settings, topic: str, until_end: bool, timeout: floa
                   ) -> Iterator[tuple[int, bytes]]:
     """The values of ``topic``'s records from its start: up to the end marker record
     (``{"end": true}``), or with ``until_end`` up to the end it had when this began.
-    ``offsets`` receives each partition's first and last offset read (the lineage)."""
+    ``offsets`` receives each partition's first and last offset read (the lineage).
+
+    A plain iterator (the import writes Redis synchronously) over batches an asyncio
+    loop of its own fetches."""
+    loop = asyncio.new_event_loop()
+    batches = _topic_batches(settings, topic, until_end, timeout, offsets)
+    try:
+        while True:
+            try:
+                batch = loop.run_until_complete(anext(batches))
+            except StopAsyncIteration:
+                return
+            progress(len(batch))
+            yield from batch
+    finally:
+        loop.run_until_complete(batches.aclose())
+        loop.close()
+
+
+async def _topic_batches(settings: Settings, topic: str, until_end: bool, timeout: float,
+                         offsets: dict[str, list[int]]
+                         ) -> AsyncIterator[list[tuple[int, bytes]]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streamrec.connections import kafka_client_options
 
-    loop = asyncio.new_event_loop()
-    options = {key: value for key, value in kafka_client_options(settings).items()
-               if key not in ("client_id",)}
-
-    async def make() -> AIOKafkaConsumer:  # made in the loop that runs it
-        return AIOKafkaConsumer(**options, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
-
-    consumer = loop.run_until_complete(make())
+    await consumer.start()
     try:
-        loop.run_until_complete(consumer.start())
-        loop.run_until_complete(consumer.topics())  # the cluster's metadata, read now
         partitions = consumer.partitions_for_topic(topic)
+        if not partitions:  # a consumer without a subscription has read no metadata yet
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise ImportFailed(f"--topic: {topic!r} does not exist")
         assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
-        loop.run_until_complete(consumer.seek_to_beginning(*assigned))
-        ends = loop.run_until_complete(consumer.end_offsets(assigned))
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        # Without --until-end the end is where every partition stood when the marker was
+        # read: the job sent it once its other records were acknowledged, in any partition.
+        bounded = until_end
         deadline = time.monotonic() + timeout
         number = 0
         while True:
-            if until_end and all(loop.run_until_complete(consumer.position(tp)) >= end
-                                 for tp, end in ends.items()):
+            if bounded and all([await consumer.position(tp) >= end
+                                for tp, end in ends.items()]):
                 return
             if time.monotonic() > deadline:
                 raise ImportFailed(f"--topic: no end marker ({orjson.dumps(END_MARKER).decode()}"
                                    f") within {timeout:.0f} s (--until-end reads what is "
                                    "there)")
-            batches = loop.run_until_complete(consumer.getmany(timeout_ms=500))
-            for tp, records in sorted(batches.items()):
+            batch: list[tuple[int, bytes]] = []
+            fetched = await consumer.getmany(timeout_ms=500)
+            for tp, records in sorted(fetched.items()):
                 for record in records:
-                    if until_end and record.offset >= ends[tp]:
+                    if bounded and record.offset >= ends[tp]:
                         continue
                     span = offsets.setdefault(str(tp.partition), [record.offset, record.offset])
                     span[1] = record.offset
+                    if _is_end_marker(record.value):
+                        if not bounded:
+                            bounded = True
+                            ends = await consumer.end_offsets(assigned)
+                            ends[tp] = record.offset  # nothing after the marker counts
+                        continue  # with --until-end: a marker an earlier run left
                     number += 1
-                    progress(1)
-                    if not until_end and _is_end_marker(record.value):
-                        return
-                    yield number, record.value or b""
+                    batch.append((number, record.value or b""))
+            yield batch
     finally:
-        loop.run_until_complete(consumer.stop())
-        loop.close()
+        await consumer.stop()
 
 
 def _is_end_marker(value: bytes | None) -> bool:
