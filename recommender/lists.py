@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -215,8 +216,12 @@ class ListParser:
             raise RowError(f"{name}: empty")
         if len(items) > self.max_items:
             raise RowError(f"{name}: more than {self.max_items} items")
-        for item in items:
-            _identifier(item, f"{name} item")
+        # One pass over all the ids at once: a million lists of 20 check in seconds.
+        if not (set(map(type, items)) == {str} and all(items)
+                and max(map(len, items)) <= MAX_ID_LENGTH
+                and _CONTROL.search("".join(items)) is None):
+            for item in items:
+                _identifier(item, f"{name} item")  # which one, and why
         if len(set(items)) != len(items):
             raise RowError(f"{name}: an item appears twice")
         if scores is None:
@@ -226,13 +231,15 @@ class ListParser:
                 raise RowError("scores: not a list")
             if len(scores) != len(items):
                 raise RowError(f"scores: {len(scores)} for {len(items)} items")
-            if not all(isinstance(score, int | float) and not isinstance(score, bool)
-                       for score in scores):
+            if not set(map(type, scores)) <= {int, float}:  # bool is not a score
                 raise RowError("scores: not numbers")
             scored = [float(score) for score in scores]
-            if not all(math.isfinite(score) for score in scored):
+            if not all(map(math.isfinite, scored)):
                 raise RowError("scores: not finite")
         return ListRow(self.kind, owner, list(items), scored, number)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, as the schemas' ids
 
 
 def _json_object(line: str | bytes) -> dict:
@@ -250,8 +257,7 @@ def _identifier(value: object, name: str) -> str:
         raise RowError(f"{name}: missing")
     if not isinstance(value, str):
         raise RowError(f"{name}: not a string")
-    if not value or len(value) > MAX_ID_LENGTH or any(ord(c) < 32 or 127 <= ord(c) < 160
-                                                        for c in value):
+    if not value or len(value) > MAX_ID_LENGTH or _CONTROL.search(value):
         raise RowError(f"{name}: empty, longer than {MAX_ID_LENGTH} or with control "
                        "characters")
     return value

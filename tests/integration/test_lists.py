@@ -227,3 +227,28 @@ def test_lists_streamed_through_a_topic_until_the_end_marker(lists_env, services
     assert served(wiring, "late") == ("lists:nightly", ["pot"])
     client = redis.Redis.from_url(services["redis_url"])
     assert client.hlen(f"{wiring.settings.redis_prefix}:lists") == 1
+
+
+def test_a_set_spreads_over_a_redis_cluster_and_switches_in_one_slot(redis_cluster, tmp_path):
+    from streamrec import lists
+    from streamrec.storage import keys
+
+    settings = Settings(redis_url=redis_cluster, redis_cluster=True,
+                        redis_prefix=f"ls{uuid.uuid4().hex[:8]}", lists_grace_seconds=0)
+    wiring = Wiring.connect(settings)
+    try:
+        sets = wiring.list_sets()
+        users = [f"u{n}" for n in range(200)]
+        first = lists.import_file(sets, "nightly", write_jsonl(
+            tmp_path / "a.jsonl", list_rows(users, [f"i{n}" for n in range(50)])))
+        second = lists.import_file(sets, "nightly", write_jsonl(
+            tmp_path / "b.jsonl", list_rows(users, [f"i{n}" for n in range(50)], start=7)))
+        assert second.previous == first.generation
+        sets.retire("nightly", first.generation, wait=False)
+        assert served(wiring, "u3") == ("lists:nightly", [f"i{n}" for n in range(10, 15)])
+        slots = {wiring.client.keyslot(sets.rows_key("nightly", second.generation, f"u{n}"))
+                 for n in range(keys.SHARDS)}
+        assert len(slots) == keys.SHARDS  # a bucket per slot, spread over the nodes
+        assert sets.leftovers("nightly") == []
+    finally:
+        wiring.close()

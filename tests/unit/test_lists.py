@@ -41,18 +41,22 @@ def test_every_bad_row_is_counted_by_reason_with_its_line():
         "",
         {"input": {"userId": "ivy"}},
         personalize_row("jon", (3,)),
+        personalize_row("kim", ("a", "b\x01")),
+        {"input": {"userId": "lea"}, "output": {"recommendedItems": ["a"], "scores": [True]}},
     )))
     assert [row.owner for row in rows] == ["ann"]
     assert {entry["reason"]: entry["lines"] for entry in parser.rejected.summary()} == {
         "not JSON": [2], "not a JSON object": [3],
         "error: User not found in the solution": [4], "input.userId: missing": [5],
         "input.userId: not a string": [6], "scores: 1 for 2 items": [7],
-        "scores: not numbers": [8],
+        "scores: not numbers": [8, 16],
         f"output.recommendedItems: more than {MAX_ITEMS} items": [9],
         "output.recommendedItems: an item appears twice": [10],
         "output.recommendedItems: empty": [11], "output: missing or not an object": [13],
-        "output.recommendedItems item: not a string": [14]}
-    assert parser.read == 13  # the blank line is not a row
+        "output.recommendedItems item: not a string": [14],
+        "output.recommendedItems item: empty, longer than 256 or with control characters":
+            [15]}
+    assert parser.read == 15  # the blank line is not a row
 
 
 def test_non_finite_scores_are_refused():
