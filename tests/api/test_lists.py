@@ -116,3 +116,34 @@ def test_an_apps_set_serves_under_its_routes_only(services, tmp_path, run):
             assert other["model"] == "popular"
         finally:
             base.close()
+
+
+def test_the_fresh_blend_adds_neighbours_of_what_the_user_touched_since(
+        client, api_settings, run, tmp_path):
+    """ann's list was made before she viewed ``x``; others viewed ``x`` then ``y``: with
+    ``--blend`` her list takes ``y`` in, without it her list stays as imported."""
+    listed = [f"{run}-l{n}" for n in range(4)]
+    x, y = f"{run}-x", f"{run}-y"
+    wiring = Wiring.connect(api_settings)
+    try:
+        import_set(wiring, tmp_path, f"{run}-b", [{"user_id": f"{run}-ann", "items": listed}],
+                   blend=0.5)
+        import_set(wiring, tmp_path, f"{run}-p", [{"user_id": f"{run}-ann", "items": listed}])
+        events = [{"user_id": f"{run}-o{n}", "item_id": item, "event_type": "view"}
+                  for n in range(3) for item in (x, y)]
+        events.append({"user_id": f"{run}-ann", "item_id": x, "event_type": "view"})
+        assert client.post("/events", json=events).status_code == 202
+
+        def blended() -> list[str]:
+            return ids(client.get("/recommendations", params={
+                "user_id": f"{run}-ann", "model": f"lists:{run}-b", "k": 5}))
+
+        assert wait_for(lambda: y in blended(), timeout=60), blended()
+        assert set(blended()) == {*listed, y}
+        plain = ids(client.get("/recommendations", params={
+            "user_id": f"{run}-ann", "model": f"lists:{run}-p", "k": 4}))
+        assert plain == listed
+    finally:
+        wiring.list_sets().delete(f"{run}-b")
+        wiring.list_sets().delete(f"{run}-p")
+        wiring.close()
