@@ -195,7 +195,8 @@ class ListSets:
 
     def current(self, name: str) -> dict[str, Any] | None:
         """``name``'s pointer as this process last read it (at most ``refresh_seconds``
-        ago): one read of every pointer a second, not one per request."""
+        ago): one read of every pointer a second, not one per request. A name the copy
+        does not hold is read at once (a set imported a moment ago serves at once)."""
         read_at, pointers = self._cached
         if time.monotonic() - read_at > self.refresh_seconds:
             with self._reading:
@@ -203,7 +204,14 @@ class ListSets:
                 if time.monotonic() - read_at > self.refresh_seconds:
                     pointers = self.all()
                     self._cached = (time.monotonic(), pointers)
-        return pointers.get(name)
+        found = pointers.get(name)
+        if found is None:
+            found = self.get(name)
+            if found is not None:
+                with self._reading:
+                    read_at, pointers = self._cached
+                    self._cached = (read_at, {**pointers, name: found})
+        return found
 
     def card(self, name: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.cards_key, LISTS_PREFIX + name)

@@ -86,6 +86,13 @@ def test_users_without_a_list_get_the_fallback_the_set_names(client, shop):
     assert stranger["model"] == "popular"
 
 
+def test_a_forced_list_set_that_does_not_exist_is_refused_naming_it(client, run):
+    answer = client.get("/recommendations", params={"user_id": "ann",
+                                                    "model": f"lists:{run}-nope"})
+    assert answer.status_code == 422, answer.text
+    assert f"no list set '{run}-nope' in this app" in answer.text
+
+
 def test_a_placement_variant_serves_a_list_set(client, shop):
     run = shop["run"]
     placement = f"p{run}"
@@ -111,9 +118,9 @@ def test_an_apps_set_serves_under_its_routes_only(services, tmp_path, run):
             assert answer
             assert ids(api.get(f"/apps/{name}/recommendations", params=query,
                                headers=read)) == ["tea", "cup"]
-            # default has no set of that name: its allocation's fallback, flagged backfill
-            other = api.get("/recommendations", params=query, headers=PLATFORM).json()
-            assert other["model"] == "popular"
+            # default has no set of that name
+            other = api.get("/recommendations", params=query, headers=PLATFORM)
+            assert other.status_code == 422 and "no list set 'nightly'" in other.text
         finally:
             base.close()
 
