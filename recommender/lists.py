@@ -5,8 +5,8 @@ Three row formats (``docs/lists.md``):
 
 - ``personalize``: Amazon Personalize's batch-inference output as it writes it, one JSON
   object per line: ``{"input": {"userId": "u1"}, "output": {"recommendedItems": [...],
-  "scores": [...]}}`` (``"itemId"`` for a similar-items job); an input Personalize could
-  not rank is written as ``{"input": ..., "error": "..."}`` and is rejected with it;
+  "scores": [...]}, "error": null}`` (``"itemId"`` for a similar-items job); an input
+  Personalize could not rank has an ``"error"`` message instead, and is rejected with it;
 - ``jsonl``: ``{"user_id": "u1", "items": [...], "scores": [...]}`` (``item_id`` for an
   item's similar items; ``scores`` optional);
 - ``csv``: a header ``user_id,items[,scores]`` (or ``item_id,...``), the items and the
@@ -162,7 +162,8 @@ class ListParser:
             raise RowError("input: missing or not an object")
         name = "itemId" if self.similar else "userId"
         owner = _identifier(given.get(name), f"input.{name}")
-        if "error" in row:  # Personalize could not rank this input
+        # Personalize writes "error": null on every row it ranked, a message otherwise.
+        if row.get("error") is not None:
             raise RowError(f"error: {_text(row['error'])}")
         output = row.get("output")
         if not isinstance(output, dict):

@@ -80,11 +80,13 @@ def decayed_batches(years: float, batch_hours: float, users: int = 4, items: int
 
 def personalize_row(user: str = "ann", items: tuple[str, ...] = ("tea", "cup"),
                     scores: tuple[float, ...] | None = None, similar: bool = False) -> dict:
-    """One line of Amazon Personalize's batch-inference output, as it writes it."""
+    """One line of Amazon Personalize's batch-inference output, as it writes it (its
+    documentation's examples: ``"error": null`` on every row it ranked)."""
     output: dict = {"recommendedItems": list(items)}
     if scores is not None:
         output["scores"] = list(scores)
-    return {"input": {"itemId" if similar else "userId": user}, "output": output}
+    return {"input": {"itemId" if similar else "userId": user}, "output": output,
+            "error": None}
 
 
 def list_rows(users: list[str], items: list[str], start: int = 0, k: int = 5) -> list[dict]:

@@ -24,6 +24,21 @@ def test_personalize_rows_as_personalize_writes_them():
     assert parser.read == 2 and parser.rejected.total == 0
 
 
+def test_the_documentations_own_example_rows_are_accepted():
+    # Amazon Personalize's "Batch inference job output examples", USER_PERSONALIZATION and
+    # RELATED_ITEMS (shortened): every ranked row carries "error": null.
+    users = ListParser("personalize")
+    (row,) = users.rows(['{"input":{"userId":"4638"},"output":{"recommendedItems":["63992",'
+                         '"115149","110102"],"scores":[0.0152238,0.0069081,0.0068222]},'
+                         '"error":null}'])
+    assert (row.owner, row.items, row.scores[0]) == ("4638", ["63992", "115149", "110102"],
+                                                     0.0152238)
+    items = ListParser("personalize", similar=True)
+    (row,) = items.rows(['{"input":{"itemId":"105"},"output":{"recommendedItems":["106",'
+                         '"107"],"scores":[0.01,0.009]},"error":null}'])
+    assert (row.kind, row.owner) == ("item", "105")
+
+
 def test_every_bad_row_is_counted_by_reason_with_its_line():
     parser = ListParser("personalize")
     rows = list(parser.rows(lines(
