@@ -118,3 +118,48 @@ def test_the_fresh_blend_lifts_what_both_rank_and_keeps_the_list_without_fresh_i
     assert blend_fresh(listed, ["x"], 0.0, 60.0) == listed
     blended = [item for item, _ in blend_fresh(listed, ["c", "x"], 0.5, 60.0)]
     assert blended[0] == "c" and set(blended) == {"a", "b", "c", "x"}
+
+
+class _Imported:
+    """An external model as the engine sees one: lists per user, and a fallback."""
+
+    def __init__(self, lists: dict[str, list[str]], fallback: str | None) -> None:
+        self.lists = lists
+        self.fallback = fallback
+
+    def rank(self, reads, n):
+        listed = self.lists.get(reads.user_id)
+        return None if listed is None else [(item, 1.0 / (rank + 1))
+                                            for rank, item in enumerate(listed[:n])]
+
+
+def _engine(fallback: str | None):
+    from recommender.base import Interaction
+    from recommender.engine import Engine
+    from recommender.hyperparameters import EngineConfig
+    from recommender.store import InMemoryStore
+
+    engine = Engine(InMemoryStore(), EngineConfig())
+    engine.learn_many([Interaction("ann", "tea", 1.0, 1.0), Interaction("bob", "tea", 2.0, 1.0),
+                       Interaction("bob", "cup", 3.0, 1.0), Interaction("cat", "pot", 4.0, 1.0)])
+    imported = _Imported({"ann": ["tea", "cup", "jam", "pot"]}, fallback)
+    engine.external_models = lambda model: imported if model == "lists:x" else None
+    return engine
+
+
+def test_the_engine_screens_an_external_list_and_falls_back_for_users_without_one():
+    engine = _engine("cooccurrence")
+    ann = engine.recommend("ann", 2, now=5.0, model="lists:x")
+    assert (ann.model, [item for item, _ in ann.items]) == ("lists:x", ["cup", "jam"])  # tea seen
+    bob = engine.recommend("bob", 2, now=5.0, model="lists:x")
+    assert bob.model == "cooccurrence"  # no list: the set's fallback, named
+    assert engine.recommend("nobody", 2, now=5.0, model="lists:x").model == "popular"
+    missing = engine.recommend("ann", 2, now=5.0, model="lists:other")  # no such set
+    assert missing.model == "lists:other" and set(missing.backfill) == {
+        item for item, _ in missing.items}
+
+
+def test_without_a_fallback_a_user_without_a_list_gets_flagged_popular_backfill():
+    bob = _engine(None).recommend("bob", 3, now=5.0, model="lists:x")
+    assert bob.model == "lists:x" and bob.items and set(bob.backfill) == {
+        item for item, _ in bob.items}
