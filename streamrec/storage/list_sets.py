@@ -284,7 +284,7 @@ class ListSets:
         """Delete set ``name`` whole (its pointer, card and every generation); False if
         there was no such set."""
         pointer = self.get(name)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # a card left alone is harmless
         pipe.hdel(self.pointers_key, name)
         pipe.hdel(self.cards_key, LISTS_PREFIX + name)
         pipe.execute()

@@ -248,5 +248,8 @@ def test_a_set_spreads_over_a_redis_cluster_and_switches_in_one_slot(redis_clust
                  for n in range(keys.SHARDS)}
         assert len(slots) == keys.SHARDS  # a bucket per slot, spread over the nodes
         assert sets.leftovers("nightly") == []
+        assert sets.delete("nightly") and sets.all() == {} and sets.card("nightly") is None
+        assert not any(wiring.client.exists(sets.rows_key("nightly", second.generation, f"u{n}"))
+                       for n in range(keys.SHARDS))
     finally:
         wiring.close()
