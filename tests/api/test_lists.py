@@ -40,7 +40,7 @@ def shop(client, api_settings, run, tmp_path):
     assert client.post("/events", json={"user_id": f"{run}-ann", "item_id": items[0],
                                         "event_type": "view"}).status_code == 202
     assert client.delete(f"/items/{items[2]}").status_code == 202
-    wiring = Wiring.connect(api_settings)
+    wiring = Wiring.connect(api_settings.model_copy(update={"lists_refresh_seconds": 0.2}))
     store = wiring.store()
     assert wait_for(lambda: store.history(f"{run}-ann", 5) and all(
         store.get_item(item) for item in items[3:]), timeout=60)
@@ -131,7 +131,7 @@ def test_the_fresh_blend_adds_neighbours_of_what_the_user_touched_since(
     ``--blend`` her list takes ``y`` in, without it her list stays as imported."""
     listed = [f"{run}-l{n}" for n in range(4)]
     x, y = f"{run}-x", f"{run}-y"
-    wiring = Wiring.connect(api_settings)
+    wiring = Wiring.connect(api_settings.model_copy(update={"lists_refresh_seconds": 0.2}))
     try:
         import_set(wiring, tmp_path, f"{run}-b", [{"user_id": f"{run}-ann", "items": listed}],
                    blend=0.5)
