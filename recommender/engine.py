@@ -41,6 +41,8 @@ class ExternalModel(Protocol):
     ``rank(reads, n)`` gives the user's best ``n`` given what the request read (the
     history, co-occurrence candidates...: :class:`Reads`), or None when it has no list for
     this user; the engine screens it (seen items, filters, availability) like any other.
+    A model with a ``fallback`` attribute (a model name, or None) has the user it has no
+    list for ranked by that model instead, which the result then names.
     """
 
     def rank(self, reads: Reads, n: int) -> list[Scored] | None: ...
@@ -386,7 +388,8 @@ class Engine:
                                  f"{list(HYBRID_PARAMS)}")
         used = {model for model, _ in lists.values()}
         vector = None
-        if "mf" in used or "hybrid" in used:  # the history and factors in one read
+        # An external model's fallback may be mf or hybrid: its factors come in the same read.
+        if used - {"popular", "cooccurrence"}:  # the history and factors in one read
             if self.item_index.cursor is None:
                 self.refresh()
             history, vector = self.store.user_state(user_id, self.config.history_length)
@@ -416,9 +419,17 @@ class Engine:
         elif model == "hybrid":
             rank = self._hybrid_ranking(reads, params)
         else:  # ease, ials, lists:NAME
+            external = None if self.external_models is None else self.external_models(model)
+            fallback = getattr(external, "fallback", None)
+            if external is not None and fallback and external.rank(reads, k) is None:
+                # A user the set has no list for: ranked by the model the set names.
+                return self._recommend(reads, check_model(fallback), k, params,
+                                       item_filter, category)
             rank = self._external_ranking(model, reads)
+        # An external list was made without the events since: drop what the user has seen.
+        banned = reads.banned if model not in ("cooccurrence", "mf", "hybrid") else ()
         ranked = [] if rank is None else self._take(
-            rank, k, self._first_round(k, item_filter), screen)
+            rank, k, self._first_round(k, item_filter), screen, banned)
         # The rule (README, "Short lists"): `popular` names only the cold start of a user
         # nobody knows. A known user's list is always the asked model's, and whatever it
         # lacks after the filter and the seen items is popular backfill, flagged per item,
@@ -631,6 +642,7 @@ class _Reads:
         self.user_id = user_id
         self.vector = vector
         self.now = now
+        self.history = history  # (item, last interaction time; negative: disliked)
         self.seen = [item for item, _ in history]
         self.banned = set(self.seen)
         self.recent = [item for item, score in history if score > 0][: engine.config.window]

@@ -152,6 +152,12 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # before it is halved, so old evidence fades and the state stays bounded for years.
     bandit_state_cap: float = Field(default=100_000, ge=10, le=1e9)
 
+    # Imported list sets (streamrec lists, docs/lists.md): how stale a process's copy of the
+    # sets' pointers may be, and how long a replaced generation stays readable (longer
+    # than that plus a request's own time, so a request never finds its lists gone).
+    lists_refresh_seconds: float = Field(default=1.0, gt=0)
+    lists_grace_seconds: float = Field(default=5.0, ge=0)
+
     # API
     environment: Literal["development", "production"] = "development"
     # Roles read/write/admin act on the app "default"; "platform" creates and deletes apps

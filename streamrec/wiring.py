@@ -26,7 +26,8 @@ import redis
 
 from recommender.allocation import Allocation
 from recommender.attribution import Attributor
-from recommender.engine import Engine
+from recommender.base import LISTS_PREFIX
+from recommender.engine import Engine, ExternalModel
 from streamrec.apps import App, Apps, app_settings
 from streamrec.connections import check_redis, redis_options
 from streamrec.settings import Settings
@@ -35,6 +36,7 @@ from streamrec.storage.client import connect
 from streamrec.storage.event_weights import RedisEventWeights
 from streamrec.storage.feedback_store import RedisFeedback
 from streamrec.storage.filter_definitions import RedisFilters
+from streamrec.storage.list_sets import ListSets
 from streamrec.storage.model_cards import ModelCards
 from streamrec.storage.model_versions import MAIN, Version, VersionError, Versions
 from streamrec.storage.model_versions import version_settings as _version_settings
@@ -179,6 +181,12 @@ class Wiring:
         shared, seed = self.event_types(), dict(self.settings.event_weights)
         return lambda: shared.seed(seed)
 
+    def list_sets(self) -> ListSets:
+        """The app's imported list sets (``lists:NAME``), shared by its versions."""
+        settings = self.settings
+        return ListSets(self.client, self.shared_prefix, settings.lists_refresh_seconds,
+                        settings.lists_grace_seconds, settings.engine_config().hybrid_rank_constant)
+
     def ops(self) -> OpsStats:
         """The figures the worker leaves for the API's metrics (freshness, events applied)."""
         return OpsStats(self.client, self.settings.redis_prefix)
@@ -187,7 +195,27 @@ class Wiring:
 
     def engine(self, store: Any = None) -> Engine:
         """The version's engine, on its store (or on ``store``, a view of it)."""
-        return Engine(self.store() if store is None else store, self.settings.engine_config())
+        engine = Engine(self.store() if store is None else store,
+                        self.settings.engine_config())
+        engine.external_models = self.external_models()
+        return engine
+
+    def external_models(self) -> Callable[[str], ExternalModel | None]:
+        """Model name -> its ranker outside the stream, or None: ``lists:NAME`` from the
+        imported sets, any other name from the trained runs (``ease``, ``ials``)."""
+        lists = self.list_sets().resolver()
+        trained = self._trained_models()
+
+        def resolve(model: str) -> ExternalModel | None:
+            if model.startswith(LISTS_PREFIX):
+                return lists(model)
+            return trained(model)
+
+        return resolve
+
+    def _trained_models(self) -> Callable[[str], ExternalModel | None]:
+        """The scheduled models' resolver (``streamrec trainer``'s runs); none yet."""
+        return lambda model: None
 
     def attributor(self) -> Attributor:
         """Credits feedback events to the variant whose list the user acted on."""

@@ -76,3 +76,23 @@ def decayed_batches(years: float, batch_hours: float, users: int = 4, items: int
             batch.append(Interaction(f"u{user}", item, moment, float(rng.randint(1, 3))))
         batches.append(batch)
     return batches
+
+
+def personalize_row(user: str = "ann", items: tuple[str, ...] = ("tea", "cup"),
+                    scores: tuple[float, ...] | None = None, similar: bool = False) -> dict:
+    """One line of Amazon Personalize's batch-inference output, as it writes it (its
+    documentation's examples: ``"error": null`` on every row it ranked)."""
+    output: dict = {"recommendedItems": list(items)}
+    if scores is not None:
+        output["scores"] = list(scores)
+    return {"input": {"itemId" if similar else "userId": user}, "output": output,
+            "error": None}
+
+
+def list_rows(users: list[str], items: list[str], start: int = 0, k: int = 5) -> list[dict]:
+    """Plain JSONL lists: user n gets ``k`` of ``items`` from place ``start + n``, scored
+    by rank (distinct lists for distinct ``start``s)."""
+    return [{"user_id": user,
+             "items": [items[(start + n + m) % len(items)] for m in range(k)],
+             "scores": [float(k - m) for m in range(k)]}
+            for n, user in enumerate(users)]

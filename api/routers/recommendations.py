@@ -9,6 +9,7 @@ from typing import Annotated
 import orjson
 import redis
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 
 from api.context import CONTEXT_DESCRIPTION, parse_context
 from api.deps import (
@@ -24,11 +25,13 @@ from api.deps import (
     SimilarItemsFilterDep,
 )
 from api.models import ItemList, K, RecommendationList, ScoredItem
+from api.named_filters import invalid
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
 from api.shedding import SHED, SHED_RESPONSES
 from recommender.allocation import DEFAULT_PLACEMENT, Audience
 from recommender.attribution import ROUTE_PLACEMENTS, Impression
+from recommender.base import LISTS_PREFIX
 from recommender.engine import Recommendations
 from schemas.impression import NAME_PATTERN
 from schemas.models import Id, ModelName
@@ -138,6 +141,8 @@ async def recommendations(
     """
     _refuse_when_impressions_wait(producer, settings)
     engine = served.engine
+    if model is not None and model.startswith(LISTS_PREFIX):
+        await _refuse_missing_list_set(engine, model)
     request_context = parse_context(context, request.query_params)
     now = time.time()
     try:
@@ -172,6 +177,20 @@ async def recommendations(
         variant=name, model=result.model, items=_items(result.items, result.backfill),
         degraded=degraded, version=served.version,
     )
+
+
+async def _refuse_missing_list_set(engine, model: str) -> None:
+    """A forced ``lists:NAME`` of a set never imported (or deleted) is a mistake worth a
+    422; a placement's variant naming one serves its popular backfill instead."""
+    if engine.external_models is None:
+        return
+    try:
+        found = await run_in_threadpool(engine.external_models, model)
+    except redis.RedisError:
+        return  # the request itself meets the outage and answers for it
+    if found is None:
+        raise invalid("model", f"no list set {model.removeprefix(LISTS_PREFIX)!r} in this "
+                      "app (streamrec lists list; streamrec lists import NAME FILE)", model)
 
 
 @router.get("/items/{item_id}/similar", response_model=ItemList)

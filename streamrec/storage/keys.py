@@ -67,6 +67,17 @@ MODEL_CARDS = "mcards"
 # unchanged state). Written by the worker's impression and credit scripts, read by the
 # API's allocation refresher.
 BANDIT_STATE = "bstate"
+# Imported list sets (`streamrec lists import`, streamrec.storage.list_sets), shared by the
+# versions of an app. A set's lists are written under a fresh generation, then one HSET of
+# LIST_SETS switches readers to it: a reader sees the old set or the new one, never a mix.
+LIST_SETS = "lists"  # HASH set name -> JSON pointer: its current generation and metadata
+# HASH "name|generation" -> JSON {"state": "writing"|"retired", "at"}: generations not (or no
+# longer) current, so that an import killed midway, or a grace cut short, is cleaned later.
+LIST_GENERATIONS = "listgens"
+# HASH owner (user, or item for similar items) -> packed list (orjson item ids, newline,
+# float32 scores), per set, generation and bucket ("u3", "i7": crc32 % SHARDS of the owner;
+# under a tagged prefix each bucket is in its group's hash tag, spread over the cluster).
+LIST_ROWS = "lrows"
 
 # STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
 # while its call's one exists (the worker waits), so the copy is one point in time. One
