@@ -16,6 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from recommender.base import Interaction, ItemId, UserId
+from recommender.batch_models import ease_weights
 
 
 class PeriodicEASE:
@@ -77,12 +78,7 @@ class PeriodicEASE:
                     cols.append(column)
         matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                    shape=(len(self._history), len(self._items)))
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.regularization
-        inverse = np.linalg.inv(gram)
-        weights = -inverse / np.diag(inverse)
-        weights[np.diag_indices_from(weights)] = 0.0
-        self._weights = weights.astype(np.float32)
+        self._weights = ease_weights(matrix, self.regularization)
         self._dirty = False
         self.refits += 1
 
