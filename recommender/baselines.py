@@ -16,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from recommender.base import Interaction, ItemId, UserId
-from recommender.batch_models import ease_weights
+from recommender.batch_models import ease_weights, refit_due
 
 
 class PeriodicEASE:
@@ -58,13 +58,10 @@ class PeriodicEASE:
                 self._dirty = True
         if not interactions:
             return
-        now = interactions[-1].timestamp
-        if self._fitted_at is None:
-            self._fitted_at = now
-        elif now - self._fitted_at >= self.retrain_every:
-            self._fitted_at = now
-            if self._dirty:
-                self._fit()
+        self._fitted_at, due = refit_due(self._fitted_at, interactions[-1].timestamp,
+                                         self.retrain_every)
+        if due and self._dirty:
+            self._fit()
 
     def _fit(self) -> None:
         self._items = [item for item, _ in self._popularity.most_common(self.max_items)]

@@ -19,6 +19,7 @@ the trainer stores.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -402,3 +403,73 @@ def dense_ceiling(items: int) -> float:
     800.0
     """
     return 2 * 4 * float(items) ** 2 if math.isfinite(items) else math.inf
+
+
+def refit_due(fitted_at: float | None, now: float, every: float) -> tuple[float, bool]:
+    """A schedule of refits every ``every`` seconds of event time: its last fit's time as
+    of ``now`` and whether a refit is due (the first call only starts the clock).
+
+    >>> refit_due(None, 5.0, 10.0), refit_due(5.0, 9.0, 10.0), refit_due(5.0, 15.0, 10.0)
+    ((5.0, False), (5.0, False), (15.0, True))
+    """
+    if fitted_at is None:
+        return now, False
+    if now - fitted_at >= every:
+        return now, True
+    return fitted_at, False
+
+
+class ScheduledRuns:
+    """Runs retrained every ``retrain_every`` seconds of event time on everything learned
+    so far, each serving until the next: the trainer's schedule in an offline replay
+    (``streamrec evaluate --models ease,ials``). Call it as ``Engine.external_models``;
+    teach it each batch with :meth:`learn_many`.
+
+    Examples
+    --------
+    >>> schedule = ScheduledRuns({"ease": {"regularization": 1.0}}, retrain_every=10,
+    ...                          max_items={"ease": 100})
+    >>> schedule.learn_many([Interaction(u, i, 0.0, 1.0) for u in "abc" for i in "xy"])
+    >>> schedule("ease") is None  # nothing trained before the first refit
+    True
+    >>> schedule.learn_many([Interaction("d", "x", 10.0, 1.0)])
+    >>> [item for item, _ in schedule("ease").recommend(["x"], 1)], schedule.refits
+    (['y'], 1)
+    """
+
+    def __init__(self, hyperparameters: Mapping[str, Mapping[str, Any]],
+                 retrain_every: float, max_items: Mapping[str, int]) -> None:
+        self.hyperparameters = {model: dict(params) for model, params in
+                                hyperparameters.items()}
+        self.retrain_every = retrain_every
+        self.max_items = dict(max_items)
+        self._events: list[Interaction] = []
+        self._fitted_at: float | None = None
+        self._dirty = False
+        self._runs: dict[str, TrainedRun] = {}
+        self.refits = 0
+        self.seconds = 0.0
+
+    def learn_many(self, interactions: Sequence[Interaction]) -> None:
+        positives = [event for event in interactions if event.weight > 0]
+        self._events.extend(positives)
+        self._dirty = self._dirty or bool(positives)
+        if not interactions:
+            return
+        self._fitted_at, due = refit_due(self._fitted_at, interactions[-1].timestamp,
+                                         self.retrain_every)
+        if due and self._dirty:
+            self._refit()
+
+    def _refit(self) -> None:
+        started = time.perf_counter()
+        for model, params in self.hyperparameters.items():
+            data = TrainingData.of(self._events, self.max_items[model])
+            if data.items:
+                self._runs[model] = fit(model, data, params)
+        self.seconds += time.perf_counter() - started
+        self._dirty = False
+        self.refits += 1
+
+    def __call__(self, model: str) -> TrainedRun | None:
+        return self._runs.get(model)

@@ -18,6 +18,7 @@ version's wiring on the same client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import redis
 
 from recommender.allocation import Allocation
 from recommender.attribution import Attributor
-from recommender.engine import Engine
+from recommender.engine import Engine, ExternalModel
 from streamrec.apps import App, Apps, app_settings
 from streamrec.connections import check_redis, redis_options
 from streamrec.settings import Settings
@@ -39,6 +40,7 @@ from streamrec.storage.model_versions import MAIN, Version, VersionError, Versio
 from streamrec.storage.model_versions import version_settings as _version_settings
 from streamrec.storage.ops_stats import OpsStats
 from streamrec.storage.state_store import RedisStore
+from streamrec.storage.trained_runs import ServingRuns, TrainedRuns
 
 # How the roles talk to Redis unless a caller asks otherwise: a call that hangs fails
 # within seconds (the roles retry), and an idle pooled connection is checked before use.
@@ -181,7 +183,33 @@ class Wiring:
 
     def engine(self, store: Any = None) -> Engine:
         """The version's engine, on its store (or on ``store``, a view of it)."""
-        return Engine(self.store() if store is None else store, self.settings.engine_config())
+        engine = Engine(self.store() if store is None else store, self.settings.engine_config())
+        engine.external_models = self.external_models()
+        return engine
+
+    def external_models(self) -> Callable[[str], ExternalModel | None]:
+        """What ranks the models outside the stream (``Engine.external_models``): a
+        ``lists:NAME`` set, else the serving run of a trained model (``ease``, ``ials``),
+        else None. Nothing is read until a list asks for one of them."""
+        trained = self.serving_runs()
+
+        def resolve(model: str) -> ExternalModel | None:
+            return trained(model)
+
+        return resolve
+
+    # -- models trained on a schedule (streamrec trainer) -----------------------------
+
+    def trained_runs(self) -> TrainedRuns:
+        """The app's runs of ``ease`` and ``ials``: registry, artifacts, serving switch
+        (under the app's base prefix: every version of the app serves the same run)."""
+        return TrainedRuns(self.client, self.shared_prefix)
+
+    def serving_runs(self) -> ServingRuns:
+        """The serving runs' artifacts, loaded once per process and run."""
+        log = logging.getLogger("streamrec.trained")
+        return ServingRuns(self.trained_runs(), self.settings.trained_refresh_seconds,
+                           on_error=lambda message: log.warning("trained run: %s", message))
 
     def attributor(self) -> Attributor:
         """Credits feedback events to the variant whose list the user acted on."""

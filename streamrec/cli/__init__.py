@@ -5,7 +5,8 @@
 - :mod:`~streamrec.cli.import_export`: import, export;
 - :mod:`~streamrec.cli.versioning`: rebuild, promote, rollback, versions, snapshot;
 - :mod:`~streamrec.cli.event_types`: event-types (list, set, remove);
-- :mod:`~streamrec.cli.apps`: apps (list, create, delete).
+- :mod:`~streamrec.cli.apps`: apps (list, create, delete);
+- :mod:`~streamrec.cli.trainer`: trainer (scheduled ease and ials runs).
 
 Commands that act on one app's state take ``--app NAME`` (default: ``default``).
 
@@ -19,7 +20,15 @@ import logging
 
 import click
 
-from streamrec.cli import apps, event_types, import_export, measurements, roles, versioning
+from streamrec.cli import (
+    apps,
+    event_types,
+    import_export,
+    measurements,
+    roles,
+    trainer,
+    versioning,
+)
 from streamrec.cli.options import LOG_LEVELS, refuse_log_level
 from streamrec.settings import SettingsError, get_settings
 
@@ -65,5 +74,6 @@ for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.
                 measurements.ingest_ceiling,
                 import_export.import_rows, import_export.export, versioning.rebuild,
                 versioning.promote, versioning.rollback, versioning.versions_group,
-                versioning.snapshot, event_types.event_types_group, apps.apps_group):
+                versioning.snapshot, event_types.event_types_group, apps.apps_group,
+                trainer.trainer):
     main.add_command(command)

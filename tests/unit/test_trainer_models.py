@@ -89,3 +89,17 @@ def test_offline_metrics_score_the_held_back_slice():
     metrics = offline_metrics(run, head, tail)
     assert metrics is not None and metrics["events"] > 0 and metrics["recall@10"] > 0.5
     assert offline_metrics(run, [], tail) is None  # nobody known: nothing to score
+
+
+def test_evaluate_serves_ease_and_ials_as_scheduled_runs_through_the_engine():
+    from recommender.evaluation import prequential
+    from streamrec.measure.evaluate import build
+    from streamrec.settings import Settings
+
+    settings = Settings(trainer_ials_factors=8, trainer_ials_regularization=1.0,
+                        trainer_ease_regularization=1.0)
+    built = build(["popular", "ease", "ials"], [], settings, retrain_every=60.0)
+    report = prequential(taste_groups(users=40, items=8), built, k=3, batch_seconds=1.0)
+    # Both learn their groups once a run is trained: far above popularity's guess.
+    assert report.totals["ease"]["recall"] > 1.5 * report.totals["popular"]["recall"]
+    assert report.totals["ials"]["recall"] > 1.5 * report.totals["popular"]["recall"]
