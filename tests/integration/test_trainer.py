@@ -167,6 +167,19 @@ def test_a_trainer_cycle_publishes_serves_and_switches_runs(isolated_worker, ser
         used, items = _listed(http, "g1-u0", "ease")
         assert used == "ease" and items
 
+        # The same over HTTP (admin).
+        found = wait_for(lambda: (lambda r: r.status_code == 200 and r)(
+            http.get("/admin/versions/runs")))  # a read may be shed on a loaded machine
+        assert found, http.get("/admin/versions/runs").text
+        listed = found.json()
+        assert [(run["name"], run["serving"]) for run in listed["ease"]] == [
+            ("ease@1", False), ("ease@2", True)]
+        switched = http.post("/admin/versions/ease@1/promote")
+        assert switched.status_code == 200 and switched.json()["previous"] == "ease@2"
+        assert http.post("/admin/versions/ease@7/promote").status_code == 409
+        undone = http.post("/admin/versions/rollback", params={"model": "ease"})
+        assert undone.json() == {"serving": "ease@2"} and runs.serving_run("ease") == 2
+
 
 def test_an_apps_runs_are_its_own_and_a_short_log_is_a_clear_error(isolated_worker, services,
                                                                    worker_env):
