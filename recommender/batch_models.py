@@ -40,6 +40,8 @@ class HasHistory(Protocol):
     seen: list[ItemId]  # every item of the history, newest first (excluded from lists)
     recent: list[ItemId]  # the positive ones among the newest
 
+    def cooccurrence(self, n: int) -> list[Scored]: ...
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -286,6 +288,40 @@ class IalsRun(TrainedRun):
     def arrays(self) -> dict[str, np.ndarray]:
         return {"items": self.items, "factors": self.factors, "gram": self.gram,
                 "alpha": np.array([self.alpha])}
+
+
+class FreshBlend:
+    """A run's ranking fused with co-occurrence's (reciprocal ranks, as the hybrid fuses:
+    :func:`recommender.blend.fuse`), so items the run never saw (new since it was trained)
+    reach the list through the neighbours of what the user touched.
+
+    Examples
+    --------
+    >>> run = EaseRun(["a", "b", "c"], np.array([[1], [2], [0]]), np.ones((3, 1)))
+    >>> class Reads:
+    ...     seen, recent = ["a"], ["a"]
+    ...     def cooccurrence(self, n): return [("new", 1.0)]
+    >>> [item for item, _ in FreshBlend(run, weight=1.0).rank(Reads(), 2)]
+    ['b', 'new']
+    """
+
+    def __init__(self, run: TrainedRun, weight: float, constant: float = 60.0,
+                 candidates: int = 50) -> None:
+        self.run = run
+        self.weight = weight
+        self.constant = constant
+        self.candidates = candidates
+
+    def rank(self, reads: HasHistory, n: int) -> list[Scored] | None:
+        from recommender.blend import fuse
+
+        size = max(n, self.candidates)
+        own = self.run.recommend(reads.recent, size, reads.seen)
+        if not own:
+            return None
+        fresh = [item for item, _ in reads.cooccurrence(size)]
+        return fuse({"run": [item for item, _ in own], "cooccurrence": fresh},
+                    {"run": 1.0, "cooccurrence": self.weight}, self.constant)[:n]
 
 
 def from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> TrainedRun:

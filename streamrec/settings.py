@@ -211,6 +211,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     trainer_max_artifact_bytes: int = Field(default=512 * 1024**2, ge=1024)
     # How soon an API process serves a newly promoted run.
     trained_refresh_seconds: float = Field(default=1.0, gt=0)
+    # > 0: ease and ials lists fused with co-occurrence's (this weight against the run's 1),
+    # so items new since the run reach them (recommender.batch_models.FreshBlend).
+    trained_fresh_weight: float = Field(default=0.0, ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _connections_are_complete(self) -> Settings:

@@ -209,7 +209,8 @@ class Wiring:
         """The serving runs' artifacts, loaded once per process and run."""
         log = logging.getLogger("streamrec.trained")
         return ServingRuns(self.trained_runs(), self.settings.trained_refresh_seconds,
-                           on_error=lambda message: log.warning("trained run: %s", message))
+                           on_error=lambda message: log.warning("trained run: %s", message),
+                           fresh_weight=self.settings.trained_fresh_weight)
 
     def attributor(self) -> Attributor:
         """Credits feedback events to the variant whose list the user acted on."""

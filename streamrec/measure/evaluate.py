@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from recommender.base import BATCH_MODELS, MODELS, Interaction
 from recommender.baselines import PeriodicEASE, RiverFunkMF
-from recommender.batch_models import ScheduledRuns
+from recommender.batch_models import FreshBlend, ScheduledRuns
 from recommender.engine import Engine
 from recommender.evaluation import EngineModels, Report, prequential
 from recommender.store import InMemoryStore
@@ -65,7 +65,7 @@ def build(models: list[str], baselines: list[str], settings: Settings,
         schedule = ScheduledRuns(
             {name: settings.trainer_hyperparameters(name) for name in trained},
             retrain_every, {name: settings.trainer_item_cap(name) for name in trained})
-        engine.external_models = schedule
+        engine.external_models = fresh_blended(schedule, settings.trained_fresh_weight)
         learners.append(schedule)
     group = EngineModels(engine, models, learners=learners)
     built = {name: group.model(name) for name in models}
@@ -77,6 +77,19 @@ def build(models: list[str], baselines: list[str], settings: Settings,
         else:
             raise ValueError(f"baseline {name!r} is not one of {list(BASELINES)}")
     return built
+
+
+def fresh_blended(schedule: ScheduledRuns, weight: float):
+    """The schedule's runs as the API serves them: with STREAMREC_TRAINED_FRESH_WEIGHT > 0,
+    each fused with co-occurrence (:class:`FreshBlend`)."""
+    if weight <= 0:
+        return schedule
+
+    def resolve(model: str) -> FreshBlend | None:
+        run = schedule(model)
+        return None if run is None else FreshBlend(run, weight)
+
+    return resolve
 
 
 def run(path: Path, format: str | None, k: int, models: list[str], baselines: list[str],

@@ -29,7 +29,7 @@ import orjson
 import redis
 
 from recommender.base import BATCH_MODELS
-from recommender.batch_models import TrainedRun, from_arrays
+from recommender.batch_models import FreshBlend, TrainedRun, from_arrays
 from streamrec.storage import keys
 from streamrec.storage.model_versions import _open_promotes
 
@@ -316,16 +316,19 @@ class ServingRuns:
 
     def __init__(self, runs: TrainedRuns, refresh_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None,
+                 fresh_weight: float = 0.0) -> None:
         self.runs = runs
+        # > 0: each run's list fused with co-occurrence's (recommender.batch_models.FreshBlend)
+        self.fresh_weight = fresh_weight
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.on_error = on_error
         self._checked: dict[str, float] = {}
-        self._loaded: dict[str, tuple[int, TrainedRun]] = {}
+        self._loaded: dict[str, tuple[int, TrainedRun | FreshBlend]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, model: str) -> TrainedRun | None:
+    def __call__(self, model: str) -> TrainedRun | FreshBlend | None:
         if model not in BATCH_MODELS:
             return None
         now = self.clock()
@@ -343,7 +346,9 @@ class ServingRuns:
             if number is None:
                 self._loaded.pop(model, None)
             elif self._loaded.get(model, (None,))[0] != number:
-                self._loaded[model] = (number, self.runs.load(model, number))
+                run = self.runs.load(model, number)
+                self._loaded[model] = (number, FreshBlend(run, self.fresh_weight)
+                                       if self.fresh_weight > 0 else run)
         except (RunError, redis.RedisError) as error:
             if self.on_error is not None:
                 self.on_error(f"{model}: {error}")
