@@ -92,17 +92,21 @@ def ease_weights(matrix: sparse.spmatrix, regularization: float,
     """EASE's item-item weights for a user x item matrix: ``B = I - P / diag(P)`` with
     ``P = (X'X + regularization I)^-1`` and a zero diagonal, as float32.
 
-    ``dtype`` is the precision of the inversion: float32 halves the memory of the two
-    dense ``items``-square matrices it needs (the trainer's 10,000 items: 800 MB).
+    ``dtype`` is the precision of the inversion: float32 halves the memory of the dense
+    ``items``-square matrix it inverts in place (the trainer's 10,000 items: 400 MB).
 
     >>> x = sparse.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32))
     >>> weights = ease_weights(x, regularization=1.0)
     >>> bool(weights[0, 1] > 0), abs(float(weights[0, 2])), weights.dtype.name
     (True, 0.0, 'float32')
     """
+    from scipy.linalg import inv
+
     gram = (matrix.T @ matrix).toarray().astype(dtype, copy=False)
     gram[np.diag_indices_from(gram)] += regularization
-    inverse = np.linalg.inv(gram)
+    # In place (LU, then the inverse over it): numpy's inv copies its input and builds an
+    # identity beside it, 2.5 times the memory (2.0 GB traced at 10,000 items, float32).
+    inverse = inv(gram, overwrite_a=True, check_finite=False)
     del gram
     diagonal = np.diag(inverse).copy()
     inverse /= -diagonal
