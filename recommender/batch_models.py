@@ -437,12 +437,13 @@ def memory_bytes(run: TrainedRun) -> int:
 
 
 def dense_ceiling(items: int) -> float:
-    """Bytes EASE's inversion needs for ``items`` items in float32 (two square matrices).
+    """Bytes of the dense float32 matrix EASE inverts in place for ``items`` items: the
+    floor under a fit's memory (the sparse Gram product and LAPACK's workspace come on top).
 
     >>> dense_ceiling(10_000) / 1e6
-    800.0
+    400.0
     """
-    return 2 * 4 * float(items) ** 2 if math.isfinite(items) else math.inf
+    return 4 * float(items) ** 2 if math.isfinite(items) else math.inf
 
 
 def refit_due(fitted_at: float | None, now: float, every: float) -> tuple[float, bool]:

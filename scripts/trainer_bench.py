@@ -96,7 +96,7 @@ def main() -> None:
             print(f"ease ceiling: numpy Gram + float32 inverse at N={len(data.items):,}: "
                   f"{raw:.1f} s; full fit / raw = {made['training_seconds'] / raw:.2f}; "
                   f"EASE at N={args.items:,} would need "
-                  f"{dense_ceiling(args.items) / 1e9:,.0f} GB for its two dense matrices")
+                  f"{dense_ceiling(args.items) / 1e9:,.0f} GB for its dense matrix alone")
         else:
             raw = raw_ials_sweep(data, settings.trainer_ials_factors,
                                  settings.trainer_ials_iterations)

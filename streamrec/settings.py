@@ -193,7 +193,8 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     trainer_every_seconds: float = Field(default=3600.0, gt=0)  # between cycles
     trainer_models: list[str] = Field(default=["ease", "ials"])
     trainer_items: int = Field(default=100_000, ge=2)  # the N most interacted items (iALS)
-    # EASE inverts a dense N-square matrix (2 x 4 N^2 bytes in float32: 800 MB at 10,000).
+    # EASE inverts a dense N-square matrix in place (4 N^2 bytes in float32: 400 MB at
+    # 10,000 items, 40 GB at 100,000), so it has a cap of its own.
     trainer_ease_items: int = Field(default=10_000, ge=2)
     trainer_ease_neighbours: int = Field(default=100, ge=1)  # weights kept per item (M)
     trainer_ease_regularization: float = Field(default=250.0, gt=0)
