@@ -191,12 +191,16 @@ class Wiring:
         """What ranks the models outside the stream (``Engine.external_models``): a
         ``lists:NAME`` set, else the serving run of a trained model (``ease``, ``ials``),
         else None. Nothing is read until a list asks for one of them."""
-        trained = self.serving_runs()
+        trained = self._trained_models()
 
         def resolve(model: str) -> ExternalModel | None:
             return trained(model)
 
         return resolve
+
+    def _trained_models(self) -> Callable[[str], ExternalModel | None]:
+        """The scheduled models' resolver: ``ease`` and ``ials`` from their serving runs."""
+        return self.serving_runs()
 
     # -- models trained on a schedule (streamrec trainer) -----------------------------
 
