@@ -16,6 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from recommender.base import Interaction, ItemId, UserId
+from recommender.batch_models import ease_weights, refit_due
 
 
 class PeriodicEASE:
@@ -57,13 +58,10 @@ class PeriodicEASE:
                 self._dirty = True
         if not interactions:
             return
-        now = interactions[-1].timestamp
-        if self._fitted_at is None:
-            self._fitted_at = now
-        elif now - self._fitted_at >= self.retrain_every:
-            self._fitted_at = now
-            if self._dirty:
-                self._fit()
+        self._fitted_at, due = refit_due(self._fitted_at, interactions[-1].timestamp,
+                                         self.retrain_every)
+        if due and self._dirty:
+            self._fit()
 
     def _fit(self) -> None:
         self._items = [item for item, _ in self._popularity.most_common(self.max_items)]
@@ -77,12 +75,7 @@ class PeriodicEASE:
                     cols.append(column)
         matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                    shape=(len(self._history), len(self._items)))
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.regularization
-        inverse = np.linalg.inv(gram)
-        weights = -inverse / np.diag(inverse)
-        weights[np.diag_indices_from(weights)] = 0.0
-        self._weights = weights.astype(np.float32)
+        self._weights = ease_weights(matrix, self.regularization)
         self._dirty = False
         self.refits += 1
 

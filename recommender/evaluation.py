@@ -20,6 +20,10 @@ from recommender.base import Interaction, ItemId, UserId
 from recommender.engine import Engine
 
 
+class Learner(Protocol):
+    def learn_many(self, interactions: Sequence[Interaction]) -> None: ...
+
+
 class Recommender(Protocol):
     def learn_many(self, interactions: Sequence[Interaction]) -> None: ...
 
@@ -96,8 +100,12 @@ class EngineModels:
     (which reads and scores what they share once)."""
 
     def __init__(self, engine: Engine, names: Sequence[str],
-                 variants: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 variants: Mapping[str, Mapping[str, float]] | None = None,
+                 learners: Sequence[Learner] = ()) -> None:
         self.engine = engine
+        # What learns beside the engine: the schedule of trained runs the engine ranks
+        # ``ease`` and ``ials`` with (its Engine.external_models).
+        self.learners = tuple(learners)
         self.models = tuple(names)
         self.variants = dict(variants or {})  # hybrid lists with their own blends
         self.names = (*self.models, *self.variants)
@@ -110,6 +118,8 @@ class EngineModels:
 
     def learn_many(self, interactions: Sequence[Interaction]) -> None:
         self.engine.learn_many(interactions)
+        for learner in self.learners:
+            learner.learn_many(interactions)
         self._learned += 1
 
     def lists(self, user_id: UserId, k: int, now: float) -> dict[str, list[ItemId]]:

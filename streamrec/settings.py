@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pydantic_settings
@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recommender.base import MODELS
+from recommender.base import BATCH_MODELS, MODELS
 from recommender.hyperparameters import HYPERPARAMETERS, EngineConfig
 from recommender.weights import EventWeights
 from schemas import errors
@@ -197,6 +197,33 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     max_requests_in_flight: int = Field(default=64, ge=1)  # per API process
     request_deadline_seconds: float = Field(default=1.0, gt=0)  # per read (GET)
     serving_threads: int = Field(default=2, ge=1)  # where GET /recommendations waits on Redis
+    # Scheduled training (`streamrec trainer`, docs/trainer.md): how often, on what, and
+    # what a run may replace.
+    trainer_every_seconds: float = Field(default=3600.0, gt=0)  # between cycles
+    trainer_models: list[str] = Field(default=["ease", "ials"])
+    trainer_items: int = Field(default=100_000, ge=2)  # the N most interacted items (iALS)
+    # EASE inverts a dense N-square matrix in place (4 N^2 bytes in float32: 400 MB at
+    # 10,000 items, 40 GB at 100,000), so it has a cap of its own.
+    trainer_ease_items: int = Field(default=10_000, ge=2)
+    trainer_ease_neighbours: int = Field(default=100, ge=1)  # weights kept per item (M)
+    trainer_ease_regularization: float = Field(default=250.0, gt=0)
+    trainer_ials_factors: int = Field(default=64, ge=1)
+    trainer_ials_iterations: int = Field(default=15, ge=1)
+    trainer_ials_regularization: float = Field(default=0.05, gt=0)
+    trainer_ials_alpha: float = Field(default=10.0, gt=0)
+    trainer_threads: int = Field(default=1, ge=1)  # implicit's; the API and worker share cores
+    trainer_holdout: float = Field(default=0.1, gt=0, lt=1)  # last share of event time
+    trainer_min_events: int = Field(default=100, ge=1)  # fewer: the cycle trains nothing
+    # A new run is not promoted when its held-back Recall@10 is below the serving run's by
+    # more than this share of it.
+    trainer_promote_margin: float = Field(default=0.1, ge=0, le=1)
+    trainer_keep_runs: int = Field(default=5, ge=1)  # per model; older artifacts are deleted
+    trainer_max_artifact_bytes: int = Field(default=512 * 1024**2, ge=1024)
+    # How soon an API process serves a newly promoted run.
+    trained_refresh_seconds: float = Field(default=1.0, gt=0)
+    # > 0: ease and ials lists fused with co-occurrence's (this weight against the run's 1),
+    # so items new since the run reach them (recommender.batch_models.FreshBlend).
+    trained_fresh_weight: float = Field(default=0.0, ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _connections_are_complete(self) -> Settings:
@@ -218,6 +245,14 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
             raise ValueError(f"{model!r} is not one of {list(MODELS)}")
         return model
 
+    @field_validator("trainer_models")
+    @classmethod
+    def _trained_models_are_known(cls, models: list[str]) -> list[str]:
+        unknown = [model for model in models if model not in BATCH_MODELS]
+        if unknown or not models:
+            raise ValueError(f"{unknown or models!r}: one or more of {list(BATCH_MODELS)}")
+        return models
+
     @field_validator("event_weights")
     @classmethod
     def _weights_are_valid(cls, weights: dict[str, float]) -> dict[str, float]:
@@ -231,6 +266,23 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     def engine_config(self) -> EngineConfig:
         return EngineConfig(**{h.engine_field: getattr(self, h.setting)
                                for h in HYPERPARAMETERS})
+
+    def trainer_hyperparameters(self, model: str) -> dict[str, Any]:
+        """The ``fit`` arguments of trained model ``model`` (recommender.batch_models)."""
+        if model == "ease":
+            return {"regularization": self.trainer_ease_regularization,
+                    "neighbours": self.trainer_ease_neighbours}
+        return {"factors": self.trainer_ials_factors,
+                "iterations": self.trainer_ials_iterations,
+                "regularization": self.trainer_ials_regularization,
+                "alpha": self.trainer_ials_alpha, "threads": self.trainer_threads,
+                "seed": self.seed}
+
+    def trainer_item_cap(self, model: str, items: int | None = None) -> int:
+        """The N most interacted items ``model`` trains on (``items`` or the setting):
+        EASE's dense inversion has a lower ceiling of its own."""
+        cap = items or self.trainer_items
+        return min(cap, self.trainer_ease_items) if model == "ease" else cap
 
     def load_api_keys(self) -> dict[str, str]:
         """Keys from the environment and the keys file; refuses unsafe set-ups.

@@ -18,6 +18,7 @@ version's wiring on the same client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from streamrec.storage.model_versions import MAIN, Version, VersionError, Versio
 from streamrec.storage.model_versions import version_settings as _version_settings
 from streamrec.storage.ops_stats import OpsStats
 from streamrec.storage.state_store import RedisStore
+from streamrec.storage.trained_runs import ServingRuns, TrainedRuns
 
 # How the roles talk to Redis unless a caller asks otherwise: a call that hangs fails
 # within seconds (the roles retry), and an idle pooled connection is checked before use.
@@ -214,8 +216,22 @@ class Wiring:
         return resolve
 
     def _trained_models(self) -> Callable[[str], ExternalModel | None]:
-        """The scheduled models' resolver (``streamrec trainer``'s runs); none yet."""
-        return lambda model: None
+        """The scheduled models' resolver: ``ease`` and ``ials`` from their serving runs."""
+        return self.serving_runs()
+
+    # -- models trained on a schedule (streamrec trainer) -----------------------------
+
+    def trained_runs(self) -> TrainedRuns:
+        """The app's runs of ``ease`` and ``ials``: registry, artifacts, serving switch
+        (under the app's base prefix: every version of the app serves the same run)."""
+        return TrainedRuns(self.client, self.shared_prefix)
+
+    def serving_runs(self) -> ServingRuns:
+        """The serving runs' artifacts, loaded once per process and run."""
+        log = logging.getLogger("streamrec.trained")
+        return ServingRuns(self.trained_runs(), self.settings.trained_refresh_seconds,
+                           on_error=lambda message: log.warning("trained run: %s", message),
+                           fresh_weight=self.settings.trained_fresh_weight)
 
     def attributor(self) -> Attributor:
         """Credits feedback events to the variant whose list the user acted on."""

@@ -96,3 +96,16 @@ def list_rows(users: list[str], items: list[str], start: int = 0, k: int = 5) ->
              "items": [items[(start + n + m) % len(items)] for m in range(k)],
              "scores": [float(k - m) for m in range(k)]}
             for n, user in enumerate(users)]
+def taste_groups(groups: int = 3, users: int = 12, items: int = 6, per_user: int = 4,
+                 start: float = 1000.0, seed: int = 0) -> list[Interaction]:
+    """Positive interactions of ``groups`` groups of ``users`` users (``g{n}-u{m}``), each
+    user touching ``per_user`` of their group's ``items`` items (``g{n}-i{m}``), one a
+    second from ``start``: a log in which a user's next item is their group's."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for group in range(groups):
+        for user in range(users):
+            for item in rng.choice(items, size=min(per_user, items), replace=False):
+                found.append((f"g{group}-u{user}", f"g{group}-i{item}"))
+    order = rng.permutation(len(found))
+    return [Interaction(*found[n], start + t, 1.0) for t, n in enumerate(order)]

@@ -1,12 +1,14 @@
 """Promote and roll back model versions over HTTP, by the rules of ``streamrec promote``
 and ``streamrec rollback`` (the same checks: :meth:`Versions.check_promotable`,
-:func:`streamrec.version_status.not_promotable`), and their log."""
+:func:`streamrec.version_status.not_promotable`), and their log; the same for the runs of
+trained models (``MODEL@N``, :class:`streamrec.storage.trained_runs.TrainedRuns`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,8 +17,10 @@ from api.limits import BODY_RESPONSES
 from api.routing import GuardedRoute
 from api.security import ADMIN, KEY_RESPONSES
 from api.shedding import SHED_RESPONSES
+from recommender.base import BATCH_MODELS
 from streamrec import version_status
 from streamrec.storage.model_versions import VersionError, Versions
+from streamrec.storage.trained_runs import RunError, parse_run
 
 router = APIRouter(route_class=GuardedRoute, prefix="/admin/versions", tags=["admin"],
                    dependencies=[ADMIN], responses={**KEY_RESPONSES, **SHED_RESPONSES})
@@ -53,6 +57,8 @@ async def promote(name: VersionName, request: Request, settings: SettingsDep,
     saying why) unless a worker consumes for it and it is at most
     ``STREAMREC_PROMOTE_MAX_LAG`` events behind, or ``force``; the answer's ``warning``
     says what a forced promote risks."""
+    if "@" in name:  # a trained run, MODEL@N: serves MODEL (docs/trainer.md)
+        return await run_in_threadpool(_promote_run, context, name, author)
     registry = _registry(context)
     force = body is not None and body.force
     try:
@@ -77,14 +83,46 @@ async def promote(name: VersionName, request: Request, settings: SettingsDep,
             "warning": None if problem is None else f"promoted with force although {problem}"}
 
 
+def _promote_run(context, name: str, author: str) -> dict:
+    try:
+        model, number = parse_run(name)
+        previous = context.wiring.trained_runs().promote(model, number, author)
+    except RunError as error:
+        raise HTTPException(409, detail=f"name: {error}") from None
+    return {"serving": name, "previous": None if previous in (None, False)
+            else f"{model}@{previous}", "changed": previous is not False, "warning": None}
+
+
 @router.post("/rollback", responses=REFUSED)
-async def rollback(context: ContextDep, author: Author = "api") -> dict:
-    """Serve again the version that served before the last promote."""
+async def rollback(context: ContextDep, author: Author = "api",
+                   model: Annotated[str | None, Query(
+                       description="A trained model (ease, ials): roll back its run "
+                                   "instead of the version.")] = None) -> dict:
+    """Serve again the version (or ``model``'s run) that served before the last
+    promote."""
+    if model is not None:
+        try:
+            number = await run_in_threadpool(context.wiring.trained_runs().rollback, model,
+                                             author)
+        except RunError as error:
+            raise HTTPException(409, detail=str(error)) from None
+        return {"serving": None if number is None else f"{model}@{number}"}
     try:
         restored = await run_in_threadpool(_registry(context).rollback, author)
     except VersionError as error:
         raise HTTPException(409, detail=str(error)) from None
     return {"serving": restored}
+
+
+@router.get("/runs")
+def trained_runs(context: ContextDep) -> dict[str, list[dict]]:
+    """The runs of each trained model (``streamrec trainer``), oldest first, with their
+    lineage and offline metrics; ``serving`` marks the one that serves."""
+    runs = context.wiring.trained_runs()
+    serving = runs.serving()
+    return {model: [{**asdict(run), "name": run.name,
+                     "serving": serving.get(model) == run.number}
+                    for run in runs.runs(model)] for model in BATCH_MODELS}
 
 
 @router.get("/log")

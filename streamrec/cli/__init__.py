@@ -6,7 +6,8 @@
 - :mod:`~streamrec.cli.versioning`: rebuild, promote, rollback, versions, snapshot;
 - :mod:`~streamrec.cli.event_types`: event-types (list, set, remove);
 - :mod:`~streamrec.cli.apps`: apps (list, create, delete);
-- :mod:`~streamrec.cli.lists`: lists (import, list, show, delete).
+- :mod:`~streamrec.cli.lists`: lists (import, list, show, delete);
+- :mod:`~streamrec.cli.trainer`: trainer (scheduled ease and ials runs).
 
 Commands that act on one app's state take ``--app NAME`` (default: ``default``).
 
@@ -27,6 +28,7 @@ from streamrec.cli import (
     lists,
     measurements,
     roles,
+    trainer,
     versioning,
 )
 from streamrec.cli.options import LOG_LEVELS, refuse_log_level
@@ -75,5 +77,5 @@ for command in (roles.worker, roles.api, roles.simulate, roles.up, measurements.
                 import_export.import_rows, import_export.export, versioning.rebuild,
                 versioning.promote, versioning.rollback, versioning.versions_group,
                 versioning.snapshot, event_types.event_types_group, apps.apps_group,
-                lists.lists_group):
+                lists.lists_group, trainer.trainer):
     main.add_command(command)

@@ -171,7 +171,9 @@ def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
 @click.option("--format", "data_format", type=click.Choice(["ratings.csv", "u.data", "jsonl"]),
               default=None, help="Default: from the file name.")
 @click.option("--k", default=10, show_default=True)
-@click.option("--models", default=",".join(MODELS), show_default=True)
+@click.option("--models", default=",".join(MODELS), show_default=True,
+              help="Comma-separated; ease and ials are served as trained runs, refit every "
+                   "--retrain-every seconds of event time (docs/trainer.md).")
 @click.option("--baselines", default="ease-daily,river-funkmf", show_default=True,
               help="Comma-separated; empty for none.")
 @click.option("--output-dir", default="evaluation", show_default=True,
@@ -180,7 +182,8 @@ def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
 @click.option("--batch-seconds", default=1.0, show_default=True,
               help="Event time per replayed batch: the freshness being simulated.")
 @click.option("--retrain-every", default=86400.0, show_default=True,
-              help="Seconds of event time between refits of the batch baseline.")
+              help="Seconds of event time between refits of the batch baseline and of the "
+                   "served ease and ials.")
 @click.option("--cold-start", default=5, show_default=True,
               help="Slice out events among their user's (item's) first N.")
 @app_option

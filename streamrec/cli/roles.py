@@ -196,7 +196,8 @@ async def _produce_simulation(simulation, rate: float, count: int | None) -> int
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="The API's port (default: STREAMREC_API_PORT, else 8000, else a free one).")
 def up(run_dir: Path, rate: float, port: int | None) -> None:
-    """Everything locally: Kafka and Redis (unless configured), worker, API and simulator.
+    """Everything locally: Kafka and Redis (unless configured), worker, API, trainer and
+    simulator.
     Whatever fails, or on Ctrl-C or SIGTERM, it stops everything it started."""
     from streamrec.local import up as stack
 

@@ -60,8 +60,13 @@ def rebuild(name: str, overrides: tuple[str, ...], from_snapshot: Path | None,
 def promote(name: str, author: str, force: bool, app_name: str) -> None:
     """Serve model version NAME (every API process follows within a second). Refused
     unless a worker consumes for it and it is at most STREAMREC_PROMOTE_MAX_LAG events
-    behind the events topic (--force promotes anyway)."""
+    behind the events topic (--force promotes anyway). NAME may be a trained run,
+    MODEL@N (`streamrec versions` lists them): it then serves MODEL."""
     from streamrec.storage import model_versions as versions
+
+    if "@" in name:
+        _promote_run(name, author, app_name)
+        return
     from streamrec.version_status import not_promotable, statuses
 
     settings = settings_of(app_name)
@@ -95,13 +100,43 @@ def promote(name: str, author: str, force: bool, app_name: str) -> None:
                    f"else run `streamrec worker --version {name}`.", err=True)
 
 
+def _promote_run(name: str, author: str, app_name: str) -> None:
+    from streamrec.storage.trained_runs import RunError, parse_run
+
+    try:
+        model, number = parse_run(name)
+        previous = _wiring(app_name).trained_runs().promote(model, number, author)
+    except RunError as error:
+        raise click.ClickException(str(error)) from None
+    if previous is False:
+        click.echo(f"{name} serves {model} already: nothing changed")
+        return
+    was = "no run" if previous is None else f"{model}@{previous}"
+    click.echo(f"{model} served by {name} (was {was}); API processes follow within "
+               f"STREAMREC_TRAINED_REFRESH_SECONDS; `streamrec rollback --model {model}` goes "
+               "back")
+
+
 @click.command()
 @click.option("--author", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+@click.option("--model", default=None, metavar="MODEL",
+              help="Roll back a trained model's run (ease, ials) instead of the version.")
 @app_option
-def rollback(author: str, app_name: str) -> None:
-    """Serve again the version that served before the last promote."""
+def rollback(author: str, model: str | None, app_name: str) -> None:
+    """Serve again the version (or, with --model, the run) that served before the last
+    promote."""
     from streamrec.storage import model_versions as versions
 
+    if model is not None:
+        from streamrec.storage.trained_runs import RunError
+
+        try:
+            number = _wiring(app_name).trained_runs().rollback(model, author)
+        except RunError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"{model} served by {model}@{number} again" if number is not None
+                   else f"{model} served by no run again (lists backfill popular items)")
+        return
     try:
         restored = _versions(app_name).rollback(author)
     except versions.VersionError as error:
@@ -131,10 +166,24 @@ def versions_group(context: click.Context, app_name: str) -> None:
                    f"events {store.events_applied():>12,}  items with factors "
                    f"{store.items_with_factors():>9,}  "
                    f"settings {orjson.dumps(version.settings).decode()}")
+    _list_runs(wiring)
     if not status[serving].live and status[serving].error is None:
         which = "" if serving == "main" else f"{_app(app_name)} --version {serving}"
         click.echo(f"warning: the serving version {serving} is not live: start `streamrec "
                    f"worker{which}`", err=True)
+
+
+def _list_runs(wiring: Wiring) -> None:
+    """The trained runs (``streamrec trainer``), * marking each model's serving one."""
+    from recommender.base import BATCH_MODELS
+    from streamrec.storage.trained_runs import describe_run
+
+    runs = wiring.trained_runs()
+    serving = runs.serving()
+    for model in BATCH_MODELS:
+        for run in runs.runs(model):
+            mark = "*" if serving.get(model) == run.number else " "
+            click.echo(f"{mark} {describe_run(run)}")
 
 
 @versions_group.command(name="delete")

@@ -1,4 +1,5 @@
-"""``streamrec up``: Kafka and Redis (unless configured), worker, API and simulator, locally.
+"""``streamrec up``: Kafka and Redis (unless configured), worker, API, trainer and simulator,
+locally.
 
 Whatever fails (a service that does not start, a role that exits, a port that is taken) and
 whenever it is told to stop (SIGTERM, Ctrl-C), it stops everything it started, within
@@ -200,6 +201,9 @@ def _start(stack: Stack, env: dict[str, str], rate: float, echo: Callable[[str],
         env["STREAMREC_KAFKA_BOOTSTRAP"] = kafka.bootstrap
     stack.spawn("worker", ["worker", "--log-level", "warning"], env)
     stack.spawn("api", ["api"], env)
+    # ease and ials, retrained every 5 minutes of the demo (the first cycles find too few
+    # events, say so in its log, and try again).
+    stack.spawn("trainer", ["trainer", "--all-apps", "--every", "300"], env)
     stack.spawn("simulate", ["simulate", "--rate", str(rate), "--loop-api",
                              f"http://127.0.0.1:{env['STREAMREC_API_PORT']}"], env)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recommender.base import MODELS, Interaction
+from recommender.base import BATCH_MODELS, MODELS, Interaction
 from recommender.baselines import PeriodicEASE, RiverFunkMF
+from recommender.batch_models import FreshBlend, ScheduledRuns
 from recommender.engine import Engine
 from recommender.evaluation import EngineModels, Report, prequential
 from recommender.store import InMemoryStore
@@ -55,7 +56,18 @@ def build(models: list[str], baselines: list[str], settings: Settings,
     store = InMemoryStore(seed=settings.seed)
     store.put_items(documents)  # the catalog exists before anyone rates it
     engine = Engine(store, config)
-    group = EngineModels(engine, models)
+    # ease and ials are served as the API serves them: runs trained on a schedule (every
+    # retrain_every seconds of event time, on everything so far), ranked by the engine
+    # from each user's current history, screened and backfilled like the others.
+    trained = [name for name in models if name in BATCH_MODELS]
+    learners = []
+    if trained:
+        schedule = ScheduledRuns(
+            {name: settings.trainer_hyperparameters(name) for name in trained},
+            retrain_every, {name: settings.trainer_item_cap(name) for name in trained})
+        engine.external_models = fresh_blended(schedule, settings.trained_fresh_weight)
+        learners.append(schedule)
+    group = EngineModels(engine, models, learners=learners)
     built = {name: group.model(name) for name in models}
     for name in baselines:
         if name == "ease-daily":
@@ -67,13 +79,26 @@ def build(models: list[str], baselines: list[str], settings: Settings,
     return built
 
 
+def fresh_blended(schedule: ScheduledRuns, weight: float):
+    """The schedule's runs as the API serves them: with STREAMREC_TRAINED_FRESH_WEIGHT > 0,
+    each fused with co-occurrence (:class:`FreshBlend`)."""
+    if weight <= 0:
+        return schedule
+
+    def resolve(model: str) -> FreshBlend | None:
+        run = schedule(model)
+        return None if run is None else FreshBlend(run, weight)
+
+    return resolve
+
+
 def run(path: Path, format: str | None, k: int, models: list[str], baselines: list[str],
         output: Path, limit: int | None, batch_seconds: float, retrain_every: float,
         settings: Settings | None = None, cold_start: int = 5) -> Report:
     settings = settings or Settings()
-    unknown = set(models) - set(MODELS)
+    unknown = set(models) - set(MODELS + BATCH_MODELS)
     if unknown:
-        raise ValueError(f"models: {sorted(unknown)} are not among {list(MODELS)}")
+        raise ValueError(f"models: {sorted(unknown)} are not among {list(MODELS + BATCH_MODELS)}")
     events = load(path, format, settings, limit)
     if not events:
         raise ValueError(f"{path}: no events")
@@ -111,7 +136,8 @@ def write(report: Report, output: Path, source: Path, elapsed: float, batch_seco
     output.mkdir(parents=True, exist_ok=True)
     header = (f"Prequential evaluation of `{source.name}`: {report.events} events, "
               f"{report.positives} positives scored, {report.batches} batches of "
-              f"{batch_seconds:g} s event time; EASE refit every {retrain_every:g} s; "
+              f"{batch_seconds:g} s event time; EASE (and served ease, ials) refit every "
+              f"{retrain_every:g} s; "
               f"{elapsed:.0f} s wall time.\n\n")
     (output / "evaluation.md").write_text(header + markdown(report) + "\n")
     (output / "evaluation.json").write_text(json.dumps({

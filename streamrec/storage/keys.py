@@ -78,6 +78,13 @@ LIST_GENERATIONS = "listgens"
 # float32 scores), per set, generation and bucket ("u3", "i7": crc32 % SHARDS of the owner;
 # under a tagged prefix each bucket is in its group's hash tag, spread over the cluster).
 LIST_ROWS = "lrows"
+# Runs of the models trained on a schedule (streamrec trainer; streamrec.storage.trained_runs),
+# under each app's base prefix, beside what every version shares. A run is "MODEL@N".
+RUNS = "runs"  # HASH run number -> JSON record (lineage, metrics, status, chunks), per model
+RUN_NUMBERS = "runseq"  # HASH model -> the last run number given
+RUN_ARTIFACT = "runart"  # STRING one chunk of a run's artifact (numpy .npz bytes), per run, chunk
+RUN_SERVING = "runserve"  # HASH model -> the run number that serves it
+RUN_LOG = "runlog"  # LIST JSON promote/rollback records of runs, newest first, per model
 
 # STRING set while `streamrec snapshot save` copies a version's state: APPLY changes nothing
 # while its call's one exists (the worker waits), so the copy is one point in time. One

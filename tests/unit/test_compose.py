@@ -26,8 +26,8 @@ from streamrec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "STREAMREC_"
-ROLES = ("worker", "api", "simulator")
-SUBCOMMANDS = {"worker", "api", "simulate"}
+ROLES = ("worker", "api", "trainer", "simulator")
+SUBCOMMANDS = {"worker", "api", "trainer", "simulate"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,255 @@
+"""``streamrec trainer``: retrain ``ease`` and ``ials`` on a schedule from the retained log.
+
+Each cycle reads the events topic from its start to its end as of now (its own consumer,
+manual assignment: no consumer group, no rebalance of the workers), keeps each app's
+records (by the ``app`` header, as ``streamrec rebuild`` does), decodes them as the worker
+does, and for each app and model:
+
+1. trains on all but the last ``STREAMREC_TRAINER_HOLDOUT`` of the event-time range and
+   scores that held-back slice (Recall@10, NDCG@10: the prequential evaluation's metrics);
+2. trains again on everything and publishes that run, with the slice's metrics as its
+   offline estimate. The second fit costs a training's time; it buys a served run that
+   has seen the newest events, which are the ones most like tomorrow's;
+3. promotes it unless its metrics fall short of the serving run's by more than
+   ``STREAMREC_TRAINER_PROMOTE_MARGIN`` (the old run keeps serving; the log says why),
+   then deletes runs older than the ``STREAMREC_TRAINER_KEEP_RUNS`` newest.
+
+A cycle that cannot train (an empty topic, too few events, Kafka or Redis away) logs why
+and the loop tries again at the next cycle; it never ends the role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+import tracemalloc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from recommender import batch_models
+from recommender.base import Interaction
+from recommender.weights import EventWeights
+from streamrec.apps import DEFAULT, Apps, app_settings, base_of
+from streamrec.connections import kafka_client_options
+from streamrec.settings import Settings
+from streamrec.storage.trained_runs import Run, RunError
+from streamrec.wiring import Wiring
+from streams.decode import PlainRecord, decode_events
+from streams.rebuild import _belongs, _partitions
+
+log = logging.getLogger("streamrec.trainer")
+
+
+class TrainerError(RuntimeError):
+    """A cycle (or one app's part of it) that trained nothing; ``str()`` says why."""
+
+
+@dataclass
+class LogRead:
+    """Records of the events topic as of one read, and where they came from."""
+
+    records: list[PlainRecord]
+    offsets: dict[str, list[int]]  # "topic:partition" -> [first, last] offset read
+
+
+@dataclass
+class Published:
+    app: str
+    run: Run
+    promoted: bool
+    reason: str
+    pruned: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        offline = self.run.offline or {}
+        metrics = (f"Recall@10 {offline['recall@10']:.4f}, NDCG@10 {offline['ndcg@10']:.4f} "
+                   f"on {offline['events']:,} held-back events" if offline
+                   else "no held-back events to score")
+        lineage = self.run.lineage
+        return (f"app {self.app}: {self.run.name} trained on {lineage['events']:,} events, "
+                f"{lineage['users']:,} users, {lineage['items']:,} items in "
+                f"{self.run.training_seconds:.1f} s (peak {self.run.peak_memory_bytes / 1e6:.0f}"
+                f" MB); {metrics}; {self.reason}")
+
+
+async def read_log(settings: Settings) -> LogRead:
+    """Every record of the events topic from its start to its end as of now."""
+    topic = settings.events_topic
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_poll_records=5000)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+        if not partitions:
+            raise TrainerError(f"topic {topic!r} does not exist or has no partitions")
+        consumer.assign(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, starts[tp])
+        records: list[PlainRecord] = []
+        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
+        while remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for tp, batch in fetched.items():
+                records.extend(PlainRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                                           r.timestamp / 1000.0, r.timestamp_type, r.headers)
+                               for r in batch if r.offset < ends[tp])
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        offsets = {f"{tp.topic}:{tp.partition}": [starts[tp], ends[tp] - 1]
+                   for tp in partitions if ends[tp] > starts[tp]}
+        return LogRead(records, offsets)
+    finally:
+        await consumer.stop()
+
+
+def app_interactions(wiring: Wiring, read: LogRead, app: str, since: float
+                     ) -> tuple[list[Interaction], dict[str, list[int]]]:
+    """App ``app``'s interactions in ``read`` (decoded as the worker decodes them, with
+    the shared event types), and the offsets of its records per partition."""
+    records = [record for record in read.records if _belongs(record, app, since)]
+    settings = wiring.settings
+    weights = EventWeights(wiring.read_event_types()(), settings.rating_positive_threshold)
+    decoded = decode_events(records, weights, settings.max_event_time_skew_seconds)
+    offsets: dict[str, list[int]] = {}
+    for record in records:
+        name = f"{record.topic}:{record.partition}"
+        low, high = offsets.get(name, [record.offset, record.offset])
+        offsets[name] = [min(low, record.offset), max(high, record.offset)]
+    return decoded.interactions, offsets
+
+
+def train(model: str, interactions: Sequence[Interaction], settings: Settings,
+          items: int | None = None) -> tuple[batch_models.TrainedRun, dict[str, Any]]:
+    """Train ``model`` as a cycle does: on the head to score the held-back tail, then on
+    everything; returns the run and what its record says of it (without the offsets)."""
+    params = settings.trainer_hyperparameters(model)
+    cap = settings.trainer_item_cap(model, items)
+    head, tail, cut = batch_models.split_by_time(interactions, settings.trainer_holdout)
+    offline = None
+    if tail:
+        estimate = batch_models.fit(model, batch_models.TrainingData.of(head, cap), params)
+        offline = batch_models.offline_metrics(estimate, head, tail)
+        del estimate
+        if offline is not None:
+            offline["slice"] = {"from": cut, "to": max(e.timestamp for e in tail),
+                                "trained_on": "head"}
+    tracemalloc.start()
+    started = time.perf_counter()
+    data = batch_models.TrainingData.of(interactions, cap)
+    if not data.items:
+        tracemalloc.stop()
+        raise TrainerError(f"{model}: no positive interactions to train on")
+    trained = batch_models.fit(model, data, params)
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return trained, {
+        "offline": offline, "hyperparameters": {**params, "items": cap},
+        "training_seconds": round(seconds, 3), "peak_memory_bytes": int(peak),
+        "users": len(data.users), "items": len(data.items),
+        "first_event": min(e.timestamp for e in interactions),
+        "last_event": max(e.timestamp for e in interactions)}
+
+
+def train_app(wiring: Wiring, read: LogRead, app: str, since: float,
+              models: Sequence[str], items: int | None = None) -> list[Published]:
+    """Train, publish and (unless worse) promote each of ``models`` for app ``app``."""
+    settings = wiring.settings
+    interactions, offsets = app_interactions(wiring, read, app, since)
+    if len(interactions) < settings.trainer_min_events:
+        raise TrainerError(
+            f"app {app}: {len(interactions):,} events on topic {settings.events_topic!r}, "
+            f"fewer than STREAMREC_TRAINER_MIN_EVENTS={settings.trainer_min_events}: "
+            "nothing trained")
+    runs = wiring.trained_runs()
+    published = []
+    for model in models:
+        trained, made = train(model, interactions, settings, items)
+        run = Run(model=model, number=runs.next_number(model), made_at=time.time(),
+                  lineage={"topic": settings.events_topic, "offsets": offsets,
+                           "event_time": [made["first_event"], made["last_event"]],
+                           "events": len(interactions), "users": made["users"],
+                           "items": made["items"]},
+                  hyperparameters=made["hyperparameters"], offline=made["offline"],
+                  training_seconds=made["training_seconds"],
+                  peak_memory_bytes=made["peak_memory_bytes"])
+        runs.publish(run, trained, settings.trainer_max_artifact_bytes)
+        serving = runs.serving_run(model)
+        current = None if serving is None else runs.get(model, serving)
+        if current is not None and batch_models.worse_by(
+                run.offline, current.offline, settings.trainer_promote_margin):
+            promoted = False
+            reason = (f"NOT promoted: its Recall@10 is more than "
+                      f"{settings.trainer_promote_margin:.0%} below serving {current.name}'s "
+                      f"({current.offline['recall@10']:.4f}); {current.name} keeps serving "
+                      f"(`streamrec promote {run.name}` serves it anyway)")
+        else:
+            previous = runs.promote(model, run.number, author="trainer")
+            promoted = True
+            reason = ("promoted" if previous in (None, False)
+                      else f"promoted (was {model}@{previous})")
+        pruned = runs.prune(model, settings.trainer_keep_runs)
+        published.append(Published(app, run, promoted, reason, pruned))
+    return published
+
+
+def apps_to_train(base: Wiring, app: str | None) -> dict[str, tuple[Wiring, float]]:
+    """App name -> its wiring and the time its records start (``None``: every app)."""
+    settings = base.settings
+    registry = Apps(base.client, base_of(settings.redis_prefix))
+    chosen = registry.all() if app is None else {app: registry.require(app)}
+    return {name: (Wiring(app_settings(settings, found), base.client),
+                   0.0 if name == DEFAULT else
+                   found.created_at - settings.attribution_clock_skew_seconds)
+            for name, found in chosen.items()}
+
+
+def cycle(settings: Settings, app: str | None, models: Sequence[str],
+          items: int | None = None) -> tuple[list[Published], list[str]]:
+    """One cycle: read the log once, train every chosen app; returns the runs published
+    and the errors (one line each) of the apps that trained nothing."""
+    base = Wiring.connect(settings, "trainer")
+    try:
+        chosen = apps_to_train(base, app)
+        read = asyncio.run(read_log(settings))
+        published, errors = [], []
+        for name, (wiring, since) in chosen.items():
+            try:
+                published += train_app(wiring, read, name, since, models, items)
+            except (TrainerError, RunError) as error:
+                errors.append(str(error))
+        return published, errors
+    finally:
+        base.close()
+
+
+def run_forever(settings: Settings, app: str | None, models: Sequence[str], every: float,
+                items: int | None = None) -> None:
+    """Cycles every ``every`` seconds (from each cycle's start); never ends on a cycle's
+    error."""
+    while True:
+        started = time.monotonic()
+        try:
+            published, errors = cycle(settings, app, models, items)
+            for done in published:
+                log.info("%s", done.describe())
+            for error in errors:
+                log.warning("%s; next cycle in %.0f s", error, every)
+        except Exception as error:  # Kafka or Redis away, a bug: the next cycle retries
+            log.error("trainer cycle failed: %s: %s; next cycle in %.0f s",
+                      type(error).__name__, error, every, exc_info=log.isEnabledFor(10))
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
