@@ -73,7 +73,14 @@ def test_segment_aware_strategies_beat_plain_thompson_sampling(client, run) -> N
     worth = {strategy: result.expected_reward(strategy, simulation.segments, 200)
              for strategy in result.results}
     print(f"worth per list over the last 200 requests: {worth}")
-    assert worth["bandit"] < 0.21
+    # The best any one variant for everyone could be worth over the same requests' segment
+    # mix (about 20%; more when one segment came more often): no segment-blind allocation
+    # beats it.
+    plain = result.results["bandit"]
+    blind = max(sum(simulation.segments.rate(segment, variant)
+                    for segment in plain.segments[-200:]) / len(plain.segments[-200:])
+                for variant in MODELS)
+    assert worth["bandit"] <= blind + 1e-9
     # Linear Thompson sampling learns slower than a posterior per segment (it also weighs
     # the hour and the user's activity): ahead, by less, within 600 requests.
     assert worth["clustered"] > worth["bandit"] + 0.02
@@ -84,7 +91,6 @@ def test_segment_aware_strategies_beat_plain_thompson_sampling(client, run) -> N
         assert shares["desktop"].get("hybrid", 0) > 0.4, (strategy, shares)
 
     # The plain bandit's converged policy, estimated off-policy from the contextual run.
-    plain = result.results["bandit"]
     stats = arm_stats([Logged(v, 1.0, float(r)) for v, r in zip(plain.served, plain.rewards,
                                                                  strict=True)])
     shares = thompson_shares({name: stats.get(name, (0, 0)) for name in MODELS}, floor=0.05)
