@@ -15,7 +15,15 @@ from typing import Protocol
 import numpy as np
 
 from recommender import screening
-from recommender.base import Category, Interaction, ItemId, Scored, UserId, check_model
+from recommender.base import (
+    BATCH_MODELS,
+    Category,
+    Interaction,
+    ItemId,
+    Scored,
+    UserId,
+    check_model,
+)
 from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
 from recommender.cooccurrence import CoOccurrence
@@ -48,7 +56,8 @@ class ExternalModel(Protocol):
     def rank(self, reads: Reads, n: int) -> list[Scored] | None: ...
 
 
-HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_rank_constant")
+HYBRID_PARAMS = ("hybrid_mf", "hybrid_cooccurrence", "hybrid_popular", "hybrid_ease",
+                 "hybrid_ials", "hybrid_rank_constant")
 
 
 @dataclass(frozen=True)
@@ -605,7 +614,12 @@ class Engine:
         configured = {"mf": config.hybrid_mf, "cooccurrence": config.hybrid_cooccurrence,
                       "popular": config.hybrid_popular}
         learned = self.tally.factors()
-        return {source: configured[source] * learned[source] for source in SOURCES}
+        weights = {source: configured[source] * learned[source] for source in SOURCES}
+        for model in BATCH_MODELS:  # a source only when weighted, at its configured weight
+            weight = getattr(config, f"hybrid_{model}")
+            if weight > 0:
+                weights[model] = weight
+        return weights
 
     def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
                size: int) -> list[Scored]:
@@ -616,6 +630,11 @@ class Engine:
                        "popular": self._popular_ranked(size, reads)}
             if reads.vector is not None:
                 sources["mf"] = [item for item, _ in reads.factors(size)]
+            for model in BATCH_MODELS:
+                external = (None if model not in weights or self.external_models is None
+                            else self.external_models(model))
+                if external is not None:
+                    sources[model] = [item for item, _ in external.rank(reads, size) or []]
             return fuse(sources, weights, config.hybrid_rank_constant)
 
         key = ("fused", size, config.hybrid_rank_constant, *sorted(weights.items()))

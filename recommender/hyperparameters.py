@@ -116,6 +116,13 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    "co-occurrence's ranking.", ge=0, le=MAX_WEIGHT),
     Hyperparameter("hybrid_popular", float, 0.2, "Hybrid's weight of popularity.", ge=0,
                    le=MAX_WEIGHT),
+    # The batch-trained models as hybrid sources (0: not a source): the serving run's
+    # ranking fused like the others, at its configured weight (the tally learns only the
+    # streaming sources' weights).
+    Hyperparameter("hybrid_ease", float, 0.0, "Hybrid's weight of the serving ease run's "
+                   "ranking (0: not a source).", ge=0, le=MAX_WEIGHT),
+    Hyperparameter("hybrid_ials", float, 0.0, "Hybrid's weight of the serving ials run's "
+                   "ranking (0: not a source).", ge=0, le=MAX_WEIGHT),
     Hyperparameter("hybrid_candidates", int, 100, "Candidates each source gives the "
                    "hybrid.", ge=1),
     Hyperparameter("hybrid_rank_constant", float, 60.0, "Rank fusion: a source's item at "

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from recommender.base import Interaction
 from recommender.batch_models import (
     EaseRun,
     IalsRun,
@@ -16,6 +17,9 @@ from recommender.batch_models import (
     offline_metrics,
     split_by_time,
 )
+from recommender.engine import HYBRID_PARAMS, Engine
+from recommender.hyperparameters import EngineConfig
+from recommender.store import InMemoryStore
 from tests.factories import taste_groups
 
 SMALL = {"ease": {"regularization": 1.0, "neighbours": 8},
@@ -103,3 +107,23 @@ def test_evaluate_serves_ease_and_ials_as_scheduled_runs_through_the_engine():
     # Both learn their groups once a run is trained: far above popularity's guess.
     assert report.totals["ease"]["recall"] > 1.5 * report.totals["popular"]["recall"]
     assert report.totals["ials"]["recall"] > 1.5 * report.totals["popular"]["recall"]
+
+
+class _Run:
+    """A trained run as the engine sees one: a fixed ranking for every user."""
+
+    def rank(self, reads, n):
+        return [("jam", 1.0), ("pot", 0.5)][:n]
+
+
+def test_a_trained_model_is_a_hybrid_source_only_when_weighted():
+    engine = Engine(InMemoryStore(), EngineConfig())
+    engine.learn_many([Interaction("ann", "tea", 1.0, 1.0), Interaction("bob", "tea", 2.0, 1.0),
+                       Interaction("bob", "cup", 3.0, 1.0), Interaction("cat", "pot", 4.0, 1.0)])
+    engine.external_models = lambda model: _Run() if model == "ease" else None
+    plain = engine.recommend("ann", 3, now=5.0, model="hybrid")
+    assert "jam" not in [item for item, _ in plain.items]
+    weighted = engine.recommend("ann", 3, now=5.0, model="hybrid", params={"hybrid_ease": 5.0})
+    assert weighted.model == "hybrid"
+    assert {item for item, _ in weighted.items[:2]} == {"jam", "pot"}  # the run's two first
+    assert "hybrid_ials" in HYBRID_PARAMS and engine.fusion({"hybrid_ease": 5.0})[0]["ease"] == 5.0
