@@ -158,8 +158,12 @@ def test_an_app_learns_apart_from_default_and_leaves_nothing_once_deleted(
     assert "'shop'" in reasons[1] and "'toys'" in reasons[1]
     assert reasons[2] == "event_type: 'click' is not one of ['buy', 'view']"
 
+    assert any(True for _ in base.apps().scan_state("shop"))  # the app has state to remove
     removed = delete_app(base.apps(), "shop")
-    assert removed["keys_revoked"] == 3 and removed["redis_keys_removed"] > 0
+    # Not all of it need be counted here: a batch the worker was applying for the app sees
+    # it unregistered after its write and unlinks the app's state itself (the CI run of
+    # 932b29f: 0 removed here, nothing left after).
+    assert removed["keys_revoked"] == 3 and removed["redis_keys_removed"] >= 0
     # Records of the deleted app still on the topic are dropped and counted; the default
     # app's event after them says when the worker has passed them.
     asyncio.run(_produce(services["bootstrap"], on(
