@@ -145,11 +145,15 @@ async def recommendations(
         await _refuse_missing_list_set(engine, model)
     request_context = parse_context(context, request.query_params)
     now = time.time()
-    try:
-        audience = None if model is not None else await asyncio.get_running_loop(
-        ).run_in_executor(serving_threads, partial(
-            _audience, engine, allocation, placement, user_id, request_context, now))
-    except redis.RedisError:  # choose without what could not be read: the list still serves
+    audience = None
+    if model is None and allocation.reads(placement):  # the hop only where reads are due
+        try:
+            audience = await asyncio.get_running_loop().run_in_executor(
+                serving_threads, partial(_audience, engine, allocation, placement, user_id,
+                                         request_context, now))
+        except redis.RedisError:  # choose without what could not be read: it still serves
+            audience = Audience(request_context, now=now)
+    elif model is None and request_context:
         audience = Audience(request_context, now=now)
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.
