@@ -48,7 +48,6 @@ BEFORE_IMPRESSION = "before_impression"  # claims to precede the list it names
 ROUTE_PLACEMENTS = {"popular": "popular", "similar": "similar"}
 
 CLOCK_SKEW = 60.0  # seconds of clock difference forgiven between list and event
-UNKNOWN_NAME_REFRESH = 0.1  # seconds between reads of the placements on unknown names
 
 
 @dataclass(frozen=True)
@@ -156,9 +155,9 @@ class Attributor:
     none: the next worker settles them, each once.
 
     Impressions count for a placement's variant only when the allocation chose it and the
-    placement is configured with that variant (read from the store, at most every
-    ``refresh`` seconds, sooner when a name is not known yet): names nobody configured
-    create no counters, whatever arrives on the impressions topic.
+    placement is configured with that variant (read from the store every ``refresh``
+    seconds, and at once for a name not known yet on a list shown since the last read):
+    names nobody configured create no counters, whatever arrives on the impressions topic.
 
     Examples
     --------
@@ -201,11 +200,14 @@ class Attributor:
     def record_impressions(self, impressions: Sequence[Impression], now: float) -> int:
         """Keep each impression; count it for its variant only where that is configured.
         Returns how many were new."""
-        age = now - self._configured_at
-        # A name not known yet may have been configured a moment ago: read again sooner,
-        # but not for every batch of names nobody configured.
-        if age >= self.refresh or (age >= UNKNOWN_NAME_REFRESH and not all(
-                map(self._counts, impressions))):
+        # A name not known yet may have been configured since the last read, if its list
+        # was shown after that read (give or take the clocks' skew): read again at once,
+        # or that impression would never count. Lists shown before the read cannot make
+        # it read again, so a stream of names nobody configured costs one read a batch
+        # at most, and old ones none.
+        if now - self._configured_at >= self.refresh or any(
+                i.allocated and not self._counts(i)
+                and i.timestamp >= self._configured_at - self.skew for i in impressions):
             self._read_configured(now)
         counted = [i if self._counts(i) else replace(i, allocated=False) for i in impressions]
         return self.store.record_impressions(counted, self.ttl)

@@ -94,3 +94,29 @@ def test_a_placement_configured_a_moment_ago_counts_at_once():
     store.put_placement({"name": "home", "variants": [{"name": "A"}]}, "test", 0.0)
     attributor.record_impressions([shown("r2", "A", ("tea",))], now=0.2)
     assert store.variant_counters("home")["A"]["impressions"] == 1  # r2, not r1
+
+
+def test_a_placement_configured_just_after_a_read_counts_however_soon_its_list_arrives():
+    # The worker read the placements an instant before the admin created one; the new
+    # placement's first list arrives before any refresh is due. It counts all the same:
+    # it was shown after the read, so the read is stale for it.
+    store = InMemoryFeedback()
+    attributor = Attributor(store, window=600, grace=0, reward_types=REWARDS, refresh=60)
+    attributor.record_impressions([shown("r0", "A", ("tea",), at=999.0)], now=999.0)
+    store.put_placement({"name": "home", "variants": [{"name": "A"}]}, "test", 999.0)
+    attributor.record_impressions([shown("r1", "A", ("tea",), at=999.001)], now=999.002)
+    assert store.variant_counters("home")["A"]["impressions"] == 1  # r1, not r0
+
+
+def test_names_nobody_configured_on_old_lists_cause_no_reads():
+    store = InMemoryFeedback()
+    reads = []
+    placements = store.placements
+    store.placements = lambda: reads.append(1) or placements()
+    attributor = Attributor(store, window=600, grace=0, reward_types=REWARDS, refresh=60)
+    attributor.record_impressions([shown("r0", "A", ("tea",), at=1000.0)], now=1000.0)
+    for n in range(5):  # lists shown long before the read: no read for them
+        attributor.record_impressions([shown(f"o{n}", "A", ("tea",), at=800.0)], now=1001.0)
+    assert len(reads) == 1
+    attributor.record_impressions([shown("new", "A", ("tea",), at=1000.5)], now=1001.0)
+    assert len(reads) == 2 and store.variant_counters("home") == {}

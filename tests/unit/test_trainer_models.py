@@ -51,11 +51,15 @@ def test_fresh_history_changes_the_list_without_retraining(kind):
     # The run is fixed; a user who moves to another group's items is served that group at
     # once: the user's side is computed from the history at request time.
     run = fit(kind, TrainingData.of(taste_groups(users=60, items=8), max_items=100), SMALL[kind])
+    # The moved history leans two to one to the new group: with an even split the order of
+    # the two groups' items is a tie that the BLAS's rounding decides (the CI's iALS put g0
+    # first).
     history = ["g0-i0", "g0-i1", "g0-i2"]
     before = {item for item, _ in run.recommend(history, 3)}
-    after = {item for item, _ in run.recommend(["g2-i0", "g2-i1", "g2-i2", *history], 3)}
+    moved = [f"g2-i{n}" for n in range(6)]
+    after = [item for item, _ in run.recommend([*moved, *history], 3)]
     assert before <= {f"g0-i{n}" for n in range(8)}
-    assert after & {f"g2-i{n}" for n in range(8)}
+    assert after[0] in {"g2-i6", "g2-i7"}  # by a tenth of its score or more, not a tie
 
 
 @pytest.mark.parametrize("kind", ["ease", "ials"])
