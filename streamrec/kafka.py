@@ -131,3 +131,15 @@ async def _stamp_append_time(admin: AIOKafkaAdminClient, topic: str) -> None:
         log.warning("could not set %s=%s on topic %s (%s): events written with a producer's "
                     "time are bounded by the worker's clock instead, which a rebuild does not "
                     "reproduce", TIMESTAMP_TYPE, APPEND_TIME, topic, error)
+
+
+async def partition_ids(settings: Settings, topic: str) -> list[int]:
+    """The partitions ``topic`` has now (a replay reads each of them to its end)."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for entry in described if entry.get("error_code", 0) == 0
+                  for p in entry.get("partitions", ()))

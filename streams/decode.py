@@ -148,6 +148,19 @@ def record_app(record: Record, field: bool = False) -> str:
     return DEFAULT if name is None else check_name(name)
 
 
+def replays_for(record: Record, app: str, since: float) -> bool:
+    """Whether a replay of the retained events topic (``streamrec rebuild``, the trainer)
+    for app ``app`` takes ``record``: the app's (one naming no app that is one is not: the
+    main worker dead-lettered it), written since ``since``: an app deleted and created again
+    under the same name must not learn its predecessor's records still on the topic."""
+    if record.timestamp < since:
+        return False
+    try:
+        return record_app(record, field=True) == app
+    except AppError:
+        return False
+
+
 def _parse(value: bytes, weights: EventWeights):
     """An event, its ``app`` field (which :func:`record_app` read) left out: the app is
     the record's envelope, not the event."""

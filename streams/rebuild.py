@@ -16,38 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from streamrec.apps import DEFAULT, AppError, Apps, base_of
+from streamrec.apps import DEFAULT, Apps, base_of
 from streamrec.connections import kafka_client_options
+from streamrec.kafka import partition_ids
 from streamrec.settings import Settings
 from streamrec.storage.model_versions import MAIN, Version, VersionError, check_name
 from streamrec.wiring import Wiring
 from streams.batch import EventBatches
-from streams.decode import PlainRecord, highest_offsets, record_app
-
-
-def _belongs(record: PlainRecord, app: str, since: float) -> bool:
-    """Whether ``record`` is app ``app``'s (one naming no app that is one is not: the main
-    worker dead-lettered it), written since ``since``: an app deleted and created again
-    under the same name must not learn its predecessor's records still on the topic."""
-    if record.timestamp < since:
-        return False
-    try:
-        return record_app(record, field=True) == app
-    except AppError:
-        return False
-
-
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for entry in described if entry.get("error_code", 0) == 0
-                  for p in entry.get("partitions", ()))
+from streams.decode import PlainRecord, highest_offsets, replays_for
 
 
 @dataclass
@@ -117,7 +94,7 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
     await consumer.start()
     started = time.perf_counter()
     try:
-        partitions = [TopicPartition(topic, p) for p in await _partitions(effective, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(effective, topic)]
         if not partitions:
             raise VersionError(f"topic {topic!r} has no partitions")
         consumer.assign(partitions)
@@ -145,7 +122,7 @@ async def _replay(wiring: Wiring, snapshot: Path | None,
                                 r.timestamp / 1000.0,  # Faust's messages carry seconds
                                 r.timestamp_type, r.headers)
                     for tp, batch in fetched.items() for r in batch if r.offset < ends[tp]]
-            records = [record for record in read if _belongs(record, app, since)]
+            records = [record for record in read if replays_for(record, app, since)]
             if records:
                 fresh = batches.read(records, through=highest_offsets(read))
                 report.rejected += len(fresh.decoded.rejected)

@@ -36,11 +36,11 @@ from recommender.base import Interaction
 from recommender.weights import EventWeights
 from streamrec.apps import DEFAULT, Apps, app_settings, base_of
 from streamrec.connections import kafka_client_options
+from streamrec.kafka import partition_ids
 from streamrec.settings import Settings
 from streamrec.storage.trained_runs import Run, RunError
 from streamrec.wiring import Wiring
-from streams.decode import PlainRecord, decode_events
-from streams.rebuild import _belongs, _partitions
+from streams.decode import PlainRecord, decode_events, replays_for
 
 log = logging.getLogger("streamrec.trainer")
 
@@ -85,7 +85,7 @@ async def read_log(settings: Settings) -> LogRead:
                                 max_poll_records=5000)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(settings, topic)]
         if not partitions:
             raise TrainerError(f"topic {topic!r} does not exist or has no partitions")
         consumer.assign(partitions)
@@ -115,7 +115,7 @@ def app_interactions(wiring: Wiring, read: LogRead, app: str, since: float
                      ) -> tuple[list[Interaction], dict[str, list[int]]]:
     """App ``app``'s interactions in ``read`` (decoded as the worker decodes them, with
     the shared event types), and the offsets of its records per partition."""
-    records = [record for record in read.records if _belongs(record, app, since)]
+    records = [record for record in read.records if replays_for(record, app, since)]
     settings = wiring.settings
     weights = EventWeights(wiring.read_event_types()(), settings.rating_positive_threshold)
     decoded = decode_events(records, weights, settings.max_event_time_skew_seconds)
