@@ -314,7 +314,8 @@ class _SortedSet:
     order as they change, so that reading the top is a slice.
 
     A few changes are moved into place by bisection (a batch of one event changes one or
-    two members of most keys it touches); more than :data:`MOVES` re-sort at the next read.
+    two members of most keys it touches, and up to its window's size of its item's
+    neighbour list); more than :data:`MOVES` re-sort at the next read.
 
     >>> ranked = _SortedSet({"a": 1.0, "b": 3.0})
     >>> ranked.update({"c": 2.0, "a": 4.0})
@@ -324,7 +325,9 @@ class _SortedSet:
     {'a': 4.0}
     """
 
-    MOVES = 16
+    # Moving 20 members of a list of 200 (a new item's own neighbour list, every event of
+    # a replay) costs 23 us against 104 us to re-sort; at about 100 sorting wins.
+    MOVES = 64
 
     __slots__ = ("scores", "_order", "_pairs")
 
