@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import filterfalse, islice
 from operator import itemgetter
 from typing import Protocol
 
@@ -303,7 +304,8 @@ class Engine:
         (one key's values all decay alike: no need to read them at a time)."""
         banned = reads.banned
         ranked = reads.popular(k + len(banned), None).scores
-        return [item for item, _ in ranked if item not in banned][:k]
+        # In C, stopping at the k-th: the list reads k past the user's ~200 seen items.
+        return list(islice(filterfalse(banned.__contains__, map(_first, ranked)), k))
 
     def similar(
         self, item_id: ItemId, k: int, now: float | None = None,
@@ -628,10 +630,10 @@ class Engine:
         """Each source's best ``size`` candidates, fused; once per request and blend (the
         hybrid's list and the tally's trial of the fusion are often the same)."""
         def compute() -> list[Scored]:
-            sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
+            sources = {"cooccurrence": list(map(_first, reads.cooccurrence(size))),
                        "popular": self._popular_ranked(size, reads)}
             if reads.vector is not None:
-                sources["mf"] = [item for item, _ in reads.factors(size)]
+                sources["mf"] = list(map(_first, reads.factors(size)))
             for model in BATCH_MODELS:
                 external = (None if model not in weights or self.external_models is None
                             else self.external_models(model))
