@@ -10,6 +10,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import filterfalse, islice
+from operator import itemgetter
 from typing import Protocol
 
 import numpy as np
@@ -302,7 +304,8 @@ class Engine:
         (one key's values all decay alike: no need to read them at a time)."""
         banned = reads.banned
         ranked = reads.popular(k + len(banned), None).scores
-        return [item for item, _ in ranked if item not in banned][:k]
+        # In C, stopping at the k-th: the list reads k past the user's ~200 seen items.
+        return list(islice(filterfalse(banned.__contains__, map(_first, ranked)), k))
 
     def similar(
         self, item_id: ItemId, k: int, now: float | None = None,
@@ -549,7 +552,8 @@ class Engine:
         neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
         candidates = set(recent)
         for listed in neighbours.values():
-            candidates.update(dict(listed.scores))  # the keys, without a Python loop
+            # The keys, without a Python loop (a dict of the pairs cost three times this).
+            candidates.update(map(_first, listed.scores))
         counts = self.store.item_counts(candidates)
         # Recent items nobody else has touched yet have no neighbours: take their
         # content's (three newest at most, so that a request stays cheap).
@@ -626,10 +630,10 @@ class Engine:
         """Each source's best ``size`` candidates, fused; once per request and blend (the
         hybrid's list and the tally's trial of the fusion are often the same)."""
         def compute() -> list[Scored]:
-            sources = {"cooccurrence": [item for item, _ in reads.cooccurrence(size)],
+            sources = {"cooccurrence": list(map(_first, reads.cooccurrence(size))),
                        "popular": self._popular_ranked(size, reads)}
             if reads.vector is not None:
-                sources["mf"] = [item for item, _ in reads.factors(size)]
+                sources["mf"] = list(map(_first, reads.factors(size)))
             for model in BATCH_MODELS:
                 external = (None if model not in weights or self.external_models is None
                             else self.external_models(model))
@@ -699,6 +703,7 @@ class _Reads:
         return cut(cached[1], n)
 Reads = _Reads  # what ExternalModel.rank is given
 _NOTHING: Decayed[list[Scored]] = Decayed([], None)
+_first = itemgetter(0)
 
 
 def _event_types(interactions: Sequence[Interaction]) -> dict[UserId, dict[ItemId, set[str]]]:
