@@ -243,4 +243,20 @@ def prequential(
             if row["scored"]:  # a last sliver of a bucket with nothing scored is no point
                 over_time.append(row)
     totals = {name: tally.summary(len(items)) for name, tally in tallies.items()}
+    _pool_shared_seconds(models, totals)
     return Report(k, cold_start, totals, over_time, len(events), positives, batch_count)
+
+
+def _pool_shared_seconds(models: dict[str, Recommender],
+                         totals: dict[str, dict[str, float]]) -> None:
+    """Models of one shared engine (:class:`EngineModels`) rank and learn in one call, which
+    the first of them pays for: each gets the group's seconds instead, and
+    ``time_shared_by`` says how many models those seconds served."""
+    groups: dict[int, list[str]] = {}
+    for name, model in models.items():
+        groups.setdefault(id(getattr(model, "group", model)), []).append(name)
+    for names in groups.values():
+        pooled = {key: sum(totals[name][key] for name in names)
+                  for key in ("seconds_recommending", "seconds_learning")}
+        for name in names:
+            totals[name].update(pooled, time_shared_by=len(names))

@@ -202,6 +202,9 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
     except (DatasetError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(evaluation.markdown(report))
+    timing = orjson.loads((output_dir / "evaluation.json").read_bytes())
+    click.echo(f"replay: {timing['seconds']:,.0f} s wall, {timing['cpu_seconds']:,.0f} s of CPU "
+               f"({report.events / max(timing['cpu_seconds'], 1e-9):,.0f} events/s of CPU)")
     click.echo(f"written: {output_dir / 'evaluation.md'}, evaluation.json, evaluation.png")
 
 

@@ -95,6 +95,13 @@ def test_evaluate_cli_writes_table_json_and_plot(tmp_path):
                            "river-funkmf"}
     assert totals["cooccurrence"]["recall"] > totals["popular"]["recall"]
     assert "| hybrid |" in (out / "evaluation.md").read_text()
+    # The four streaming models are one engine: each shows its seconds, shared by four.
+    streaming = [totals[name] for name in ("popular", "cooccurrence", "mf", "hybrid")]
+    assert {t["time_shared_by"] for t in streaming} == {4}
+    assert len({(t["seconds_recommending"], t["seconds_learning"]) for t in streaming}) == 1
+    assert totals["ease-daily"]["time_shared_by"] == 1
+    assert " of 4 |" in (out / "evaluation.md").read_text()
+    assert "events/s of CPU" in result.output
     assert (out / "evaluation.png").read_bytes().startswith(b"\x89PNG")
     bad = CliRunner().invoke(main, ["evaluate", str(data), "--models", "magic"])
     assert bad.exit_code != 0 and "magic" in bad.output
