@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from recommender.base import Category, Interaction, ItemId
 from recommender.decay import ForwardDecay
@@ -58,3 +59,29 @@ class DecayedPopularity:
             for category in categories.get(event.item_id, ()):
                 update.by_category[category][event.item_id] += increment
         return update
+
+
+def category_moves(
+    before: Mapping[ItemId, Iterable[Category]],
+    after: Mapping[ItemId, Mapping[str, Any] | None],
+) -> dict[ItemId, tuple[list[Category], list[Category]]]:
+    """For each item of a catalog batch, the categories it is in now and those it left.
+
+    A category's popularity is its current members' overall popularity: a view learned
+    before the item's document arrived (items and events travel on two topics), or before
+    the item moved into a category, counts there as soon as the document says so. The
+    stores set each item's score in the categories it is in now to its overall score and
+    remove it from those it left; a batch applied twice gives the same state.
+    ``before`` holds the stored documents' categories; ``after`` the batch's documents (the
+    last of an item's wins; None deletes the item, which leaves every category).
+
+    >>> category_moves({"tea": ["drinks", "hot"]},
+    ...                {"tea": {"categories": ["drinks"]}, "cup": {}, "old": None})
+    {'tea': (['drinks'], ['hot']), 'cup': ([], []), 'old': ([], [])}
+    """
+    moves = {}
+    for item, document in after.items():
+        now = list(dict.fromkeys(() if document is None else document.get("categories", ())))
+        moves[item] = now, [category for category in dict.fromkeys(before.get(item, ()))
+                            if category not in now]
+    return moves

@@ -22,8 +22,9 @@ import numpy as np
 from recommender.availability import is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.blend import forget
-from recommender.decay import LEGACY_EPOCH, Decayed, Renormalisation, renormalise
+from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay, Renormalisation, renormalise
 from recommender.once import DEFAULT_WINDOW_SECONDS, Claim, DuplicateEvents, EventMemory
+from recommender.popularity import category_moves
 
 # User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
 # a user's ~880 bytes in Redis, with the same Recall@10 (docs/benchmarks.md). Item vectors
@@ -256,9 +257,15 @@ class BatchLearning(FactorReads, Protocol):
 class Catalog(Protocol):
     """Item and user documents, written from the compacted catalog topics."""
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]],
+                  popularity: ForwardDecay | None = None) -> None:
         """Create or replace item documents, in one round trip; a None document (a
-        tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it."""
+        tombstone) deletes the item. Each item's :func:`withdrawn_at` is kept with it.
+
+        With ``popularity`` (the decay of the popularity learned), each item's per-category
+        popularity follows its categories (:func:`recommender.popularity.category_moves`):
+        its overall score, moved into each category key's frame, and nothing in the
+        categories it left."""
         ...
 
     def put_users(self, documents: Iterable[tuple[UserId, Mapping[str, Any]]]) -> None: ...
@@ -378,6 +385,15 @@ class _SortedSet:
             old = scores.get(member)
             score = scores[member] = (0.0 if old is None else old) + increment * factor
             move(order, pairs, member, old, score)
+
+    def remove(self, members: Iterable[str]) -> None:
+        """Drop each of ``members`` that is in the set."""
+        scores, order, pairs = self.scores, self._order, self._pairs
+        for member in members:
+            old = scores.pop(member, None)
+            if old is not None and order is not None:
+                at = bisect.bisect_left(order, (old, member))
+                del order[at], pairs[at]
 
     def rescale(self, factor: float) -> None:
         """Every score times ``factor``."""
@@ -594,7 +610,13 @@ class InMemoryStore:
         }
         return float(self._version), changed
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]],
+                  popularity: ForwardDecay | None = None) -> None:
+        documents = list(documents)
+        if popularity is not None:
+            latest = dict(documents)
+            self._recategorise(category_moves(self.item_categories(latest), latest),
+                               popularity)
         for item_id, document in documents:
             self._catalog_version += 1
             self._document_changed[item_id] = self._catalog_version
@@ -607,6 +629,30 @@ class InMemoryStore:
                 self._withdrawn.pop(item_id, None)
             else:
                 self._withdrawn[item_id] = withdrawn
+
+    def _recategorise(self, moves: Mapping[ItemId, tuple[list[Category], list[Category]]],
+                      decay: ForwardDecay) -> None:
+        """Set each item's per-category popularity to its overall popularity (as the Redis
+        RECATEGORISE script does)."""
+        overall = self._popular.scores
+        here = self._landmarks.get(("popularity", None))
+        for item, (categories, left) in moves.items():
+            for category in left:
+                ranked = self._popular_by_category.get(category)
+                if ranked is not None:
+                    ranked.remove([item])
+            score = overall.get(item)
+            if score is None or here is None:
+                continue
+            for category in categories:
+                key = ("category_popularity", category)
+                ranked = self._popular_by_category.setdefault(category, _SortedSet())
+                plan = renormalise(self._landmarks.get(key), len(ranked) > 0, here,
+                                   decay.half_life, decay.epoch)
+                if plan.rescale is not None:
+                    ranked.rescale(plan.rescale)
+                self._landmarks[key] = plan.landmark
+                ranked.update({item: score * plan.increments})
 
     def changed_documents(self, since: float | None
                           ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:

@@ -80,6 +80,13 @@ def freshness_samples(records, now: float, most: int = 20) -> list[float]:
     return [max(0.0, (now - record.timestamp) * 1000) for record in records[::step]]
 
 
+def put_items(parts: WorkerParts, documents) -> None:
+    """Store the items; their per-category popularity follows their categories (a view
+    learned before its item's document counts in the item's categories once it arrives).
+    A model version's own state is left as it was learned."""
+    parts.store.put_items(documents, parts.batches.engine.popularity_decay)
+
+
 def put_users(parts: WorkerParts, documents) -> None:
     """A tombstone deletes the user and their state in every model version; then the last
     document of each user in the batch is stored (the compacted topic's order), so a user
@@ -212,8 +219,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
 
     @app.agent(topics.items, name=f"{__name__}.update_items", concurrency=1)
     async def update_items(stream):
-        await update_catalog(stream, Item, lambda parts, documents: parts.store.put_items(
-            documents))
+        await update_catalog(stream, Item, put_items)
 
     @app.agent(topics.users, name=f"{__name__}.update_users", concurrency=1)
     async def update_users(stream):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from recommender.decay import ForwardDecay
 from recommender.once import BUCKET_SECONDS, Claim, DuplicateEvents
 from recommender.store import NonFiniteError, as_stored_user_factors
 from tests.factories import update, vector
@@ -249,6 +250,50 @@ class StoreContract:
         # A rescale by less than a double holds (2**-3000) writes 0.
         batch(3000.0, pairs={"a": {"c": 1.0}})
         assert store.neighbours(["a"], 5) == {"a": ([("c", 1.0), ("b", 0.0)], 3000.0)}
+
+    def test_category_popularity_follows_the_items_categories(self, store):
+        """A view learned before its item's document counts in the item's categories once
+        the document arrives; a move takes the score along; a batch applied twice, or a
+        document unchanged, changes nothing."""
+        decay = ForwardDecay(half_life=1.0, epoch=0.0)
+        store.apply(update(popularity={"tea": 3.0, "cup": 1.0}))  # no documents yet
+        store.put_items([("tea", {"item_id": "tea", "categories": ["drinks", "hot"]}),
+                         ("pot", {"item_id": "pot", "categories": ["drinks"]})], decay)
+        assert store.popular(5, "drinks") == ([("tea", 3.0)], 0.0)
+        assert store.popular(5, "hot") == ([("tea", 3.0)], 0.0)
+        # Later views count in both, as before.
+        store.apply(update(popularity={"tea": 1.0},
+                           category_popularity={"drinks": {"tea": 1.0}, "hot": {"tea": 1.0}}))
+        moved = [("tea", {"item_id": "tea", "categories": ["cold", "drinks"]})]
+        for _ in range(2):
+            store.put_items(moved, decay)
+            assert store.popular(5, "drinks") == ([("tea", 4.0)], 0.0)
+            assert store.popular(5, "cold") == ([("tea", 4.0)], 0.0)
+            assert store.popular(5, "hot")[0] == []
+        store.put_items([("tea", None)], decay)  # deleted: in no category
+        assert store.popular(5, "drinks")[0] == [] and store.popular(5, "cold")[0] == []
+        assert store.popular(5) == ([("tea", 4.0), ("cup", 1.0)], 0.0)
+        # Without a decay (a catalog loaded before any event), nothing moves.
+        store.put_items([("cup", {"item_id": "cup", "categories": ["drinks"]})])
+        assert store.popular(5, "drinks")[0] == []
+
+    def test_a_score_joins_a_category_in_the_category_keys_frame(self, store):
+        """Half-life 1 s, rescale past 64 s: exact powers of two, so the stores agree
+        exactly (the write rule of recommender.decay.renormalise, with the overall key's
+        landmark as the reference)."""
+        decay = ForwardDecay(half_life=1.0, epoch=0.0)
+        store.apply(update(reference=10.0, category_popularity={"x": {"a": 1.0}}))
+        store.apply(update(reference=0.0, popularity={"b": 1.0}))
+        store.put_items([("b", {"item_id": "b", "categories": ["x"]})], decay)
+        # The overall key's landmark is 0, x's is 10: 1.0 in x's frame is 2**-10.
+        assert store.popular(5, "x") == ([("a", 1.0), ("b", 2.0**-10)], 10.0)
+        # A category key 100 s (past 64 half-lives) behind the overall key's landmark is
+        # rescaled into the overall key's frame first.
+        store.apply(update(reference=0.0, category_popularity={"y": {"a": 1.0}}))
+        store.apply(update(reference=100.0, popularity={"c": 1.0}))
+        assert store.popular(5)[1] == 100.0
+        store.put_items([("c", {"item_id": "c", "categories": ["y"]})], decay)
+        assert store.popular(5, "y") == ([("c", 1.0), ("a", 2.0**-100)], 100.0)
 
     @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
     def test_non_finite_values_are_refused_before_anything_is_written(self, store, bad):

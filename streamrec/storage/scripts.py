@@ -357,3 +357,66 @@ for n = 2, #ARGV do redis.call('ZADD', KEYS[1], number, ARGV[n]) end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
 return number
 """
+
+# KEYS[1]: the overall popularity; KEYS[2]: the LANDMARKS hash of its slot; KEYS[3]: the
+# PAUSE key (-1 while a snapshot copies the state: the caller retries). ARGV[1]: JSON
+# {popcat (key prefix), lf_pop, lf_popcat (landmark field names), half_life, epoch,
+# rescale_half_lives, items: [[item, [category, ...], [category left, ...]], ...]}.
+# Each item's score in the categories it is in is set to its overall score, moved into the
+# category key's frame by the write rule of recommender.decay.renormalise (the reference
+# is the overall key's landmark), as InMemoryStore._recategorise does; it leaves the
+# categories it left. Setting, not adding: a batch applied again writes the same state.
+# Every new score is computed and checked before anything is written.
+RECATEGORISE = r"""
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local p = cjson.decode(ARGV[1])
+local here = redis.call('HGET', KEYS[2], p.lf_pop)
+here = here and tonumber(here) or p.epoch
+local ids = {}
+for n, row in ipairs(p.items) do ids[n] = row[1] end
+local overall = #ids > 0 and redis.call('ZMSCORE', KEYS[1], unpack(ids)) or {}
+local plans, writes = {}, {}
+for n, row in ipairs(p.items) do
+  local score = overall[n] and tonumber(overall[n])
+  for _, category in ipairs(score and row[2] or {}) do
+    local plan = plans[category]
+    if not plan then
+      local key = p.popcat .. category
+      local stored = redis.call('HGET', KEYS[2], p.lf_popcat .. category)
+      local landmark = stored and tonumber(stored)
+      local changed = not landmark
+      if changed then
+        landmark = (redis.call('EXISTS', key) == 1) and p.epoch or here
+      end
+      plan = {key = key, field = p.lf_popcat .. category, factor = 1}
+      if here - landmark > p.rescale_half_lives * p.half_life then
+        plan.scale = 2 ^ ((landmark - here) / p.half_life)
+        landmark = here
+        changed = true
+      else
+        plan.factor = 2 ^ ((here - landmark) / p.half_life)
+      end
+      plan.landmark = changed and landmark or nil
+      plans[category] = plan
+    end
+    local value = score * plan.factor
+    if value ~= value or value == math.huge or value == -math.huge then
+      return redis.error_reply('@NON_FINITE@ ' .. plan.key .. ', member ' .. row[1] ..
+                               ': ' .. tostring(value) .. ' is not finite; nothing of ' ..
+                               'the batch was written')
+    end
+    writes[#writes + 1] = {plan.key, value, row[1]}
+  end
+end
+for _, plan in pairs(plans) do
+  if plan.scale then
+    redis.call('ZUNIONSTORE', plan.key, 1, plan.key, 'WEIGHTS', plan.scale)
+  end
+  if plan.landmark then redis.call('HSET', KEYS[2], plan.field, plan.landmark) end
+end
+for _, row in ipairs(p.items) do
+  for _, category in ipairs(row[3]) do redis.call('ZREM', p.popcat .. category, row[1]) end
+end
+for _, write in ipairs(writes) do redis.call('ZADD', write[1], write[2], write[3]) end
+return 1
+""".replace("@NON_FINITE@", NON_FINITE)

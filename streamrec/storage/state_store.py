@@ -24,8 +24,9 @@ import redis
 
 from recommender.availability import withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
-from recommender.decay import RESCALE_HALF_LIVES, Decayed
+from recommender.decay import RESCALE_HALF_LIVES, Decayed, ForwardDecay
 from recommender.once import DEFAULT_WINDOW_SECONDS, DuplicateEvents, bucket, buckets_kept
+from recommender.popularity import category_moves
 from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
 from streamrec.storage import keys
 from streamrec.storage import scripts as redis_scripts
@@ -61,6 +62,14 @@ def _pack(vector: np.ndarray, dtype: np.dtype) -> bytes:
 
 def _unpack(raw: bytes, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).astype(np.float32)
+
+
+def _non_finite(error: redis.ResponseError) -> Exception:
+    """A script's refusal of a NaN or an infinity as NonFiniteError (the key and member);
+    any other error as it came."""
+    if redis_scripts.NON_FINITE in str(error):
+        return NonFiniteError(str(error).split(redis_scripts.NON_FINITE, 1)[1].strip())
+    return error
 
 
 def _flat(mapping: Mapping[str, Any]) -> list[Any]:
@@ -159,6 +168,7 @@ class RedisStore:
                 f"(got {prefix!r} and {self.catalog_prefix!r}); STREAMREC_REDIS_CLUSTER=true "
                 "makes them so")
         self._apply = client.register_script(redis_scripts.APPLY)
+        self._recategorise_script = client.register_script(redis_scripts.RECATEGORISE)
         self._windows = client.register_script(redis_scripts.WINDOWS)
         self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
         self._groups = {f"{kind}{n}": keys.group_prefix(prefix, f"{kind}{n}")
@@ -330,10 +340,7 @@ class RedisStore:
                     orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), *vectors])) == -1:
                 time.sleep(PAUSE_POLL_SECONDS)
         except redis.ResponseError as error:
-            if redis_scripts.NON_FINITE in str(error):
-                raise NonFiniteError(str(error).split(redis_scripts.NON_FINITE, 1)[1]
-                                     .strip()) from None
-            raise
+            raise _non_finite(error) from None
         if isinstance(reply, list):  # refused: these records repeat an event id
             raise DuplicateEvents(position.decode() for position in reply)
 
@@ -455,12 +462,21 @@ class RedisStore:
             changed.update(self.item_factors(chunk))
         return now, changed
 
-    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]]) -> None:
+    def put_items(self, documents: Iterable[tuple[ItemId, Mapping[str, Any] | None]],
+                  popularity: ForwardDecay | None = None) -> None:
         """Documents, deletions and withdrawal times in one MULTI/EXEC; the last of an
-        item's documents in the batch wins (the compacted topic's order)."""
+        item's documents in the batch wins (the compacted topic's order).
+
+        With ``popularity``, the items' per-category popularity follows their categories
+        first (one RECATEGORISE call, in the state's slot, which may not be the catalog's).
+        That order survives a crash between the two: the redelivered batch finds the old
+        documents again and sets the same scores."""
         latest = dict(documents)
         if not latest:
             return
+        if popularity is not None:
+            self._recategorise(category_moves(self.item_categories(latest), latest),
+                               popularity)
         withdrawn = {item: withdrawn_at(document) for item, document in latest.items()}
         pipe = self.client.pipeline(transaction=True)
         stored = {self.key(keys.ITEM, item): orjson.dumps(dict(document))
@@ -480,6 +496,22 @@ class RedisStore:
             pipe.zrem(self.key(keys.WITHDRAWN), *shown)
         pipe.zadd(self.key(keys.CATALOG_CHANGED), dict.fromkeys(latest, time.time()))
         pipe.execute()
+
+    def _recategorise(self, moves: Mapping[ItemId, tuple[list[Category], list[Category]]],
+                      decay: ForwardDecay) -> None:
+        rows = [[item, now, left] for item, (now, left) in moves.items() if now or left]
+        if not rows:
+            return
+        payload = orjson.dumps({
+            "popcat": self.key(keys.POPULAR_BY_CATEGORY, ""), "lf_pop": _LANDMARK_FIELDS["pop"],
+            "lf_popcat": _LANDMARK_FIELDS["popcat"], "half_life": decay.half_life,
+            "epoch": decay.epoch, "rescale_half_lives": RESCALE_HALF_LIVES, "items": rows})
+        names = [self.key(keys.POPULAR), self.key(keys.LANDMARKS), self._pause_key(GLOBAL)]
+        try:
+            while self._recategorise_script(keys=names, args=[payload]) == -1:
+                time.sleep(PAUSE_POLL_SECONDS)  # a snapshot is being saved
+        except redis.ResponseError as error:
+            raise _non_finite(error) from None
 
     def changed_documents(self, since: float | None
                           ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:

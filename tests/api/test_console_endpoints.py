@@ -116,6 +116,35 @@ def test_preview_gives_the_list_the_filter_would_give(client, run):
     assert unbound.json()["detail"] == "values: filter_values: $KIND is missing"
 
 
+def test_views_learned_before_their_items_count_in_the_items_categories(client, run):
+    """Items and events travel on two topics: the views here are learned before the items'
+    documents are stored; the items still rank in their categories, and follow a move."""
+    client.post("/events", json=[{"user_id": f"{run}-fan{n}", "item_id": f"{run}-p{m}",
+                                  "event_type": "view"} for n in range(3) for m in range(3)])
+
+    def learned(user: str) -> bool:
+        answer = client.get("/recommendations", params={"user_id": user,
+                                                         "model": "cooccurrence"})
+        return answer.status_code == 200 and answer.json()["model"] != "popular"
+
+    assert wait_for(lambda: all(learned(f"{run}-fan{n}") for n in range(3)), timeout=30)
+    expression = f'INCLUDE ItemID WHERE Items.categories IN ("{run}") AND ' \
+                 "Items.categories IN ($KIND)"
+
+    def previewed() -> list[str]:
+        answer = client.post("/admin/filters/preview", json={
+            "expression": expression, "values": {"KIND": ["tea"]}, "k": 10})
+        assert answer.status_code == 200, answer.text
+        return sorted(item["item_id"] for item in answer.json()["items"])
+
+    for n, category in enumerate(["tea", "tea", "cups"]):
+        client.put(f"/items/{run}-p{n}", json={"categories": [category, run]})
+    assert wait_for(lambda: previewed() == [f"{run}-p0", f"{run}-p1"], timeout=30)
+    client.put(f"/items/{run}-p1", json={"categories": ["cups", run]})
+    client.put(f"/items/{run}-p2", json={"categories": ["tea", run]})
+    assert wait_for(lambda: previewed() == [f"{run}-p0", f"{run}-p2"], timeout=30)
+
+
 def test_promote_is_refused_with_the_clis_reason_unless_forced_and_rolls_back(client, run):
     registry: Versions = client.app.state.versions.registry
     name = f"v{run}"
