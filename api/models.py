@@ -53,6 +53,8 @@ class ItemList(BaseModel):
                                    "(credited to the route's placement, popular or similar).")
     items: list[ScoredItem]
     degraded: bool = False
+    model: str | None = Field(default=None, description="What ranked the list: popular, "
+                              "cooccurrence, or the lists:NAME set asked for.")
 
 
 class Accepted(BaseModel):

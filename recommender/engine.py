@@ -52,7 +52,9 @@ class ExternalModel(Protocol):
     history, co-occurrence candidates...: :class:`Reads`), or None when it has no list for
     this user; the engine screens it (seen items, filters, availability) like any other.
     A model with a ``fallback`` attribute (a model name, or None) has the user it has no
-    list for ranked by that model instead, which the result then names.
+    list for ranked by that model instead, which the result then names. A model with a
+    ``similar(item_id)`` method (a set of similar-item lists) ranks an item's similar
+    items: its list, or None when it has none.
     """
 
     def rank(self, reads: Reads, n: int) -> list[Scored] | None: ...
@@ -318,6 +320,7 @@ class Engine:
     def similar_items(
         self, item_id: ItemId, k: int, now: float | None = None,
         item_filter: BoundFilter | None = None, user_id: UserId | None = None,
+        model: str = "cooccurrence",
     ) -> Recommendations:
         """Items most often touched together with ``item_id``, never withdrawn ones.
 
@@ -326,7 +329,30 @@ class Engine:
         their content similarity, listed in :attr:`Recommendations.backfill` (a new item,
         which nobody touched with another yet, gets only those). ``item_filter`` may compare
         with the item's own properties (``CurrentItem``).
+
+        ``model`` ``lists:NAME`` ranks by the item's imported similar-item list instead,
+        screened alike; what it lacks is filled as above, flagged ``backfill``. An item the
+        set has no list for is ranked by co-occurrence, and the result names it.
         """
+        listed = None
+        if model != "cooccurrence":
+            external = None if self.external_models is None else self.external_models(model)
+            if external is None or not hasattr(external, "similar"):
+                raise ValueError(f"model: {model!r} ranks no similar items (cooccurrence, "
+                                 "or lists:NAME of an imported set)")
+            listed = [(item, score) for item, score in external.similar(item_id) or ()
+                      if item != item_id]
+        if not listed:
+            return self._similar_items(item_id, k, now, item_filter, user_id)
+        found = self._similar_items(item_id, k, now, item_filter, user_id, listed)
+        return Recommendations(model, found.items, found.backfill)
+
+    def _similar_items(
+        self, item_id: ItemId, k: int, now: float | None, item_filter: BoundFilter | None,
+        user_id: UserId | None, listed: list[Scored] | None = None,
+    ) -> Recommendations:
+        """:meth:`similar_items` ranked by co-occurrence, or by ``listed`` first (each of
+        co-occurrence's and content's items then backfill)."""
         now = time.time() if now is None else now
         current = None
         if item_filter is not None and item_filter.filter.uses_current_item:
@@ -335,6 +361,18 @@ class Engine:
         content: set[ItemId] = set()  # the last round's content neighbours
 
         def rank(n: int) -> list[Scored]:
+            if listed is not None:
+                ranked = listed[:n]
+                if len(ranked) < n:  # the list is short: co-occurrence and content fill it
+                    chosen = {item for item, _ in ranked}
+                    filled = [(item, 0.0) for item, _ in ranked_by_others(n)
+                              if item not in chosen]
+                    content.update(item for item, _ in filled)
+                    ranked += filled[:n - len(ranked)]
+                return ranked
+            return ranked_by_others(n)
+
+        def ranked_by_others(n: int) -> list[Scored]:
             limit = min(max(self.config.neighbours_per_item, n), self.config.max_neighbours)
             neighbours = self.store.neighbours([item_id], limit)[item_id]
             counts = self.store.item_counts([item_id, *(other for other, _ in

@@ -200,19 +200,32 @@ async def _refuse_missing_list_set(engine, model: str) -> None:
 @router.get("/items/{item_id}/similar", response_model=ItemList)
 async def similar(engine: EngineDep, settings: SettingsDep, producer: ProducerDep,
                   serving_threads: ServingThreadsDep, item_filter: SimilarItemsFilterDep,
-                  item_id: Id, k: K = 10, user_id: FilterUser = None) -> ItemList:
+                  item_id: Id, k: K = 10, user_id: FilterUser = None,
+                  model: Annotated[ModelName, Query(description=SIMILAR_MODEL)]
+                  = "cooccurrence") -> ItemList:
     """Items most often touched together with this one (cosine of decayed co-occurrence);
     when fewer than k, items whose catalog document resembles it follow, flagged
     ``backfill``. ``filter`` may compare with this item's properties
     (``CurrentItem.<name>``). Send ``recommendation_id`` back with clicks (placement
     ``similar``)."""
     _refuse_when_impressions_wait(producer, settings)
+    if model != "cooccurrence":
+        if not model.startswith(LISTS_PREFIX):
+            raise invalid("model", f"{model!r} ranks no similar items (cooccurrence, or "
+                          "lists:NAME of a set imported with --similar)", model)
+        await _refuse_missing_list_set(engine, model)
     now = time.time()
     result = await asyncio.get_running_loop().run_in_executor(serving_threads, partial(
-        engine.similar_items, item_id, k, now, item_filter, user_id))
+        engine.similar_items, item_id, k, now, item_filter, user_id, model))
     return ItemList(recommendation_id=_log_impression(producer, settings, "similar", user_id,
-                                                      "cooccurrence", result.items, now),
-                    items=_items(result.items, result.backfill))
+                                                      result.model, result.items, now),
+                    items=_items(result.items, result.backfill), model=result.model)
+
+
+SIMILAR_MODEL = ("What ranks the list: `cooccurrence`, or `lists:NAME`, a set of similar-item "
+                 "lists imported with `streamrec lists import NAME FILE --similar` (an item "
+                 "the set has no list for is ranked by co-occurrence; `model` in the answer "
+                 "says which).")
 
 
 @router.get("/popular", response_model=ItemList, responses={
@@ -244,4 +257,4 @@ async def popular(
         items, degraded = fallback.top(k), True
     return ItemList(recommendation_id=_log_impression(producer, settings, "popular", user_id,
                                                       "popular", items, now),
-                    items=_items(items), degraded=degraded)
+                    items=_items(items), degraded=degraded, model="popular")

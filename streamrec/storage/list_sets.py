@@ -335,6 +335,10 @@ class ImportedLists:
     def user_list(self, user_id: UserId) -> list[Scored] | None:
         return self.sets.read(self.name, self.generation, user_id)
 
+    def similar(self, item_id: ItemId) -> list[Scored] | None:
+        """The item's similar-item list (a set imported with ``--similar``), or None."""
+        return self.sets.read(self.name, self.generation, item_id, ITEM)
+
     def rank(self, reads: Reads, n: int) -> list[Scored] | None:
         listed = reads.memo(("lists", self.name, self.generation),
                             lambda: self.user_list(reads.user_id) or [])

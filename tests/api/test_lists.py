@@ -154,3 +154,46 @@ def test_the_fresh_blend_adds_neighbours_of_what_the_user_touched_since(
         wiring.list_sets().delete(f"{run}-b")
         wiring.list_sets().delete(f"{run}-p")
         wiring.close()
+
+
+def test_similar_item_lists_serve_the_items_similar_route(client, api_settings, run,
+                                                          tmp_path, shop):
+    """A set imported with ``--similar`` ranks ``GET /items/{id}/similar?model=lists:NAME``,
+    screened like co-occurrence's list (withdrawn f2 and the item itself never show); a
+    short list is filled, flagged ``backfill``; an item the set has no list for is ranked
+    by co-occurrence, and the answer says so."""
+    items = shop["items"]
+    model = f"lists:{run}-s"
+    wiring = Wiring.connect(api_settings.model_copy(update={"lists_refresh_seconds": 0.2}))
+    try:
+        report = import_set(wiring, tmp_path, f"{run}-s", [
+            {"item_id": items[0], "items": [items[5], items[2], items[0], items[3]]},
+            {"item_id": items[1], "items": [items[7]]}], similar=True)
+        assert report.item_lists == 2
+
+        def similar(item: str, **params):
+            answer = client.get(f"/items/{item}/similar", params={"model": model, **params})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        assert wait_for(lambda: similar(items[0], k=2)["model"] == model, timeout=30)
+        answer = similar(items[0], k=2)
+        assert [(item["item_id"], item["backfill"]) for item in answer["items"]] == [
+            (items[5], False), (items[3], False)]
+        short = similar(items[1], k=3)
+        assert short["model"] == model and short["items"][0] == {
+            "item_id": items[7], "score": 1.0, "backfill": False}
+        assert all(item["backfill"] for item in short["items"][1:])
+        assert items[1] not in {item["item_id"] for item in short["items"]}
+        unlisted = similar(items[4])
+        assert unlisted["model"] == "cooccurrence"
+        plain = client.get(f"/items/{items[0]}/similar").json()
+        assert plain["model"] == "cooccurrence"
+        refused = client.get(f"/items/{items[0]}/similar", params={"model": "mf"})
+        assert refused.status_code == 422 and "'mf' ranks no similar items" in refused.text
+        missing = client.get(f"/items/{items[0]}/similar",
+                             params={"model": f"lists:{run}-nope"})
+        assert missing.status_code == 422 and f"no list set '{run}-nope'" in missing.text
+    finally:
+        wiring.list_sets().delete(f"{run}-s")
+        wiring.close()

@@ -114,6 +114,39 @@ def test_similar_items_come_from_co_occurrence():
     assert all(item.startswith("a-") or item == "hit" for item in similar)
 
 
+class _SimilarLists:
+    """An imported set of similar-item lists, as streamrec.storage.list_sets serves one."""
+
+    def __init__(self, lists):
+        self.lists = lists
+
+    def rank(self, reads, n):
+        return None
+
+    def similar(self, item_id):
+        return self.lists.get(item_id)
+
+
+def test_similar_items_come_from_an_imported_list_set():
+    engine = _engine()
+    engine.external_models = lambda model: (
+        _SimilarLists({"a-item-1": [("b-item-0", 0.9), ("a-item-1", 0.8), ("b-item-2", 0.7)]})
+        if model == "lists:x" else None)
+    listed = engine.similar_items("a-item-1", 2, NOW, model="lists:x")
+    assert listed.model == "lists:x" and not listed.backfill
+    assert listed.items == [("b-item-0", 0.9), ("b-item-2", 0.7)]  # never the item itself
+    filled = engine.similar_items("a-item-1", 4, NOW, model="lists:x")
+    assert filled.items[:2] == listed.items
+    assert len(filled.items) == 4 and filled.backfill == {item for item, _ in filled.items[2:]}
+    assert all(score == 0.0 for _, score in filled.items[2:])
+    unlisted = engine.similar_items("a-item-2", 3, NOW, model="lists:x")
+    assert unlisted == engine.similar_items("a-item-2", 3, NOW)
+    assert unlisted.model == "cooccurrence"
+    for model in ("lists:nope", "mf"):
+        with pytest.raises(ValueError, match="ranks no similar items"):
+            engine.similar_items("a-item-1", 3, NOW, model=model)
+
+
 def test_the_same_seed_gives_the_same_lists():
     first, second = _engine(seed=5), _engine(seed=5)
     for model in MODELS:

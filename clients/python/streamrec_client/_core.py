@@ -49,6 +49,7 @@ class ItemList:
     items: list[ScoredItem]
     degraded: bool = False
     recommendation_id: str | None = None
+    model: str | None = None  # popular, cooccurrence or lists:NAME (servers since 2026-12)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def recommendations_from(body: dict[str, Any]) -> Recommendations:
 
 def item_list_from(body: dict[str, Any]) -> ItemList:
     return ItemList(_items(body), bool(body.get("degraded", False)),
-                    body.get("recommendation_id"))
+                    body.get("recommendation_id"), body.get("model"))
 
 
 def event(user_id: str, item_id: str, event_type: str, *, value: float | None = None,
