@@ -65,12 +65,15 @@ class WithdrawalsMirror:
 
     When the version moved, the request that finds it may reload the copy (the store reads
     the times and their version together); one reload is allowed per ``1 + size //
-    entries_per_request`` requests, ``size`` being the last reload's, so that reloads cost
-    no more than the reads of withdrawal times they save even when the times change on
-    every request. A set of more than ``max_entries`` items is not copied; nor is a set a
-    store holds without a version (written before versions were kept: nothing tells when
-    it changes). Without a copy for its version a request asks the store, as without a
-    mirror. Safe to share between threads: a snapshot, once handed out, never changes.
+    entries_per_request`` requests, ``size`` being the last reload's, so that a reload
+    costs no more than the reads of withdrawal times it may save. Each reload whose copy
+    served no other request before the version moved again doubles that spacing (up to
+    ``MAX_BACKOFF`` times), and a copy that serves one resets it: when the times change on
+    almost every request, reloads become rare and requests read the times as without a
+    mirror. A set of more than ``max_entries`` items is not copied; nor is a set a store
+    holds without a version (written before versions were kept: nothing tells when it
+    changes). Without a copy for its version a request asks the store, as without a mirror.
+    Safe to share between threads: a snapshot, once handed out, never changes.
 
     Parameters
     ----------
@@ -78,7 +81,8 @@ class WithdrawalsMirror:
         The most items copied (0: never copy).
     entries_per_request
         How many entries one reload may read per request since the previous one: about
-        what one saved read of withdrawal times is worth.
+        what one saved read of withdrawal times is worth (measured: reading 100,000
+        entries cost 85 ms of the API's CPU, one read of 40 items' times 0.14 ms).
 
     Examples
     --------
@@ -97,7 +101,9 @@ class WithdrawalsMirror:
     False
     """
 
-    def __init__(self, max_entries: int, entries_per_request: int = 1000) -> None:
+    MAX_BACKOFF = 1024
+
+    def __init__(self, max_entries: int, entries_per_request: int = 100) -> None:
         self.max_entries = max_entries
         self.entries_per_request = entries_per_request
         self._lock = threading.Lock()
@@ -106,6 +112,8 @@ class WithdrawalsMirror:
         self._snapshot: Withdrawals | None = None  # the copy of _version (None: not copied)
         self._size = 0  # entries the last reload found
         self._since_reload = 0  # requests since the last reload was claimed
+        self._hits = 0  # requests the copy served since it was read
+        self._backoff = 1  # grows while copies serve nobody (the version moves too often)
         self.reloads = 0
 
     def current(self, version: str | None) -> Withdrawals | None:
@@ -113,6 +121,9 @@ class WithdrawalsMirror:
         with self._lock:
             self._since_reload += 1
             if self._loaded and version == self._version:
+                if self._snapshot is not None:  # copies serve: reloads are worth their cost
+                    self._hits += 1
+                    self._backoff = 1
                 return self._snapshot
             return None
 
@@ -124,7 +135,7 @@ class WithdrawalsMirror:
         with self._lock:
             if self._loaded and version == self._version:
                 return False  # this version's set is known: too large, or without a version
-            if self._since_reload < 1 + self._size // self.entries_per_request:
+            if self._since_reload < (1 + self._size // self.entries_per_request) * self._backoff:
                 return False
             self._since_reload = 0
             return True
@@ -138,7 +149,10 @@ class WithdrawalsMirror:
                   and (version is not None or size == 0))
         snapshot = Withdrawals(dict(times)) if usable and times is not None else None
         with self._lock:
+            if self.reloads and not self._hits:  # the copy it replaces served nobody
+                self._backoff = min(2 * self._backoff, self.MAX_BACKOFF)
             self._version, self._loaded, self._snapshot = version, True, snapshot
             self._size = min(size, self.max_entries)
+            self._hits = 0
             self.reloads += 1
         return snapshot

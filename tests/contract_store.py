@@ -129,6 +129,9 @@ class StoreContract:
             assert first.withdrawals is not None  # screened without another read
             found = first.withdrawals.withdrawn(items, now)
             assert found == store.screen(items, now)[0]
+            # The next request, the times unchanged: the same answer (a Redis store's copy
+            # serves it without reloading).
+            assert store.first_read("bob", 10).withdrawals.withdrawn(items, now) == found
             return found
 
         items = ["tea", "cup", "pot", "never-heard-of"]

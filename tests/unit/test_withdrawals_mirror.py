@@ -25,20 +25,28 @@ def test_the_copy_never_changes_once_handed_out():
 
 
 def test_reloads_cost_no_more_than_the_reads_they_save():
-    """When the version moves on every request, a set of 2,500 entries is reloaded once
-    in three requests (1 + 2,500 // 1,000); a small set on any request."""
+    """A set of 2,500 entries is reloaded at most once in 1 + 2,500 // 1,000 requests; when
+    the version moves on every request (no copy ever serves), the spacing doubles with
+    each reload, and a copy that serves again resets it."""
     mirror = WithdrawalsMirror(max_entries=10_000, entries_per_request=1000)
-    claimed = []
-    for n in range(12):
-        version = f"v{n}"
+    times = {f"i{k}": 0.0 for k in range(2500)}
+
+    def request(version: str) -> bool:
+        """One request; whether it reloaded."""
         if mirror.current(version) is None and mirror.claim_reload(version):
-            claimed.append(n)
-            mirror.reloaded(version, {f"i{k}": 0.0 for k in range(2500)})
-    assert claimed == [0, 3, 6, 9]
+            mirror.reloaded(version, times)
+            return True
+        return False
+
+    assert [n for n in range(40) if request(f"v{n}")] == [0, 3, 9, 21]  # spaced 3, 6, 12
+    assert [n for n in range(40, 47) if request("same")] == [45]  # 24 after the last one
+    assert mirror.current("same") is not None  # it serves: the spacing is 3 again
+    assert [n for n in range(48, 52) if request(f"w{n}")] == [48, 51]
     small = WithdrawalsMirror(max_entries=10_000)
-    for n in range(5):
+    for n in range(5):  # a small set: any request may reload while its copies serve
         assert small.current(f"v{n}") is None and small.claim_reload(f"v{n}")
         small.reloaded(f"v{n}", {"tea": 0.0})
+        assert small.current(f"v{n}") is not None
 
 
 def test_too_large_or_unversioned_sets_are_not_copied():
