@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from recommender import screening
+from recommender.availability import Withdrawals
 from recommender.base import (
     BATCH_MODELS,
     Category,
@@ -367,7 +368,10 @@ class Engine:
                     chosen = {item for item, _ in ranked}
                     filled = [(item, 0.0) for item, _ in ranked_by_others(n)
                               if item not in chosen]
+                    # Every item not the list's is backfill; none of the list's is, even
+                    # one that its document resembles too.
                     content.update(item for item, _ in filled)
+                    content.difference_update(chosen)
                     ranked += filled[:n - len(ranked)]
                 return ranked
             return ranked_by_others(n)
@@ -437,17 +441,17 @@ class Engine:
                 raise ValueError(f"params: {sorted(unknown)} are not among "
                                  f"{list(HYBRID_PARAMS)}")
         used = {model for model, _ in lists.values()}
-        vector = None
         # An external model's fallback may be mf or hybrid: its factors come in the same read.
-        if used - {"popular", "cooccurrence"}:  # the history and factors in one read
-            if self.item_index.cursor is None:
-                self.refresh()
-            history, vector = self.store.user_state(user_id, self.config.history_length)
-        else:
-            history = self.store.history(user_id, self.config.history_length)
+        factors = bool(used - {"popular", "cooccurrence"})
+        if factors and self.item_index.cursor is None:
+            self.refresh()
+        # The history (and factors), with the withdrawal times when the store has them at
+        # hand: then the lists screen without a round trip of their own.
+        first = self.store.first_read(user_id, self.config.history_length, factors)
         # The hybrid reads its sources' candidates: let the other lists share that read.
         least = self.config.hybrid_candidates if "hybrid" in used else 0
-        reads = _Reads(self, user_id, history, vector, now, least)
+        reads = _Reads(self, user_id, first.history, first.vector, now, least,
+                       first.withdrawals)
         if len(self._recent_reads) >= 256:  # only a batch learned next reads them
             self._recent_reads.clear()
         self._recent_reads[user_id, now] = reads
@@ -458,7 +462,7 @@ class Engine:
                    item_filter: BoundFilter | None, category: Category | None
                    ) -> Recommendations:
         user_id, now, seen, recent = reads.user_id, reads.now, reads.seen, reads.recent
-        screen = self._screen(now, item_filter, user_id)
+        screen = self._screen(now, item_filter, user_id, withdrawals=reads.withdrawals)
         if model == "popular":
             return Recommendations("popular", self._popular(
                 k, now, category, seen, screen, item_filter, reads))
@@ -554,13 +558,15 @@ class Engine:
         return screening.take(rank, k, first, screen, banned)
 
     def _screen(self, now: float, item_filter: BoundFilter | None,
-                user_id: UserId | None = None, current: Mapping | None = None) -> Screen:
+                user_id: UserId | None = None, current: Mapping | None = None,
+                withdrawals: Withdrawals | None = None) -> Screen:
         """What a request may show: not withdrawn at ``now`` and kept by ``item_filter``,
         judging at most ``max_screened_candidates`` items in all.
 
         Each round reads the candidates' withdrawal times (and with a filter on Items their
-        documents) in one round trip; the user's event types are read once, if needed, and
-        so is their document for a filter on ``Users``.
+        documents) in one round trip, unless the request's first read brought the times
+        (``withdrawals``) and no document is needed; the user's event types are read
+        once, if needed, and so is their document for a filter on ``Users``.
         """
         user = None
         if item_filter is not None and item_filter.filter.uses_users and user_id is not None:
@@ -572,7 +578,10 @@ class Engine:
 
         def allowed(items: list[ItemId]) -> set[ItemId]:
             nonlocal event_types
-            withdrawn, found = self.store.screen(items, now, documents)
+            if withdrawals is not None and not documents:
+                withdrawn, found = withdrawals.withdrawn(items, now), {}
+            else:
+                withdrawn, found = self.store.screen(items, now, documents)
             live = [item for item in items if item not in withdrawn]
             if keep is None:
                 return set(live)
@@ -697,8 +706,10 @@ class _Reads:
     candidates. A longer prefix than any read so far reads again."""
 
     def __init__(self, engine: Engine, user_id: UserId, history: list[Scored],
-                 vector: np.ndarray | None, now: float, least: int = 0) -> None:
+                 vector: np.ndarray | None, now: float, least: int = 0,
+                 withdrawals: Withdrawals | None = None) -> None:
         self.engine = engine
+        self.withdrawals = withdrawals  # the catalog's withdrawal times, when read with it
         self.least = least  # the shortest prefix worth reading
         self.user_id = user_id
         self.vector = vector

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from recommender.availability import is_withdrawn, withdrawn_at
+from recommender.availability import Withdrawals, is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.blend import forget
 from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay, Renormalisation, renormalise
@@ -154,6 +154,18 @@ def check_finite(update: StateUpdate,
                 refuse(name(kind, id), float(bad))
 
 
+@dataclass(frozen=True)
+class FirstRead:
+    """What a request reads first, in one round trip: the user's history, their factor
+    vector (when asked for), and the catalog's withdrawal times as of that read or later,
+    when the store can give them without another round trip (None: screen with
+    :meth:`ServingReads.screen`)."""
+
+    history: list[Scored]
+    vector: np.ndarray | None = None
+    withdrawals: Withdrawals | None = None
+
+
 class FactorReads(Protocol):
     """Factor vectors: what learning and serving both read."""
 
@@ -184,6 +196,12 @@ class ServingReads(FactorReads, Protocol):
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         """:meth:`history` and the user's factor vector (None without one), in one round
         trip: what a factor-model request reads first."""
+        ...
+
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+        """:meth:`history`, with ``factors`` the user's factor vector, and the withdrawal
+        times when the store has them at hand, in one round trip: what a request reads
+        first. The times honour every catalog write stored before the read."""
         ...
 
     # Decayed state is read with its key's landmark, in the same round trip: the stored
@@ -468,6 +486,12 @@ class InMemoryStore:
 
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         return self.history(user_id, limit), self._user_factors.get(user_id)
+
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+        # The store itself: the times as they are (one process, nothing to mirror).
+        return FirstRead(self.history(user_id, limit),
+                         self._user_factors.get(user_id) if factors else None,
+                         Withdrawals(self._withdrawn))
 
     def user_ids(self) -> Iterator[UserId]:
         yield from list(self._history)

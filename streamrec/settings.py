@@ -197,6 +197,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     max_requests_in_flight: int = Field(default=64, ge=1)  # per API process
     request_deadline_seconds: float = Field(default=1.0, gt=0)  # per read (GET)
     serving_threads: int = Field(default=2, ge=1)  # where GET /recommendations waits on Redis
+    # An API process screens lists against its own copy of the withdrawn items' times, so
+    # a request need not read them; a set larger than this is read per request instead.
+    withdrawn_mirror_max: int = Field(default=100_000, ge=0)  # 0: always read them
     # Scheduled training (`streamrec trainer`, docs/trainer.md): how often, on what, and
     # what a run may replace.
     trainer_every_seconds: float = Field(default=3600.0, gt=0)  # between cycles

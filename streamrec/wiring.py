@@ -158,7 +158,8 @@ class Wiring:
     def store(self) -> RedisStore:
         """The version's recommendation state (and the shared catalog)."""
         return RedisStore(self.client, self.settings.redis_prefix, self.shared_prefix,
-                          self.settings.dedup_window_seconds)
+                          self.settings.dedup_window_seconds,
+                          self.settings.withdrawn_mirror_max)
 
     def feedback(self) -> RedisFeedback:
         """Placements, impressions and the per-variant counters."""

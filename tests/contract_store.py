@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from recommender.decay import ForwardDecay
+from recommender.engine import Engine
+from recommender.hyperparameters import EngineConfig
 from recommender.once import BUCKET_SECONDS, Claim, DuplicateEvents
 from recommender.store import NonFiniteError, as_stored_user_factors
 from tests.factories import update, vector
@@ -108,6 +110,57 @@ class StoreContract:
         assert np.array_equal(factors, vector(0.5, 1.0))
         assert store.user_state("bob", 10) == ([("pot", 5.0)], None)
         assert store.user_state("nobody", 10) == ([], None)
+
+    def test_first_read_is_history_factors_and_withdrawal_times(self, store):
+        store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0}},
+                           user_factors={"ann": vector(0.5, 1.0)}))
+        first = store.first_read("ann", 1)
+        assert first.history == store.history("ann", 1)
+        assert np.array_equal(first.vector, vector(0.5, 1.0))
+        assert first.withdrawals is not None and first.withdrawals.withdrawn(["tea"], 0.0) == set()
+        assert store.first_read("ann", 10, factors=False).vector is None
+        assert store.first_read("nobody", 10).history == []
+
+    def test_each_request_honours_the_withdrawals_stored_before_it(self, store):
+        """What a request's first read brings screens like the store would: a withdrawal,
+        a re-listing, a deletion made between two requests, and a future withdrawal time
+        once it comes."""
+        def withdrawn(items, now):
+            first = store.first_read("ann", 10, factors=False)
+            assert first.withdrawals is not None  # screened without another read
+            found = first.withdrawals.withdrawn(items, now)
+            assert found == store.screen(items, now)[0]
+            # The next request, the times unchanged: the same answer (a Redis store's copy
+            # serves it without reloading).
+            assert store.first_read("bob", 10).withdrawals.withdrawn(items, now) == found
+            return found
+
+        items = ["tea", "cup", "pot", "never-heard-of"]
+        store.put_items([(item, {"item_id": item}) for item in items[:3]])
+        assert withdrawn(items, 100.0) == set()
+        store.put_items([("tea", {"item_id": "tea", "available": False})])
+        assert withdrawn(items, 100.0) == {"tea"}
+        store.put_items([("tea", {"item_id": "tea"}), ("pot", None)])  # re-listed, deleted
+        assert withdrawn(items, 100.0) == {"pot"}
+        store.put_items([("cup", {"item_id": "cup", "expires_at": 500.0})])
+        assert withdrawn(items, 499.9) == {"pot"}
+        assert withdrawn(items, 500.0) == {"cup", "pot"}
+        store.put_items([("cup", {"item_id": "cup", "expires_at": 900.0})])  # extended
+        assert withdrawn(items, 500.0) == {"pot"}
+
+    def test_a_request_never_shows_an_item_withdrawn_before_it(self, store):
+        engine = Engine(store, EngineConfig())
+        store.apply(update(popularity={"tea": 3.0, "cup": 2.0, "pot": 1.0}))
+        store.put_items([(item, {"item_id": item}) for item in ("tea", "cup", "pot")])
+
+        def listed(model="popular"):
+            return [item for item, _ in engine.recommend("ann", 2, 100.0, model).items]
+
+        assert listed() == ["tea", "cup"]
+        store.put_items([("tea", {"item_id": "tea", "expires_at": 50.0})])
+        assert listed() == ["cup", "pot"] and listed("hybrid") == ["cup", "pot"]
+        store.put_items([("tea", {"item_id": "tea"})])
+        assert listed() == ["tea", "cup"]
 
     def test_windows_are_positive_newest_first(self, store):
         store.apply(update(history={"ann": {"tea": 10.0, "cup": -20.0, "pot": 30.0}}))

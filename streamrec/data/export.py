@@ -35,7 +35,7 @@ from recommender.filters import (
     bind_named,
     parse,
 )
-from recommender.store import ServingReads
+from recommender.store import FirstRead, ServingReads
 
 CHUNK = 1000
 
@@ -102,6 +102,11 @@ class ChunkView:
 
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         return self.history(user_id, limit), self.user_factors([user_id]).get(user_id)
+
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+        # No withdrawal times: screen() keeps the chunk's verdicts, read once per time.
+        return FirstRead(self.history(user_id, limit),
+                         self.user_factors([user_id]).get(user_id) if factors else None)
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int
                    ) -> dict[ItemId, Decayed[list[Scored]]]:

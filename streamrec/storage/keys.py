@@ -34,6 +34,9 @@ STATS = "stats"  # HASH counters written by the worker: events applied, "blend:*
 # (field duplicates: events skipped as repeats of an event_id, /metrics'
 # streamrec_events_duplicate_total)
 WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: unavailable/deleted)
+# STRING a token written anew by every change of WITHDRAWN, in the same call: an API
+# process screens from its copy of WITHDRAWN while the token it reads is the copy's.
+WITHDRAWN_VERSION = "withdrawnv"
 EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
 # Operational counters for /metrics, shared by every version (not recommendation state):
 REJECTS = "rejects"  # HASH "topic|reason" -> records the worker dead-lettered

@@ -420,3 +420,30 @@ end
 for _, write in ipairs(writes) do redis.call('ZADD', write[1], write[2], write[3]) end
 return 1
 """.replace("@NON_FINITE@", NON_FINITE)
+
+# KEYS[1]: the WITHDRAWN sorted set; KEYS[2]: its version (keys.WITHDRAWN_VERSION).
+# ARGV[1]: a fresh version token; ARGV[2]: n; ARGV[3..2+2n]: time, item pairs to withdraw;
+# the rest: items shown again. The token is written only when the set changed, so a catalog
+# write that withdraws nothing new leaves the API processes' copies valid.
+WITHDRAW = r"""
+local changed = 0
+local last = 2 + 2 * tonumber(ARGV[2])
+for i = 3, last, 2 do
+  changed = changed + redis.call('ZADD', KEYS[1], 'CH', ARGV[i], ARGV[i + 1])
+end
+for i = last + 1, #ARGV do
+  changed = changed + redis.call('ZREM', KEYS[1], ARGV[i])
+end
+if changed > 0 then redis.call('SET', KEYS[2], ARGV[1]) end
+return changed
+"""
+
+# KEYS[1]: the WITHDRAWN sorted set; KEYS[2]: its version. ARGV[1]: the most entries
+# wanted. Returns {version or nil, size, {item, time, ...} or {} when there are more}:
+# the times and the version they are, read at one point.
+READ_WITHDRAWN = r"""
+local size = redis.call('ZCARD', KEYS[1])
+local version = redis.call('GET', KEYS[2])
+if size > tonumber(ARGV[1]) then return {version, size, {}} end
+return {version, size, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+"""

@@ -12,6 +12,7 @@ path needs (:meth:`RedisStore.group_markers`, :meth:`RedisStore.user_group`,
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,12 +23,18 @@ import numpy as np
 import orjson
 import redis
 
-from recommender.availability import withdrawn_at
+from recommender.availability import Withdrawals, WithdrawalsMirror, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.decay import RESCALE_HALF_LIVES, Decayed, ForwardDecay
 from recommender.once import DEFAULT_WINDOW_SECONDS, DuplicateEvents, bucket, buckets_kept
 from recommender.popularity import category_moves
-from recommender.store import USER_FACTOR_DTYPE, NonFiniteError, StateUpdate, check_finite
+from recommender.store import (
+    USER_FACTOR_DTYPE,
+    FirstRead,
+    NonFiniteError,
+    StateUpdate,
+    check_finite,
+)
 from streamrec.storage import keys
 from streamrec.storage import scripts as redis_scripts
 from streamrec.storage.client import connect, is_cluster
@@ -152,7 +159,8 @@ class RedisStore:
 
     def __init__(self, client: redis.Redis, prefix: str = "sr",
                  catalog_prefix: str | None = None,
-                 dedup_window: float = DEFAULT_WINDOW_SECONDS) -> None:
+                 dedup_window: float = DEFAULT_WINDOW_SECONDS,
+                 withdrawn_mirror_max: int = 100_000) -> None:
         self.client = client
         self.dedup_window = dedup_window
         self.prefix = prefix
@@ -171,6 +179,10 @@ class RedisStore:
         self._recategorise_script = client.register_script(redis_scripts.RECATEGORISE)
         self._windows = client.register_script(redis_scripts.WINDOWS)
         self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
+        self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
+        # This process's copy of the withdrawal times, for first_read (serving).
+        self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
+        self._withdrawn_keys = [self.key(keys.WITHDRAWN), self.key(keys.WITHDRAWN_VERSION)]
         self._groups = {f"{kind}{n}": keys.group_prefix(prefix, f"{kind}{n}")
                         for kind in "ui" for n in range(keys.SHARDS)} if self.sharded else {}
         # Each kind's key prefix, per group; the scripts append the id (ids always come
@@ -263,11 +275,42 @@ class RedisStore:
         return {user: _history(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
 
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
+        rows, raw = self._user_reads(user_id, limit, True).execute()
+        return _history(rows), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
+
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+        """The history (and factors) with the version of the withdrawal times, in one
+        round trip (on a cluster, one per node, in parallel); the times come from this
+        process's copy when it holds that version (:class:`WithdrawalsMirror`), else
+        from a reload of the copy when one is due, else not at all (the request screens
+        with :meth:`screen`, as without a copy)."""
+        pipe = self._user_reads(user_id, limit, factors)
+        pipe.get(self._withdrawn_keys[1])
+        rows, *raw, version = pipe.execute()
+        vector = raw[0] if raw else None
+        return FirstRead(_history(rows),
+                         None if vector is None else _unpack(vector, USER_FACTOR_DTYPE),
+                         self._withdrawals(None if version is None else version.decode()))
+
+    def _user_reads(self, user_id: UserId, limit: int, factors: bool) -> Any:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True, withscores=True)
-        pipe.get(self.key(keys.MF_USER, user_id))
-        rows, raw = pipe.execute()
-        return _history(rows), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
+        if factors:
+            pipe.get(self.key(keys.MF_USER, user_id))
+        return pipe
+
+    def _withdrawals(self, version: str | None) -> Withdrawals | None:
+        mirror = self.withdrawals_mirror
+        found = mirror.current(version)
+        if found is not None or not mirror.claim_reload(version):
+            return found
+        # The times and their version at one point, a newer one than the request read
+        # perhaps: newer times honour all it must, and the next requests find them.
+        read, size, flat = self._read_withdrawn(keys=self._withdrawn_keys,
+                                                args=[mirror.max_entries])
+        times = ({flat[n].decode(): float(flat[n + 1]) for n in range(0, len(flat), 2)}
+                 if size <= mirror.max_entries else None)
+        return mirror.reloaded(None if read is None else read.decode(), times, size)
 
     def user_ids(self, count: int = 1000) -> Iterator[UserId]:
         """SCAN over the history keys, ``count`` keys per round trip (every node's)."""
@@ -490,10 +533,12 @@ class RedisStore:
             pipe.delete(*deleted)
         hidden = {item: at for item, at in withdrawn.items() if at is not None}
         shown = [item for item, at in withdrawn.items() if at is None]
-        if hidden:
-            pipe.zadd(self.key(keys.WITHDRAWN), hidden)
-        if shown:
-            pipe.zrem(self.key(keys.WITHDRAWN), *shown)
+        # As EVAL, not a registered script: a cluster's MULTI cannot load scripts, and the
+        # version must change in the same transaction as the times (WITHDRAWN_VERSION).
+        pipe.execute_command("EVAL", redis_scripts.WITHDRAW, 2, *self._withdrawn_keys,
+                             uuid.uuid4().hex, len(hidden),
+                             *(part for item, at in hidden.items() for part in (repr(at), item)),
+                             *shown)
         pipe.zadd(self.key(keys.CATALOG_CHANGED), dict.fromkeys(latest, time.time()))
         pipe.execute()
 

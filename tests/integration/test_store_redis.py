@@ -5,6 +5,8 @@ import uuid
 import pytest
 import redis
 
+from recommender.engine import Engine
+from recommender.hyperparameters import EngineConfig
 from streamrec.local.services import free_port
 from streamrec.storage import keys
 from streamrec.storage.client import connect
@@ -113,3 +115,50 @@ def test_deleting_users_reaches_every_model_version_and_outlives_a_racing_batch(
     assert other.history(ann, 10) == [("jam", 4.0)]
     main.delete_users([ann], also=[other.prefix])  # and go again, as often as asked
     assert other.history(ann, 10) == [] and main.deletion_count() == after + 1
+
+
+def test_the_copy_of_the_withdrawal_times_is_reloaded_only_when_they_change(
+        client_and_prefix):
+    """Every version of a catalog shares one copy's version: a write that withdraws nothing
+    new leaves each process's copy valid; a withdrawal in another process's store (the
+    worker's) is seen by the next request, in every key layout."""
+    client, base = client_and_prefix
+    serving = RedisStore(client, base)
+    worker = RedisStore(client, base)
+    version = RedisStore(client, state_prefix(base, "v2"), catalog_prefix=base)
+    worker.put_items([("tea", {"item_id": "tea"}), ("cup", {"item_id": "cup"})])
+    mirror = serving.withdrawals_mirror
+    assert serving.first_read("ann", 10).withdrawals.withdrawn(["tea"], 1.0) == set()
+    assert mirror.reloads == 1
+    worker.put_items([("tea", {"item_id": "tea", "price": 3})])  # nothing withdrawn
+    for _ in range(3):
+        assert serving.first_read("ann", 10, factors=False).withdrawals.times == {}
+    assert mirror.reloads == 1
+    worker.put_items([("cup", None)])
+    assert serving.first_read("ann", 10).withdrawals.withdrawn(["tea", "cup"], 1.0) == {"cup"}
+    assert version.first_read("ann", 10).withdrawals.withdrawn(["cup"], 1.0) == {"cup"}
+    assert mirror.reloads == 2
+    # Wiped (an app's keys unlinked) and written again: a fresh version, never a stale copy.
+    client.delete(*serving._withdrawn_keys)
+    worker.put_items([("tea", {"item_id": "tea", "available": False})])
+    assert serving.first_read("ann", 10).withdrawals.withdrawn(["tea", "cup"], 1.0) == {"tea"}
+
+
+def test_withdrawal_times_without_a_copy_are_read_per_request(client_and_prefix):
+    """Too many to copy, or stored before their version was kept: each request screens
+    with the store's read, as before, and still never shows a withdrawn item."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base, withdrawn_mirror_max=2)
+    engine = Engine(store, EngineConfig())
+    store.apply(update(popularity={"tea": 4.0, "cup": 3.0, "pot": 2.0, "jam": 1.0}))
+    store.put_items([("tea", None), ("cup", None)])
+    assert store.first_read("ann", 10).withdrawals.withdrawn(["tea", "pot"], 1.0) == {"tea"}
+    store.put_items([("pot", {"item_id": "pot", "available": False})])  # three: too many
+    assert store.first_read("ann", 10).withdrawals is None
+    assert [item for item, _ in engine.recommend("ann", 2, 1.0, "popular").items] == ["jam"]
+    # Written by a version of streamrec that kept no version: nothing tells when it changes.
+    legacy = RedisStore(client, f"{base}-legacy" if not keys.is_tagged(base)
+                        else keys.tagged(f"{base[1:-1]}-legacy"))
+    client.zadd(legacy.key(keys.WITHDRAWN), {"tea": 0.0})
+    assert legacy.first_read("ann", 10).withdrawals is None
+    assert legacy.screen(["tea", "cup"], 1.0)[0] == {"tea"}

@@ -1,0 +1,103 @@
+"""Redis round trips, commands and CPU per request of ``Engine.recommend``, per model: what
+one request costs the API process apart from HTTP. Not a test; run ``fill`` once, then
+``measure`` from each checkout being compared (alternating, on the same state).
+
+    .venv/bin/python scripts/serving_reads.py fill redis://127.0.0.1:46379/0
+    .venv/bin/python scripts/serving_reads.py measure redis://127.0.0.1:46379/0 after
+    # the code before, from a copy of its commit (its modules ahead of this worktree's
+    # editable install, e.g. with a sitecustomize that drops the editable finder):
+    PYTHONPATH=/tmp/base:/tmp/drop-editable .venv/bin/python scripts/serving_reads.py ...
+
+``fill`` learns a simulated stream (20,000 events over 20,000 items, 5,000 users, one view
+of every item first) and withdraws 300 items, 100 of them among the 400 most popular.
+Round trips are counted as redis-py's writes (one per command or pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import redis
+import redis.connection
+
+from recommender.base import Interaction
+from streamrec.settings import Settings
+from streamrec.sim.simulator import Simulation
+from streamrec.wiring import Wiring
+
+MODELS = ["popular", "cooccurrence", "mf", "hybrid"]
+WRITES = [0]
+_send = redis.connection.AbstractConnection.send_packed_command
+
+
+def _counted(self, *args, **kwargs):
+    WRITES[0] += 1
+    return _send(self, *args, **kwargs)
+
+
+def fill(url: str, prefix: str) -> None:
+    engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
+    simulation = Simulation(users=5000, items=20000, categories=50, seed=7)
+    start = time.time() - 20000
+    cover = [Interaction("cover", item, start - 1, 1.0) for item in simulation.catalog.item_ids]
+    events = [Interaction(e["user_id"], e["item_id"], start + n, 1.0)
+              for n, e in enumerate(simulation.events(20000, start))]
+    store = engine.store
+    store.put_items((document["item_id"], document) for document in simulation.catalog.items())
+    for batch in (cover, events):
+        for chunk in range(0, len(batch), 500):
+            engine.learn_many(batch[chunk:chunk + 500])
+    rng = random.Random(3)
+    items = simulation.catalog.item_ids
+    gone = rng.sample([item for item, _ in store.popular(400).scores], 100)
+    gone += rng.sample(items, 100)
+    later = rng.sample(items, 100)
+    store.put_items([(i, {"item_id": i, "available": False}) for i in gone]
+                    + [(i, {"item_id": i, "expires_at": time.time() + 86400}) for i in later])
+
+
+def measure(url: str, prefix: str, label: str, calls: int) -> None:
+    redis.connection.AbstractConnection.send_packed_command = _counted
+    engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
+    engine.refresh()
+    client = redis.Redis.from_url(url)
+    rng = random.Random(5)
+    for model in MODELS:
+        users = [f"user-{rng.randrange(5000)}" for _ in range(calls)]
+        for user in users[:50]:  # warm: the copy, the factor index
+            engine.recommend(user, 10, time.time(), model)
+        client.config_resetstat()
+        WRITES[0] = 0
+        cpu, wall = time.process_time(), time.perf_counter()
+        for user in users:
+            engine.recommend(user, 10, time.time(), model)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        writes = WRITES[0]
+        stats = {name.removeprefix("cmdstat_"): row["calls"]
+                 for name, row in client.info("commandstats").items()}
+        print(json.dumps({
+            "code": label, "model": model, "cpu_ms": round(1000 * cpu / calls, 3),
+            "wall_ms": round(1000 * wall / calls, 3), "round_trips": round(writes / calls, 3),
+            "commands": {name: round(count / calls, 3) for name, count in sorted(stats.items())
+                         if not name.startswith(("config", "info"))}}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["fill", "measure"])
+    parser.add_argument("url")
+    parser.add_argument("label", nargs="?", default="this checkout")
+    parser.add_argument("--prefix", default="reads")
+    parser.add_argument("--calls", type=int, default=2000)
+    arguments = parser.parse_args()
+    if arguments.action == "fill":
+        fill(arguments.url, arguments.prefix)
+    else:
+        measure(arguments.url, arguments.prefix, arguments.label, arguments.calls)
+
+
+if __name__ == "__main__":
+    main()
