@@ -202,26 +202,68 @@ class Engine:
         step = max(1, len(positives) // sample)
         fusion = self._fusion_weights(self.config)
         counts: dict[str, int] = {}
-        for event in positives[::step][:sample]:
-            reads = self._recent_reads.get((event.user_id, event.timestamp))
-            if reads is None:
-                if self.item_index.cursor is None:
-                    self.refresh()
-                history, vector = self.store.user_state(event.user_id,
-                                                        self.config.history_length)
-                reads = _Reads(self, event.user_id, history, vector, event.timestamp)
+        trials = positives[::step][:sample]
+        unread = iter(self._trial_reads([event for event in trials if (
+            event.user_id, event.timestamp) not in self._recent_reads]))
+        for event in trials:
+            reads = self._recent_reads.get((event.user_id, event.timestamp)) or next(unread)
             if not reads.seen:  # a newcomer gets popular items from every model
                 continue
-            tops = {"cooccurrence": [item for item, _ in reads.cooccurrence(TALLY_K)],
+            # Co-occurrence's own top first: ranked at TALLY_K, which content neighbours
+            # may change (cold items). Then the fusion (is it better than its best
+            # part?), whose longer reads the popular and MF tops are cut from: the same
+            # lists as read alone, for one read of each instead of two.
+            cooccurrence = [item for item, _ in reads.cooccurrence(TALLY_K)]
+            fused = [item for item, _ in self._fused(
+                reads, fusion, self.config, self.config.hybrid_candidates)[:TALLY_K]]
+            tops = {"cooccurrence": cooccurrence,
                     "popular": self._popular_ranked(TALLY_K, reads),
                     "mf": ([] if reads.vector is None
                            else [item for item, _ in reads.factors(TALLY_K)]),
-                    # the fusion itself, as it stands: is it better than its best part?
-                    HYBRID: [item for item, _ in self._fused(
-                        reads, fusion, self.config, self.config.hybrid_candidates)[:TALLY_K]]}
+                    HYBRID: fused}
             for name, count in count_hits(tops, event.item_id).items():
                 counts[name] = counts.get(name, 0) + count
         return counts
+
+    def _trial_reads(self, events: Sequence[Interaction]) -> list[_Reads]:
+        """What the tally's trials of ``events`` read, read for all of them at once: the
+        users' histories and factors, their recent items' neighbours with the candidates'
+        counts, and popular items as far as the user who has seen most needs. The same
+        values each trial's own reads would give (neither the store nor the lists depend
+        on who else is tried; a popular list's prefix is the shorter list), in five round
+        trips instead of four per trial.
+
+        One :class:`_Reads` per event, even for two events of a user at one time: what a
+        trial ranks is cached in its reads, and a list cut from a longer one may differ
+        from the list ranked at its own length (content neighbours of cold items)."""
+        if not events:
+            return []
+        if self.item_index.cursor is None:
+            self.refresh()
+        users = list(dict.fromkeys(event.user_id for event in events))
+        limit = self.config.history_length
+        histories = self.store.histories(users, limit)
+        vectors = self.store.user_factors(users)
+        found = [_Reads(self, event.user_id, histories[event.user_id],
+                        vectors.get(event.user_id), event.timestamp) for event in events]
+        tried = [reads for reads in found if reads.seen]
+        if not tried:
+            return found
+        recent = list(dict.fromkeys(item for reads in tried for item in reads.recent))
+        neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
+        candidates = {}
+        for reads in tried:
+            mine = candidates[reads.user_id] = set(reads.recent)
+            for item in reads.recent:
+                mine.update(map(_first, neighbours[item].scores))
+        counts = self.store.item_counts(set().union(*candidates.values()))
+        # The fusion reads hybrid_candidates past the seen items (Engine._popular_ranked).
+        size = self.config.hybrid_candidates + max(len(reads.banned) for reads in tried)
+        popular = self.store.popular(size, None)
+        for reads in tried:
+            reads.share_neighbours((neighbours, candidates[reads.user_id], counts))
+            reads.share(("popular", None), size, popular)
+        return found
 
     def _learn_factors(self, interactions: Sequence[Interaction]):
         positives = [event for event in interactions if event.weight > 0]
@@ -617,15 +659,21 @@ class Engine:
 
         return Screen(allowed, self.config.max_screened_candidates)
 
-    def _cooccurrence(self, recent: list[ItemId], k: int, seen: list[ItemId]) -> list[Scored]:
-        if not recent:
-            return []
+    def _cooccurrence_reads(self, recent: list[ItemId]) -> _NeighbourReads:
+        """The stored neighbour lists of ``recent`` and the counts of every candidate:
+        what :meth:`_cooccurrence` ranks, whatever its ``k`` (two round trips)."""
         neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
         candidates = set(recent)
         for listed in neighbours.values():
             # The keys, without a Python loop (a dict of the pairs cost three times this).
             candidates.update(map(_first, listed.scores))
-        counts = self.store.item_counts(candidates)
+        return neighbours, candidates, self.store.item_counts(candidates)
+
+    def _cooccurrence(self, recent: list[ItemId], k: int, seen: list[ItemId],
+                      found: _NeighbourReads | None = None) -> list[Scored]:
+        if not recent:
+            return []
+        neighbours, candidates, counts = found or self._cooccurrence_reads(recent)
         # Recent items nobody else has touched yet have no neighbours: take their
         # content's (three newest at most, so that a request stays cheap).
         cold = [(n, item) for n, item in enumerate(recent[:3])
@@ -720,6 +768,9 @@ class Engine:
 
 
 
+# The recent items' neighbour lists, every candidate, and the candidates' counts.
+_NeighbourReads = tuple[dict[ItemId, Decayed[list[Scored]]], set[ItemId],
+                        Decayed[dict[ItemId, float]]]
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
 # The models whose requests read overall popularity often enough to bring it in the first read.
 FIRST_POPULAR_MODELS = frozenset({"popular", "cooccurrence", "mf"})
@@ -757,12 +808,31 @@ class _Reads:
         self.banned = set(self.seen)
         self.recent = [item for item, score in history if score > 0][: engine.config.window]
         self._read: dict[object, tuple[int, object]] = {}
+        self._neighbours: _NeighbourReads | None = None
 
     def cooccurrence(self, n: int) -> list[Scored]:
         """The ``n`` best co-occurrence candidates."""
         return self._prefix("cooccurrence", n, 0,
-                            lambda size: self.engine._cooccurrence(self.recent, size, self.seen),
+                            lambda size: self.engine._cooccurrence(
+                                self.recent, size, self.seen, self._neighbour_reads()),
                             lambda found, size: found[:size])
+
+    def share_neighbours(self, found: _NeighbourReads) -> None:
+        """Use ``found`` (read for several requests at once) as this one's neighbours."""
+        self._neighbours = found
+
+    def share(self, key: object, size: int, found: object) -> None:
+        """Use ``found`` (read for several requests at once) as this one's read of
+        ``key``, ``size`` long."""
+        self._read[key] = (size, found)
+
+    def _neighbour_reads(self) -> _NeighbourReads | None:
+        # A longer prefix ranks again, on the same reads: their size does not depend on it.
+        if not self.recent:
+            return None
+        if self._neighbours is None:
+            self._neighbours = self.engine._cooccurrence_reads(self.recent)
+        return self._neighbours
 
     def popular(self, n: int, category: Category | None) -> Decayed[list[Scored]]:
         # Lists of popular items skip the seen ones: read past them at once.

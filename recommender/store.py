@@ -148,6 +148,10 @@ def check_finite(update: StateUpdate,
         scan("history", user, scores)
     for kind, vectors in (("user_factors", update.user_factors),
                           ("item_factors", update.item_factors)):
+        # One pass over all of a batch's vectors (hundreds of small arrays: a numpy call
+        # each cost more than the check); the slow search only when one is bad.
+        if not vectors or np.isfinite(np.concatenate(list(vectors.values()), axis=None)).all():
+            continue
         for id, vector in vectors.items():
             if not np.isfinite(vector).all():
                 bad = np.asarray(vector)[~np.isfinite(vector)][0]

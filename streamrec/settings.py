@@ -217,6 +217,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     trainer_threads: int = Field(default=1, ge=1)  # implicit's; the API and worker share cores
     trainer_holdout: float = Field(default=0.1, gt=0, lt=1)  # last share of event time
     trainer_min_events: int = Field(default=100, ge=1)  # fewer: the cycle trains nothing
+    # The newest records of the events topic a cycle reads (all apps'): bounds its memory
+    # and time however long the topic's retention.
+    trainer_max_events: int = Field(default=1_000_000, ge=1)
     # A new run is not promoted when its held-back Recall@10 is below the serving run's by
     # more than this share of it.
     trainer_promote_margin: float = Field(default=0.1, ge=0, le=1)

@@ -1,7 +1,8 @@
 """``streamrec trainer``: retrain ``ease`` and ``ials`` on a schedule from the retained log.
 
-Each cycle reads the events topic from its start to its end as of now (its own consumer,
-manual assignment: no consumer group, no rebalance of the workers), keeps each app's
+Each cycle reads the events topic up to its end as of now, the newest
+``STREAMREC_TRAINER_MAX_EVENTS`` records at most (its own consumer, manual assignment: no
+consumer group, no rebalance of the workers), keeps each app's
 records (by the ``app`` header, as ``streamrec rebuild`` does), decodes them as the worker
 does, and for each app and model:
 
@@ -77,8 +78,25 @@ class Published:
                 f" MB); {metrics}; {self.reason}")
 
 
+def newest(starts: dict[Any, int], ends: dict[Any, int], most: int) -> dict[Any, int]:
+    """Where to start reading each partition for at most ``most`` of the newest records in
+    all, each partition giving its share of them (by how many it holds).
+
+    >>> newest({0: 0, 1: 10}, {0: 100, 1: 60}, 1000)
+    {0: 0, 1: 10}
+    >>> newest({0: 0, 1: 10}, {0: 100, 1: 60}, 30)
+    {0: 80, 1: 50}
+    """
+    sizes = {tp: max(0, ends[tp] - starts[tp]) for tp in starts}
+    total = sum(sizes.values())
+    if total <= most:
+        return dict(starts)
+    return {tp: ends[tp] - most * size // total for tp, size in sizes.items()}
+
+
 async def read_log(settings: Settings) -> LogRead:
-    """Every record of the events topic from its start to its end as of now."""
+    """The newest ``trainer_max_events`` records of the events topic (all of them when it
+    holds fewer), up to its end as of now."""
     topic = settings.events_topic
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -89,8 +107,9 @@ async def read_log(settings: Settings) -> LogRead:
         if not partitions:
             raise TrainerError(f"topic {topic!r} does not exist or has no partitions")
         consumer.assign(partitions)
-        starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
+        starts = newest(await consumer.beginning_offsets(partitions), ends,
+                        settings.trainer_max_events)
         for tp in partitions:
             consumer.seek(tp, starts[tp])
         records: list[PlainRecord] = []

@@ -206,3 +206,14 @@ def test_an_apps_runs_are_its_own_and_a_short_log_is_a_clear_error(isolated_work
     shop = base.for_app("shop").trained_runs()
     assert shop.serving_run("ease") == 1
     assert TrainedRuns(client, names["redis_prefix"]).serving_run("ease") is None
+
+    # A cycle reads the newest STREAMREC_TRAINER_MAX_EVENTS records, each partition its
+    # share, and its lineage says which.
+    bounded = _cli(dict(env, STREAMREC_TRAINER_MAX_EVENTS="200"), "trainer", "--once",
+                   "--app", "shop", "--models", "ease")
+    assert "app shop: ease@2" in bounded.stdout, bounded.stdout + bounded.stderr[-2000:]
+    lineage = shop.get("ease", 2).lineage
+    whole = asyncio.run(_offsets(bootstrap, topic))
+    assert 190 <= lineage["events"] <= 200
+    assert sum(high - low + 1 for low, high in lineage["offsets"].values()) == lineage["events"]
+    assert all(lineage["offsets"][name][1] == high for name, (_, high) in whole.items())

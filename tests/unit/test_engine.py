@@ -183,3 +183,31 @@ def test_popularity_forgets_at_its_own_half_life_and_co_occurrence_at_its_own():
     # the pair learned two days ago has barely faded at a 10-year half-life
     similar = dict(engine.similar("old", 1, NOW))
     assert similar["new"] == pytest.approx(1 / 2 ** 0.5 * 2 ** (-2 / 3650), rel=1e-3)
+
+
+def test_a_batchs_tally_trials_count_what_each_trial_alone_counts():
+    # The trials of a batch read the store together (Engine._trial_reads): each must rank
+    # what it ranks when tried alone on the same state, also for two events of one user at
+    # one time and a recent item nobody else touched (its content neighbours are ranked at
+    # the trial's own length, not cut from the fusion's longer list).
+    engine = _engine(hybrid_learning_sample=100)
+    # Many items alike by content, that nobody touched: a tie longer than any list (the
+    # catalog's order is not the names' order, which breaks ties in a list).
+    engine.store.put_items([(item, {"item_id": item, "categories": ["c"]})
+                            for item in ["a-only", *(f"c-{n:02}" for n in reversed(range(40)))]])
+    engine.learn_many([Interaction("c-user", "a-only", NOW + 1, 1.0, "view")])
+    engine.refresh()
+    users = [event.user_id for event in _taste()[::5]]
+    batch = [Interaction(user, item, NOW + 10 + n, 1.0, "view") for n, (user, item) in
+             enumerate((user, item) for user in users for item in ["hit", "a-item-3", "b-item-1"])]
+    batch += [Interaction("c-user", item, NOW + 100, 1.0, "view")
+              for item in ["c-00", "c-01", "c-39", "a-item-4"]]
+    engine._tally_credit = 0.0
+    together = engine._try_sources(batch)
+    alone: dict[str, int] = {}
+    for event in batch:
+        engine._tally_credit = 0.0
+        for name, count in engine._try_sources([event]).items():
+            alone[name] = alone.get(name, 0) + count
+    assert together == alone
+    assert together["trials"] == len(batch)
