@@ -495,7 +495,7 @@ class Engine:
         reads = _Reads(self, user_id, first.history, first.vector, now, least,
                        first.withdrawals)
         if first.popular is not None:
-            reads.given(("popular", None), popular, first.popular)
+            reads.share(("popular", None), popular, first.popular)
         if len(self._recent_reads) >= 256:  # only a batch learned next reads them
             self._recent_reads.clear()
         self._recent_reads[user_id, now] = reads
@@ -822,8 +822,9 @@ class _Reads:
         self._neighbours = found
 
     def share(self, key: object, size: int, found: object) -> None:
-        """Use ``found`` (read for several requests at once) as this one's read of
-        ``key``, ``size`` long."""
+        """Use ``found`` (read for several requests at once, or with the request's first
+        read) as this one's read of ``key``, ``size`` long: no longer prefix reads
+        again."""
         self._read[key] = (size, found)
 
     def _neighbour_reads(self) -> _NeighbourReads | None:
@@ -844,11 +845,6 @@ class _Reads:
         index, vector, seen = self.engine.item_index, self.vector, self.seen
         return self._prefix("factors", n, 0, lambda size: index.top(vector, size, exclude=seen),
                             lambda found, size: found[:size])
-
-    def given(self, key: object, size: int, found: object) -> None:
-        """Hand out ``found``, read with the request's first read, as the ``size``-long
-        prefix of ``key``: later prefixes no longer than it read nothing."""
-        self._read[key] = (size, found)
 
     def memo(self, key: object, compute: Callable[[], list[Scored]]) -> list[Scored]:
         """``compute()``, once per request and ``key``; callers must not change it."""
