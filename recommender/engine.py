@@ -319,12 +319,10 @@ class Engine:
         screen: Screen, item_filter: BoundFilter | None, reads: _Reads | None = None,
     ) -> list[Scored]:
         banned = set(exclude)
-        categories = None
-        if category is None and item_filter is not None:
-            categories = item_filter.required_categories()
-        if categories is not None and len(categories) <= MAX_CATEGORY_READS:
+        categories = _ranked_categories(category, item_filter)
+        if categories is not None:
             def rank(n: int) -> list[Scored]:
-                return self._popular_in(sorted(categories), n, now)
+                return self._popular_in(categories, n, now)
         else:
             def rank(n: int) -> list[Scored]:
                 found = (self.store.popular(n, category) if reads is None
@@ -487,13 +485,17 @@ class Engine:
         factors = bool(used - {"popular", "cooccurrence"})
         if factors and self.item_index.cursor is None:
             self.refresh()
-        # The history (and factors), with the withdrawal times when the store has them at
-        # hand: then the lists screen without a round trip of their own.
-        first = self.store.first_read(user_id, self.config.history_length, factors)
         # The hybrid reads its sources' candidates: let the other lists share that read.
         least = self.config.hybrid_candidates if "hybrid" in used else 0
+        popular = self._first_popular(used, k, item_filter, category, least)
+        # The history (and factors, and the popular prefix), with the withdrawal times when
+        # the store has them at hand: then the lists screen without a round trip of their
+        # own, and their first round ranks without one either.
+        first = self.store.first_read(user_id, self.config.history_length, factors, popular)
         reads = _Reads(self, user_id, first.history, first.vector, now, least,
                        first.withdrawals)
+        if first.popular is not None:
+            reads.share(("popular", None), popular, first.popular)
         if len(self._recent_reads) >= 256:  # only a batch learned next reads them
             self._recent_reads.clear()
         self._recent_reads[user_id, now] = reads
@@ -590,6 +592,28 @@ class Engine:
             return ranked
         kept = ranked[: max(0, k - len(explore))]
         return kept + [(item, 0.0) for item in explore]
+
+    def _first_popular(self, models: Collection[str], k: int, item_filter: BoundFilter | None,
+                       category: Category | None, least: int) -> int:
+        """How long a prefix of overall popularity the request's first read brings: what the
+        first round of its lists reads from it (their first round, or the hybrid's
+        candidates, past the user's seen items, at most ``history_length`` of them), or 0
+        when none of its lists would read it.
+
+        The hybrid always ranks popularity among its sources. ``popular`` ranks from it,
+        and ``cooccurrence`` and ``mf`` fill from it the lists of newcomers and of users
+        their model knows too little of: over half their requests on the bench's data
+        (``scripts/serving_reads.py``, docs/benchmarks.md). Not when a chosen category,
+        or the few categories a filter requires, rank popularity instead; nor for the
+        models ranked outside the stream, whose backfill was not measured.
+        """
+        size = max(self._first_round(k, item_filter), least) + self.config.history_length
+        if "hybrid" in models:
+            return size
+        if (not FIRST_POPULAR_MODELS.isdisjoint(models) and category is None
+                and _ranked_categories(None, item_filter) is None):
+            return size
+        return 0
 
     def _first_round(self, k: int, item_filter: BoundFilter | None) -> int:
         # Withdrawn items are few: read k. A filter may remove most: read more at once.
@@ -748,6 +772,20 @@ class Engine:
 _NeighbourReads = tuple[dict[ItemId, Decayed[list[Scored]]], set[ItemId],
                         Decayed[dict[ItemId, float]]]
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
+# The models whose requests read overall popularity often enough to bring it in the first read.
+FIRST_POPULAR_MODELS = frozenset({"popular", "cooccurrence", "mf"})
+
+
+def _ranked_categories(category: Category | None, item_filter: BoundFilter | None
+                       ) -> list[Category] | None:
+    """The categories whose popularity a popular list ranks from instead of the overall
+    one (the few an INCLUDE filter requires), or None: overall (or ``category``'s)."""
+    if category is not None or item_filter is None:
+        return None
+    categories = item_filter.required_categories()
+    if categories is None or len(categories) > MAX_CATEGORY_READS:
+        return None
+    return sorted(categories)
 
 
 
@@ -784,8 +822,9 @@ class _Reads:
         self._neighbours = found
 
     def share(self, key: object, size: int, found: object) -> None:
-        """Use ``found`` (read for several requests at once) as this one's read of
-        ``key``, ``size`` long."""
+        """Use ``found`` (read for several requests at once, or with the request's first
+        read) as this one's read of ``key``, ``size`` long: no longer prefix reads
+        again."""
         self._read[key] = (size, found)
 
     def _neighbour_reads(self) -> _NeighbourReads | None:

@@ -161,13 +161,15 @@ def check_finite(update: StateUpdate,
 @dataclass(frozen=True)
 class FirstRead:
     """What a request reads first, in one round trip: the user's history, their factor
-    vector (when asked for), and the catalog's withdrawal times as of that read or later,
+    vector (when asked for), the catalog's withdrawal times as of that read or later,
     when the store can give them without another round trip (None: screen with
-    :meth:`ServingReads.screen`)."""
+    :meth:`ServingReads.screen`), and the most popular items with their landmark, as
+    :meth:`ServingReads.popular` gives them (when asked for)."""
 
     history: list[Scored]
     vector: np.ndarray | None = None
     withdrawals: Withdrawals | None = None
+    popular: Decayed[list[Scored]] | None = None
 
 
 class FactorReads(Protocol):
@@ -202,10 +204,12 @@ class ServingReads(FactorReads, Protocol):
         trip: what a factor-model request reads first."""
         ...
 
-    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
-        """:meth:`history`, with ``factors`` the user's factor vector, and the withdrawal
-        times when the store has them at hand, in one round trip: what a request reads
-        first. The times honour every catalog write stored before the read."""
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True,
+                   popular: int = 0) -> FirstRead:
+        """:meth:`history`, with ``factors`` the user's factor vector, the withdrawal
+        times when the store has them at hand, and with ``popular`` > 0 what
+        ``popular(popular)`` gives, in one round trip: what a request reads first. The
+        times honour every catalog write stored before the read."""
         ...
 
     # Decayed state is read with its key's landmark, in the same round trip: the stored
@@ -491,11 +495,13 @@ class InMemoryStore:
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         return self.history(user_id, limit), self._user_factors.get(user_id)
 
-    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True,
+                   popular: int = 0) -> FirstRead:
         # The store itself: the times as they are (one process, nothing to mirror).
         return FirstRead(self.history(user_id, limit),
                          self._user_factors.get(user_id) if factors else None,
-                         Withdrawals(self._withdrawn))
+                         Withdrawals(self._withdrawn),
+                         self.popular(popular) if popular > 0 else None)
 
     def user_ids(self) -> Iterator[UserId]:
         yield from list(self._history)

@@ -10,7 +10,9 @@ one request costs the API process apart from HTTP. Not a test; run ``fill`` once
 
 ``fill`` learns a simulated stream (20,000 events over 20,000 items, 5,000 users, one view
 of every item first) and withdraws 300 items, 100 of them among the 400 most popular.
-Round trips are counted as redis-py's writes (one per command or pipeline).
+Round trips are counted as redis-py's writes (one per command or pipeline);
+``popular_reads`` counts the popular-list reads of their own (``store.popular``) per request,
+``requests_reading_popular`` the share of requests making at least one.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def measure(url: str, prefix: str, label: str, calls: int) -> None:
     redis.connection.AbstractConnection.send_packed_command = _counted
     engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
     engine.refresh()
+    store, popular_reads = engine.store, [0]
+    read_popular = store.popular
+
+    def counted_popular(*args, **kwargs):
+        popular_reads[0] += 1
+        return read_popular(*args, **kwargs)
+
+    store.popular = counted_popular
     client = redis.Redis.from_url(url)
     rng = random.Random(5)
     for model in MODELS:
@@ -70,10 +80,13 @@ def measure(url: str, prefix: str, label: str, calls: int) -> None:
         for user in users[:50]:  # warm: the copy, the factor index
             engine.recommend(user, 10, time.time(), model)
         client.config_resetstat()
-        WRITES[0] = 0
+        WRITES[0] = popular_reads[0] = 0
         cpu, wall = time.process_time(), time.perf_counter()
+        reading = 0  # requests that read popularity on their own at least once
         for user in users:
+            before = popular_reads[0]
             engine.recommend(user, 10, time.time(), model)
+            reading += popular_reads[0] > before
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         writes = WRITES[0]
         stats = {name.removeprefix("cmdstat_"): row["calls"]
@@ -81,6 +94,8 @@ def measure(url: str, prefix: str, label: str, calls: int) -> None:
         print(json.dumps({
             "code": label, "model": model, "cpu_ms": round(1000 * cpu / calls, 3),
             "wall_ms": round(1000 * wall / calls, 3), "round_trips": round(writes / calls, 3),
+            "popular_reads": round(popular_reads[0] / calls, 3),
+            "requests_reading_popular": round(reading / calls, 3),
             "commands": {name: round(count / calls, 3) for name, count in sorted(stats.items())
                          if not name.startswith(("config", "info"))}}), flush=True)
 

@@ -121,6 +121,22 @@ class StoreContract:
         assert store.first_read("ann", 10, factors=False).vector is None
         assert store.first_read("nobody", 10).history == []
 
+    def test_first_read_brings_the_popular_prefix_with_its_landmark(self, store):
+        """The same prefix and landmark as :meth:`popular` (on a cluster the list is in the
+        global slot, the history in the user's: one pipeline still)."""
+        assert store.first_read("ann", 10, popular=5).popular == store.popular(5) == ([], None)
+        store.apply(update(history={"ann": {"tea": 10.0}}, user_factors={"ann": vector(1.0)},
+                           popularity={"tea": 1.0, "cup": 2.0, "pot": 0.5, "jug": 2.0},
+                           reference=100.0))
+        for n in (1, 3, 4, 50):
+            first = store.first_read("ann", 10, popular=n)
+            assert first.popular == store.popular(n)
+            assert first.popular.landmark is not None and len(first.popular.scores) == min(n, 4)
+            assert first.history == store.history("ann", 10)
+            assert np.array_equal(first.vector, vector(1.0))
+            assert store.first_read("nobody", 10, False, n).popular == store.popular(n)
+        assert store.first_read("ann", 10).popular is None  # not asked for
+
     def test_each_request_honours_the_withdrawals_stored_before_it(self, store):
         """What a request's first read brings screens like the store would: a withdrawal,
         a re-listing, a deletion made between two requests, and a future withdrawal time

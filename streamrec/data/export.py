@@ -103,10 +103,12 @@ class ChunkView:
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         return self.history(user_id, limit), self.user_factors([user_id]).get(user_id)
 
-    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True,
+                   popular: int = 0) -> FirstRead:
         # No withdrawal times: screen() keeps the chunk's verdicts, read once per time.
         return FirstRead(self.history(user_id, limit),
-                         self.user_factors([user_id]).get(user_id) if factors else None)
+                         self.user_factors([user_id]).get(user_id) if factors else None,
+                         popular=self.popular(popular) if popular > 0 else None)
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int
                    ) -> dict[ItemId, Decayed[list[Scored]]]:

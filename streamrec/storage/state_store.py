@@ -116,6 +116,11 @@ def _landmark(raw: bytes | None) -> float | None:
     return None if raw is None else float(raw)
 
 
+def _popular_found(rows: list[tuple[bytes, float]], landmark: bytes | None
+                   ) -> Decayed[list[Scored]]:
+    return Decayed(_decode(rows), _landmark(landmark))
+
+
 def _payload(update: StateUpdate) -> dict[str, Any]:
     """The APPLY document for ``update``'s state (offsets and counters come separately)."""
     return {
@@ -278,19 +283,25 @@ class RedisStore:
         rows, raw = self._user_reads(user_id, limit, True).execute()
         return _history(rows), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
 
-    def first_read(self, user_id: UserId, limit: int, factors: bool = True) -> FirstRead:
-        """The history (and factors) with the version of the withdrawal times, in one
-        round trip (on a cluster, one per node, in parallel); the times come from this
-        process's copy when it holds that version (:class:`WithdrawalsMirror`), else
-        from a reload of the copy when one is due, else not at all (the request screens
-        with :meth:`screen`, as without a copy)."""
+    def first_read(self, user_id: UserId, limit: int, factors: bool = True,
+                   popular: int = 0) -> FirstRead:
+        """The history (and factors, and the popular prefix) with the version of the
+        withdrawal times, in one round trip (on a cluster, one per node, in parallel); the
+        times come from this process's copy when it holds that version
+        (:class:`WithdrawalsMirror`), else from a reload of the copy when one is due, else
+        not at all (the request screens with :meth:`screen`, as without a copy)."""
         pipe = self._user_reads(user_id, limit, factors)
         pipe.get(self._withdrawn_keys[1])
-        rows, *raw, version = pipe.execute()
+        if popular > 0:
+            self._popular_reads(pipe, popular, None)
+        replies = pipe.execute()
+        found = _popular_found(*replies[-2:]) if popular > 0 else None
+        rows, *raw, version = replies[:-2] if popular > 0 else replies
         vector = raw[0] if raw else None
         return FirstRead(_history(rows),
                          None if vector is None else _unpack(vector, USER_FACTOR_DTYPE),
-                         self._withdrawals(None if version is None else version.decode()))
+                         self._withdrawals(None if version is None else version.decode()),
+                         found)
 
     def _user_reads(self, user_id: UserId, limit: int, factors: bool) -> Any:
         pipe = self.client.pipeline(transaction=False)
@@ -453,16 +464,20 @@ class RedisStore:
                        _landmark(landmark))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
+        pipe = self.client.pipeline(transaction=False)
+        self._popular_reads(pipe, k, category)
+        return _popular_found(*pipe.execute())
+
+    def _popular_reads(self, pipe: Any, k: int, category: Category | None) -> None:
+        """Queue the reads of :meth:`popular` on ``pipe`` (two replies: :func:`_popular_found`
+        makes them its answer). The list and its landmark are in the global slot."""
         if category is None:
             name, field = self.key(keys.POPULAR), keys.landmark_field(keys.POPULAR)
         else:
             name = self.key(keys.POPULAR_BY_CATEGORY, category)
             field = keys.landmark_field(keys.POPULAR_BY_CATEGORY, category)
-        pipe = self.client.pipeline(transaction=False)
         pipe.zrange(name, 0, k - 1, desc=True, withscores=True)
         pipe.hget(self._landmarks_key(), field)
-        rows, landmark = pipe.execute()
-        return Decayed(_decode(rows), _landmark(landmark))
 
     def item_categories(self, item_ids: Iterable[ItemId]) -> dict[ItemId, list[Category]]:
         items = list(item_ids)
