@@ -600,12 +600,13 @@ class Engine:
         candidates, past the user's seen items, at most ``history_length`` of them), or 0
         when none of its lists would read it.
 
-        The hybrid always ranks popularity among its sources. ``popular`` ranks from it,
-        and ``cooccurrence`` and ``mf`` fill from it the lists of newcomers and of users
-        their model knows too little of: over half their requests on the bench's data
-        (``scripts/serving_reads.py``, docs/benchmarks.md). Not when a chosen category,
-        or the few categories a filter requires, rank popularity instead; nor for the
-        models ranked outside the stream, whose backfill was not measured.
+        The hybrid always ranks popularity among its sources, and ``popular`` ranks from
+        it. ``cooccurrence`` and ``mf`` fill from it only the lists of newcomers and of
+        users their model knows too little of: they read it on their own when they do
+        (a prefix read for every request cost mf 21% more CPU a request,
+        ``scripts/serving_reads.py``, docs/benchmarks.md). Not when a chosen category, or
+        the few categories a filter requires, rank popularity instead; nor for the models
+        ranked outside the stream, whose backfill was not measured.
         """
         size = max(self._first_round(k, item_filter), least) + self.config.history_length
         if "hybrid" in models:
@@ -772,8 +773,11 @@ class Engine:
 _NeighbourReads = tuple[dict[ItemId, Decayed[list[Scored]]], set[ItemId],
                         Decayed[dict[ItemId, float]]]
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
-# The models whose requests read overall popularity often enough to bring it in the first read.
-FIRST_POPULAR_MODELS = frozenset({"popular", "cooccurrence", "mf"})
+# The models whose requests read overall popularity often enough to bring it in the first
+# read (the hybrid always does). Not cooccurrence and mf: they read it only for newcomers
+# and short lists, and the 210-item prefix cost mf's requests 21% more CPU
+# (docs/benchmarks.md).
+FIRST_POPULAR_MODELS = frozenset({"popular"})
 
 
 def _ranked_categories(category: Category | None, item_filter: BoundFilter | None

@@ -100,7 +100,7 @@ def test_the_lists_are_those_read_without_the_prefix(history_length, text):
                         == apart.recommend_many(models=MODELS, **asked)), asked
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ["popular", "hybrid"])
 def test_the_first_round_ranks_from_the_first_read(model):
     folded, apart = _engines()
     for engine in (folded, apart):
@@ -109,6 +109,13 @@ def test_the_first_round_ranks_from_the_first_read(model):
             engine.recommend(f"user-{n}", 5, NOW, model)
     assert folded.store.popular_reads == 0  # every round within the prefix
     assert apart.store.popular_reads > 0
+
+
+@pytest.mark.parametrize("model", ["cooccurrence", "mf"])
+def test_models_that_seldom_read_popularity_get_no_prefix(model):
+    folded, _ = _engines()
+    assert folded._first_popular({model}, 5, None, None, 0) == 0
+    assert folded._first_popular({model, "hybrid"}, 5, None, None, 0) > 0
 
 
 def test_a_prefix_the_screen_exhausts_reads_on_as_before():
