@@ -99,8 +99,16 @@ def put_users(parts: WorkerParts, documents) -> None:
                            if document is not None])
 
 
+def refresh_engines(engines) -> None:
+    """Refresh the serving copies of engines that have made them (a first tally trial
+    does); an engine that never tried keeps reading the store when it first does."""
+    for engine in engines:
+        if engine.item_index.cursor is not None:
+            engine.refresh()
+
+
 def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
-    """Declare the worker's agents and timer on ``app``; each batch is split by app and
+    """Declare the worker's agents and timers on ``app``; each batch is split by app and
     each app's part written through that app's parts (:mod:`streams.app_parts`)."""
     settings = apps.base.settings
     main_worker = apps.only is None or apps.base.settings.state_version == MAIN
@@ -202,6 +210,17 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                 except redis.RedisError as error:  # the next tick tries again
                     log.warning("Redis unavailable (%s); waiting feedback not tried", error)
                     return
+
+    @app.timer(interval=settings.factor_refresh_seconds, name=f"{__name__}.refresh_trials")
+    async def refresh_trials():
+        """The tally trials rank with this process's copies of the item factors and the
+        catalog's content: bring them up to date with what other workers learned and what
+        the catalog agent stored (learning here only updates the factors it learned)."""
+        try:
+            await asyncio.to_thread(refresh_engines, [parts.batches.engine
+                                                      for parts in apps.cached()])
+        except redis.RedisError as error:  # the next tick tries again
+            log.warning("Redis unavailable (%s); item factors not refreshed", error)
 
     async def update_catalog(stream, model, put) -> None:
         async for events in take(stream):
