@@ -342,15 +342,17 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         anchors = [item for item, _ in current.store().popular(50).scores]
         if freshness_rate is None:
             freshness_rate = FRESHNESS_LOAD * result.apply_per_second
-        seconds, background, shed, unseen = measure.freshness(
+        seconds, background, shed, polls, unseen = measure.freshness(
             current, base, anchors, probes, simulation, freshness_rate)
         figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(seconds).items()}
         figures["freshness_background_events_per_second"] = background
         figures["freshness_polls_shed"] = shed
+        figures["freshness_polls"] = polls
         figures["freshness_not_visible"] = unseen
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
                    f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"])
-                   + (f" ({shed} polls shed with 503 on the way)" if shed else ""))
+                   + f" ({polls / max(1, len(seconds)):.1f} polls per probe"
+                   + (f", {shed} shed with 503 on the way)" if shed else ")"))
         if unseen:
             click.echo(f"  probe {len(seconds)} of {probes} not visible within "
                        f"{measure.GIVE_UP_SECONDS:g} s, counted as that (a lower bound): the "
