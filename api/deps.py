@@ -43,6 +43,9 @@ async def _admit(request: Request) -> None:
     await request.app.state.apps.admit(request)
 
 
+_admit.admits = True  # type: ignore[attr-defined]  # a GuardedRoute admits before it
+
+
 async def _admit_app(request: Request, app: AppName) -> None:
     # ``app`` is declared here so the spec documents the path's parameter.
     await request.app.state.apps.admit(request)
