@@ -25,7 +25,7 @@ from api.event_types import EventTypes
 from api.fallback import LastKnownPopular
 from api.metrics_hub import MetricsHub
 from api.named_filters import Filters
-from api.producer import EventProducer
+from api.producer import AppProducer, EventProducer
 from api.quotas import Quota
 from api.serving_version import ServingVersions
 from streamrec.apps import DEFAULT, App, AppError, AppNotFound, Apps, check_name
@@ -64,6 +64,7 @@ class AppContext:
         self.wiring = wiring
         self.settings = wiring.settings
         self.producer = producer
+        self.app_producer = AppProducer(producer, self.name)  # sending as this app
         engine = wiring.engine()
         self.versions = ServingVersions(wiring, engine)
         self.event_types = EventTypes(wiring.event_types(), self.settings)

@@ -7,7 +7,7 @@ its thread pool, a thread hop per dependency per request for a dictionary lookup
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Path, Request
 
@@ -43,6 +43,9 @@ async def _admit(request: Request) -> None:
     await request.app.state.apps.admit(request)
 
 
+_admit.admits = True  # type: ignore[attr-defined]  # a GuardedRoute admits before it
+
+
 async def _admit_app(request: Request, app: AppName) -> None:
     # ``app`` is declared here so the spec documents the path's parameter.
     await request.app.state.apps.admit(request)
@@ -64,7 +67,7 @@ async def _served(context: ContextDep) -> Served:
 
 
 async def _producer(context: ContextDep) -> AppProducer:
-    return AppProducer(context.producer, context.name)
+    return context.app_producer
 
 
 async def _settings(context: ContextDep) -> Settings:
@@ -104,6 +107,29 @@ async def _read_metrics(context: ContextDep) -> MetricsHub:
     return context.collect_metrics()  # an app's hub collects from its first reader on
 
 
+class Serving(NamedTuple):
+    """What a list route serves from, resolved as one dependency: FastAPI solves each
+    dependency of a request in a nested call of its own (with its own parameter checks),
+    and nine of them for one list cost more of the event loop than the handler did
+    (py-spy, docs/benchmarks.md)."""
+
+    served: Served  # the serving version and its engine, read together
+    settings: Settings
+    allocation: Allocation
+    producer: AppProducer
+    fallback: LastKnownPopular
+    metrics: MetricsHub  # to count into
+    threads: Executor  # where the handler runs its blocking store calls
+
+
+async def _serving(request: Request) -> Serving:
+    context = await request.app.state.apps.of(request)
+    return Serving(context.versions.served(), context.settings, context.allocation,
+                   context.app_producer, context.fallback, context.metrics,
+                   request.app.state.serving_threads)
+
+
+ServingDep = Annotated[Serving, Depends(_serving)]
 MetricsDep = Annotated[MetricsHub, Depends(_metrics)]  # to count into
 ReadMetricsDep = Annotated[MetricsHub, Depends(_read_metrics)]  # to read snapshots from
 FallbackDep = Annotated[LastKnownPopular, Depends(_fallback)]

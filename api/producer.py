@@ -152,7 +152,7 @@ class _AppImpressions:
 class AppProducer:
     """The process's producer as one app's routes use it: every record carries the app
     (:func:`streamrec.apps.record_headers`), catalog keys are the app's
-    (:func:`streamrec.apps.record_key`). Made per request: it holds two references."""
+    (:func:`streamrec.apps.record_key`). One per app context."""
 
     def __init__(self, producer: EventProducer, app: str) -> None:
         self.producer = producer

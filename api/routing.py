@@ -10,6 +10,9 @@ request to FastAPI, which finds the body parsed already.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from fastapi import routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
@@ -40,10 +43,28 @@ class GuardedRoute(APIRoute):
     admits = True
 
     def get_route_handler(self):
-        handler = super().get_route_handler()
-        role = required_role(self.dependant)
-        reads_body = self.body_field is not None
+        # FastAPI solves the dependant of the route as included (its routers' dependencies
+        # too) per request, each dependency in a nested call of its own. The key checks
+        # and the admission are done below before FastAPI runs, so they are left out of
+        # what it solves (they stay in the route's dependant, for the OpenAPI spec).
+        context = getattr(routing, "_effective_route_context_var", None)
+        context = None if context is None else context.get()
+        route = context if context is not None and context.original_route is self else self
+        solved = route.dependant
+        role = required_role(solved)
         counted = self.admits
+
+        def done_before(dependency: Dependant) -> bool:
+            return (getattr(dependency.call, "role", None) is not None
+                    or (counted and getattr(dependency.call, "admits", False)))
+
+        route.dependant = replace(solved, dependencies=[
+            dependency for dependency in solved.dependencies if not done_before(dependency)])
+        try:
+            handler = super().get_route_handler()
+        finally:
+            route.dependant = solved
+        reads_body = self.body_field is not None
 
         async def guarded(request):
             if role is not None:
