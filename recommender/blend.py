@@ -19,7 +19,7 @@ sampled event scores every candidate).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
+from operator import gt, itemgetter
 
 from recommender.base import ItemId, Scored
 
@@ -56,6 +56,11 @@ def fuse(sources: Mapping[str, Sequence[ItemId]], weights: Mapping[str, float],
     >>> fuse({"a": ["x", "y"], "b": ["y", "z"]}, {"a": 1.0, "b": 1.0}, constant=1.0)
     [('y', 0.8333333333333333), ('x', 0.5), ('z', 0.3333333333333333)]
     """
+    weighted = [name for name in sources if not weights[name] <= 0]  # as the loop below
+    if len(weighted) == 1:  # the leader alone (recommender.blend.Tally.leader)
+        alone = _alone(sources[weighted[0]], weights[weighted[0]], constant)
+        if alone is not None:
+            return alone
     fused: dict[ItemId, float] = {}
     get = fused.get
     for name, items in sources.items():
@@ -65,6 +70,15 @@ def fuse(sources: Mapping[str, Sequence[ItemId]], weights: Mapping[str, float],
         for rank, item in enumerate(items, start=1):
             fused[item] = get(item, 0.0) + weight / (constant + rank)
     return ranked(list(fused.items()))
+
+
+def _alone(items: Sequence[ItemId], weight: float, constant: float) -> list[Scored] | None:
+    """:func:`fuse` of one source: its items in its order, when that is the order
+    :func:`ranked` gives (no item twice, every score below the one before), else None."""
+    scores = [weight / (constant + rank) for rank in range(1, len(items) + 1)]
+    if len(set(items)) < len(items) or not all(map(gt, scores, scores[1:])):
+        return None
+    return list(zip(items, scores, strict=True))
 
 
 class Tally:

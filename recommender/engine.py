@@ -750,10 +750,15 @@ class Engine:
         """Each source's best ``size`` candidates, fused; once per request and blend (the
         hybrid's list and the tally's trial of the fusion are often the same)."""
         def compute() -> list[Scored]:
+            # A source the blend weighs 0 (the leader alone) is not ranked: popular and MF
+            # lists are prefixes of longer ones, so later reads find the same. Co-occurrence
+            # always is: a cold item's content makes its short list differ from a cut one.
             sources = {"cooccurrence": list(map(_first, reads.cooccurrence(size))),
-                       "popular": self._popular_ranked(size, reads)}
+                       "popular": (self._popular_ranked(size, reads)
+                                   if weights["popular"] > 0 else [])}
             if reads.vector is not None:
-                sources["mf"] = list(map(_first, reads.factors(size)))
+                sources["mf"] = (list(map(_first, reads.factors(size)))
+                                 if weights["mf"] > 0 else [])
             for model in BATCH_MODELS:
                 external = (None if model not in weights or self.external_models is None
                             else self.external_models(model))

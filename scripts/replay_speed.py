@@ -4,12 +4,15 @@ Builds what ``streamrec evaluate PATH --baselines ""`` builds (the shipped setti
 catalog beside a MovieLens ``ratings.csv``), replays the first ``--limit`` events through
 ``recommender.evaluation.prequential`` and prints the replay's CPU and wall seconds, its
 events/s, each model's totals, and a digest of them: two checkouts that replay alike print
-the same digest. To compare a change with ``main`` under the same load, run both at once::
+the same digest. To compare a change with ``main`` under the same load, run both at once,
+``main``'s from an export of it (``PYTHONPATH`` first: this checkout's editable install
+would otherwise be imported, whatever the working directory)::
 
+    mkdir -p /tmp/main-export && git archive main | tar -x -C /tmp/main-export
     .venv/bin/python scripts/replay_speed.py ../shared/data/ml-latest-small/ratings.csv \\
         --limit 20000 &
-    (cd ../main && ../replay/.venv/bin/python ../replay/scripts/replay_speed.py \\
-        ../shared/data/ml-latest-small/ratings.csv --limit 20000)
+    PYTHONPATH=/tmp/main-export .venv/bin/python /tmp/main-export/scripts/replay_speed.py \\
+        ../shared/data/ml-latest-small/ratings.csv --limit 20000
 
 CPU time is the fair figure on a shared machine: the wall clock stretches with the load.
 """

@@ -125,3 +125,21 @@ def test_while_one_source_beats_the_fusion_the_hybrid_is_that_source():
     weights = engine._fusion_weights(engine.config)
     assert weights["mf"] > 0 and weights["popular"] > 0  # a fusion of all three again
     assert [engine.recommend(user, 10, now, "hybrid").items for user in users] != fused
+
+
+def test_one_weighted_source_fuses_as_the_general_sum_would():
+    """The leader alone skips the sum and the sorts: the same list, also when its items
+    repeat or its scores tie (a huge rank constant), where the general path takes over."""
+    def summed(sources, weights, constant):
+        fused: dict[str, float] = {}
+        for name, items in sources.items():
+            if weights[name] > 0:
+                for rank, item in enumerate(items, start=1):
+                    fused[item] = fused.get(item, 0.0) + weights[name] / (constant + rank)
+        return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+
+    for items in (["c", "a", "b"], ["c", "a", "c", "b"], []):
+        for constant in (60.0, 0.0, 1e20):
+            sources = {"cooccurrence": items, "mf": ["a", "z"], "popular": ["b"]}
+            weights = {"cooccurrence": 2.0, "mf": 0.0, "popular": -1.0}
+            assert fuse(sources, weights, constant) == summed(sources, weights, constant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recommender.base import Interaction
-from recommender.mf import ItemFactorIndex, OnlineBPR
+from recommender.mf import SMALL_ADD, ItemFactorIndex, OnlineBPR, _add_rows
 
 
 def planted_batches(batches: int, size: int = 200, seed: int = 3):
@@ -109,3 +109,17 @@ def test_index_top_ranks_nan_scores_out():
                   for n in range(30_000)})
     assert [item for item, _ in index.top(np.ones(1, np.float32), k=3)] == [
         "i29999", "i29998", "i29996"]
+
+
+def test_rows_add_as_numpy_add_at_does_on_either_side_of_the_small_path():
+    """A small step's rows are added one by one: the same float32 sums, in the same order,
+    as np.add.at (repeated rows included)."""
+    rng = np.random.default_rng(3)
+    for count in (1, 8, SMALL_ADD, SMALL_ADD + 1, 200):
+        rows = rng.integers(0, 6, count)
+        values = rng.normal(size=(count, 5)).astype(np.float32)
+        start = rng.normal(size=(6, 5)).astype(np.float32)
+        expected, found = start.copy(), start.copy()
+        np.add.at(expected, rows, values)
+        _add_rows(found, rows, values)
+        assert np.array_equal(expected, found)
