@@ -37,7 +37,9 @@ WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: un
 # STRING a token written anew by every change of WITHDRAWN, in the same call: an API
 # process screens from its copy of WITHDRAWN while the token it reads is the copy's.
 WITHDRAWN_VERSION = "withdrawnv"
-EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
+# HASH item -> the user's event types with it, per user (trimmed with hist); an item of the
+# history without a field has scripts.IMPLIED_EVENT_TYPE alone (not stored).
+EVENT_TYPES = "evtypes"
 # Operational counters for /metrics, shared by every version (not recommendation state):
 REJECTS = "rejects"  # HASH "topic|reason" -> records the worker dead-lettered
 FRESHNESS_HISTOGRAM = "freshh"  # HASH bucket upper bound (s) or sum/count -> freshness tally

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 # Between the event types one user had with one item (a configured type never holds it).
 EVENT_TYPE_SEPARATOR = "\x1f"
+# The event types of an item of a user's history that has no field in the user's event-types
+# hash: this type alone, the most common case (a shop's funnel starts with a view, most
+# items go no further), so it is not stored. A layout constant, not a setting: changing it
+# would change what the stored state means. An app without this type stores every field;
+# an item whose events had no type has an empty field. State written before (every item a
+# field, "view" too) reads the same; the worker drops such a "view" field when it touches it.
+IMPLIED_EVENT_TYPE = "view"
 # How APPLY's error for a NaN or an infinity it computed begins (RedisStore raises
 # NonFiniteError with the rest: the key and member).
 NON_FINITE = "streamrec non-finite:"
@@ -199,27 +206,47 @@ end
 for start = 1, #moved, 2 * CHUNK do
   redis.call('HSET', k.lm, unpack(moved, start, math.min(start + 2 * CHUNK - 1, #moved)))
 end
--- Event types per (user, item): merged into "type\31type" (the separator: byte 31).
+-- Event types per (user, item): merged into "type\31type" (the separator: byte 31). An
+-- item of the history without a field has the implied type alone (@IMPLIED@): that is
+-- not stored, and a stored field holding it (state written before) is dropped.
 for n = 1, #p.types, 2 do
   local key = k.evtypes .. p.types[n]
+  local history = k.hist .. p.types[n]
   local flat = p.types[n + 1]
   for start, fields in chunks(flat) do
     local stored = redis.call('HMGET', key, unpack(fields))
-    local args = {}
+    local held = redis.call('ZMSCORE', history, unpack(fields))
+    local args, implied = {}, {}
     for f, field in ipairs(fields) do
       local known = stored[f]
-      local merged = known or ''
+      local merged = known or (held[f] and '@IMPLIED@') or ''
       for kind in string.gmatch(flat[start + 2 * f - 1], '[^\31]+') do
         if not string.find('\31' .. merged .. '\31', '\31' .. kind .. '\31', 1, true) then
           merged = (merged == '') and kind or (merged .. '\31' .. kind)
         end
       end
-      if merged ~= known then
+      if merged == '@IMPLIED@' then
+        if known then implied[#implied + 1] = field end
+      elseif merged ~= known then
         args[#args + 1] = field
         args[#args + 1] = merged
       end
     end
     if #args > 0 then redis.call('HSET', key, unpack(args)) end
+    if #implied > 0 then redis.call('HDEL', key, unpack(implied)) end
+  end
+end
+-- Items the batch adds to a history with no event type: an empty field, so that they do
+-- not read as the implied type (p.untyped: [user, [item, ...], ...]).
+for n = 1, #p.untyped, 2 do
+  local key = k.evtypes .. p.untyped[n]
+  local items = p.untyped[n + 1]
+  for start = 1, #items, CHUNK do
+    local chunk = {unpack(items, start, math.min(start + CHUNK - 1, #items))}
+    local held = redis.call('ZMSCORE', k.hist .. p.untyped[n], unpack(chunk))
+    for m, item in ipairs(chunk) do
+      if not held[m] then redis.call('HSETNX', key, item, '') end
+    end
   end
 end
 local trim_history = -p.history_length - 1
@@ -330,7 +357,8 @@ if #p.blend > 0 and p.blend_memory > 0 then
   end
 end
 return 1
-""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD)
+""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD).replace(
+    "@IMPLIED@", IMPLIED_EVENT_TYPE)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
 # prefix, a limit, then user ids. Returns JSON: per user, a flat
@@ -344,6 +372,13 @@ for n = 3, #ARGV do
   out[#out + 1] = rows
 end
 return cjson.encode(out)
+"""
+
+# KEYS[1]: a user's history; KEYS[2]: their event types (one slot). Returns, read at one
+# point, the history's items and the hash's flat [item, types, ...]: an item of the
+# history without a field has the implied type alone (see APPLY).
+INTERACTION_TYPES = r"""
+return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
 """
 
 # KEYS[1]: the user deletions ZSET; KEYS[2..]: the user documents; ARGV[1]: how many

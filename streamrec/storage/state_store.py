@@ -88,6 +88,18 @@ def _joined(event_types: Iterable[str]) -> str:
     return redis_scripts.EVENT_TYPE_SEPARATOR.join(sorted(event_types))
 
 
+def _untyped(update: StateUpdate) -> dict[UserId, list[ItemId]]:
+    """Per user, the items of the batch's history with no event type in the batch (events
+    without one): APPLY keeps them apart from the implied type. None from the stream."""
+    found: dict[UserId, list[ItemId]] = {}
+    for user, scores in update.history.items():
+        typed = update.event_types.get(user, {})
+        items = [item for item in scores if not typed.get(item)]
+        if items:
+            found[user] = items
+    return found
+
+
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
 
@@ -140,6 +152,8 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
         "types": [part for user, items in update.event_types.items()
                   for part in (user, _flat({item: _joined(types)
                                             for item, types in items.items()}))],
+        "untyped": [part for user, items in _untyped(update).items()
+                    for part in (user, items)],
         # The frame of the decayed increments and the rule's constants
         # (recommender.decay.renormalise, mirrored by the script).
         "blend": _flat(update.blend),
@@ -184,6 +198,7 @@ class RedisStore:
         self._recategorise_script = client.register_script(redis_scripts.RECATEGORISE)
         self._windows = client.register_script(redis_scripts.WINDOWS)
         self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
+        self._interaction_types = client.register_script(redis_scripts.INTERACTION_TYPES)
         self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
         # This process's copy of the withdrawal times, for first_read (serving).
         self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
@@ -605,10 +620,17 @@ class RedisStore:
         return withdrawn, found
 
     def interaction_types(self, user_id: UserId) -> dict[ItemId, frozenset[str]]:
-        raw = self.client.hgetall(self.key(keys.EVENT_TYPES, user_id))
-        separator = redis_scripts.EVENT_TYPE_SEPARATOR
-        return {item.decode(): frozenset(types.decode().split(separator))
-                for item, types in raw.items()}
+        """The stored fields, and the implied type for the history's items without one
+        (:data:`~streamrec.storage.scripts.IMPLIED_EVENT_TYPE`), read at one point."""
+        history, flat = self._interaction_types(keys=[self.key(keys.HISTORY, user_id),
+                                                      self.key(keys.EVENT_TYPES, user_id)])
+        separator = redis_scripts.EVENT_TYPE_SEPARATOR.encode()
+        implied = frozenset((redis_scripts.IMPLIED_EVENT_TYPE,))
+        stored = {flat[n]: flat[n + 1] for n in range(0, len(flat), 2)}
+        found = {item.decode(): implied for item in history if item not in stored}
+        found.update({item.decode(): frozenset(t.decode() for t in types.split(separator))
+                      for item, types in stored.items() if types})  # "": no type
+        return found
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.ITEM, item_id))

@@ -162,3 +162,28 @@ def test_withdrawal_times_without_a_copy_are_read_per_request(client_and_prefix)
     client.zadd(legacy.key(keys.WITHDRAWN), {"tea": 0.0})
     assert legacy.first_read("ann", 10).withdrawals is None
     assert legacy.screen(["tea", "cup"], 1.0)[0] == {"tea"}
+
+
+def test_event_types_written_before_the_implied_type_read_the_same_and_shrink(
+        client_and_prefix):
+    """State written before the implied type (a field for every item, "view" alone too)
+    reads back the same; a batch that touches such an item drops its field, and a user seen
+    only as views keeps no event-types key at all."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    ann, bob = f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    history, types = store.key(keys.HISTORY, ann), store.key(keys.EVENT_TYPES, ann)
+    client.zadd(history, {"tea": 1000, "cup": 2000, "jam": 3000})
+    client.hset(types, mapping={"tea": "view", "cup": "click\x1fview", "jam": "view"})
+    old = {"tea": {"view"}, "cup": {"click", "view"}, "jam": {"view"}}
+    assert store.interaction_types(ann) == old
+
+    store.apply(update(history={ann: {"tea": 4.0, "cup": 5.0}},
+                       event_types={ann: {"tea": ["view"], "cup": ["view"]}}))
+    assert store.interaction_types(ann) == old
+    assert client.hgetall(types) == {b"cup": b"click\x1fview", b"jam": b"view"}
+
+    store.apply(update(history={bob: {"tea": 1.0, "cup": 2.0}},
+                       event_types={bob: {"tea": ["view"], "cup": ["view"]}}))
+    assert store.interaction_types(bob) == {"tea": {"view"}, "cup": {"view"}}
+    assert client.exists(store.key(keys.EVENT_TYPES, bob)) == 0
