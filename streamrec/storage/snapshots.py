@@ -31,13 +31,13 @@ def _absolute(relative: str, prefix: str) -> bytes:
 
 
 # The number changes with the layout of the values a snapshot copies byte for byte (2: user
-# factors in float16, history times in milliseconds; 3: decayed keys with landmarks; 4: no
-# event-types field for an item seen as the implied type alone, scripts.IMPLIED_EVENT_TYPE);
-# an older snapshot is refused, and the event log rebuilds the state. Format 3 differs only
-# by storing those fields, which read the same, so it is restored. Format 2 differs from 3
-# only by having no landmarks: its decayed keys are read in the legacy epoch's frame, as
-# state upgraded in place is (recommender.decay), so it is restored. (A streamrec that
-# writes 3 refuses 4: it would read the items without a field as having no type.)
+# factors in float16, history times in milliseconds; 3: decayed keys with landmarks; 4:
+# histories with the scored event types in their scores, scripts.HISTORY_MARKER); an older
+# snapshot is refused, and the event log rebuilds the state. Format 3 differs only by its
+# histories, which are read in their layout and rewritten by the first batch that touches
+# the user, so it is restored. Format 2 differs from 3 only by having no landmarks: its
+# decayed keys are read in the legacy epoch's frame, as state upgraded in place is
+# (recommender.decay), so it is restored. (A streamrec that writes 3 refuses 4.)
 SNAPSHOT_FORMAT = "streamrec-snapshot-4"
 EVERY_EVENT_TYPE = "streamrec-snapshot-3"
 WITHOUT_LANDMARKS = "streamrec-snapshot-2"

@@ -164,26 +164,56 @@ def test_withdrawal_times_without_a_copy_are_read_per_request(client_and_prefix)
     assert legacy.screen(["tea", "cup"], 1.0)[0] == {"tea"}
 
 
-def test_event_types_written_before_the_implied_type_read_the_same_and_shrink(
+def test_histories_written_before_the_scored_event_types_read_the_same_and_are_rewritten(
         client_and_prefix):
-    """State written before the implied type (a field for every item, "view" alone too)
-    reads back the same; a batch that touches such an item drops its field, and a user seen
-    only as views keeps no event-types key at all."""
+    """State of the layout before (history scores in milliseconds, every event type in the
+    hash, no field for an item without one) reads back the same; the first batch that
+    touches the user rewrites their history into the scored layout (the types in the
+    scores, the hash keeps only others), and every answer stays what it was."""
     client, base = client_and_prefix
     store = RedisStore(client, base)
     ann, bob = f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     history, types = store.key(keys.HISTORY, ann), store.key(keys.EVENT_TYPES, ann)
-    client.zadd(history, {"tea": 1000, "cup": 2000, "jam": 3000})
-    client.hset(types, mapping={"tea": "view", "cup": "click\x1fview", "jam": "view"})
-    old = {"tea": {"view"}, "cup": {"click", "view"}, "jam": {"view"}}
-    assert store.interaction_types(ann) == old
+    client.zadd(history, {"tea": 1000, "cup": 2000, "jam": 3000, "pot": 3000, "mug": -500})
+    client.hset(types, mapping={"tea": "view", "cup": "click\x1fshare\x1fview",
+                                "pot": "purchase", "mug": "view"})
+    old = {"tea": {"view"}, "cup": {"click", "share", "view"}, "pot": {"purchase"},
+           "mug": {"view"}}
+    times = [("pot", 3.0), ("jam", 3.0), ("cup", 2.0), ("tea", 1.0), ("mug", -0.5)]
 
-    store.apply(update(history={ann: {"tea": 4.0, "cup": 5.0}},
-                       event_types={ann: {"tea": ["view"], "cup": ["view"]}}))
-    assert store.interaction_types(ann) == old
-    assert client.hgetall(types) == {b"cup": b"click\x1fview", b"jam": b"view"}
+    def answers(user):
+        return (store.interaction_types(user), store.history(user, 10),
+                store.history(user, 2), store.windows([user], 10)[user],
+                store.histories([user], 3)[user], store.user_state(user, 4)[0])
 
-    store.apply(update(history={bob: {"tea": 1.0, "cup": 2.0}},
-                       event_types={bob: {"tea": ["view"], "cup": ["view"]}}))
-    assert store.interaction_types(bob) == {"tea": {"view"}, "cup": {"view"}}
+    before = answers(ann)
+    assert before[:4] == (old, times, times[:2], times[:4])
+
+    store.apply(update(history={bob: {"tea": 1.0}}, event_types={bob: {"tea": ["view"]}}))
+    assert answers(ann) == before  # another user's batch leaves ann's layout alone
+    assert client.zscore(history, "") is None
+
+    store.apply(update(history={ann: {"tea": 0.5}}, event_types={ann: {"tea": ["view"]}}))
+    assert client.zscore(history, "") == float("inf")
+    assert answers(ann) == before
+    assert client.hgetall(types) == {b"cup": b"share"}
+
+    store.apply(update(history={ann: {"cup": 4.0, "ink": 4.0}},
+                       event_types={ann: {"cup": ["share", "rating"], "ink": ["like"]}}))
+    assert store.interaction_types(ann) == old | {"cup": {"click", "share", "view", "rating"},
+                                                  "ink": {"like"}}
+    assert store.history(ann, 3) == [("ink", 4.0), ("cup", 4.0), ("pot", 3.0)]
+    assert client.hgetall(types) == {b"cup": b"share", b"ink": b"like"}
+    assert store.interaction_types(bob) == {"tea": {"view"}}
     assert client.exists(store.key(keys.EVENT_TYPES, bob)) == 0
+
+
+def test_a_history_the_layout_cannot_hold_is_refused_with_what_is_wrong(services):
+    store = RedisStore(redis.Redis.from_url(services["redis_url"]),
+                       prefix=f"test-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ValueError, match="history of user 'ann': an empty item id"):
+        store.apply(update(history={"ann": {"": 1.0}}))
+    with pytest.raises(ValueError,
+                       match="history of user 'ann': time -1000000000000.0 is more than"):
+        store.apply(update(history={"ann": {"tea": 1.0, "cup": -1e12}}))
+    assert store.history("ann", 10) == [] and store.events_applied() == 0
