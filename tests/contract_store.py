@@ -293,9 +293,10 @@ class StoreContract:
         assert store.interaction_types("nobody") == {}
 
     def test_event_types_read_back_whatever_the_mix_and_events_without_a_type(self, store):
-        """The Redis store keeps no field for an item seen as a view alone (the implied
-        type): every kind of item must still read back as it was learned, including items
-        whose events had no type and items of the negative history."""
+        """The Redis store keeps the default event types as bits of the history's scores
+        and only the others in a hash: every kind of item must still read back as it was
+        learned, including items whose events had no type and items of the negative
+        history."""
         store.apply(update(history={"ann": {"tea": 10.0, "cup": 20.0, "jam": 30.0,
                                             "pot": -5.0}},
                            event_types={"ann": {"tea": ["view"], "cup": ["click"],

@@ -217,3 +217,32 @@ def test_a_history_the_layout_cannot_hold_is_refused_with_what_is_wrong(services
                        match="history of user 'ann': time -1000000000000.0 is more than"):
         store.apply(update(history={"ann": {"tea": 1.0, "cup": -1e12}}))
     assert store.history("ann", 10) == [] and store.events_applied() == 0
+
+
+def test_a_snapshot_of_the_layout_before_restores_and_reads_the_same(client_and_prefix,
+                                                                     tmp_path):
+    """A format-3 snapshot (histories without the marker, every type in the hash) restores
+    into another version's namespace, reads as it was, and is rewritten on touch."""
+    import orjson
+
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
+
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    ann = f"ann-{uuid.uuid4().hex[:6]}"
+    client.zadd(store.key(keys.HISTORY, ann), {"tea": 1000, "cup": 2000})
+    client.hset(store.key(keys.EVENT_TYPES, ann), mapping={"cup": "click\x1fview"})
+    path = tmp_path / "before.snapshot"
+    save_snapshot(client, store.prefix, path)
+    header, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(orjson.dumps(orjson.loads(header) | {"format": "streamrec-snapshot-3"})
+                     + b"\n" + rest)
+
+    target = RedisStore(client, state_prefix(base, "v3"), catalog_prefix=base)
+    restore_snapshot(client, path, target.prefix)
+    assert target.history(ann, 10) == [("cup", 2.0), ("tea", 1.0)]
+    assert target.interaction_types(ann) == {"cup": {"click", "view"}}
+    target.apply(update(history={ann: {"tea": 3.0}}, event_types={ann: {"tea": ["view"]}}))
+    assert target.history(ann, 10) == [("tea", 3.0), ("cup", 2.0)]
+    assert target.interaction_types(ann) == {"cup": {"click", "view"}, "tea": {"view"}}
+    assert client.exists(target.key(keys.EVENT_TYPES, ann)) == 0
