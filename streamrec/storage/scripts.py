@@ -28,6 +28,64 @@ NON_FINITE = "streamrec non-finite:"
 # "blend:hits:mf" ...; recommender.blend).
 BLEND_FIELD = "blend:"
 
+# Lua shared by APPLY and REWRITE_HISTORIES: the scored history layout's constants, helpers
+# and upgrade(key, types_key), which rewrites a history of the layout before (needs CHUNK).
+_HISTORY_LAYOUT = r"""
+local SPAN = @SPAN@
+local BITS = {@BITS@}
+local function with_kind(joined, kind)
+  if string.find('\31' .. joined .. '\31', '\31' .. kind .. '\31', 1, true) then
+    return joined
+  end
+  return (joined == '') and kind or (joined .. '\31' .. kind)
+end
+-- A set of types (joined): its mask, and its other types merged into ``others``.
+local function split_types(joined, others)
+  local mask = 0
+  for kind in string.gmatch(joined, '[^\31]+') do
+    if BITS[kind] then mask = bit.bor(mask, BITS[kind]) else others = with_kind(others, kind) end
+  end
+  return mask, others
+end
+-- A history of the layout before (or none): rewritten into this one, with the marker.
+local function upgrade(key, types_key)
+  local rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local stored = {}
+  for start = 1, #rows, 2 * CHUNK do
+    local fields = {}
+    for r = start, math.min(start + 2 * CHUNK - 1, #rows), 2 do fields[#fields + 1] = rows[r] end
+    for _, found in ipairs(redis.call('HMGET', types_key, unpack(fields))) do
+      stored[#stored + 1] = found
+    end
+  end
+  local args, fields, gone = {'+inf', '@MARKER@'}, {}, {}
+  for r = 1, #rows, 2 do
+    local known = stored[(r + 1) / 2]
+    local mask, others = split_types(known or '', '')
+    args[#args + 1] = tonumber(rows[r + 1]) * SPAN + mask
+    args[#args + 1] = rows[r]
+    if others ~= '' then
+      if others ~= known then
+        fields[#fields + 1] = rows[r]
+        fields[#fields + 1] = others
+      end
+    elseif known then
+      gone[#gone + 1] = rows[r]
+    end
+  end
+  for start = 1, #args, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(args, start, math.min(start + 2 * CHUNK - 1, #args)))
+  end
+  for start = 1, #fields, 2 * CHUNK do
+    redis.call('HSET', types_key, unpack(fields, start, math.min(start + 2 * CHUNK - 1, #fields)))
+  end
+  for start = 1, #gone, CHUNK do
+    redis.call('HDEL', types_key, unpack(gone, start, math.min(start + CHUNK - 1, #gone)))
+  end
+end
+""".replace("@SPAN@", str(HISTORY_SPAN)).replace("@MARKER@", HISTORY_MARKER).replace(
+    "@BITS@", ", ".join(f"{kind} = {2 ** n}" for n, kind in enumerate(SCORED_EVENT_TYPES)))
+
 # KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
 # A call whose offsets the hash holds already did its work (a retry after a lost reply, or a
@@ -213,58 +271,7 @@ for start = 1, #moved, 2 * CHUNK do
 end
 -- Histories and event types per (user, item), in the layout of scripts.HISTORY_MARKER:
 -- score ms * SPAN + mask of the scored types; other types in the hash (byte 31 between).
-local SPAN = @SPAN@
-local BITS = {@BITS@}
-local function with_kind(joined, kind)
-  if string.find('\31' .. joined .. '\31', '\31' .. kind .. '\31', 1, true) then
-    return joined
-  end
-  return (joined == '') and kind or (joined .. '\31' .. kind)
-end
--- A set of types (joined): its mask, and its other types merged into ``others``.
-local function split_types(joined, others)
-  local mask = 0
-  for kind in string.gmatch(joined, '[^\31]+') do
-    if BITS[kind] then mask = bit.bor(mask, BITS[kind]) else others = with_kind(others, kind) end
-  end
-  return mask, others
-end
--- A history of the layout before (or none): rewritten into this one, with the marker.
-local function upgrade(key, types_key)
-  local rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local stored = {}
-  for start = 1, #rows, 2 * CHUNK do
-    local fields = {}
-    for r = start, math.min(start + 2 * CHUNK - 1, #rows), 2 do fields[#fields + 1] = rows[r] end
-    for _, found in ipairs(redis.call('HMGET', types_key, unpack(fields))) do
-      stored[#stored + 1] = found
-    end
-  end
-  local args, fields, gone = {'+inf', '@MARKER@'}, {}, {}
-  for r = 1, #rows, 2 do
-    local known = stored[(r + 1) / 2]
-    local mask, others = split_types(known or '', '')
-    args[#args + 1] = tonumber(rows[r + 1]) * SPAN + mask
-    args[#args + 1] = rows[r]
-    if others ~= '' then
-      if others ~= known then
-        fields[#fields + 1] = rows[r]
-        fields[#fields + 1] = others
-      end
-    elseif known then
-      gone[#gone + 1] = rows[r]
-    end
-  end
-  for start = 1, #args, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(args, start, math.min(start + 2 * CHUNK - 1, #args)))
-  end
-  for start = 1, #fields, 2 * CHUNK do
-    redis.call('HSET', types_key, unpack(fields, start, math.min(start + 2 * CHUNK - 1, #fields)))
-  end
-  for start = 1, #gone, CHUNK do
-    redis.call('HDEL', types_key, unpack(gone, start, math.min(start + CHUNK - 1, #gone)))
-  end
-end
+@HISTORY_LAYOUT@
 local batch_types = {}
 for n = 1, #p.types, 2 do
   local by_item, flat = {}, p.types[n + 1]
@@ -414,9 +421,8 @@ if #p.blend > 0 and p.blend_memory > 0 then
   end
 end
 return 1
-""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD).replace(
-    "@SPAN@", str(HISTORY_SPAN)).replace("@MARKER@", HISTORY_MARKER).replace(
-    "@BITS@", ", ".join(f"{kind} = {2 ** n}" for n, kind in enumerate(SCORED_EVENT_TYPES)))
+""".replace("@HISTORY_LAYOUT@", _HISTORY_LAYOUT).replace("@NON_FINITE@", NON_FINITE).replace(
+    "@BLEND@", BLEND_FIELD).replace("@MARKER@", HISTORY_MARKER)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
 # prefix, a limit, then user ids. Returns JSON: per user, a flat [layout, item, score, ...]
@@ -435,6 +441,25 @@ for n = 3, #ARGV do
 end
 return cjson.encode(out)
 """.replace("@MARKER@", HISTORY_MARKER).replace("@LAST_NOT_AFTER_0@", str(HISTORY_SPAN - 1))
+
+# KEYS[1]: the PAUSE key of the users' slot (-1 while a snapshot copies the state: the
+# caller retries); ARGV[1], ARGV[2]: the history and event-types key prefixes; then user
+# ids. Rewrites those users' histories of the layout before into the scored one (what
+# APPLY does on touch); returns how many it rewrote.
+REWRITE_HISTORIES = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local CHUNK = 1000
+@HISTORY_LAYOUT@
+local rewritten = 0
+for n = 3, #ARGV do
+  local key = ARGV[1] .. ARGV[n]
+  if redis.call('EXISTS', key) == 1 and not redis.call('ZSCORE', key, '@MARKER@') then
+    upgrade(key, ARGV[2] .. ARGV[n])
+    rewritten = rewritten + 1
+  end
+end
+return rewritten
+""".replace("@HISTORY_LAYOUT@", _HISTORY_LAYOUT).replace("@MARKER@", HISTORY_MARKER)
 
 # KEYS[1]: a user's history; KEYS[2]: their event types (one slot). Returns, read at one
 # point, the history's flat [item, score, ...] (the marker first in the layout that has

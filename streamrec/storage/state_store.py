@@ -15,7 +15,7 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -213,6 +213,7 @@ class RedisStore:
         self._windows = client.register_script(redis_scripts.WINDOWS)
         self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
         self._interaction_types = client.register_script(redis_scripts.INTERACTION_TYPES)
+        self._rewrite_histories = client.register_script(redis_scripts.REWRITE_HISTORIES)
         self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
         # This process's copy of the withdrawal times, for first_read (serving).
         self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
@@ -361,6 +362,37 @@ class RedisStore:
         for name in self.client.scan_iter(match=keys.pattern(self.prefix, keys.HISTORY),
                                           count=count):
             yield name[start:].decode()
+
+    def rewrite_histories(self, batch: int = 500,
+                          progress: Callable[[int], None] | None = None) -> int:
+        """Rewrite every history of the layout before into the scored one
+        (scripts.HISTORY_MARKER), ``batch`` users per call, each user atomically, beside a
+        running worker (which does the same on touch); returns how many it rewrote.
+        ``progress`` is called with the number of users looked at by each call."""
+        rewritten = 0
+        by_group: dict[str, list[UserId]] = defaultdict(list)
+
+        def flush(group: str) -> None:
+            nonlocal rewritten
+            users = by_group.pop(group)
+            prefixes = (self._group_key_prefixes[group] if self.sharded
+                        else self._key_prefixes)
+            pause = self._pause_key(group)
+            while (done := self._rewrite_histories(
+                    keys=[pause], args=[prefixes["hist"], prefixes["evtypes"], *users])) == -1:
+                time.sleep(PAUSE_POLL_SECONDS)  # a snapshot is being saved
+            rewritten += done
+            if progress is not None:
+                progress(len(users))
+
+        for user in self.user_ids():
+            group = self.group("u", user) if self.sharded else GLOBAL
+            by_group[group].append(user)
+            if len(by_group[group]) >= batch:
+                flush(group)
+        for group in list(by_group):
+            flush(group)
+        return rewritten
 
     def apply(self, update: StateUpdate) -> None:
         """Unsharded, the whole batch in one Lua call: atomic, one round trip, one packed

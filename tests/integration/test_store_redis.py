@@ -246,3 +246,29 @@ def test_a_snapshot_of_the_layout_before_restores_and_reads_the_same(client_and_
     assert target.history(ann, 10) == [("tea", 3.0), ("cup", 2.0)]
     assert target.interaction_types(ann) == {"cup": {"click", "view"}, "tea": {"view"}}
     assert client.exists(target.key(keys.EVENT_TYPES, ann)) == 0
+
+
+def test_rewriting_every_history_of_the_layout_before_keeps_every_answer(client_and_prefix):
+    """`streamrec versions rewrite-histories`: the users a worker has not touched yet are
+    rewritten too, each once, with the same answers."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    run = uuid.uuid4().hex[:6]
+    old_users = [f"{run}-u{n}" for n in range(5)]
+    for n, user in enumerate(old_users):
+        client.zadd(store.key(keys.HISTORY, user), {"tea": 1000 + n, "cup": 2000})
+        client.hset(store.key(keys.EVENT_TYPES, user), mapping={"cup": "purchase\x1fview",
+                                                                "tea": "like"})
+    new_user = f"{run}-new"
+    store.apply(update(history={new_user: {"tea": 1.0}}, event_types={new_user: {"tea": ["view"]}}))
+    before = {user: (store.history(user, 10), store.interaction_types(user))
+              for user in [*old_users, new_user]}
+    looked: list[int] = []
+    assert store.rewrite_histories(batch=2, progress=looked.append) == 5
+    assert sum(looked) == 6
+    assert {user: (store.history(user, 10), store.interaction_types(user))
+            for user in before} == before
+    for user in old_users:
+        assert client.zscore(store.key(keys.HISTORY, user), "") == float("inf")
+        assert client.hgetall(store.key(keys.EVENT_TYPES, user)) == {b"tea": b"like"}
+    assert store.rewrite_histories() == 0
