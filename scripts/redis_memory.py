@@ -117,6 +117,8 @@ def measure(args: argparse.Namespace, store: RedisStore, users_store: RedisStore
           f"{(held - before) / users:.1f} B/user (client buffers included)")
 
     class Current:
+        cluster = False
+
         def store(self) -> RedisStore:
             return store
 

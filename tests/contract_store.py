@@ -292,6 +292,32 @@ class StoreContract:
                                                   "jam": {"click"}}
         assert store.interaction_types("nobody") == {}
 
+    def test_event_types_read_back_whatever_the_mix_and_events_without_a_type(self, store):
+        """The Redis store keeps the default event types as bits of the history's scores
+        and only the others in a hash: every kind of item must still read back as it was
+        learned, including items whose events had no type and items of the negative
+        history."""
+        store.apply(update(history={"ann": {"tea": 10.0, "cup": 20.0, "jam": 30.0,
+                                            "pot": -5.0}},
+                           event_types={"ann": {"tea": ["view"], "cup": ["click"],
+                                                "pot": ["view"]}}))
+        assert store.interaction_types("ann") == {"tea": {"view"}, "cup": {"click"},
+                                                  "pot": {"view"}}
+        store.apply(update(history={"ann": {"jam": 40.0, "tea": 50.0, "cup": 60.0,
+                                            "mug": 70.0}},
+                           event_types={"ann": {"jam": ["view"], "tea": ["click"],
+                                                "cup": ["view"]}}))
+        assert store.interaction_types("ann") == {"tea": {"view", "click"},
+                                                  "cup": {"click", "view"}, "jam": {"view"},
+                                                  "pot": {"view"}}
+        store.apply(update(history={"bob": {"tea": 1.0}}))
+        assert store.interaction_types("bob") == {}
+        store.apply(update(history={"bob": {"tea": 2.0}}, event_types={"bob": {"tea": ["view"]}}))
+        assert store.interaction_types("bob") == {"tea": {"view"}}
+        store.delete_users(["ann"])
+        assert store.interaction_types("ann") == {} and store.history("ann", 10) == []
+        assert store.interaction_types("bob") == {"tea": {"view"}}
+
     def test_each_decayed_key_keeps_its_own_landmark(self, store):
         """The write rule of recommender.decay.renormalise, key by key (half-life 1 s,
         rescale past 64 s): exact powers of two, so every store must agree exactly."""

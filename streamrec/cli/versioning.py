@@ -200,6 +200,26 @@ def versions_delete(app_name: str, name: str) -> None:
     click.echo(f"deleted version {name}: {removed:,} keys")
 
 
+@versions_group.command(name="rewrite-histories")
+@click.option("--version", "name", default="main", show_default=True)
+@click.pass_obj
+def versions_rewrite_histories(app_name: str, name: str) -> None:
+    """Rewrite version NAME's histories written before 2026-12-02 into the layout with the
+    default event types in their scores (the worker does it for a user it touches; this
+    frees the memory of the others). Safe beside a running worker."""
+    from tqdm import tqdm
+
+    from streamrec.storage import model_versions as versions
+
+    try:
+        store = _wiring(app_name).for_version(name).store()
+    except versions.VersionError as error:
+        raise click.ClickException(str(error)) from None
+    with tqdm(unit="user", desc=f"histories of {name}") as bar:
+        rewritten = store.rewrite_histories(progress=bar.update)
+    click.echo(f"version {name}: {rewritten:,} histories rewritten, {bar.n:,} users looked at")
+
+
 @versions_group.command(name="log")
 @click.pass_obj
 def versions_log(app_name: str) -> None:

@@ -108,7 +108,7 @@ class CatalogListing:
         users: list[UserId] = [name.split(cut, 1)[1] for name in names]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            pipe.zcard(name)
+            pipe.zcount(name, "-inf", "(+inf")  # not the layout's marker (+inf)
         lengths = pipe.execute() if names else []
         documents = self._documents(keys.USER, users)
         return ([{"user_id": user, "history_length": length,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 SEPARATOR = ":"
 
-HISTORY = "hist"  # ZSET item -> last interaction time (epoch milliseconds), per user
+# ZSET item -> last interaction time (epoch milliseconds) * scripts.HISTORY_SPAN + a bit per
+# scored event type the user had with the item, per user; one more member, the marker ""
+# (score +inf), says the key has this layout (scripts.HISTORY_MARKER).
+HISTORY = "hist"
 NEIGHBOURS = "nbr"  # ZSET neighbour item -> decayed co-occurrence weight, per item
 ITEM_COUNT = "cnt"  # ZSET item -> decayed weight of users' first touches (co-occurrence norm)
 POPULAR = "pop"  # ZSET item -> decayed popularity, global
@@ -37,7 +40,9 @@ WITHDRAWN = "withdrawn"  # ZSET item -> time from which it is never shown (0: un
 # STRING a token written anew by every change of WITHDRAWN, in the same call: an API
 # process screens from its copy of WITHDRAWN while the token it reads is the copy's.
 WITHDRAWN_VERSION = "withdrawnv"
-EVENT_TYPES = "evtypes"  # HASH item -> the user's event types with it, per user (trimmed with hist)
+# HASH item -> the user's event types with it other than the scored ones (those are in hist's
+# scores), per user, trimmed with hist; absent when the user has no other type.
+EVENT_TYPES = "evtypes"
 # Operational counters for /metrics, shared by every version (not recommendation state):
 REJECTS = "rejects"  # HASH "topic|reason" -> records the worker dead-lettered
 FRESHNESS_HISTOGRAM = "freshh"  # HASH bucket upper bound (s) or sum/count -> freshness tally

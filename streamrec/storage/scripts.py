@@ -9,12 +9,82 @@ from __future__ import annotations
 
 # Between the event types one user had with one item (a configured type never holds it).
 EVENT_TYPE_SEPARATOR = "\x1f"
+# The history layout: a user's history key holding the member HISTORY_MARKER (score +inf)
+# keeps each item's score as ms * HISTORY_SPAN + mask, where ms is the time of the last
+# interaction (epoch milliseconds) and mask's bit n says the user had SCORED_EVENT_TYPES[n]
+# with the item. Other types are in the user's event-types hash, a field per item holding
+# just those. A history key without the marker is of the layout before (score: ms; every
+# type in the hash, an item without a field has none): it is read as such, and the first
+# batch that touches the user rewrites it. The types are the default event types, in a
+# fixed order: a layout constant, not a setting. |ms| stays below 2^53 / HISTORY_SPAN
+# (year 10,000), so every score is an integer a double holds exactly.
+SCORED_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+HISTORY_SPAN = 2 ** len(SCORED_EVENT_TYPES)
+HISTORY_MARKER = ""  # never an item id (ids are at least one character)
 # How APPLY's error for a NaN or an infinity it computed begins (RedisStore raises
 # NonFiniteError with the rest: the key and member).
 NON_FINITE = "streamrec non-finite:"
 # Fields of the stats hash holding the hybrid's tally of its sources ("blend:trials",
 # "blend:hits:mf" ...; recommender.blend).
 BLEND_FIELD = "blend:"
+
+# Lua shared by APPLY and REWRITE_HISTORIES: the scored history layout's constants, helpers
+# and upgrade(key, types_key), which rewrites a history of the layout before (needs CHUNK).
+_HISTORY_LAYOUT = r"""
+local SPAN = @SPAN@
+local BITS = {@BITS@}
+local function with_kind(joined, kind)
+  if string.find('\31' .. joined .. '\31', '\31' .. kind .. '\31', 1, true) then
+    return joined
+  end
+  return (joined == '') and kind or (joined .. '\31' .. kind)
+end
+-- A set of types (joined): its mask, and its other types merged into ``others``.
+local function split_types(joined, others)
+  local mask = 0
+  for kind in string.gmatch(joined, '[^\31]+') do
+    if BITS[kind] then mask = bit.bor(mask, BITS[kind]) else others = with_kind(others, kind) end
+  end
+  return mask, others
+end
+-- A history of the layout before (or none): rewritten into this one, with the marker.
+local function upgrade(key, types_key)
+  local rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local stored = {}
+  for start = 1, #rows, 2 * CHUNK do
+    local fields = {}
+    for r = start, math.min(start + 2 * CHUNK - 1, #rows), 2 do fields[#fields + 1] = rows[r] end
+    for _, found in ipairs(redis.call('HMGET', types_key, unpack(fields))) do
+      stored[#stored + 1] = found
+    end
+  end
+  local args, fields, gone = {'+inf', '@MARKER@'}, {}, {}
+  for r = 1, #rows, 2 do
+    local known = stored[(r + 1) / 2]
+    local mask, others = split_types(known or '', '')
+    args[#args + 1] = tonumber(rows[r + 1]) * SPAN + mask
+    args[#args + 1] = rows[r]
+    if others ~= '' then
+      if others ~= known then
+        fields[#fields + 1] = rows[r]
+        fields[#fields + 1] = others
+      end
+    elseif known then
+      gone[#gone + 1] = rows[r]
+    end
+  end
+  for start = 1, #args, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(args, start, math.min(start + 2 * CHUNK - 1, #args)))
+  end
+  for start = 1, #fields, 2 * CHUNK do
+    redis.call('HSET', types_key, unpack(fields, start, math.min(start + 2 * CHUNK - 1, #fields)))
+  end
+  for start = 1, #gone, CHUNK do
+    redis.call('HDEL', types_key, unpack(gone, start, math.min(start + CHUNK - 1, #gone)))
+  end
+end
+""".replace("@SPAN@", str(HISTORY_SPAN)).replace("@MARKER@", HISTORY_MARKER).replace(
+    "@BITS@", ", ".join(f"{kind} = {2 ** n}" for n, kind in enumerate(SCORED_EVENT_TYPES)))
 
 # KEYS[1]: the hash of offsets this call's keys have applied ("topic:partition" -> offset);
 # ARGV[1]: JSON document (see RedisStore.apply); ARGV[2..]: float32 vectors, users' first.
@@ -199,41 +269,62 @@ end
 for start = 1, #moved, 2 * CHUNK do
   redis.call('HSET', k.lm, unpack(moved, start, math.min(start + 2 * CHUNK - 1, #moved)))
 end
--- Event types per (user, item): merged into "type\31type" (the separator: byte 31).
+-- Histories and event types per (user, item), in the layout of scripts.HISTORY_MARKER:
+-- score ms * SPAN + mask of the scored types; other types in the hash (byte 31 between).
+@HISTORY_LAYOUT@
+local batch_types = {}
 for n = 1, #p.types, 2 do
-  local key = k.evtypes .. p.types[n]
-  local flat = p.types[n + 1]
-  for start, fields in chunks(flat) do
-    local stored = redis.call('HMGET', key, unpack(fields))
-    local args = {}
-    for f, field in ipairs(fields) do
-      local known = stored[f]
-      local merged = known or ''
-      for kind in string.gmatch(flat[start + 2 * f - 1], '[^\31]+') do
-        if not string.find('\31' .. merged .. '\31', '\31' .. kind .. '\31', 1, true) then
-          merged = (merged == '') and kind or (merged .. '\31' .. kind)
-        end
-      end
-      if merged ~= known then
-        args[#args + 1] = field
-        args[#args + 1] = merged
-      end
-    end
-    if #args > 0 then redis.call('HSET', key, unpack(args)) end
-  end
+  local by_item, flat = {}, p.types[n + 1]
+  for m = 1, #flat, 2 do by_item[flat[m]] = flat[m + 1] end
+  batch_types[p.types[n]] = by_item
 end
-local trim_history = -p.history_length - 1
+-- The marker is one member more than the history_length items kept.
+local trim_history = -p.history_length - 2
 for n = 1, #p.hist, 2 do
   local key = k.hist .. p.hist[n]
+  local types_key = k.evtypes .. p.hist[n]
   local flat = p.hist[n + 1]
+  local typed = batch_types[p.hist[n]] or {}
+  if not redis.call('ZSCORE', key, '@MARKER@') then upgrade(key, types_key) end
   local created = 0
-  for start = 1, #flat, 2 * CHUNK do
-    local args = {}
-    for m = start, math.min(start + 2 * CHUNK - 1, #flat), 2 do
-      args[#args + 1] = flat[m + 1]
-      args[#args + 1] = flat[m]
+  for start, members in chunks(flat) do
+    local olds = redis.call('ZMSCORE', key, unpack(members))
+    local args, other_items, other_types = {}, {}, {}
+    for m, member in ipairs(members) do
+      local at = flat[start + 2 * m - 1]
+      local mask, others = split_types(typed[member] or '', '')
+      local old = olds[m] and tonumber(olds[m])
+      if old then
+        local old_at = math.floor(old / SPAN)
+        mask = bit.bor(mask, old - old_at * SPAN)
+        if old_at > at then at = old_at end
+      else
+        created = created + 1
+      end
+      local score = at * SPAN + mask
+      if score ~= old then
+        args[#args + 1] = score
+        args[#args + 1] = member
+      end
+      if others ~= '' then
+        other_items[#other_items + 1] = member
+        other_types[#other_items] = others
+      end
     end
-    created = created + redis.call('ZADD', key, 'GT', unpack(args))
+    if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+    if #other_items > 0 then
+      local stored = redis.call('HMGET', types_key, unpack(other_items))
+      local fields = {}
+      for f, item in ipairs(other_items) do
+        local merged = stored[f] or ''
+        for kind in string.gmatch(other_types[f], '[^\31]+') do merged = with_kind(merged, kind) end
+        if merged ~= stored[f] then
+          fields[#fields + 1] = item
+          fields[#fields + 1] = merged
+        end
+      end
+      if #fields > 0 then redis.call('HSET', types_key, unpack(fields)) end
+    end
   end
   -- What the history forgets, the event types forget too: both stay history_length long.
   -- As with the neighbours, only a history that gained a member can be over its length.
@@ -243,7 +334,7 @@ for n = 1, #p.hist, 2 do
       redis.call('ZREMRANGEBYRANK', key, 0, trim_history)
       for start = 1, #gone, CHUNK do
         local last = math.min(start + CHUNK - 1, #gone)
-        redis.call('HDEL', k.evtypes .. p.hist[n], unpack(gone, start, last))
+        redis.call('HDEL', types_key, unpack(gone, start, last))
       end
     end
   end
@@ -330,20 +421,51 @@ if #p.blend > 0 and p.blend_memory > 0 then
   end
 end
 return 1
-""".replace("@NON_FINITE@", NON_FINITE).replace("@BLEND@", BLEND_FIELD)
+""".replace("@HISTORY_LAYOUT@", _HISTORY_LAYOUT).replace("@NON_FINITE@", NON_FINITE).replace(
+    "@BLEND@", BLEND_FIELD).replace("@MARKER@", HISTORY_MARKER)
 
 # KEYS[1]: a key in the users' slot (routes the call on a cluster); ARGV: the history key
-# prefix, a limit, then user ids. Returns JSON: per user, a flat
-# [item, score, ...] list of their positive history, newest first (an empty one is {}).
+# prefix, a limit, then user ids. Returns JSON: per user, a flat [layout, item, score, ...]
+# list of their positive history (time after 0), newest first: layout 1 when the key holds
+# HISTORY_MARKER (scores ms * HISTORY_SPAN + mask), 0 for the layout before (scores ms).
 WINDOWS = r"""
 local limit = tonumber(ARGV[2])
 local out = {}
 for n = 3, #ARGV do
-  local rows = redis.call('ZRANGE', ARGV[1] .. ARGV[n], '+inf', '(0', 'BYSCORE', 'REV',
-                          'LIMIT', 0, limit, 'WITHSCORES')
+  local key = ARGV[1] .. ARGV[n]
+  local marked = redis.call('ZSCORE', key, '@MARKER@')
+  local rows = redis.call('ZRANGE', key, '(+inf', marked and '(@LAST_NOT_AFTER_0@' or '(0',
+                          'BYSCORE', 'REV', 'LIMIT', 0, limit, 'WITHSCORES')
+  table.insert(rows, 1, marked and 1 or 0)
   out[#out + 1] = rows
 end
 return cjson.encode(out)
+""".replace("@MARKER@", HISTORY_MARKER).replace("@LAST_NOT_AFTER_0@", str(HISTORY_SPAN - 1))
+
+# KEYS[1]: the PAUSE key of the users' slot (-1 while a snapshot copies the state: the
+# caller retries); ARGV[1], ARGV[2]: the history and event-types key prefixes; then user
+# ids. Rewrites those users' histories of the layout before into the scored one (what
+# APPLY does on touch); returns how many it rewrote.
+REWRITE_HISTORIES = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local CHUNK = 1000
+@HISTORY_LAYOUT@
+local rewritten = 0
+for n = 3, #ARGV do
+  local key = ARGV[1] .. ARGV[n]
+  if redis.call('EXISTS', key) == 1 and not redis.call('ZSCORE', key, '@MARKER@') then
+    upgrade(key, ARGV[2] .. ARGV[n])
+    rewritten = rewritten + 1
+  end
+end
+return rewritten
+""".replace("@HISTORY_LAYOUT@", _HISTORY_LAYOUT).replace("@MARKER@", HISTORY_MARKER)
+
+# KEYS[1]: a user's history; KEYS[2]: their event types (one slot). Returns, read at one
+# point, the history's flat [item, score, ...] (the marker first in the layout that has
+# one: see HISTORY_MARKER) and the hash's flat [item, types, ...].
+INTERACTION_TYPES = r"""
+return {redis.call('ZRANGE', KEYS[1], 0, -1, 'REV', 'WITHSCORES'), redis.call('HGETALL', KEYS[2])}
 """
 
 # KEYS[1]: the user deletions ZSET; KEYS[2..]: the user documents; ARGV[1]: how many

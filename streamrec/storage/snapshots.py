@@ -31,11 +31,15 @@ def _absolute(relative: str, prefix: str) -> bytes:
 
 
 # The number changes with the layout of the values a snapshot copies byte for byte (2: user
-# factors in float16, history times in milliseconds; 3: decayed keys with landmarks); an
-# older snapshot is refused, and the event log rebuilds the state. Format 2 differs only by
-# having no landmarks: its decayed keys are read in the legacy epoch's frame, as state
-# upgraded in place is (recommender.decay), so it is restored.
-SNAPSHOT_FORMAT = "streamrec-snapshot-3"
+# factors in float16, history times in milliseconds; 3: decayed keys with landmarks; 4:
+# histories with the scored event types in their scores, scripts.HISTORY_MARKER); an older
+# snapshot is refused, and the event log rebuilds the state. Format 3 differs only by its
+# histories, which are read in their layout and rewritten by the first batch that touches
+# the user, so it is restored. Format 2 differs from 3 only by having no landmarks: its
+# decayed keys are read in the legacy epoch's frame, as state upgraded in place is
+# (recommender.decay), so it is restored. (A streamrec that writes 3 refuses 4.)
+SNAPSHOT_FORMAT = "streamrec-snapshot-4"
+EVERY_EVENT_TYPE = "streamrec-snapshot-3"
 WITHOUT_LANDMARKS = "streamrec-snapshot-2"
 
 
@@ -107,7 +111,7 @@ def restore_snapshot(client: redis.Redis, path: Path, prefix: str,
     """
     with open(path, "rb") as source:
         header = orjson.loads(source.readline())
-        if header.get("format") not in (SNAPSHOT_FORMAT, WITHOUT_LANDMARKS):
+        if header.get("format") not in (SNAPSHOT_FORMAT, EVERY_EVENT_TYPE, WITHOUT_LANDMARKS):
             found = header.get("format", "")
             if str(found).startswith("streamrec-snapshot-"):
                 raise VersionError(f"{path}: a {found} snapshot, of an older state layout "

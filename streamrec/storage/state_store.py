@@ -15,7 +15,7 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -88,6 +88,16 @@ def _joined(event_types: Iterable[str]) -> str:
     return redis_scripts.EVENT_TYPE_SEPARATOR.join(sorted(event_types))
 
 
+_MARKER = redis_scripts.HISTORY_MARKER.encode()
+
+
+def _window(flat: list[Any]) -> list[Scored]:
+    """One user's answer of the WINDOWS script: [layout, item, score, ...]."""
+    if not flat[0]:
+        return [(flat[n], float(flat[n + 1]) / 1000) for n in range(1, len(flat), 2)]
+    return _times([(flat[n], int(float(flat[n + 1]))) for n in range(1, len(flat), 2)])
+
+
 def _decode(pairs: list[tuple[bytes, float]]) -> list[Scored]:
     return [(member.decode(), score) for member, score in pairs]
 
@@ -99,8 +109,26 @@ def _milliseconds(scores: Mapping[ItemId, float]) -> dict[ItemId, int]:
     return {item: round(score * 1000) for item, score in scores.items()}
 
 
-def _history(pairs: list[tuple[bytes, float]]) -> list[Scored]:
-    return [(member.decode(), score / 1000) for member, score in pairs]
+def _history(pairs: list[tuple[bytes, float]], limit: int) -> list[Scored]:
+    """A history read newest first, ``limit`` + 1 rows (room for the marker), as times in
+    seconds, in either layout (scripts.HISTORY_MARKER)."""
+    if not pairs or pairs[0][0] != _MARKER:
+        return [(member.decode(), score / 1000) for member, score in pairs[:limit]]
+    return _times([(member, int(score)) for member, score in pairs[1:limit + 1]])
+
+
+def _times(rows: list[tuple[bytes | str, int]]) -> list[Scored]:
+    """Rows of the marked layout (score ms * span + mask) as (item, seconds), newest first
+    and, within a millisecond, in the order of the layout before (item, descending)."""
+    span = redis_scripts.HISTORY_SPAN
+    found = [(member if isinstance(member, str) else member.decode(), score // span)
+             for member, score in rows]
+    found.sort(key=_time_then_item, reverse=True)
+    return [(item, at / 1000) for item, at in found]
+
+
+def _time_then_item(row: tuple[str, int]) -> tuple[int, bytes]:
+    return row[1], row[0].encode()
 
 
 def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
@@ -184,6 +212,8 @@ class RedisStore:
         self._recategorise_script = client.register_script(redis_scripts.RECATEGORISE)
         self._windows = client.register_script(redis_scripts.WINDOWS)
         self._forget_users = client.register_script(redis_scripts.FORGET_USERS)
+        self._interaction_types = client.register_script(redis_scripts.INTERACTION_TYPES)
+        self._rewrite_histories = client.register_script(redis_scripts.REWRITE_HISTORIES)
         self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
         # This process's copy of the withdrawal times, for first_read (serving).
         self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
@@ -260,28 +290,25 @@ class RedisStore:
                       else self._key_prefixes["hist"])
             raw = self._windows(keys=[self._marker(group)], args=[prefix, limit, *users])
             rows = orjson.loads(raw)
-            found.update({
-                user: [(flat[n], float(flat[n + 1]) / 1000) for n in range(0, len(flat), 2)]
-                if flat else []
-                for user, flat in zip(users, rows, strict=True)
-            })
+            found.update({user: _window(flat) for user, flat in zip(users, rows, strict=True)})
         return found
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
-        rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True,
+        rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit, desc=True,
                                   withscores=True)
-        return _history(rows)
+        return _history(rows, limit)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
         pipe = self.client.pipeline(transaction=False)
         for user in users:
-            pipe.zrange(self.key(keys.HISTORY, user), 0, limit - 1, desc=True, withscores=True)
-        return {user: _history(rows) for user, rows in zip(users, pipe.execute(), strict=True)}
+            pipe.zrange(self.key(keys.HISTORY, user), 0, limit, desc=True, withscores=True)
+        return {user: _history(rows, limit)
+                for user, rows in zip(users, pipe.execute(), strict=True)}
 
     def user_state(self, user_id: UserId, limit: int) -> tuple[list[Scored], np.ndarray | None]:
         rows, raw = self._user_reads(user_id, limit, True).execute()
-        return _history(rows), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
+        return _history(rows, limit), None if raw is None else _unpack(raw, USER_FACTOR_DTYPE)
 
     def first_read(self, user_id: UserId, limit: int, factors: bool = True,
                    popular: int = 0) -> FirstRead:
@@ -298,14 +325,14 @@ class RedisStore:
         found = _popular_found(*replies[-2:]) if popular > 0 else None
         rows, *raw, version = replies[:-2] if popular > 0 else replies
         vector = raw[0] if raw else None
-        return FirstRead(_history(rows),
+        return FirstRead(_history(rows, limit),
                          None if vector is None else _unpack(vector, USER_FACTOR_DTYPE),
                          self._withdrawals(None if version is None else version.decode()),
                          found)
 
     def _user_reads(self, user_id: UserId, limit: int, factors: bool) -> Any:
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(self.key(keys.HISTORY, user_id), 0, limit - 1, desc=True, withscores=True)
+        pipe.zrange(self.key(keys.HISTORY, user_id), 0, limit, desc=True, withscores=True)
         if factors:
             pipe.get(self.key(keys.MF_USER, user_id))
         return pipe
@@ -336,6 +363,37 @@ class RedisStore:
                                           count=count):
             yield name[start:].decode()
 
+    def rewrite_histories(self, batch: int = 500,
+                          progress: Callable[[int], None] | None = None) -> int:
+        """Rewrite every history of the layout before into the scored one
+        (scripts.HISTORY_MARKER), ``batch`` users per call, each user atomically, beside a
+        running worker (which does the same on touch); returns how many it rewrote.
+        ``progress`` is called with the number of users looked at by each call."""
+        rewritten = 0
+        by_group: dict[str, list[UserId]] = defaultdict(list)
+
+        def flush(group: str) -> None:
+            nonlocal rewritten
+            users = by_group.pop(group)
+            prefixes = (self._group_key_prefixes[group] if self.sharded
+                        else self._key_prefixes)
+            pause = self._pause_key(group)
+            while (done := self._rewrite_histories(
+                    keys=[pause], args=[prefixes["hist"], prefixes["evtypes"], *users])) == -1:
+                time.sleep(PAUSE_POLL_SECONDS)  # a snapshot is being saved
+            rewritten += done
+            if progress is not None:
+                progress(len(users))
+
+        for user in self.user_ids():
+            group = self.group("u", user) if self.sharded else GLOBAL
+            by_group[group].append(user)
+            if len(by_group[group]) >= batch:
+                flush(group)
+        for group in list(by_group):
+            flush(group)
+        return rewritten
+
     def apply(self, update: StateUpdate) -> None:
         """Unsharded, the whole batch in one Lua call: atomic, one round trip, one packed
         argument. Sharded, one call per group, in the order ``streams.catchup`` relies on:
@@ -346,6 +404,7 @@ class RedisStore:
         NaN or an infinity, in the update (before any call) or computed by a call (before
         that call writes anything)."""
         check_finite(update, self._name)
+        self._check_history(update)
         offsets = _flat(update.offsets)
         if not self.sharded:
             self._call(GLOBAL, self._key_prefixes, _payload(update), offsets, update.events,
@@ -377,6 +436,22 @@ class RedisStore:
         tally = _part(update, blend=update.blend, blend_memory=update.blend_memory,
                       duplicates=update.duplicates)
         self._call(None, self._key_prefixes, _payload(tally), offsets, update.events, {}, {})
+
+    # The history's scores are ms * HISTORY_SPAN + mask: exact in a double while |ms| is
+    # below this (times within 8,900 years of 1970).
+    LATEST_HISTORY_SECONDS = 2 ** 53 // redis_scripts.HISTORY_SPAN // 1000 - 1
+
+    def _check_history(self, update: StateUpdate) -> None:
+        """Refuse (ValueError, before any call) what the history layout cannot hold: an
+        empty item id (the layout's marker) or a time too far from 1970."""
+        limit = self.LATEST_HISTORY_SECONDS
+        for user, scores in update.history.items():
+            if redis_scripts.HISTORY_MARKER in scores:
+                raise ValueError(f"history of user {user!r}: an empty item id")
+            if scores and max(map(abs, scores.values())) > limit:
+                at = max(scores.values(), key=abs)
+                raise ValueError(f"history of user {user!r}: time {at!r} is more than "
+                                 f"{limit} seconds from 1970")
 
     def _call(self, group: str | None, prefixes: Mapping[str, str], payload: dict[str, Any],
               offsets: list[Any], events: int, user_factors: Mapping[str, np.ndarray],
@@ -605,10 +680,24 @@ class RedisStore:
         return withdrawn, found
 
     def interaction_types(self, user_id: UserId) -> dict[ItemId, frozenset[str]]:
-        raw = self.client.hgetall(self.key(keys.EVENT_TYPES, user_id))
+        """The types of the history's scores and of the hash, read at one point, in either
+        layout (scripts.HISTORY_MARKER)."""
+        rows, flat = self._interaction_types(keys=[self.key(keys.HISTORY, user_id),
+                                                   self.key(keys.EVENT_TYPES, user_id)])
         separator = redis_scripts.EVENT_TYPE_SEPARATOR
-        return {item.decode(): frozenset(types.decode().split(separator))
-                for item, types in raw.items()}
+        stored = {flat[n].decode(): flat[n + 1].decode().split(separator)
+                  for n in range(0, len(flat), 2)}
+        if not rows or rows[0] != _MARKER:
+            return {item: frozenset(types) for item, types in stored.items()}
+        span, scored = redis_scripts.HISTORY_SPAN, redis_scripts.SCORED_EVENT_TYPES
+        found = {}
+        for n in range(2, len(rows), 2):
+            item, mask = rows[n].decode(), int(float(rows[n + 1])) % span
+            types = [kind for bit, kind in enumerate(scored) if mask >> bit & 1]
+            types += stored.get(item, ())
+            if types:
+                found[item] = frozenset(types)
+        return found
 
     def get_item(self, item_id: ItemId) -> dict[str, Any] | None:
         raw = self.client.get(self.key(keys.ITEM, item_id))

@@ -162,3 +162,113 @@ def test_withdrawal_times_without_a_copy_are_read_per_request(client_and_prefix)
     client.zadd(legacy.key(keys.WITHDRAWN), {"tea": 0.0})
     assert legacy.first_read("ann", 10).withdrawals is None
     assert legacy.screen(["tea", "cup"], 1.0)[0] == {"tea"}
+
+
+def test_histories_written_before_the_scored_event_types_read_the_same_and_are_rewritten(
+        client_and_prefix):
+    """State of the layout before (history scores in milliseconds, every event type in the
+    hash, no field for an item without one) reads back the same; the first batch that
+    touches the user rewrites their history into the scored layout (the types in the
+    scores, the hash keeps only others), and every answer stays what it was."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    ann, bob = f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    history, types = store.key(keys.HISTORY, ann), store.key(keys.EVENT_TYPES, ann)
+    client.zadd(history, {"tea": 1000, "cup": 2000, "jam": 3000, "pot": 3000, "mug": -500})
+    client.hset(types, mapping={"tea": "view", "cup": "click\x1fshare\x1fview",
+                                "pot": "purchase", "mug": "view"})
+    old = {"tea": {"view"}, "cup": {"click", "share", "view"}, "pot": {"purchase"},
+           "mug": {"view"}}
+    times = [("pot", 3.0), ("jam", 3.0), ("cup", 2.0), ("tea", 1.0), ("mug", -0.5)]
+
+    def answers(user):
+        return (store.interaction_types(user), store.history(user, 10),
+                store.history(user, 2), store.windows([user], 10)[user],
+                store.histories([user], 3)[user], store.user_state(user, 4)[0])
+
+    before = answers(ann)
+    assert before[:4] == (old, times, times[:2], times[:4])
+
+    store.apply(update(history={bob: {"tea": 1.0}}, event_types={bob: {"tea": ["view"]}}))
+    assert answers(ann) == before  # another user's batch leaves ann's layout alone
+    assert client.zscore(history, "") is None
+
+    store.apply(update(history={ann: {"tea": 0.5}}, event_types={ann: {"tea": ["view"]}}))
+    assert client.zscore(history, "") == float("inf")
+    assert answers(ann) == before
+    assert client.hgetall(types) == {b"cup": b"share"}
+
+    store.apply(update(history={ann: {"cup": 4.0, "ink": 4.0}},
+                       event_types={ann: {"cup": ["share", "rating"], "ink": ["like"]}}))
+    assert store.interaction_types(ann) == old | {"cup": {"click", "share", "view", "rating"},
+                                                  "ink": {"like"}}
+    assert store.history(ann, 3) == [("ink", 4.0), ("cup", 4.0), ("pot", 3.0)]
+    assert client.hgetall(types) == {b"cup": b"share", b"ink": b"like"}
+    assert store.interaction_types(bob) == {"tea": {"view"}}
+    assert client.exists(store.key(keys.EVENT_TYPES, bob)) == 0
+
+
+def test_a_history_the_layout_cannot_hold_is_refused_with_what_is_wrong(services):
+    store = RedisStore(redis.Redis.from_url(services["redis_url"]),
+                       prefix=f"test-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ValueError, match="history of user 'ann': an empty item id"):
+        store.apply(update(history={"ann": {"": 1.0}}))
+    with pytest.raises(ValueError,
+                       match="history of user 'ann': time -1000000000000.0 is more than"):
+        store.apply(update(history={"ann": {"tea": 1.0, "cup": -1e12}}))
+    assert store.history("ann", 10) == [] and store.events_applied() == 0
+
+
+def test_a_snapshot_of_the_layout_before_restores_and_reads_the_same(client_and_prefix,
+                                                                     tmp_path):
+    """A format-3 snapshot (histories without the marker, every type in the hash) restores
+    into another version's namespace, reads as it was, and is rewritten on touch."""
+    import orjson
+
+    from streamrec.storage.snapshots import restore_snapshot, save_snapshot
+
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    ann = f"ann-{uuid.uuid4().hex[:6]}"
+    client.zadd(store.key(keys.HISTORY, ann), {"tea": 1000, "cup": 2000})
+    client.hset(store.key(keys.EVENT_TYPES, ann), mapping={"cup": "click\x1fview"})
+    path = tmp_path / "before.snapshot"
+    save_snapshot(client, store.prefix, path)
+    header, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(orjson.dumps(orjson.loads(header) | {"format": "streamrec-snapshot-3"})
+                     + b"\n" + rest)
+
+    target = RedisStore(client, state_prefix(base, "v3"), catalog_prefix=base)
+    restore_snapshot(client, path, target.prefix)
+    assert target.history(ann, 10) == [("cup", 2.0), ("tea", 1.0)]
+    assert target.interaction_types(ann) == {"cup": {"click", "view"}}
+    target.apply(update(history={ann: {"tea": 3.0}}, event_types={ann: {"tea": ["view"]}}))
+    assert target.history(ann, 10) == [("tea", 3.0), ("cup", 2.0)]
+    assert target.interaction_types(ann) == {"cup": {"click", "view"}, "tea": {"view"}}
+    assert client.exists(target.key(keys.EVENT_TYPES, ann)) == 0
+
+
+def test_rewriting_every_history_of_the_layout_before_keeps_every_answer(client_and_prefix):
+    """`streamrec versions rewrite-histories`: the users a worker has not touched yet are
+    rewritten too, each once, with the same answers."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    run = uuid.uuid4().hex[:6]
+    old_users = [f"{run}-u{n}" for n in range(5)]
+    for n, user in enumerate(old_users):
+        client.zadd(store.key(keys.HISTORY, user), {"tea": 1000 + n, "cup": 2000})
+        client.hset(store.key(keys.EVENT_TYPES, user), mapping={"cup": "purchase\x1fview",
+                                                                "tea": "like"})
+    new_user = f"{run}-new"
+    store.apply(update(history={new_user: {"tea": 1.0}}, event_types={new_user: {"tea": ["view"]}}))
+    before = {user: (store.history(user, 10), store.interaction_types(user))
+              for user in [*old_users, new_user]}
+    looked: list[int] = []
+    assert store.rewrite_histories(batch=2, progress=looked.append) == 5
+    assert sum(looked) == 6
+    assert {user: (store.history(user, 10), store.interaction_types(user))
+            for user in before} == before
+    for user in old_users:
+        assert client.zscore(store.key(keys.HISTORY, user), "") == float("inf")
+        assert client.hgetall(store.key(keys.EVENT_TYPES, user)) == {b"tea": b"like"}
+    assert store.rewrite_histories() == 0
