@@ -99,6 +99,12 @@ def put_users(parts: WorkerParts, documents) -> None:
                            if document is not None])
 
 
+# How stale the tally trials' copies may get. Each refresh reads back every item vector
+# changed since the last one, most of them this worker's own: at the API's 0.25 s, 10-15%
+# of the learn threads' samples during the bench's freshness run.
+TRIAL_REFRESH_SECONDS = 1.0
+
+
 def refresh_engines(engines) -> None:
     """Refresh the serving copies of engines that have made them (a first tally trial
     does); an engine that never tried keeps reading the store when it first does."""
@@ -211,7 +217,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                     log.warning("Redis unavailable (%s); waiting feedback not tried", error)
                     return
 
-    @app.timer(interval=settings.factor_refresh_seconds, name=f"{__name__}.refresh_trials")
+    @app.timer(interval=TRIAL_REFRESH_SECONDS, name=f"{__name__}.refresh_trials")
     async def refresh_trials():
         """The tally trials rank with this process's copies of the item factors and the
         catalog's content: bring them up to date with what other workers learned and what
