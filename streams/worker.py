@@ -4,6 +4,7 @@ composition root and starts it (``streamrec worker``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -30,6 +31,13 @@ class Worker(faust.Worker):
     def _on_sigint(self) -> None:
         exit_within()
         super()._on_sigint()
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """No terminal spinner. Faust's, kept at levels from WARN up, sets the root logger
+        to DEBUG for its handler, so every debug call of aiokafka, Faust and mode built a
+        record that no handler printed: 16% of the consumer thread's samples in a profile
+        of a worker fetching from an idle topic."""
+        self.spinner = None
 
 
 def build(wiring: Wiring, only: str | None = None) -> faust.App:
