@@ -342,21 +342,29 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         anchors = [item for item, _ in current.store().popular(50).scores]
         if freshness_rate is None:
             freshness_rate = FRESHNESS_LOAD * result.apply_per_second
-        seconds, background, shed, polls, unseen = measure.freshness(
-            current, base, anchors, probes, simulation, freshness_rate)
-        figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(seconds).items()}
-        figures["freshness_background_events_per_second"] = background
-        figures["freshness_polls_shed"] = shed
-        figures["freshness_polls"] = polls
-        figures["freshness_not_visible"] = unseen
+        applied = current.store().events_applied()
+        fresh = measure.freshness(current, base, anchors, probes, simulation, freshness_rate)
+        figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(fresh.seconds).items()}
+        figures["freshness_background_events_per_second"] = fresh.background_rate
+        figures["freshness_polls_shed"] = fresh.shed
+        figures["freshness_polls"] = fresh.polls
+        figures["freshness_not_visible"] = fresh.unseen
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
-                   f"{background:,.0f} events/s flowing, ms: " + _format(figures["freshness_ms"])
-                   + f" ({polls / max(1, len(seconds)):.1f} polls per probe"
-                   + (f", {shed} shed with 503 on the way)" if shed else ")"))
-        if unseen:
-            click.echo(f"  probe {len(seconds)} of {probes} not visible within "
+                   f"{fresh.background_rate:,.0f} events/s flowing, ms: "
+                   + _format(figures["freshness_ms"])
+                   + f" ({fresh.polls / max(1, len(fresh.seconds)):.1f} polls per probe"
+                   + (f", {fresh.shed} shed with 503 on the way)" if fresh.shed else ")"))
+        if fresh.unseen:
+            click.echo(f"  probe {len(fresh.seconds)} of {probes} not visible within "
                        f"{measure.GIVE_UP_SECONDS:g} s, counted as that (a lower bound): the "
                        "worker fell behind the background rate, so probing stopped")
+        waited, drained = measure.drain(current, applied + fresh.produced)
+        figures["drain_seconds"] = waited
+        click.echo(f"  the worker applied the freshness run's {fresh.produced:,} events "
+                   f"{waited:.1f} s after it ended (serving is measured from then on)"
+                   if drained else f"  the worker had not applied the freshness run's "
+                   f"{fresh.produced:,} events {waited:.0f} s after it ended: serving is "
+                   "measured beside its backlog")
         figures["mf_items_in_index"] = len(current.store().changed_items(None)[1])
         rates = [float(rate) for rate in _names(serve_rates)]
 

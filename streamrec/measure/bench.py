@@ -297,19 +297,26 @@ POLL_MAX_SECONDS = 0.025
 GIVE_UP_SECONDS = 30.0  # a freshness probe not visible by then ends the probing
 
 
+@dataclass
+class FreshnessResult:
+    seconds: list[float]  # one sample per probe
+    background_rate: float  # simulated events/s Kafka acknowledged meanwhile
+    shed: int  # polls the API shed (503, counted as not visible yet)
+    polls: int
+    unseen: int  # probes not visible after GIVE_UP_SECONDS (then probing stopped)
+    produced: int  # events the run put on the topic: the background's and the probes'
+
+
 def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
               simulation: Simulation | None = None, background_rate: float = 0.0
-              ) -> tuple[list[float], float, int, int, int]:
+              ) -> FreshnessResult:
     """Seconds from producing a new user's first event to a personalised list for them,
     while ``background_rate`` simulated events per second flow into the same topic (open
-    loop). Returns the samples, the background rate Kafka acknowledged, how many polls
-    the API shed (503, counted as not visible yet), the polls made, and how many probes
-    were still not
-    visible after ``GIVE_UP_SECONDS``: the worker fell behind the background rate, its
-    backlog grows, and the probe counts as that long (a lower bound) and ends the
-    probing, since every later probe would wait longer still."""
+    loop). A probe still not visible after ``GIVE_UP_SECONDS`` means the worker fell
+    behind the background rate: its backlog grows, so the probe counts as that long (a
+    lower bound) and ends the probing, since every later probe would wait longer still."""
     topic = f"{current.prefix}.events"
-    shed, unseen = [0], [0]
+    shed, unseen, produced = [0], [0], [0]
     poller = Poller(base)
 
     async def probe_all() -> list[float]:
@@ -324,6 +331,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
                          "timestamp": time.time()}
                 started = time.perf_counter()
                 await producer.send_and_wait(topic, orjson.dumps(event), key=user.encode())
+                produced[0] += 1
                 path = f"/recommendations?user_id={user}&k=10"
                 while True:
                     result = await asyncio.to_thread(poller.get, path)
@@ -357,13 +365,26 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await background
+        produced[0] += load.events_total
         rate = (load.events_total - acknowledged) / (time.perf_counter() - started)
         if load.all_errors:
             raise RuntimeError(f"background producer failed: {dict(load.all_errors)}")
         return seconds, rate
 
     samples, rate = asyncio.run(run())
-    return samples, rate, shed[0], poller.requests, unseen[0]
+    return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0])
+
+
+def drain(current: Stack, expected: int, timeout: float = 300.0) -> tuple[float, bool]:
+    """Wait until the worker has applied ``expected`` events in all (a freshness run that
+    fell behind leaves a backlog, which would otherwise share the cores with the serving
+    runs); returns the seconds waited and whether it got there within ``timeout``."""
+    store, started = current.store(), time.perf_counter()
+    while store.events_applied() < expected:
+        if time.perf_counter() - started > timeout:
+            return time.perf_counter() - started, False
+        time.sleep(0.1)
+    return time.perf_counter() - started, True
 
 
 def settle(base: str, quiet_ms: float = 50.0, timeout: float = 60.0) -> None:

@@ -33,6 +33,9 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
     assert figures["ingest"]["apply_per_second"] > 0
     assert figures["redis_memory"]["bytes_per_user"] > 0
     assert figures["freshness_ms"]["p99"] > 0
+    # The freshness run's events (background and probes) are applied before serving.
+    assert figures["freshness_polls"] >= 5
+    assert "serving is measured from then on" in done.stdout, done.stdout
     for model in ("popular", "hybrid"):
         assert figures["serve"][model]["requests_per_second"] > 0
         assert figures["open_loop"][model][0]["answered"] > 0
