@@ -106,20 +106,31 @@ def call(url: str, body: dict | None = None) -> int:
         return 0
 
 
-async def _describe(settings: Settings) -> tuple[dict[int, tuple[int, int, int]], str]:
+async def _describe(settings: Settings, timeout: float = 60.0
+                    ) -> tuple[dict[int, tuple[int, int, int]], str]:
     """Per partition of the events topic: (leader, replicas, in-sync replicas); and the
-    topic's min.insync.replicas."""
+    topic's min.insync.replicas. A broker that has not learned of the topic yet answers
+    the configs with an error and no entries: asked again until every broker has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
+    deadline = time.monotonic() + timeout
     try:
-        (described,) = await admin.describe_topics([settings.events_topic])
-        (configs,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, settings.events_topic)])
+        while True:
+            (described,) = await admin.describe_topics([settings.events_topic])
+            (configs,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, settings.events_topic)])
+            error, message, *_, entries = configs.resources[0]
+            found = {entry[0]: entry[1] for entry in entries}
+            if not error and "min.insync.replicas" in found:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"describe_configs of {settings.events_topic}: error "
+                                     f"{error} ({message}), entries {sorted(found)}")
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    entries = {entry[0]: entry[1] for entry in configs.resources[0][4]}
     return ({p["partition"]: (p["leader"], len(p["replicas"]), len(p["isr"]))
-             for p in described["partitions"]}, entries["min.insync.replicas"])
+             for p in described["partitions"]}, found["min.insync.replicas"])
 
 
 async def _read_users(settings: Settings) -> list[str]:
