@@ -5,6 +5,8 @@ under ``/apps/{app}/...``."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -42,8 +44,10 @@ def shop(client, api_settings, run, tmp_path):
     assert client.delete(f"/items/{items[2]}").status_code == 202
     wiring = Wiring.connect(api_settings.model_copy(update={"lists_refresh_seconds": 0.2}))
     store = wiring.store()
+    # Every test here sees f2 withdrawn (its deletion comes after its document).
     assert wait_for(lambda: store.history(f"{run}-ann", 5) and all(
-        store.get_item(item) for item in items[3:]), timeout=60)
+        store.get_item(item) for item in items[3:])
+        and store.screen([items[2]], time.time())[0] == {items[2]}, timeout=60)
     import_set(wiring, tmp_path, run, [
         {"user_id": f"{run}-ann", "items": items[:9]},
         {"user_id": f"{run}-bob", "items": [items[1], items[3]]}], fallback="cooccurrence")
