@@ -8,8 +8,9 @@ one request costs the API process apart from HTTP. Not a test; run ``fill`` once
     # editable install, e.g. with a sitecustomize that drops the editable finder):
     PYTHONPATH=/tmp/base:/tmp/drop-editable .venv/bin/python scripts/serving_reads.py ...
 
-``fill`` learns a simulated stream (20,000 events over 20,000 items, 5,000 users, one view
-of every item first) and withdraws 300 items, 100 of them among the 400 most popular.
+``fill`` learns a simulated stream (``--events``, 20,000 by default, over 20,000 items,
+5,000 users, one view of every item first) and withdraws 300 items, 100 of them among
+the 400 most popular.
 Round trips are counted as redis-py's writes (one per command or pipeline);
 ``popular_reads`` counts the popular-list reads of their own (``store.popular``) per request,
 ``requests_reading_popular`` the share of requests making at least one.
@@ -40,13 +41,13 @@ def _counted(self, *args, **kwargs):
     return _send(self, *args, **kwargs)
 
 
-def fill(url: str, prefix: str) -> None:
+def fill(url: str, prefix: str, events: int = 20000) -> None:
     engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
     simulation = Simulation(users=5000, items=20000, categories=50, seed=7)
-    start = time.time() - 20000
+    start = time.time() - events
     cover = [Interaction("cover", item, start - 1, 1.0) for item in simulation.catalog.item_ids]
     events = [Interaction(e["user_id"], e["item_id"], start + n, 1.0)
-              for n, e in enumerate(simulation.events(20000, start))]
+              for n, e in enumerate(simulation.events(events, start))]
     store = engine.store
     store.put_items((document["item_id"], document) for document in simulation.catalog.items())
     for batch in (cover, events):
@@ -107,9 +108,11 @@ def main() -> None:
     parser.add_argument("label", nargs="?", default="this checkout")
     parser.add_argument("--prefix", default="reads")
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=20000,
+                        help="fill: how many simulated events to learn (default 20,000)")
     arguments = parser.parse_args()
     if arguments.action == "fill":
-        fill(arguments.url, arguments.prefix)
+        fill(arguments.url, arguments.prefix, arguments.events)
     else:
         measure(arguments.url, arguments.prefix, arguments.label, arguments.calls)
 
