@@ -114,7 +114,10 @@ def test_up_takes_a_free_port_keeps_files_in_the_run_dir_and_stops_within_its_bo
             assert answer.status == 200
         # The worker's (Faust's) data directory is under the run directory, and nothing
         # of the stack is left in the directory it was started from.
-        assert wait_for(lambda: any((run_dir / "faust").iterdir()), timeout=30)
+        # The worker makes that directory only once it runs, which on a loaded machine can
+        # be after the API answers: wait for it to exist, not only to fill.
+        faust_dir = run_dir / "faust"
+        assert wait_for(lambda: faust_dir.is_dir() and any(faust_dir.iterdir()), timeout=60)
         assert list(work.iterdir()) == []
 
         (worker,) = [pid for pid, cmdline in _leftovers(run_dir).items()
