@@ -415,18 +415,16 @@ class _SortedSet:
                 self._move(order, pairs, member, scores.get(member), score)
             scores[member] = score
 
-    def _move(self, order: list[tuple[float, str]], pairs: list[Scored], member: str,
-              old: float | None, score: float) -> tuple[int | None, int]:
-        """Move ``member`` from ``old`` (None: absent) to its place at ``score``; where it
-        was (None: absent) and where it is now."""
-        was = None
+    @staticmethod
+    def _move(order: list[tuple[float, str]], pairs: list[Scored], member: str,
+              old: float | None, score: float) -> None:
+        """Move ``member`` from ``old`` (None: absent) to its place at ``score``."""
         if old is not None:
-            was = bisect.bisect_left(order, (old, member))
-            del order[was], pairs[was]
+            at = bisect.bisect_left(order, (old, member))
+            del order[at], pairs[at]
         at = bisect.bisect_left(order, (score, member))
         order.insert(at, (score, member))
         pairs.insert(at, (member, score))
-        return was, at
 
     def add(self, increments: Mapping[str, float], factor: float = 1.0) -> None:
         """Add ``factor`` times each increment to its member's score."""
@@ -501,13 +499,17 @@ class _CodedSortedSet(_SortedSet):
         self._weights: list[float] = []
 
     def _move(self, order: list[tuple[float, str]], pairs: list[Scored], member: str,
-              old: float | None, score: float) -> tuple[int | None, int]:
-        was, at = super()._move(order, pairs, member, old, score)
-        if was is not None:
-            del self._codes[was], self._weights[was]
-        self._codes.insert(at, self._code(member))
-        self._weights.insert(at, score)
-        return was, at
+              old: float | None, score: float) -> None:
+        # _SortedSet._move's, with the two lists more (a call to it cost more than its work).
+        codes, weights = self._codes, self._weights
+        if old is not None:
+            at = bisect.bisect_left(order, (old, member))
+            del order[at], pairs[at], codes[at], weights[at]
+        at = bisect.bisect_left(order, (score, member))
+        order.insert(at, (score, member))
+        pairs.insert(at, (member, score))
+        codes.insert(at, self._code(member))
+        weights.insert(at, score)
 
     def _sorted(self) -> list[tuple[float, str]]:
         if self._order is None:
