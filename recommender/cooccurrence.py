@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +26,44 @@ class CoOccurrenceUpdate:
     )
     item_counts: dict[ItemId, float] = field(default_factory=lambda: defaultdict(float))
     history: dict[UserId, dict[ItemId, float]] = field(default_factory=lambda: defaultdict(dict))
+
+
+class CodedNeighbours(NamedTuple):
+    """Neighbour lists with the normalisers as an array over one numbering of the items:
+    what :meth:`CoOccurrence.rank` sums in numpy. The in-memory store keeps its items
+    numbered (``InMemoryStore.neighbour_arrays``); :func:`coded` numbers lists read apart.
+
+    ``lists`` holds each read item's list, heaviest first, as its members' codes and its
+    weights, with its landmark. ``counts`` holds each code's normaliser N(j) (0: never
+    counted) with the counts' landmark; nobody changes it once handed out."""
+
+    ids: Sequence[ItemId]  # the item of each code
+    codes: Mapping[ItemId, int]  # the code of each item
+    lists: Mapping[ItemId, Decayed[tuple[Sequence[int], Sequence[float]]]]
+    counts: Decayed[np.ndarray]
+
+
+def coded(neighbours: Mapping[ItemId, Decayed[Sequence[Scored]]],
+          counts: Decayed[Mapping[ItemId, float]]) -> CodedNeighbours:
+    """``neighbours`` and ``counts`` (read apart, as from Redis) numbered for
+    :meth:`CoOccurrence.rank`.
+
+    >>> found = coded({"a": Decayed([("c", 2.0)], 5.0)}, Decayed({"a": 1.0, "c": 4.0}, 0.0))
+    >>> found.ids, found.lists["a"], found.counts.scores.tolist()
+    (['a', 'c'], Decayed(scores=([1], [2.0]), landmark=5.0), [1.0, 4.0])
+    """
+    scores = counts.scores
+    ids = list(dict.fromkeys(chain(scores, *(map(_first, listed.scores)
+                                             for listed in neighbours.values()))))
+    codes = {item: code for code, item in enumerate(ids)}
+    lists = {item: Decayed((list(map(codes.__getitem__, map(_first, listed.scores))),
+                            list(map(_second, listed.scores))), listed.landmark)
+             for item, listed in neighbours.items()}
+    return CodedNeighbours(ids, codes, lists, Decayed(
+        np.fromiter(map(scores.get, ids, repeat(0.0)), float, len(ids)), counts.landmark))
+
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class CoOccurrence:
@@ -155,30 +195,47 @@ class CoOccurrence:
 
         The n-th most recent item's similarities count ``recency ** n``.
         """
-        found = counts.scores
-        # Sum each candidate's pair weights first, divide by its sqrt(N(j)) once: a
-        # request adds up about window x neighbours pairs over far fewer candidates.
-        sums: dict[ItemId, float] = {}
-        get = sums.get
-        for _, weight, listed in self._weighted(recent, neighbours, counts, recency):
-            for other, pair in listed:
-                sums[other] = get(other, 0.0) + weight * pair
-        if not sums:
+        return self.rank(recent, coded(neighbours, counts), k, exclude, recency)
+
+    def rank(self, recent: Sequence[ItemId], found: CodedNeighbours, k: int,
+             exclude: Iterable[ItemId] = (), recency: float = 0.85) -> list[Scored]:
+        """:meth:`recommend` over lists already numbered (:class:`CodedNeighbours`).
+
+        >>> model = CoOccurrence(window=5, window_seconds=3600, decay=ForwardDecay(60.0))
+        >>> lists = {"a": Decayed([("c", 2.0), ("b", 1.0)], 0.0)}
+        >>> counts = Decayed({"a": 1.0, "b": 1.0, "c": 4.0}, 0.0)
+        >>> model.rank(["a"], coded(lists, counts), k=5)
+        [('b', 1.0), ('c', 1.0)]
+        """
+        codes, norms = found.codes, found.counts.scores
+        weighted = list(self._weighted_coded(recent, found, recency))
+        if not weighted:
             return []
-        banned = set(exclude)
-        banned.update(recent)
-        # Normalise and cut in numpy: a request has hundreds of candidates and keeps k.
-        others = list(sums)
-        size = len(others)
-        totals = np.fromiter(sums.values(), float, size)
-        norms = np.fromiter(map(found.get, others, repeat(0.0)), float, size)
-        keep = (norms > 0) & ~np.fromiter(map(banned.__contains__, others), bool, size)
+        # Every pair of the lists at once, in C: (member's code, pair weight times its list's
+        # weight). bincount adds its input in order, so each candidate's sum is the one a
+        # loop over the recent items makes. Then each sum is divided by its sqrt(N(j)) once:
+        # a request adds up about window x neighbours pairs over far fewer candidates.
+        sizes = [len(listed[0]) for _, listed in weighted]
+        size = sum(sizes)
+        members = np.fromiter(chain.from_iterable(listed[0] for _, listed in weighted),
+                              np.intp, size)
+        pairs = np.fromiter(chain.from_iterable(listed[1] for _, listed in weighted), float,
+                            size)
+        pairs *= np.repeat([weight for weight, _ in weighted], sizes)
+        sums = np.bincount(members, pairs)
+        keep = np.zeros(len(sums), bool)
+        keep[members] = True
+        keep &= norms[:len(sums)] > 0
+        banned = [code for code in map(codes.get, chain(exclude, recent))
+                  if code is not None and code < len(sums)]
+        keep[banned] = False
         rows = np.flatnonzero(keep)
-        scores = totals[rows] / np.sqrt(norms[rows])
+        scores = sums[rows] / np.sqrt(norms[rows])
         if k < len(rows):  # everything tied with the k-th comes along: ties go by item
             rows, scores = _at_least(rows, scores, k)
-        return ranked([(others[row], score) for row, score in
-                        zip(rows.tolist(), scores.tolist(), strict=True)])[:k]
+        ids = found.ids
+        return ranked([(ids[row], score) for row, score in
+                       zip(rows.tolist(), scores.tolist(), strict=True)])[:k]
 
 
     def contributions(
@@ -224,6 +281,21 @@ class CoOccurrence:
                 continue
             yield item, (recency**position * self.decay.ratio(listed.landmark, counts.landmark)
                          / math.sqrt(own)), listed.scores
+
+    def _weighted_coded(self, recent: Sequence[ItemId], found: CodedNeighbours,
+                        recency: float
+                        ) -> Iterator[tuple[float, tuple[Sequence[int], Sequence[float]]]]:
+        """:meth:`_weighted` over numbered normalisers: the same weights, bit for bit."""
+        codes, norms, landmark = found.codes, found.counts.scores, found.counts.landmark
+        lists = found.lists
+        for position, item in enumerate(recent):
+            code = codes.get(item)
+            own = 0.0 if code is None else float(norms[code])
+            listed = lists.get(item)
+            if own <= 0 or listed is None or not len(listed.scores[0]):
+                continue
+            yield (recency**position * self.decay.ratio(listed.landmark, landmark)
+                   / math.sqrt(own)), listed.scores
 
 
 def _at_least(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from recommender.base import (
 )
 from recommender.blend import HYBRID, SOURCES, TALLY_K, Tally, count_hits, fuse
 from recommender.content import ContentIndex
-from recommender.cooccurrence import CoOccurrence
+from recommender.cooccurrence import CodedNeighbours, CoOccurrence
 from recommender.decay import Decayed, ForwardDecay
 from recommender.filters import BoundFilter
 from recommender.hyperparameters import EngineConfig
@@ -250,18 +250,12 @@ class Engine:
         if not tried:
             return found
         recent = list(dict.fromkeys(item for reads in tried for item in reads.recent))
-        neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
-        candidates = {}
-        for reads in tried:
-            mine = candidates[reads.user_id] = set(reads.recent)
-            for item in reads.recent:
-                mine.update(map(_first, neighbours[item].scores))
-        counts = self.store.item_counts(set().union(*candidates.values()))
+        neighbours = self._cooccurrence_reads(recent)
         # The fusion reads hybrid_candidates past the seen items (Engine._popular_ranked).
         size = self.config.hybrid_candidates + max(len(reads.banned) for reads in tried)
         popular = self.store.popular(size, None)
         for reads in tried:
-            reads.share_neighbours((neighbours, candidates[reads.user_id], counts))
+            reads.share_neighbours(neighbours)
             reads.share(("popular", None), size, popular)
         return found
 
@@ -660,30 +654,24 @@ class Engine:
 
         return Screen(allowed, self.config.max_screened_candidates)
 
-    def _cooccurrence_reads(self, recent: list[ItemId]) -> _NeighbourReads:
-        """The stored neighbour lists of ``recent`` and the counts of every candidate:
-        what :meth:`_cooccurrence` ranks, whatever its ``k`` (two round trips)."""
-        neighbours = self.store.neighbours(recent, self.config.neighbours_per_item)
-        candidates = set(recent)
-        for listed in neighbours.values():
-            # The keys, without a Python loop (a dict of the pairs cost three times this).
-            candidates.update(map(_first, listed.scores))
-        return neighbours, candidates, self.store.item_counts(candidates)
+    def _cooccurrence_reads(self, recent: list[ItemId]) -> CodedNeighbours:
+        """The stored neighbour lists of ``recent`` and the counts of every candidate, as
+        arrays: what :meth:`_cooccurrence` ranks, whatever its ``k``."""
+        return self.store.neighbour_arrays(recent, self.config.neighbours_per_item)
 
     def _cooccurrence(self, recent: list[ItemId], k: int, seen: list[ItemId],
-                      found: _NeighbourReads | None = None) -> list[Scored]:
+                      found: CodedNeighbours | None = None) -> list[Scored]:
         if not recent:
             return []
-        neighbours, candidates, counts = found or self._cooccurrence_reads(recent)
+        found = found or self._cooccurrence_reads(recent)
         # Recent items nobody else has touched yet have no neighbours: take their
         # content's (three newest at most, so that a request stays cheap).
         cold = [(n, item) for n, item in enumerate(recent[:3])
-                if not neighbours.get(item, _NOTHING).scores]
+                if item not in found.lists or not len(found.lists[item].scores[0])]
         if not cold or self.config.content_weight <= 0:
-            return self.cooccurrence.recommend(recent, neighbours, counts, k, exclude=seen)
+            return self.cooccurrence.rank(recent, found, k, exclude=seen)
         # Content may lift any candidate into the list: rank them all.
-        ranked = self.cooccurrence.recommend(recent, neighbours, counts, len(candidates),
-                                             exclude=seen)
+        ranked = self.cooccurrence.rank(recent, found, len(found.ids), exclude=seen)
         self._content_ready()
         scores = dict(ranked)
         banned = set(seen) | set(recent)
@@ -774,9 +762,6 @@ class Engine:
 
 
 
-# The recent items' neighbour lists, every candidate, and the candidates' counts.
-_NeighbourReads = tuple[dict[ItemId, Decayed[list[Scored]]], set[ItemId],
-                        Decayed[dict[ItemId, float]]]
 MAX_CATEGORY_READS = 8  # a filter requiring more categories screens overall popularity
 # The models whose requests read overall popularity often enough to bring it in the first
 # read (the hybrid always does). Not cooccurrence and mf: they read it only for newcomers
@@ -817,7 +802,7 @@ class _Reads:
         self.banned = set(self.seen)
         self.recent = [item for item, score in history if score > 0][: engine.config.window]
         self._read: dict[object, tuple[int, object]] = {}
-        self._neighbours: _NeighbourReads | None = None
+        self._neighbours: CodedNeighbours | None = None
 
     def cooccurrence(self, n: int) -> list[Scored]:
         """The ``n`` best co-occurrence candidates."""
@@ -826,7 +811,7 @@ class _Reads:
                                 self.recent, size, self.seen, self._neighbour_reads()),
                             lambda found, size: found[:size])
 
-    def share_neighbours(self, found: _NeighbourReads) -> None:
+    def share_neighbours(self, found: CodedNeighbours) -> None:
         """Use ``found`` (read for several requests at once) as this one's neighbours."""
         self._neighbours = found
 
@@ -836,7 +821,7 @@ class _Reads:
         again."""
         self._read[key] = (size, found)
 
-    def _neighbour_reads(self) -> _NeighbourReads | None:
+    def _neighbour_reads(self) -> CodedNeighbours | None:
         # A longer prefix ranks again, on the same reads: their size does not depend on it.
         if not self.recent:
             return None
@@ -869,7 +854,6 @@ class _Reads:
             cached = self._read[key] = (size, read(size))
         return cut(cached[1], n)
 Reads = _Reads  # what ExternalModel.rank is given
-_NOTHING: Decayed[list[Scored]] = Decayed([], None)
 _first = itemgetter(0)
 
 

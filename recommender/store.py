@@ -23,6 +23,7 @@ import numpy as np
 from recommender.availability import Withdrawals, is_withdrawn, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.blend import forget
+from recommender.cooccurrence import CodedNeighbours, coded
 from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay, Renormalisation, renormalise
 from recommender.once import DEFAULT_WINDOW_SECONDS, Claim, DuplicateEvents, EventMemory
 from recommender.popularity import category_moves
@@ -167,6 +168,19 @@ def check_finite(update: StateUpdate,
                 refuse(name(kind, id), float(bad))
 
 
+def read_coded(store: ServingReads, item_ids: Iterable[ItemId], limit: int
+               ) -> CodedNeighbours:
+    """:meth:`ServingReads.neighbour_arrays` from :meth:`~ServingReads.neighbours` and
+    :meth:`~ServingReads.item_counts` (two round trips): a store that keeps no arrays."""
+    items = list(item_ids)
+    neighbours = store.neighbours(items, limit)
+    named = set(items).union(*(map(_first, listed.scores) for listed in neighbours.values()))
+    return coded(neighbours, store.item_counts(named))
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+
+
 @dataclass(frozen=True)
 class FirstRead:
     """What a request reads first, in one round trip: the user's history, their factor
@@ -230,6 +244,12 @@ class ServingReads(FactorReads, Protocol):
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
         """Co-occurrence normalisers (items never counted are absent), with their landmark."""
+        ...
+
+    def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
+        """:meth:`neighbours` with the normalisers of every item they name and of
+        ``item_ids``, numbered (:class:`~recommender.cooccurrence.CodedNeighbours`): what
+        ranking by co-occurrence reads. :func:`read_coded` builds it from the two reads."""
         ...
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
@@ -458,6 +478,62 @@ class _SortedSet:
         return self._pairs[:-k - 1:-1] if k > 0 else []
 
 
+class _CodedSortedSet(_SortedSet):
+    """A neighbour list: a :class:`_SortedSet` that also keeps its members' codes and
+    scores in their order, so that reading its top as arrays is two slices.
+
+    >>> codes = {}
+    >>> listed = _CodedSortedSet(lambda member: codes.setdefault(member, len(codes)))
+    >>> listed.update({"a": 1.0, "b": 3.0}); listed.add({"c": 2.0})
+    >>> listed.top(2), listed.top_coded(2)
+    ([('b', 3.0), ('c', 2.0)], ([2, 1], [3.0, 2.0]))
+    """
+
+    __slots__ = ("_code", "_codes", "_weights")
+
+    def __init__(self, code: Callable[[str], int]) -> None:
+        super().__init__()
+        self._code = code
+        # Valid while _order is: a re-sort builds them again.
+        self._codes: list[int] = []
+        self._weights: list[float] = []
+
+    def _move(self, order: list[tuple[float, str]], pairs: list[Scored], member: str,
+              old: float | None, score: float) -> None:
+        # _SortedSet._move's, with the two lists more (a call to it cost more than its work).
+        codes, weights = self._codes, self._weights
+        if old is not None:
+            at = bisect.bisect_left(order, (old, member))
+            del order[at], pairs[at], codes[at], weights[at]
+        at = bisect.bisect_left(order, (score, member))
+        order.insert(at, (score, member))
+        pairs.insert(at, (member, score))
+        codes.insert(at, self._code(member))
+        weights.insert(at, score)
+
+    def _sorted(self) -> list[tuple[float, str]]:
+        if self._order is None:
+            order = super()._sorted()
+            self._codes = list(map(self._code, map(_second, order)))
+            self._weights = list(map(_first, order))
+        return self._order
+
+    def remove(self, members: Iterable[str]) -> None:
+        super().remove(members)
+        self._order = None
+
+    def trim(self, size: int) -> None:
+        excess = len(self.scores) - size
+        super().trim(size)
+        if excess > 0:
+            del self._codes[:excess], self._weights[:excess]
+
+    def top_coded(self, k: int) -> tuple[list[int], list[float]]:
+        """:meth:`top`'s codes and scores."""
+        self._sorted()
+        return self._codes[:-k - 1:-1], self._weights[:-k - 1:-1]
+
+
 class InMemoryStore:
     """Dictionaries standing in for Redis sorted sets, for evaluation and unit tests."""
 
@@ -465,7 +541,7 @@ class InMemoryStore:
         self._seen = EventMemory(dedup_window)
         self._duplicates = 0
         self._history: dict[UserId, _SortedSet] = {}
-        self._neighbours: dict[ItemId, _SortedSet] = {}
+        self._neighbours: dict[ItemId, _CodedSortedSet] = {}
         self._counts: dict[ItemId, float] = {}
         self._popular = _SortedSet()
         self._popular_by_category: dict[Category, _SortedSet] = {}
@@ -487,6 +563,12 @@ class InMemoryStore:
         # The landmark of each decayed key, by (StateUpdate field, category or item).
         self._landmarks: dict[tuple[str, str | None], float] = {}
         self._plans: tuple[StateUpdate | None, dict] = (None, {})
+        # For neighbour_arrays: a code per item that has been in a neighbour list or
+        # counted, and the normalisers by code (a new array whenever they change: a read
+        # keeps what it was given).
+        self._codes: dict[ItemId, int] = {}
+        self._ids: list[ItemId] = []
+        self._coded_counts = np.zeros(0)
 
     def windows(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         # Positive scores rank above the others: the positive part of the top is the
@@ -560,11 +642,12 @@ class InMemoryStore:
             factor = plan.increments
             for member, increment in update.item_counts.items():
                 counts[member] = counts.get(member, 0.0) + increment * factor
+            self._code_counts(update.item_counts, plan.rescale)
         neighbours = self._neighbours
         for item, increments in update.pairs.items():
             weights = neighbours.get(item)
             if weights is None:  # not setdefault: that builds a set for every key
-                weights = neighbours[item] = _SortedSet()
+                weights = neighbours[item] = _CodedSortedSet(self._code)
             self._add(("pairs", item), weights, increments, update)
             weights.trim(update.max_neighbours)
         for user, scores in update.history.items():
@@ -616,6 +699,33 @@ class InMemoryStore:
         return Decayed({item: count for item, count in zip(items, map(self._counts.get, items),
                                                            strict=True) if count is not None},
                        self._landmarks.get(("item_counts", None)))
+
+    def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
+        landmarks, neighbours, ids = self._landmarks, self._neighbours, self._ids
+        lists = {item: Decayed(neighbours[item].top_coded(limit) if item in neighbours
+                               else ([], []), landmarks.get(("pairs", item)))
+                 for item in item_ids}
+        return CodedNeighbours(ids, self._codes, lists, Decayed(
+            self._coded_counts[:len(ids)], landmarks.get(("item_counts", None))))
+
+    def _code(self, item: ItemId) -> int:
+        """``item``'s code, a new one if it has none (its normaliser 0 until counted)."""
+        code = self._codes.get(item)
+        if code is None:
+            code = self._codes[item] = len(self._ids)
+            self._ids.append(item)
+            if code >= len(self._coded_counts):  # room for as many again
+                self._coded_counts = np.concatenate(
+                    [self._coded_counts, np.zeros(max(1024, code))])
+        return code
+
+    def _code_counts(self, changed: Iterable[ItemId], rescale: float | None) -> None:
+        """Copy the normalisers of ``changed`` (all of them after a rescale, which multiplies
+        each alike) into a new array of them by code."""
+        codes = list(map(self._code, changed))
+        counts = self._coded_counts * rescale if rescale is not None else self._coded_counts.copy()
+        counts[codes] = list(map(self._counts.__getitem__, changed))
+        self._coded_counts = counts
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         if category is None:

@@ -4,6 +4,7 @@ Subclasses provide the ``store`` fixture."""
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 import numpy as np
 import pytest
@@ -70,6 +71,41 @@ class StoreContract:
         store.apply(update(max_neighbours=2, pairs={"tea": {"pot": 5.0}}))
         assert store.neighbours(["tea", "nobody"], 10) == {
             "tea": ([("pot", 5.0), ("cup", 3.0)], 0.0), "nobody": ([], None)}
+
+    def test_neighbour_arrays_are_the_neighbours_and_counts_numbered(self, store):
+        """What ranking by co-occurrence reads: each list in its order with its landmark,
+        the normalisers by code (0 when never counted), kept as they were when read."""
+        def batch(reference, **fields):
+            store.apply(update(reference=reference, half_life=1.0, max_neighbours=3,
+                               **fields))
+
+        def decoded(items, limit):
+            found = store.neighbour_arrays(items, limit)
+            lists = {item: ([(found.ids[code], weight) for code, weight in
+                             zip(*listed.scores, strict=True)], listed.landmark)
+                     for item, listed in found.lists.items()}
+            named = set(items).union(*(map(itemgetter(0), pairs) for pairs, _ in
+                                       lists.values()))
+            counts = {item: float(found.counts.scores[found.codes[item]])
+                      for item in named if item in found.codes}
+            return lists, ({item: count for item, count in counts.items() if count},
+                           found.counts.landmark), found
+
+        batch(0.0, item_counts={"a": 1.0, "b": 2.0}, pairs={
+            "a": {"b": 1.0, "c": 1.0, "d": 1.0, "e": 2.0}, "b": {"a": 1.0}})
+        batch(10.0, item_counts={"c": 1.0}, pairs={"a": {"b": 1.0}, "c": {"a": 3.0}})
+        before = decoded(["a", "b", "c", "nobody"], 2)
+        assert before[:2] == ({item: tuple(listed) for item, listed in store.neighbours(
+            ["a", "b", "c", "nobody"], 2).items()}, store.item_counts(
+                ["a", "b", "c", "d", "e", "nobody"]))
+        assert before[0]["a"] == ([("b", 1024.0), ("e", 2.0)], 0.0)
+        # Rescaled (100 s past the landmarks): what was read before stays as it was read.
+        batch(100.0, item_counts={"a": 1.0, "f": 1.0}, pairs={"a": {"f": 1.0}})
+        lists, counts, _ = decoded(["a"], 5)
+        assert (lists, counts) == ({item: tuple(listed) for item, listed in store.neighbours(
+            ["a"], 5).items()}, store.item_counts(["a", "b", "e", "f"]))
+        assert decoded(["a", "b", "c", "nobody"], 2)[0] != before[0]
+        assert before[2].counts.scores[before[2].codes["b"]] == 2.0
 
     def test_history_keeps_greater_scores_and_its_length(self, store):
         store.apply(update(history_length=3, history={"ann": {"tea": 10.0, "cup": 20.0}}))

@@ -25,6 +25,7 @@ import orjson
 
 from recommender.attribution import Impression
 from recommender.base import Category, ItemId, Scored, UserId
+from recommender.cooccurrence import CodedNeighbours
 from recommender.decay import Decayed, ForwardDecay
 from recommender.engine import Engine, EngineConfig
 from recommender.filters import (
@@ -35,7 +36,7 @@ from recommender.filters import (
     bind_named,
     parse,
 )
-from recommender.store import FirstRead, ServingReads
+from recommender.store import FirstRead, ServingReads, read_coded
 
 CHUNK = 1000
 
@@ -119,6 +120,9 @@ class ChunkView:
         if missing:
             self._neighbours.update(self.store.neighbours(missing, limit))
         return {item: self._neighbours[item] for item in items}
+
+    def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
+        return read_coded(self, item_ids, limit)
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
         def read(missing: list[ItemId]) -> dict[ItemId, float]:

@@ -25,6 +25,7 @@ import redis
 
 from recommender.availability import Withdrawals, WithdrawalsMirror, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
+from recommender.cooccurrence import CodedNeighbours
 from recommender.decay import RESCALE_HALF_LIVES, Decayed, ForwardDecay
 from recommender.once import DEFAULT_WINDOW_SECONDS, DuplicateEvents, bucket, buckets_kept
 from recommender.popularity import category_moves
@@ -34,6 +35,7 @@ from recommender.store import (
     NonFiniteError,
     StateUpdate,
     check_finite,
+    read_coded,
 )
 from streamrec.storage import keys
 from streamrec.storage import scripts as redis_scripts
@@ -537,6 +539,9 @@ class RedisStore:
         scores, landmark = pipe.execute()
         return Decayed({item: s for item, s in zip(items, scores, strict=True) if s is not None},
                        _landmark(landmark))
+
+    def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
+        return read_coded(self, item_ids, limit)
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         pipe = self.client.pipeline(transaction=False)
