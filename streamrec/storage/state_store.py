@@ -17,6 +17,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,9 @@ def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
                        max_neighbours=update.max_neighbours, reference=update.reference,
                        half_life=update.half_life, epoch=update.epoch,
                        popularity_half_life=update.popularity_half_life, **fields)
+
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _landmark(raw: bytes | None) -> float | None:
@@ -510,8 +514,16 @@ class RedisStore:
 
     def neighbours(self, item_ids: Iterable[ItemId], limit: int
                    ) -> dict[ItemId, Decayed[list[Scored]]]:
-        """The lists and their landmarks in one pipeline (one HMGET per landmark hash)."""
+        """The lists and their landmarks (:meth:`_neighbour_rows`)."""
         items = list(item_ids)
+        rows, landmarks = self._neighbour_rows(items, limit)
+        return {item: Decayed(_decode(found), landmarks[item])
+                for item, found in zip(items, rows, strict=True)}
+
+    def _neighbour_rows(self, items: list[ItemId], limit: int
+                        ) -> tuple[list[list[tuple[bytes, float]]], dict[ItemId, float | None]]:
+        """Each item's list, heaviest first, as (member bytes, score) pairs, and its
+        landmark, in one pipeline (one HMGET per landmark hash)."""
         pipe = self.client.pipeline(transaction=False)
         for item in items:
             pipe.zrange(self.key(keys.NEIGHBOURS, item), 0, limit - 1, desc=True,
@@ -526,22 +538,43 @@ class RedisStore:
                      for members, found in zip(by_hash.values(), replies[len(items):],
                                                strict=True)
                      for item, raw in zip(members, found, strict=True)}
-        return {item: Decayed(_decode(rows), landmarks[item])
-                for item, rows in zip(items, replies[:len(items)], strict=True)}
+        return replies[:len(items)], landmarks
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
         items = list(item_ids)
         if not items:
             return Decayed({}, None)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zmscore(self.key(keys.ITEM_COUNT), items)
-        pipe.hget(self._landmarks_key(), keys.landmark_field(keys.ITEM_COUNT))
-        scores, landmark = pipe.execute()
+        scores, landmark = self._counts(items)
         return Decayed({item: s for item, s in zip(items, scores, strict=True) if s is not None},
                        _landmark(landmark))
 
+    def _counts(self, items: list) -> tuple[list[float | None], bytes | None]:
+        """The items' decayed counts N(i) (None: never counted) and their landmark."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zmscore(self.key(keys.ITEM_COUNT), items)
+        pipe.hget(self._landmarks_key(), keys.landmark_field(keys.ITEM_COUNT))
+        return pipe.execute()
+
     def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
-        return read_coded(self, item_ids, limit)
+        """:func:`recommender.store.read_coded`'s answer from the same two round trips,
+        numbered as the bytes come: each member is decoded once, not once per list it is
+        in, and the counts are asked for with the bytes Redis sent."""
+        items = list(item_ids)
+        if not items:
+            return read_coded(self, items, limit)
+        rows, landmarks = self._neighbour_rows(items, limit)
+        named = list(dict.fromkeys(chain(map(str.encode, items),
+                                         *(map(_first, row) for row in rows))))
+        codes = dict(zip(named, range(len(named)), strict=True))
+        lists = {item: Decayed((list(map(codes.__getitem__, map(_first, row))),
+                                list(map(_second, row))), landmarks[item])
+                 for item, row in zip(items, rows, strict=True)}
+        scores, landmark = self._counts(named)
+        ids = [member.decode() for member in named]
+        return CodedNeighbours(
+            ids, dict(zip(ids, range(len(ids)), strict=True)), lists,
+            Decayed(np.fromiter((0.0 if s is None else s for s in scores), float, len(ids)),
+                    _landmark(landmark)))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         pipe = self.client.pipeline(transaction=False)
