@@ -26,7 +26,7 @@ import redis
 
 from recommender.availability import Withdrawals, WithdrawalsMirror, withdrawn_at
 from recommender.base import Category, ItemId, Scored, UserId
-from recommender.cooccurrence import CodedNeighbours
+from recommender.cooccurrence import CodedNeighbours, coded
 from recommender.decay import RESCALE_HALF_LIVES, Decayed, ForwardDecay
 from recommender.once import DEFAULT_WINDOW_SECONDS, DuplicateEvents, bucket, buckets_kept
 from recommender.popularity import category_moves
@@ -36,7 +36,6 @@ from recommender.store import (
     NonFiniteError,
     StateUpdate,
     check_finite,
-    read_coded,
 )
 from streamrec.storage import keys
 from streamrec.storage import scripts as redis_scripts
@@ -556,12 +555,12 @@ class RedisStore:
         return pipe.execute()
 
     def neighbour_arrays(self, item_ids: Iterable[ItemId], limit: int) -> CodedNeighbours:
-        """:func:`recommender.store.read_coded`'s answer from the same two round trips,
+        """What :func:`recommender.store.read_coded` gives, from the same two round trips,
         numbered as the bytes come: each member is decoded once, not once per list it is
         in, and the counts are asked for with the bytes Redis sent."""
         items = list(item_ids)
         if not items:
-            return read_coded(self, items, limit)
+            return coded({}, Decayed({}, None))
         rows, landmarks = self._neighbour_rows(items, limit)
         named = list(dict.fromkeys(chain(map(str.encode, items),
                                          *(map(_first, row) for row in rows))))
