@@ -191,10 +191,14 @@ def test_an_apps_runs_are_its_own_and_a_short_log_is_a_clear_error(isolated_work
     base = Wiring(settings, client)
     base.apps().create("shop")
 
-    # No topic yet: one clear line, status 1, nothing published.
-    empty = _cli(env, "trainer", "--once", "--app", "shop", "--models", "ease")
+    # No topic: one clear line, status 1, nothing published. (A topic of its own: the
+    # worker creates the events topic when it starts, which may be before this line.)
+    missing = f"{topic}.missing"
+    empty = _cli(dict(env, STREAMREC_EVENTS_TOPIC=missing), "trainer", "--once", "--app", "shop",
+                 "--models", "ease")
     assert empty.returncode == 1
-    assert f"topic {topic!r} does not exist" in empty.stderr, empty.stderr[-2000:]
+    assert f"topic {missing!r} does not exist" in empty.stderr, empty.stderr[-2000:]
+    assert base.for_app("shop").trained_runs().serving_run("ease") is None
 
     asyncio.run(_produce(bootstrap, topic, _events(time.time() - 3600), app="shop"))
     assert wait_for(lambda: base.for_app("shop").store().events_applied() >= 480, timeout=90)
