@@ -39,6 +39,10 @@ DEFAULT_CAP = 100_000  # updates per arm before its state is halved
 HOURS_PER_WEEK = 168
 # History lengths at which the activity level steps up: new, light, regular, heavy, loyal.
 ACTIVITY_STEPS = (1, 5, 20, 100)
+# The built-in features' names in a placement's ``features`` (a context key cannot start
+# with "@"): the hour of the week and of the day, and the user's activity level.
+HOUR = "@hour"
+ACTIVITY = "@activity"
 SEPARATOR = "|"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
@@ -66,26 +70,31 @@ def context_features(context: Mapping[str, Any], user: Mapping[str, Any] | None,
                      keys: Sequence[str] | None = None) -> dict[str, float]:
     """The named features of one request, at most :data:`MAX_FEATURES`.
 
-    ``keys`` limits the context keys and user properties used (a placement's
-    ``features``); None uses every one sent (bounded). Values are categories: ``device``
-    ``mobile`` becomes ``ctx.device.mobile = 1``; a user's ``country`` ``CA`` becomes
-    ``user.country.CA = 1`` (lists: one feature per element). The hour of the week is a
-    point on a circle (``hour.sin``, ``hour.cos``) and the day's hour another, so 23:00
-    and 00:00 are neighbours.
+    ``keys`` limits what is used (a placement's ``features``): context keys, user
+    properties (``user.NAME``) and the built-in features, :data:`HOUR` and
+    :data:`ACTIVITY`; None uses every one sent (bounded) and both built-ins. Values are
+    categories: ``device`` ``mobile`` becomes ``ctx.device.mobile = 1``; a user's
+    ``country`` ``CA`` becomes ``user.country.CA = 1`` (lists: one feature per element).
+    The hour of the week is a point on a circle (``hour.sin``, ``hour.cos``) and the day's
+    hour another, so 23:00 and 00:00 are neighbours. The activity level is one of
+    ``activity.0`` to ``activity.4``.
 
     >>> sorted(context_features({"device": "mobile"}, {"country": "CA"}, 7, 0.0))
     ['activity.2', 'ctx.device.mobile', 'day.cos', 'day.sin', 'hour.cos', 'hour.sin', \
 'user.country.CA']
+    >>> sorted(context_features({"device": "mobile"}, None, 7, 0.0, keys=["device"]))
+    ['ctx.device.mobile']
     """
-    hour_of_week = (int(now // 3600) + 72) % HOURS_PER_WEEK  # epoch 0 was a Thursday
-    features = {
-        "hour.sin": math.sin(2 * math.pi * hour_of_week / HOURS_PER_WEEK),
-        "hour.cos": math.cos(2 * math.pi * hour_of_week / HOURS_PER_WEEK),
-        "day.sin": math.sin(2 * math.pi * (hour_of_week % 24) / 24),
-        "day.cos": math.cos(2 * math.pi * (hour_of_week % 24) / 24),
-        f"activity.{activity_level(history_length)}": 1.0,
-    }
     wanted = None if keys is None else frozenset(keys)
+    features: dict[str, float] = {}
+    if wanted is None or HOUR in wanted:
+        hour_of_week = (int(now // 3600) + 72) % HOURS_PER_WEEK  # epoch 0 was a Thursday
+        features["hour.sin"] = math.sin(2 * math.pi * hour_of_week / HOURS_PER_WEEK)
+        features["hour.cos"] = math.cos(2 * math.pi * hour_of_week / HOURS_PER_WEEK)
+        features["day.sin"] = math.sin(2 * math.pi * (hour_of_week % 24) / 24)
+        features["day.cos"] = math.cos(2 * math.pi * (hour_of_week % 24) / 24)
+    if wanted is None or ACTIVITY in wanted:
+        features[f"activity.{activity_level(history_length)}"] = 1.0
     # Contexts and users repeat (a few devices and countries; a user's next request): their
     # names are worked out once per distinct one, by a key of plain tuples.
     names = _context_names(tuple(context.items())[:MAX_CONTEXT_KEYS], wanted)

@@ -20,6 +20,7 @@ from recommender.allocation import LEARNING, Placement, Variant
 from recommender.attribution import NO_IMPRESSION, ROUTE_PLACEMENTS
 from recommender.base import MAX_WEIGHT
 from recommender.clustering import MAX_SEGMENTS
+from recommender.contextual import ACTIVITY, HOUR
 from recommender.engine import HYBRID_PARAMS
 from recommender.ope import OffPolicyError
 from schemas.impression import NAME_PATTERN
@@ -37,6 +38,9 @@ PlacementName = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PA
 ContextKey = Annotated[str, Field(min_length=1, max_length=37,
                                   pattern=r"^(user\.)?[A-Za-z0-9_-]{1,32}$")]
 ContextValue = Annotated[str, Field(min_length=1, max_length=64)]
+# A contextual placement's feature: a context key, a user property, or a built-in.
+FeatureName = Annotated[str, Field(min_length=1, max_length=37, pattern=(
+    rf"^({HOUR}|{ACTIVITY}|(user\.)?[A-Za-z0-9_-]{{1,32}})$"))]
 
 
 class VariantBody(BaseModel):
@@ -70,9 +74,11 @@ class PlacementBody(BaseModel):
     segment_values: Annotated[list[ContextValue], Field(max_length=MAX_SEGMENTS - 1)] = Field(
         default_factory=list, description="clustered with segment_by: the values that get "
         "a segment of their own.")
-    features: Annotated[list[ContextKey], Field(min_length=1, max_length=16)] | None = Field(
-        default=None, description="contextual: the context keys and user properties "
-        "(user.NAME for a property only) its features use; default all that are sent.")
+    features: Annotated[list[FeatureName], Field(min_length=1, max_length=16)] | None = Field(
+        default=None, description="contextual: what its features use: context keys, user "
+        f"properties (user.NAME for a property only), {HOUR} (the hour of the week and of "
+        f"the day) and {ACTIVITY} (the user's history length); default all of them, every "
+        "key and property that is sent.")
     alpha: float = Field(default=1.0, gt=0, le=10, description=(
         "contextual: scale of the posterior's spread (exploration)."))
     target: Annotated[dict[ContextKey, ContextValue | Annotated[

@@ -59,6 +59,7 @@ def test_a_bad_context_is_refused_naming_what_is_wrong(client, params, named):
     ({"strategy": "split", "features": ["device"]}, "features: only for strategy contextual"),
     ({"strategy": "contextual", "alpha": 0}, "alpha"),
     ({"strategy": "contextual", "features": ["bad key"]}, "features"),
+    ({"strategy": "contextual", "features": ["@weather"]}, "features"),
     ({"strategy": "bandit", "target": {"country": "CA"}}, "default_variant"),
     ({"strategy": "bandit", "target": {"country": "CA"}, "default_variant": "zzz"},
      "default_variant: 'zzz' is not one of"),
@@ -106,6 +107,24 @@ def test_a_contextual_list_logs_its_features_and_teaches_the_state(client, run, 
     state = wait_for(lambda: (s := feedback.bandit_state(placement)).get(f"{variant}|b|0")
                      and s, timeout=30)
     assert state[f"{variant}|b|0"] == 1.0  # a list's reward counts once, whatever repeats
+
+
+def test_a_contextual_placement_learns_from_the_features_it_names(client, run, feedback):
+    _seed_items(client, run)
+    placement = f"ctx-named-{run}"
+    put = client.put(f"/admin/placements/{placement}", json={
+        "strategy": "contextual", "features": ["device", "@activity"], "variants": VARIANTS})
+    assert put.status_code == 200, put.text
+    assert client.get(f"/admin/placements/{placement}").json()["features"] == [
+        "device", "@activity"]
+    listed = client.get("/recommendations", params={
+        "user_id": f"{run}-cy", "placement": placement, "context.device": "mobile",
+        "context.country": "CA"})
+    assert listed.status_code == 200, listed.text
+    rid = listed.json()["recommendation_id"]
+    stored = wait_for(lambda: feedback.impressions([rid]).get(rid), timeout=30)
+    # Not the country (not named), nor the hour (@hour not named).
+    assert set(stored.decision["features"]) == {"ctx.device.mobile", "activity.0"}
 
 
 def test_a_clustered_list_logs_its_segment_per_app(api, run, services, worker):  # noqa: F811

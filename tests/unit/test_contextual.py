@@ -38,6 +38,12 @@ def test_features_are_bounded_named_and_finite():
                             0, 0.0, keys=["device", "user.country"])
     assert "ctx.device.tv" in only and "user.country.CA" in only
     assert not any(name.startswith(("ctx.page", "user.age")) for name in only)
+    # The built-ins only when named: a placement that lists its features learns from those.
+    assert not any(name.startswith(("hour.", "day.", "activity.")) for name in only)
+    timed = context_features({"device": "tv"}, None, 7, 0.0, keys=["device", "@hour"])
+    assert set(timed) == {"ctx.device.tv", "hour.sin", "hour.cos", "day.sin", "day.cos"}
+    active = context_features({"device": "tv"}, None, 7, 0.0, keys=["@activity"])
+    assert set(active) == {"activity.2"}
 
 
 def test_propensity_matches_the_quadrature_and_the_frequencies():
