@@ -76,9 +76,10 @@ class Placement:
     segments: int = 4
     segment_by: str | None = None
     segment_values: tuple[str, ...] = ()
-    # contextual: the context keys and user properties used (None: all sent), the
-    # posterior's spread. The hashed vector is always MAX_DIMENSIONS long, so what an
-    # impression adds to the state follows from its logged features alone.
+    # contextual: the context keys, user properties and built-ins (@hour, @activity) used
+    # (None: all sent, and both built-ins), the posterior's spread. The hashed vector is
+    # always MAX_DIMENSIONS long, so what an impression adds to the state follows from its
+    # logged features alone.
     features: tuple[str, ...] | None = None
     alpha: float = 1.0
     # Targeting: requests whose context or user properties match every key (value in the
@@ -457,7 +458,13 @@ class Allocation:
         if placement.target is not None:
             needed.add("user")
         if placement.strategy == "contextual":
-            needed |= {"user", "history"}
+            named = placement.features
+            # The history's length is read for the activity level; the user for properties
+            # (a plain key names the property of the same name too).
+            if named is None or contextual.ACTIVITY in named:
+                needed.add("history")
+            if named is None or set(named) - {contextual.HOUR, contextual.ACTIVITY}:
+                needed.add("user")
         elif placement.strategy == "clustered":
             needed.add("user" if placement.segment_by else "vector")
         return frozenset(needed)

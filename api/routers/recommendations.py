@@ -101,12 +101,12 @@ def _unreachable(error: Exception) -> HTTPException:
 
 
 def _audience(engine, allocation, placement: str, user_id: str, context: dict,
-              now: float) -> Audience | None:
+              now: float) -> Audience:
     """What the placement's allocation looks at about this user, read only when it looks
     (clustered, contextual, targeted placements): their properties, factors, history."""
     reads = allocation.reads(placement)
     if not reads:
-        return Audience(context, now=now) if context else None
+        return Audience(context, now=now)
     document = engine.store.get_user(user_id) if "user" in reads else None
     user = None if document is None else document.get("properties", {})
     history, vector = [], None
@@ -161,7 +161,7 @@ async def recommendations(
                                          request_context, now))
         except redis.RedisError:  # choose without what could not be read: it still serves
             audience = Audience(request_context, now=now)
-    elif model is None and request_context:
+    elif model is None:  # the time, for a contextual placement that reads nothing more
         audience = Audience(request_context, now=now)
     # Only the allocation's choice on a configured placement may count for its variants
     # (and move its bandit): a forced model or an unknown name is logged, never credited.

@@ -5,10 +5,13 @@ click into the placement's bandit state, for the default app and for another app
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 import redis
 
+from recommender.contextual import context_features
 from streamrec.apps import app_prefix
 from streamrec.storage.feedback_store import RedisFeedback
 from tests.api.conftest import wait_for
@@ -125,6 +128,20 @@ def test_a_contextual_placement_learns_from_the_features_it_names(client, run, f
     stored = wait_for(lambda: feedback.impressions([rid]).get(rid), timeout=30)
     # Not the country (not named), nor the hour (@hour not named).
     assert set(stored.decision["features"]) == {"ctx.device.mobile", "activity.0"}
+
+    # The hour alone: nothing about the user is read, and the hour is the request's.
+    hourly = f"ctx-hour-{run}"
+    assert client.put(f"/admin/placements/{hourly}", json={
+        "strategy": "contextual", "features": ["@hour"], "variants": VARIANTS}
+                      ).status_code == 200
+    before = context_features({}, None, 0, time.time(), keys=["@hour"])
+    listed = client.get("/recommendations", params={"user_id": f"{run}-cy",
+                                                    "placement": hourly})
+    after = context_features({}, None, 0, time.time(), keys=["@hour"])
+    assert listed.status_code == 200, listed.text
+    rid = listed.json()["recommendation_id"]
+    stored = wait_for(lambda: feedback.impressions([rid]).get(rid), timeout=30)
+    assert stored.decision["features"] in (before, after)
 
 
 def test_a_clustered_list_logs_its_segment_per_app(api, run, services, worker):  # noqa: F811

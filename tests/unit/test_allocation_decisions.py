@@ -113,3 +113,20 @@ def test_a_pinned_variant_has_propensity_one():
 def test_win_probabilities_are_never_zero():
     p = win_probabilities([ArmStats(10**6, 10**5), ArmStats(10**6, 10)])
     assert np.all(p > 0) and p.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("features", "reads"), [
+    (None, {"user", "history"}),
+    (("device",), {"user"}),  # a plain key names the user property of the same name too
+    (("@hour",), set()),
+    (("@activity", "@hour"), {"history"}),
+    (("user.tier", "@activity"), {"user", "history"}),
+])
+def test_a_contextual_placement_reads_only_what_its_features_use(features, reads):
+    feedback = InMemoryFeedback()
+    feedback.put_placement(Placement("home", (Variant("a", "mf"), Variant("b", "popular")),
+                                     strategy="contextual", features=features).to_dict(),
+                           "test", 0.0)
+    allocation = Allocation(feedback, default_model="hybrid", floor=0.05, seed=1)
+    allocation.refresh()
+    assert allocation.reads("home") == reads
