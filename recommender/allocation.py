@@ -40,6 +40,7 @@ from recommender.contextual import (
 
 if TYPE_CHECKING:
     from recommender.feedback import FeedbackStore
+    from recommender.store import ServingReads
 
 Strategy = Literal["split", "bandit", "clustered", "contextual"]
 STRATEGIES: tuple[str, ...] = ("split", "bandit", "clustered", "contextual")
@@ -156,6 +157,32 @@ class Audience:
         if key in self.context:
             return self.context[key]
         return (self.user or {}).get(key)
+
+
+def read_audience(store: ServingReads, reads: frozenset[str], user_id: str,
+                  context: Mapping[str, Any], now: float) -> Audience:
+    """The :class:`Audience` of a request: what ``reads`` (:meth:`Allocation.reads`) names
+    read from ``store`` (the user's properties, MF vector, history length), the rest left
+    empty; the request's ``context`` and time always.
+
+    Examples
+    --------
+    >>> from recommender.store import InMemoryStore, StateUpdate
+    >>> store = InMemoryStore()
+    >>> store.apply(StateUpdate(200, 200, history={"ann": {"tea": 1.0}}))
+    >>> read_audience(store, frozenset({"history"}), "ann", {"device": "mobile"}, 5.0)
+    Audience(context={'device': 'mobile'}, user=None, vector=None, history=1, now=5.0)
+    """
+    if not reads:
+        return Audience(context, now=now)
+    document = store.get_user(user_id) if "user" in reads else None
+    user = None if document is None else document.get("properties", {})
+    history, vector = [], None
+    if reads & {"vector", "history"}:
+        history, vector = store.user_state(user_id, 100)
+    if vector is not None:
+        vector = vector[:-1]  # the stored vector's last component is a constant 1
+    return Audience(context, user, vector, len(history), now)
 
 
 def _text(value: Any) -> str | None:

@@ -29,7 +29,7 @@ from api.named_filters import invalid
 from api.routing import GuardedRoute
 from api.security import KEY_RESPONSES, READ
 from api.shedding import SHED, SHED_RESPONSES
-from recommender.allocation import DEFAULT_PLACEMENT, Audience
+from recommender.allocation import DEFAULT_PLACEMENT, Audience, read_audience
 from recommender.attribution import ROUTE_PLACEMENTS, Impression
 from recommender.base import LISTS_PREFIX
 from recommender.engine import Recommendations
@@ -100,23 +100,6 @@ def _unreachable(error: Exception) -> HTTPException:
                          headers={"Retry-After": "5"})
 
 
-def _audience(engine, allocation, placement: str, user_id: str, context: dict,
-              now: float) -> Audience:
-    """What the placement's allocation looks at about this user, read only when it looks
-    (clustered, contextual, targeted placements): their properties, factors, history."""
-    reads = allocation.reads(placement)
-    if not reads:
-        return Audience(context, now=now)
-    document = engine.store.get_user(user_id) if "user" in reads else None
-    user = None if document is None else document.get("properties", {})
-    history, vector = [], None
-    if reads & {"vector", "history"}:
-        history, vector = engine.store.user_state(user_id, 100)
-    if vector is not None:
-        vector = vector[:-1]  # the stored vector's last component is a constant 1
-    return Audience(context, user, vector, len(history), now)
-
-
 @router.get("/recommendations", response_model=RecommendationList,
             responses=FILTERED_RESPONSES)
 async def recommendations(
@@ -154,10 +137,11 @@ async def recommendations(
     request_context = parse_context(context, request.query_params)
     now = time.time()
     audience = None
-    if model is None and allocation.reads(placement):  # the hop only where reads are due
+    reads = allocation.reads(placement) if model is None else frozenset()
+    if reads:  # the hop only where reads are due
         try:
             audience = await asyncio.get_running_loop().run_in_executor(
-                serving_threads, partial(_audience, engine, allocation, placement, user_id,
+                serving_threads, partial(read_audience, engine.store, reads, user_id,
                                          request_context, now))
         except redis.RedisError:  # choose without what could not be read: it still serves
             audience = Audience(request_context, now=now)

@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from recommender.allocation import read_audience
 from recommender.attribution import Impression
 from recommender.base import Category, ItemId, Scored, UserId
 from recommender.cooccurrence import CodedNeighbours
@@ -308,8 +309,13 @@ def run(settings, output: Path, users_file: Path | None, k: int, model: str | No
         if model is None:
             allocation.refresh()
 
+        # What the placement's allocation looks at (targeting, segments, context features),
+        # read through the view as the API reads it; the export's lists carry no context.
+        reads = allocation.reads(placement) if model is None else frozenset()
+
         def choose(user: UserId) -> tuple[str, str, dict[str, float], bool, Any]:
-            choice = allocation.choose_for(placement, user, model)
+            audience = read_audience(view, reads, user, {}, now)
+            choice = allocation.choose_for(placement, user, model, audience)
             return (choice.variant, choice.model, dict(choice.params), choice.allocated,
                     choice.decision)
 

@@ -236,6 +236,39 @@ def test_export_follows_the_placements_split(export_settings, tmp_path):
                               "features": {}, "targeted": None}
 
 
+def test_export_reads_what_a_targeted_placement_looks_at(export_settings, tmp_path):
+    """A placement targeted on a user property chooses per user from their stored
+    properties, as the API does: users outside the target get the default variant,
+    uncredited; those inside are split."""
+    settings, store = export_settings
+    everyone = seed(store, users=0, base_users=100)
+    inside = {f"base-{n}" for n in range(0, 100, 2)}
+    store.put_users((user, {"properties": {"country": "de" if user in inside else "fr"}})
+                    for user in everyone)
+    config = {"name": "home", "strategy": "split", "target": {"country": ["de"]},
+              "default_variant": "pairs", "variants": [
+                  {"name": "blend", "model": "hybrid", "weight": 1.0},
+                  {"name": "pairs", "model": "cooccurrence", "weight": 1.0}]}
+    feedback = RedisFeedback(store.client, settings.redis_prefix)
+    feedback.put_placement(config, "test", time.time())
+    output = tmp_path / "home.jsonl"
+    exporting.run(settings, output, None, 5, None, "home", chunk=30, now=time.time())
+    lines = read_lines(output)
+    assert {line["user_id"] for line in lines} == everyone
+    placement = Placement.from_dict(config)
+    for line in lines:
+        expected = (Allocator().choose(placement, line["user_id"], {}).name
+                    if line["user_id"] in inside else "pairs")
+        assert line["variant"] == expected, line["user_id"]
+    shown = feedback.impressions([line["recommendation_id"] for line in lines])
+    for line in lines:
+        impression = shown[line["recommendation_id"]]
+        assert impression.allocated == (line["user_id"] in inside)
+        assert impression.decision["targeted"] == (line["user_id"] in inside)
+    assert {line["variant"] for line in lines if line["user_id"] in inside} == {
+        "blend", "pairs"}
+
+
 def test_export_applies_a_named_filter_and_withdrawn_items(export_settings, tmp_path):
     settings, store = export_settings
     seed(store, users=300, base_users=100, items=200)
