@@ -398,8 +398,8 @@ class _SortedSet:
     def __init__(self, scores: Mapping[str, float] | None = None) -> None:
         self.scores: dict[str, float] = dict(scores or {})
         # The scores ascending, to bisect (floats: a bisection over (score, member) tuples
-        # cost a tuple a move and slower comparisons; members break the rare ties by a
-        # scan); None: sort at the next read.
+        # cost a tuple a move and slower comparisons; a second bisection by member breaks
+        # ties); None: sort at the next read.
         self._weights: list[float] | None = None
         # The same members as (member, score) pairs at the same positions: a read is a
         # reversed slice of it, in C. A replay reads each list right after it changed, so
@@ -428,13 +428,15 @@ class _SortedSet:
         weights, pairs = self._weights, self._pairs
         if old is not None:
             at = bisect.bisect_left(weights, old)
-            while pairs[at][0] != member:
-                at += 1
+            if pairs[at][0] != member:  # among equal scores, by member
+                at = bisect.bisect_left(pairs, member, at, bisect.bisect_right(weights, old, at),
+                                        key=_first)
             del weights[at], pairs[at]
         at = bisect.bisect_left(weights, score)
-        end = len(weights)
-        while at < end and weights[at] == score and pairs[at][0] < member:
-            at += 1
+        if at < len(weights) and weights[at] == score:
+            # Ties can be many (popularity that underflowed to 0 in a rescale): bisect them.
+            at = bisect.bisect_left(pairs, member, at, bisect.bisect_right(weights, score, at),
+                                    key=_first)
         weights.insert(at, score)
         pairs.insert(at, (member, score))
 
@@ -521,13 +523,14 @@ class _CodedSortedSet(_SortedSet):
         weights, codes, ids = self._weights, self._codes, self._ids
         if old is not None:
             at = bisect.bisect_left(weights, old)
-            while ids[codes[at]] != member:
-                at += 1
+            if ids[codes[at]] != member:
+                at = bisect.bisect_left(codes, member, at, bisect.bisect_right(weights, old, at),
+                                        key=ids.__getitem__)
             del weights[at], codes[at]
         at = bisect.bisect_left(weights, score)
-        end = len(weights)
-        while at < end and weights[at] == score and ids[codes[at]] < member:
-            at += 1
+        if at < len(weights) and weights[at] == score:
+            at = bisect.bisect_left(codes, member, at, bisect.bisect_right(weights, score, at),
+                                    key=ids.__getitem__)
         weights.insert(at, score)
         codes.insert(at, self._code(member))
 
