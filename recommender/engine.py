@@ -735,8 +735,9 @@ class Engine:
 
     def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
                size: int) -> list[Scored]:
-        """Each source's best ``size`` candidates, fused; once per request and blend (the
-        hybrid's list and the tally's trial of the fusion are often the same)."""
+        """Each source's best ``size`` candidates, fused, the best ``size`` of them (no
+        caller cuts more); once per request and blend (the hybrid's list and the tally's
+        trial of the fusion are often the same)."""
         def compute() -> list[Scored]:
             # A source the blend weighs 0 (the leader alone) is not ranked: popular and MF
             # lists are prefixes of longer ones, so later reads find the same. Co-occurrence
@@ -752,7 +753,7 @@ class Engine:
                             else self.external_models(model))
                 if external is not None:
                     sources[model] = [item for item, _ in external.rank(reads, size) or []]
-            return fuse(sources, weights, config.hybrid_rank_constant)
+            return fuse(sources, weights, config.hybrid_rank_constant, size)
 
         key = ("fused", size, config.hybrid_rank_constant, *sorted(weights.items()))
         return reads.memo(key, compute)
