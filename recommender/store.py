@@ -670,13 +670,19 @@ class InMemoryStore:
             for member, increment in update.item_counts.items():
                 counts[member] = counts.get(member, 0.0) + increment * factor
             self._code_counts(update.item_counts, plan.rescale)
-        neighbours = self._neighbours
+        # A batch of one event writes about twenty neighbour lists: _add's rule inlined,
+        # and a list trimmed only when it is over its length (calls cost more than the work).
+        neighbours, frame, size = self._neighbours, self._frame, update.max_neighbours
         for item, increments in update.pairs.items():
             weights = neighbours.get(item)
             if weights is None:  # not setdefault: that builds a set for every key
                 weights = neighbours[item] = _CodedSortedSet(self._code, self._ids)
-            self._add(("pairs", item), weights, increments, update)
-            weights.trim(update.max_neighbours)
+            plan = frame(("pairs", item), len(weights.scores) > 0, update)
+            if plan.rescale is not None:
+                weights.rescale(plan.rescale)
+            weights.add(increments, plan.increments)
+            if len(weights.scores) > size:
+                weights.trim(size)
         for user, scores in update.history.items():
             history = self._history.get(user)
             if history is None:
