@@ -215,7 +215,7 @@ class Engine:
             # lists as read alone, for one read of each instead of two.
             cooccurrence = [item for item, _ in reads.cooccurrence(TALLY_K)]
             fused = [item for item, _ in self._fused(
-                reads, fusion, self.config, self.config.hybrid_candidates)[:TALLY_K]]
+                reads, fusion, self.config, self.config.hybrid_candidates, TALLY_K)]
             tops = {"cooccurrence": cooccurrence,
                     "popular": self._popular_ranked(TALLY_K, reads),
                     "mf": ([] if reads.vector is None
@@ -734,10 +734,14 @@ class Engine:
         return weights
 
     def _fused(self, reads: _Reads, weights: Mapping[str, float], config: EngineConfig,
-               size: int) -> list[Scored]:
-        """Each source's best ``size`` candidates, fused; once per request and blend (the
-        hybrid's list and the tally's trial of the fusion are often the same)."""
-        def compute() -> list[Scored]:
+               size: int, keep: int | None = None) -> list[Scored]:
+        """Each source's best ``size`` candidates, fused: the best ``keep`` of them (``size``
+        if None; no caller cuts more); once per request and blend (the hybrid's list and
+        the tally's trial of the fusion are often the same). A shorter ``keep`` (the
+        tally's trial: its top ten) is cut from the request's fusion when it has one, else
+        only that many are sorted (when the hybrid serves its leader alone, the trial's
+        fusion is the only one)."""
+        def compute(best: int) -> list[Scored]:
             # A source the blend weighs 0 (the leader alone) is not ranked: popular and MF
             # lists are prefixes of longer ones, so later reads find the same. Co-occurrence
             # always is: a cold item's content makes its short list differ from a cut one.
@@ -752,10 +756,15 @@ class Engine:
                             else self.external_models(model))
                 if external is not None:
                     sources[model] = [item for item, _ in external.rank(reads, size) or []]
-            return fuse(sources, weights, config.hybrid_rank_constant)
+            return fuse(sources, weights, config.hybrid_rank_constant, best)
 
         key = ("fused", size, config.hybrid_rank_constant, *sorted(weights.items()))
-        return reads.memo(key, compute)
+        if keep is None or keep >= size:
+            return reads.memo(key, lambda: compute(size))
+        fused = reads.memoised(key)
+        if fused is not None:
+            return fused[:keep]
+        return reads.memo((*key, keep), lambda: compute(keep))
 
     def user_history(self, user_id: UserId) -> list[Scored]:
         return self.store.history(user_id, self.config.history_length)
@@ -846,6 +855,11 @@ class _Reads:
         if cached is None:
             cached = self._read[key] = (0, compute())
         return cached[1]
+
+    def memoised(self, key: object) -> list[Scored] | None:
+        """What :meth:`memo` has for ``key``, or None."""
+        cached = self._read.get(key)
+        return None if cached is None else cached[1]
 
     def _prefix(self, key: object, n: int, extra: int, read: Callable, cut: Callable):
         cached = self._read.get(key)

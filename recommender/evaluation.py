@@ -49,17 +49,21 @@ class Tally:
 
     def add(self, ranked: Sequence[ItemId], target: ItemId, known: bool,
             slices: Sequence[str] = ()) -> None:
+        # Called for every model on every scored event: searches in C, and the slices
+        # (none for most events) counted without Counter.update's call.
         self.events += 1
         self.recommended.update(ranked)
-        rank = next((n for n, item in enumerate(ranked) if item == target), None)
+        rank = ranked.index(target) if target in ranked else None
         if known:
             self.known_events += 1
-        self.slice_events.update(slices)
+        for name in slices:
+            self.slice_events[name] += 1
         if rank is None:
             return
         self.hits += 1
         self.known_hits += known
-        self.slice_hits.update(slices)
+        for name in slices:
+            self.slice_hits[name] += 1
         self.ndcg += 1.0 / math.log2(rank + 2)
         self.reciprocal_rank += 1.0 / (rank + 1)
 

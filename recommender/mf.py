@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -269,14 +270,15 @@ class ItemFactorIndex:
         if count == 0 or k <= 0:
             return []
         scores = matrix[:count] @ user_vector
-        banned = [row for row in map(rows.get, exclude) if row is not None and row < count]
-        if banned:
-            scores[banned] = -np.inf
+        # The excluded rows in C: an item without one gets count, which no row scored has
+        # (a user excludes the ~200 items they have seen).
+        banned = np.fromiter(map(rows.get, exclude, repeat(count)), np.intp)
+        scores[banned[banned < count]] = -np.inf
         best = _best_rows(scores, min(k, count))
         values = scores[best]
         finite = np.isfinite(values)
-        return [(ids[r], value) for r, value in zip(best[finite].tolist(),
-                                                    values[finite].tolist(), strict=True)]
+        return list(zip(map(ids.__getitem__, best[finite].tolist()), values[finite].tolist(),
+                        strict=True))
 
 
 def _best_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -383,23 +383,27 @@ class _SortedSet:
     >>> ranked.update({"c": 2.0, "a": 4.0})
     >>> ranked.top(2), ranked.top()
     ([('a', 4.0), ('b', 3.0)], [('a', 4.0), ('b', 3.0), ('c', 2.0)])
+    >>> ranked.add({"b": 1.0, "d": 4.0}); ranked.top()
+    [('d', 4.0), ('b', 4.0), ('a', 4.0), ('c', 2.0)]
     >>> ranked.trim(1); ranked.scores
-    {'a': 4.0}
+    {'d': 4.0}
     """
 
     # Moving 20 members of a list of 200 (a new item's own neighbour list, every event of
     # a replay) costs 23 us against 104 us to re-sort; at about 100 sorting wins.
     MOVES = 64
 
-    __slots__ = ("scores", "_order", "_pairs")
+    __slots__ = ("scores", "_weights", "_pairs")
 
     def __init__(self, scores: Mapping[str, float] | None = None) -> None:
         self.scores: dict[str, float] = dict(scores or {})
-        # Ascending (score, member) keys, to bisect; None: sort at the next read.
-        self._order: list[tuple[float, str]] | None = None
+        # The scores ascending, to bisect (floats: a bisection over (score, member) tuples
+        # cost a tuple a move and slower comparisons; a second bisection by member breaks
+        # ties); None: sort at the next read.
+        self._weights: list[float] | None = None
         # The same members as (member, score) pairs at the same positions: a read is a
         # reversed slice of it, in C. A replay reads each list right after it changed, so
-        # building a read's pairs anew (as a map over _order did) cost 5 us a list of 50.
+        # building a read's pairs anew (as a map over the order did) cost 5 us a list of 50.
         self._pairs: list[Scored] = []
 
     def __len__(self) -> int:
@@ -407,130 +411,153 @@ class _SortedSet:
 
     def update(self, changes: Mapping[str, float]) -> None:
         """Set each member of ``changes`` to its score there."""
-        scores, order, pairs = self.scores, self._order, self._pairs
-        if order is not None and len(changes) > self.MOVES:
-            order = self._order = None
+        scores = self.scores
+        if self._weights is not None and len(changes) > self.MOVES:
+            self._weights = None
+        if self._weights is None:
+            scores.update(changes)
+            return
+        move = self._move
         for member, score in changes.items():
-            if order is not None:
-                self._move(order, pairs, member, scores.get(member), score)
+            move(member, scores.get(member), score)
             scores[member] = score
 
-    @staticmethod
-    def _move(order: list[tuple[float, str]], pairs: list[Scored], member: str,
-              old: float | None, score: float) -> None:
-        """Move ``member`` from ``old`` (None: absent) to its place at ``score``."""
+    def _move(self, member: str, old: float | None, score: float) -> None:
+        """Move ``member`` from ``old`` (None: absent) to its place at ``score``: after the
+        lower scores, and the equal ones of lower members (ascending (score, member))."""
+        weights, pairs = self._weights, self._pairs
         if old is not None:
-            at = bisect.bisect_left(order, (old, member))
-            del order[at], pairs[at]
-        at = bisect.bisect_left(order, (score, member))
-        order.insert(at, (score, member))
+            at = bisect.bisect_left(weights, old)
+            if pairs[at][0] != member:  # among equal scores, by member
+                at = bisect.bisect_left(pairs, member, at, bisect.bisect_right(weights, old, at),
+                                        key=_first)
+            del weights[at], pairs[at]
+        at = bisect.bisect_left(weights, score)
+        if at < len(weights) and weights[at] == score:
+            # Ties can be many (popularity that underflowed to 0 in a rescale): bisect them.
+            at = bisect.bisect_left(pairs, member, at, bisect.bisect_right(weights, score, at),
+                                    key=_first)
+        weights.insert(at, score)
         pairs.insert(at, (member, score))
 
     def add(self, increments: Mapping[str, float], factor: float = 1.0) -> None:
         """Add ``factor`` times each increment to its member's score."""
         scores = self.scores
-        if len(increments) > self.MOVES or self._order is None:
+        if len(increments) > self.MOVES or self._weights is None:
             self.update({member: scores.get(member, 0.0) + increment * factor
                          for member, increment in increments.items()})
             return
         # A few moves (most keys a small batch touches): bisect each in place, without the
         # intermediate mapping update() takes.
-        order, pairs, move = self._order, self._pairs, self._move
+        move = self._move
         for member, increment in increments.items():
             old = scores.get(member)
             score = scores[member] = (0.0 if old is None else old) + increment * factor
-            move(order, pairs, member, old, score)
+            move(member, old, score)
 
     def remove(self, members: Iterable[str]) -> None:
         """Drop each of ``members`` that is in the set."""
-        scores, order, pairs = self.scores, self._order, self._pairs
+        scores = self.scores
         for member in members:
-            old = scores.pop(member, None)
-            if old is not None and order is not None:
-                at = bisect.bisect_left(order, (old, member))
-                del order[at], pairs[at]
+            if scores.pop(member, None) is not None:
+                self._weights = None
 
     def rescale(self, factor: float) -> None:
         """Every score times ``factor``."""
         self.scores = {member: score * factor for member, score in self.scores.items()}
-        self._order = None  # scores that underflow to one value now tie: sort again
+        self._weights = None  # scores that underflow to one value now tie: sort again
 
     def trim(self, size: int) -> None:
         """Keep the ``size`` highest members."""
         excess = len(self.scores) - size
         if excess > 0:
-            order = self._sorted()
-            for _, member in order[:excess]:
-                del self.scores[member]
-            del order[:excess], self._pairs[:excess]
+            self._sort()
+            scores = self.scores
+            for member, _ in self._pairs[:excess]:
+                del scores[member]
+            del self._weights[:excess], self._pairs[:excess]
 
-    def _sorted(self) -> list[tuple[float, str]]:
-        if self._order is None:
-            self._order = sorted(map(_swap, self.scores.items()))
-            self._pairs = list(map(_swap, self._order))
-        return self._order
+    def _sort(self) -> None:
+        if self._weights is None:
+            order = sorted(map(_swap, self.scores.items()))
+            self._weights = list(map(_first, order))
+            self._pairs = list(map(_swap, order))
 
     def top(self, k: int | None = None) -> list[Scored]:
         """The ``k`` highest (all if None), in sorted-set order."""
-        self._sorted()
+        self._sort()
         if k is None:
             return self._pairs[::-1]
         return self._pairs[:-k - 1:-1] if k > 0 else []
 
 
 class _CodedSortedSet(_SortedSet):
-    """A neighbour list: a :class:`_SortedSet` that also keeps its members' codes and
-    scores in their order, so that reading its top as arrays is two slices.
+    """A neighbour list: a :class:`_SortedSet` that keeps its members' codes (the
+    store's numbering, ``ids`` the item of each code) and scores in their order, so that
+    reading its top as arrays is two slices. The replay reads neighbour lists only as
+    arrays: their pairs are built when read as pairs, not kept at every move.
 
-    >>> codes = {}
-    >>> listed = _CodedSortedSet(lambda member: codes.setdefault(member, len(codes)))
-    >>> listed.update({"a": 1.0, "b": 3.0}); listed.add({"c": 2.0})
-    >>> listed.top(2), listed.top_coded(2)
-    ([('b', 3.0), ('c', 2.0)], ([2, 1], [3.0, 2.0]))
+    >>> ids, codes = [], {}
+    >>> def code(member):
+    ...     if member not in codes:
+    ...         codes[member] = len(ids); ids.append(member)
+    ...     return codes[member]
+    >>> listed = _CodedSortedSet(code, ids)
+    >>> listed.update({"a": 1.0, "b": 3.0}); listed.add({"c": 2.0, "d": 3.0})
+    >>> listed.top(3), listed.top_coded(3)
+    ([('d', 3.0), ('b', 3.0), ('c', 2.0)], ([3, 2, 1], [3.0, 3.0, 2.0]))
     """
 
-    __slots__ = ("_code", "_codes", "_weights")
+    __slots__ = ("_code", "_ids", "_codes")
 
-    def __init__(self, code: Callable[[str], int]) -> None:
+    def __init__(self, code: Callable[[str], int], ids: Sequence[str]) -> None:
         super().__init__()
         self._code = code
-        # Valid while _order is: a re-sort builds them again.
+        self._ids = ids
+        # Valid while _weights is: a re-sort builds them again.
         self._codes: list[int] = []
-        self._weights: list[float] = []
 
-    def _move(self, order: list[tuple[float, str]], pairs: list[Scored], member: str,
-              old: float | None, score: float) -> None:
-        # _SortedSet._move's, with the two lists more (a call to it cost more than its work).
-        codes, weights = self._codes, self._weights
+    def _move(self, member: str, old: float | None, score: float) -> None:
+        # _SortedSet._move's, over codes instead of pairs (a call to it cost more than its
+        # work).
+        weights, codes, ids = self._weights, self._codes, self._ids
         if old is not None:
-            at = bisect.bisect_left(order, (old, member))
-            del order[at], pairs[at], codes[at], weights[at]
-        at = bisect.bisect_left(order, (score, member))
-        order.insert(at, (score, member))
-        pairs.insert(at, (member, score))
-        codes.insert(at, self._code(member))
+            at = bisect.bisect_left(weights, old)
+            if ids[codes[at]] != member:
+                at = bisect.bisect_left(codes, member, at, bisect.bisect_right(weights, old, at),
+                                        key=ids.__getitem__)
+            del weights[at], codes[at]
+        at = bisect.bisect_left(weights, score)
+        if at < len(weights) and weights[at] == score:
+            at = bisect.bisect_left(codes, member, at, bisect.bisect_right(weights, score, at),
+                                    key=ids.__getitem__)
         weights.insert(at, score)
+        codes.insert(at, self._code(member))
 
-    def _sorted(self) -> list[tuple[float, str]]:
-        if self._order is None:
-            order = super()._sorted()
-            self._codes = list(map(self._code, map(_second, order)))
+    def _sort(self) -> None:
+        if self._weights is None:
+            order = sorted(map(_swap, self.scores.items()))
             self._weights = list(map(_first, order))
-        return self._order
-
-    def remove(self, members: Iterable[str]) -> None:
-        super().remove(members)
-        self._order = None
+            self._codes = list(map(self._code, map(_second, order)))
 
     def trim(self, size: int) -> None:
         excess = len(self.scores) - size
-        super().trim(size)
         if excess > 0:
-            del self._codes[:excess], self._weights[:excess]
+            self._sort()
+            scores, ids = self.scores, self._ids
+            for code in self._codes[:excess]:
+                del scores[ids[code]]
+            del self._weights[:excess], self._codes[:excess]
+
+    def top(self, k: int | None = None) -> list[Scored]:
+        codes, weights = self.top_coded(len(self.scores) if k is None else k)
+        return list(zip(map(self._ids.__getitem__, codes), weights, strict=True))
 
     def top_coded(self, k: int) -> tuple[list[int], list[float]]:
         """:meth:`top`'s codes and scores."""
-        self._sorted()
+        self._sort()
+        if k <= 0:
+            return [], []
         return self._codes[:-k - 1:-1], self._weights[:-k - 1:-1]
 
 
@@ -643,13 +670,19 @@ class InMemoryStore:
             for member, increment in update.item_counts.items():
                 counts[member] = counts.get(member, 0.0) + increment * factor
             self._code_counts(update.item_counts, plan.rescale)
-        neighbours = self._neighbours
+        # A batch of one event writes about twenty neighbour lists: _add's rule inlined,
+        # and a list trimmed only when it is over its length (calls cost more than the work).
+        neighbours, frame, size = self._neighbours, self._frame, update.max_neighbours
         for item, increments in update.pairs.items():
             weights = neighbours.get(item)
             if weights is None:  # not setdefault: that builds a set for every key
-                weights = neighbours[item] = _CodedSortedSet(self._code)
-            self._add(("pairs", item), weights, increments, update)
-            weights.trim(update.max_neighbours)
+                weights = neighbours[item] = _CodedSortedSet(self._code, self._ids)
+            plan = frame(("pairs", item), len(weights.scores) > 0, update)
+            if plan.rescale is not None:
+                weights.rescale(plan.rescale)
+            weights.add(increments, plan.increments)
+            if len(weights.scores) > size:
+                weights.trim(size)
         for user, scores in update.history.items():
             history = self._history.get(user)
             if history is None:
