@@ -75,12 +75,18 @@ def test_segment_aware_strategies_beat_plain_thompson_sampling(client, run) -> N
     print(f"worth per list over the last 200 requests: {worth}")
     # The best any one variant for everyone could be worth over the same requests' segment
     # mix (about 20%; more when one segment came more often): no segment-blind allocation
-    # beats it.
+    # beats it in expectation. Over 200 requests its blind choices can still meet the
+    # segments they suit by chance (0.220 against 0.216 once in CI): a list's worth, given
+    # its variant, varies with the segment by at most half the spread of that variant's
+    # rates, so allow three standard errors of that.
     plain = result.results["bandit"]
-    blind = max(sum(simulation.segments.rate(segment, variant)
-                    for segment in plain.segments[-200:]) / len(plain.segments[-200:])
+    last = plain.segments[-200:]
+    blind = max(sum(simulation.segments.rate(segment, variant) for segment in last) / len(last)
                 for variant in MODELS)
-    assert worth["bandit"] <= blind + 1e-9
+    spread = max(max(rates) - min(rates) for rates in (
+        [simulation.segments.rate(segment, variant) for segment in set(last)]
+        for variant in MODELS))
+    assert worth["bandit"] <= blind + 3 * (spread / 2) / len(last) ** 0.5, (worth, blind)
     # Linear Thompson sampling learns slower than a posterior per segment (it also weighs
     # the hour and the user's activity): ahead, by less, within 600 requests.
     assert worth["clustered"] > worth["bandit"] + 0.02
