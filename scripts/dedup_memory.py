@@ -17,6 +17,9 @@ from pathlib import Path
 
 import redis
 
+# First: streamrec sets one BLAS thread before numpy loads, as every streamrec process
+# does (numpy's default pool would spin on the second core and count in the CPU figures).
+import streamrec  # noqa: F401
 from recommender.once import Claim
 from recommender.store import StateUpdate
 from streamrec.local.services import LocalRedis

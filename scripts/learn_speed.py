@@ -19,6 +19,9 @@ import argparse
 import hashlib
 import time
 
+# First: streamrec sets one BLAS thread before numpy loads, as every streamrec process
+# does (numpy's default pool would spin on the second core and count in the CPU figures).
+import streamrec  # noqa: F401
 from recommender.base import Interaction
 from recommender.engine import Engine
 from recommender.store import InMemoryStore

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import redis
 
+# First: streamrec sets one BLAS thread before numpy loads, as every streamrec process
+# does (numpy's default pool would spin on the second core and count in the CPU figures).
+import streamrec  # noqa: F401
 from recommender.base import Interaction
 from recommender.engine import Engine
 from recommender.store import StateUpdate

@@ -25,6 +25,9 @@ import json
 import time
 from pathlib import Path
 
+# First: streamrec sets one BLAS thread before numpy loads, as every streamrec process
+# does (numpy's default pool would spin on the second core and count in the CPU figures).
+import streamrec  # noqa: F401
 from recommender.base import MODELS
 from recommender.evaluation import prequential
 from streamrec.measure.evaluate import build, catalog, load

@@ -26,6 +26,9 @@ import time
 import redis
 import redis.connection
 
+# First: streamrec sets one BLAS thread before numpy loads, as every streamrec process
+# does (numpy's default pool would spin on the second core and count in the CPU figures).
+import streamrec  # noqa: F401
 from recommender.base import Interaction
 from streamrec.settings import Settings
 from streamrec.sim.simulator import Simulation
