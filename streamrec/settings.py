@@ -223,6 +223,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # A new run is not promoted when its held-back Recall@10 is below the serving run's by
     # more than this share of it.
     trainer_promote_margin: float = Field(default=0.1, ge=0, le=1)
+    # ... measured on the held-back events the serving run never trained on; fewer of them
+    # scored than this, and the new run is promoted without a comparison.
+    trainer_compare_min_events: int = Field(default=100, ge=1)
     trainer_keep_runs: int = Field(default=5, ge=1)  # per model; older artifacts are deleted
     trainer_max_artifact_bytes: int = Field(default=512 * 1024**2, ge=1024)
     # How soon an API process serves a newly promoted run.

@@ -11,9 +11,15 @@ does, and for each app and model:
 2. trains again on everything and publishes that run, with the slice's metrics as its
    offline estimate. The second fit costs a training's time; it buys a served run that
    has seen the newest events, which are the ones most like tomorrow's;
-3. promotes it unless its metrics fall short of the serving run's by more than
-   ``STREAMREC_TRAINER_PROMOTE_MARGIN`` (the old run keeps serving; the log says why),
-   then deletes runs older than the ``STREAMREC_TRAINER_KEEP_RUNS`` newest.
+3. promotes it unless it falls short of the serving run by more than
+   ``STREAMREC_TRAINER_PROMOTE_MARGIN`` of its Recall@10 **on the same events**: the
+   held-back events the serving run never trained on (those after its newest training
+   event), both ranked from the same head histories (the old run keeps serving; the log
+   says why). Each run's own slice is no yardstick for another's: Recall@10 falls as the
+   catalogue grows, so a first run on a small log would outscore every later one. Fewer
+   than ``STREAMREC_TRAINER_COMPARE_MIN_EVENTS`` such events: nothing to tell them apart
+   by, and the new run (trained on more, and newer, events) is promoted. Then runs older
+   than the ``STREAMREC_TRAINER_KEEP_RUNS`` newest are deleted.
 
 A cycle that cannot train (an empty topic, too few events, Kafka or Redis away) logs why
 and the loop tries again at the next cycle; it never ends the role.
@@ -26,7 +32,7 @@ import logging
 import resource
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,17 +152,43 @@ def app_interactions(wiring: Wiring, read: LogRead, app: str, since: float
     return decoded.interactions, offsets
 
 
+@dataclass
+class Champion:
+    """The run serving a model as a cycle starts, to be scored beside the new one."""
+
+    name: str
+    trained_until: float  # its newest training event's time: later events it never saw
+    load: Callable[[], batch_models.TrainedRun]  # its artifact (loaded only when needed)
+
+
 def train(model: str, interactions: Sequence[Interaction], settings: Settings,
-          items: int | None = None) -> tuple[batch_models.TrainedRun, dict[str, Any]]:
+          items: int | None = None, champion: Champion | None = None
+          ) -> tuple[batch_models.TrainedRun, dict[str, Any]]:
     """Train ``model`` as a cycle does: on the head to score the held-back tail, then on
-    everything; returns the run and what its record says of it (without the offsets)."""
+    everything; returns the run and what its record says of it (without the offsets).
+
+    With a ``champion``, what it says also has ``duel``: the head's run and the champion
+    scored on the same events, the held-back ones after ``champion.trained_until``, ranked
+    from the same head histories (None: none such, or the champion did not load)."""
     params = settings.trainer_hyperparameters(model)
     cap = settings.trainer_item_cap(model, items)
     head, tail, cut = batch_models.split_by_time(interactions, settings.trainer_holdout)
-    offline = None
+    offline = duel = None
     if tail:
+        unseen = ([event for event in tail if event.timestamp > champion.trained_until]
+                  if champion is not None else [])
+        defended = None
+        if unseen:
+            try:  # scored first, so its artifact is freed before the estimate is fitted
+                defended = batch_models.offline_metrics(champion.load(), head, unseen)
+            except RunError as error:
+                duel = {"champion": champion.name, "error": str(error)}
         estimate = batch_models.fit(model, batch_models.TrainingData.of(head, cap), params)
         offline = batch_models.offline_metrics(estimate, head, tail)
+        if defended is not None:
+            duel = {"champion": champion.name, "from": champion.trained_until,
+                    "champion_metrics": defended,
+                    "metrics": batch_models.offline_metrics(estimate, head, unseen)}
         del estimate
         if offline is not None:
             offline["slice"] = {"from": cut, "to": max(e.timestamp for e in tail),
@@ -172,7 +204,7 @@ def train(model: str, interactions: Sequence[Interaction], settings: Settings,
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return trained, {
-        "offline": offline, "hyperparameters": {**params, "items": cap},
+        "offline": offline, "duel": duel, "hyperparameters": {**params, "items": cap},
         "training_seconds": round(seconds, 3), "peak_memory_bytes": int(peak),
         "users": len(data.users), "items": len(data.items),
         "first_event": min(e.timestamp for e in interactions),
@@ -192,7 +224,13 @@ def train_app(wiring: Wiring, read: LogRead, app: str, since: float,
     runs = wiring.trained_runs()
     published = []
     for model in models:
-        trained, made = train(model, interactions, settings, items)
+        serving = runs.serving_run(model)
+        current = None if serving is None else runs.get(model, serving)
+        span = None if current is None else (current.lineage or {}).get("event_time")
+        champion = None if not span else Champion(
+            current.name, float(span[1]),
+            lambda model=model, number=current.number: runs.load(model, number))
+        trained, made = train(model, interactions, settings, items, champion)
         run = Run(model=model, number=runs.next_number(model), made_at=time.time(),
                   lineage={"topic": settings.events_topic, "offsets": offsets,
                            "event_time": [made["first_event"], made["last_event"]],
@@ -202,23 +240,43 @@ def train_app(wiring: Wiring, read: LogRead, app: str, since: float,
                   training_seconds=made["training_seconds"],
                   peak_memory_bytes=made["peak_memory_bytes"])
         runs.publish(run, trained, settings.trainer_max_artifact_bytes)
-        serving = runs.serving_run(model)
-        current = None if serving is None else runs.get(model, serving)
-        if current is not None and batch_models.worse_by(
-                run.offline, current.offline, settings.trainer_promote_margin):
+        verdict = None if current is None else _verdict(made["duel"], current.name, settings)
+        if verdict is not None and verdict[0]:
             promoted = False
-            reason = (f"NOT promoted: its Recall@10 is more than "
-                      f"{settings.trainer_promote_margin:.0%} below serving {current.name}'s "
-                      f"({current.offline['recall@10']:.4f}); {current.name} keeps serving "
+            reason = (f"NOT promoted: {verdict[1]}; {current.name} keeps serving "
                       f"(`streamrec promote {run.name}` serves it anyway)")
         else:
             previous = runs.promote(model, run.number, author="trainer")
             promoted = True
+            said = "" if verdict is None else f"; {verdict[1]}"
             reason = ("promoted" if previous in (None, False)
-                      else f"promoted (was {model}@{previous})")
+                      else f"promoted (was {model}@{previous}{said})")
         pruned = runs.prune(model, settings.trainer_keep_runs)
         published.append(Published(app, run, promoted, reason, pruned))
     return published
+
+
+def _verdict(duel: dict[str, Any] | None, champion: str, settings: Settings
+             ) -> tuple[bool, str]:
+    """Whether the head's run falls short of ``champion`` on the events neither trained on
+    by more than the margin, and what the log says of it either way."""
+    least = settings.trainer_compare_min_events
+    if duel and "error" in duel:
+        return False, f"not compared: {champion} could not be scored ({duel['error']})"
+    scored = (duel or {}).get("metrics") or {}
+    if not duel or not duel["champion_metrics"] or scored.get("events", 0) < least:
+        events = scored.get("events", 0)
+        return False, (f"{events:,} held-back events unseen by {champion}, fewer than "
+                       f"STREAMREC_TRAINER_COMPARE_MIN_EVENTS={least}: not compared")
+    ours, theirs = scored["recall@10"], duel["champion_metrics"]["recall@10"]
+    worse = batch_models.worse_by(scored, duel["champion_metrics"],
+                                  settings.trainer_promote_margin)
+    said = (f"Recall@10 {ours:.4f} against {champion}'s {theirs:.4f} on the same "
+            f"{scored['events']:,} held-back events, which {champion} never trained on")
+    if worse:
+        said = (f"more than {settings.trainer_promote_margin:.0%} below {champion}: "
+                + said)
+    return worse, said
 
 
 def apps_to_train(base: Wiring, app: str | None) -> dict[str, tuple[Wiring, float]]:

@@ -122,6 +122,9 @@ def test_a_trainer_cycle_publishes_serves_and_switches_runs(isolated_worker, ser
     settings = Settings(kafka_bootstrap=bootstrap, redis_url=services["redis_url"],
                         **names, **FAST)
     with TestClient(create_app(settings)) as http:
+        # Ready first: its producer may still be connecting (run alone, on a broker that
+        # just started, POST /events answered 503 "not connected to Kafka yet").
+        assert wait_for(lambda: http.get("/readyz").status_code == 200, timeout=60)
         for model in ("ease", "ials"):
             used, items = _listed(http, "g1-u0", model)
             assert used == model and items and all(i.startswith("g1-") for i in items[:3])
