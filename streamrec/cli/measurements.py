@@ -223,8 +223,11 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
               help="Settings carried on through the rest of the file.")
 @click.option("--seed", default=0, show_default=True, help="Order in which settings are tried.")
 @click.option("--limit", type=int, default=None, help="Only the first N events (by time).")
+@click.option("--jobs", type=click.IntRange(1), default=min(4, os.cpu_count() or 1),
+              show_default="the cores, at most 4",
+              help="Settings replayed at once, each in a process of its own.")
 def tune(path: Path, data_format: str | None, budget: float, fraction: float, k: int,
-         top: int, seed: int, limit: int | None) -> None:
+         top: int, seed: int, limit: int | None, jobs: int) -> None:
     """Choose half-lives, window and hybrid blend for a file of events by prequential
     replay: chosen on its first --fraction, scored on the rest."""
     from tqdm import tqdm
@@ -243,12 +246,12 @@ def tune(path: Path, data_format: str | None, budget: float, fraction: float, k:
             bar.refresh()
 
         result = tuning.tune(events, documents, settings, budget, fraction, k, top, seed,
-                             progress=bar.update, total=total)
+                             progress=bar.update, total=total, jobs=jobs)
     tried = len(result.trials)
     click.echo(f"{tried} learning settings (of a grid of {tuning.LEARNING_GRID}) replayed over "
                f"the first {result.prefix_events:,} events, {len(tuning.BLENDS) + 4} lists "
                f"each; the best {min(top, tried - 1)} and the current ones over the last "
-               f"{result.rest_events:,}; {result.seconds:.0f} s.\n")
+               f"{result.rest_events:,}; {result.seconds:.0f} s, {jobs} at once.\n")
     click.echo(tuning.table(result))
     click.echo("\nBest on the first events; to use it:\n")
     for name, value in tuning.best_settings(result).items():

@@ -10,15 +10,27 @@ Recall@K is the honest figure of what they would do next.
 Settings that change what is learned (half-life, window) need a replay each; settings that
 only change how the hybrid ranks (its blend) share one: every replay scores all the blends
 of :data:`BLENDS` and the single models side by side.
+
+Replays are independent, so ``jobs`` processes replay that many settings at once, in
+rounds: a round's settings are proposed together (the search reads the results of the
+rounds before it), so for the same ``jobs`` and seed the settings come in the same order
+however fast the machine (only how many fit in the budget varies). Each process keeps the
+state of the settings it replayed that may go on through the rest of the file, and
+carries them on itself.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import multiprocessing
 import random
 import time
+import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from recommender.base import MODELS, Interaction
@@ -58,7 +70,6 @@ class Trial:
     prefix: dict[str, float]
     seconds: float
     rest: dict[str, float] = field(default_factory=dict)
-    models: EngineModels | None = None  # kept (state and all) while it may go on
 
     def best(self) -> tuple[str, float]:
         return max(self.prefix.items(), key=lambda pair: (pair[1], pair[0]))
@@ -170,41 +181,207 @@ def read(path: Path, format: str | None, settings: Settings, limit: int | None =
 def tune(events: Sequence[Interaction], documents: list[tuple[str, dict]],
          settings: Settings, budget: float, fraction: float = 0.7, k: int = 10, top: int = 3,
          seed: int = 0, progress: Callable[[int], None] | None = None,
-         total: Callable[[int], None] | None = None) -> Result:
+         total: Callable[[int], None] | None = None, jobs: int = 1) -> Result:
     """Replay as many learning settings over the prefix as ``budget`` seconds allow
-    (the current settings always), then the ``top`` best and the current ones over the
-    rest. ``progress(n)`` is told of each batch of ``n`` events replayed; ``total(n)`` of
-    the events the whole run is expected to replay."""
+    (the current settings always), ``jobs`` at once, then the ``top`` best and the current
+    ones over the rest. ``progress(n)`` is told of each batch of ``n`` events replayed;
+    ``total(n)`` of the events the whole run is expected to replay."""
+    if jobs < 1:
+        raise ValueError(f"jobs: {jobs!r} must be at least 1")
     started = time.perf_counter()
     prefix, rest = split(events, fraction)
     current = {name: getattr(settings, name) for name in LEARNING}
     trials: list[Trial] = []
-    for learning in candidates(current, trials, seed):
-        elapsed = time.perf_counter() - started
-        if trials:
-            replay = sum(trial.seconds for trial in trials) / len(trials)
-            # What the rest of the file costs for the trials kept, in prefix replays.
-            finish = replay * len(rest) / len(prefix) * (min(top, len(trials)) + 1)
-            if elapsed + replay + finish > budget:
+    search = candidates(current, trials, seed)
+    replays = _Replays(settings, documents, prefix, rest, k, progress, jobs)
+    try:
+        while True:
+            elapsed = time.perf_counter() - started
+            if trials:
+                replay = sum(trial.seconds for trial in trials) / len(trials)
+                # What the rest of the file costs for the trials kept, in prefix replays.
+                finish = replay * len(rest) / len(prefix) * replays.rounds(
+                    [trials.index(trial) for trial in keep(trials, top)], top, len(trials))
+                if elapsed + replay + finish > budget:
+                    break
+                if total is not None:
+                    planned = min(len(trials) + jobs * int((budget - elapsed - finish) / replay),
+                                  LEARNING_GRID)
+                    total(len(prefix) * planned + len(rest) * (min(top, planned - 1) + 1))
+            # A round's settings are proposed before any of its results is known.
+            proposed = list(itertools.islice(search, jobs))
+            if not proposed:
                 break
-            if total is not None:
-                planned = min(len(trials) + int((budget - elapsed - finish) / replay),
-                              LEARNING_GRID)
-                total(len(prefix) * planned + len(rest) * (min(top, planned - 1) + 1))
-        began = time.perf_counter()
-        models = _models(settings, learning, documents)
-        recall = _recall(models, prefix, k, progress)
-        trials.append(Trial(dict(learning), recall, time.perf_counter() - began, models=models))
+            scored = replays.prefix(list(enumerate(proposed, start=len(trials))))
+            trials.extend(Trial(dict(learning), recall, seconds)
+                          for learning, (recall, seconds) in zip(proposed, scored, strict=True))
+            kept = keep(trials, top)
+            for number, trial in enumerate(trials):  # the state of one out of the running
+                if trial not in kept:                # is let go
+                    replays.drop(number)
         kept = keep(trials, top)
-        for trial in trials:  # the state of a trial out of the running is let go
-            if trial not in kept:
-                trial.models = None
-    for trial in keep(trials, top):
-        assert trial.models is not None
-        trial.rest = _recall(trial.models, rest, k, progress) if rest else {}
-        trial.models = None
+        numbers = [trials.index(trial) for trial in kept]
+        rests = replays.rest(numbers) if rest else {}
+        for number, trial in zip(numbers, kept, strict=True):
+            trial.rest = rests.get(number, {})
+    finally:
+        replays.close()
     blend = {name: getattr(settings, name) for name in HYBRID_PARAMS}
     return Result(trials, len(prefix), len(rest), k, time.perf_counter() - started, blend)
+
+
+class _Replays:
+    """Where the replays run: in this process (``jobs`` 1), or in ``jobs`` processes of
+    their own, each keeping the states of the settings it replayed by their number."""
+
+    def __init__(self, settings: Settings, documents: list[tuple[str, dict]],
+                 prefix: Sequence[Interaction], rest: Sequence[Interaction], k: int,
+                 progress: Callable[[int], None] | None, jobs: int) -> None:
+        self.progress = progress
+        self.local = _Replayer(settings, documents, prefix, rest, k) if jobs == 1 else None
+        self.links: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.home: dict[int, int] = {}  # setting's number -> the process keeping its state
+        if self.local is None:
+            # Forked: the events and catalog are the parent's pages, not copies sent over.
+            context = multiprocessing.get_context("fork")
+            for _ in range(jobs):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_serve, daemon=True, args=(
+                    theirs, _Replayer(settings, documents, prefix, rest, k)))
+                process.start()
+                theirs.close()
+                self.links.append(ours)
+                self.processes.append(process)
+
+    def prefix(self, proposed: list[tuple[int, dict[str, float]]]
+               ) -> list[tuple[dict[str, float], float]]:
+        """Each numbered setting's Recall per list over the prefix, and its seconds."""
+        if self.local is not None:
+            return [self.local.prefix(number, learning, self.progress)
+                    for number, learning in proposed]
+        for link, (number, learning) in zip(self.links, proposed, strict=False):
+            link.send(("prefix", number, learning))
+            self.home[number] = self.links.index(link)
+        found = self._collect(len(proposed))
+        return [found[number] for number, _ in proposed]
+
+    def rest(self, numbers: list[int]) -> dict[int, dict[str, float]]:
+        """The kept settings' Recall per list over the rest (each carried on where its
+        state is: a process's several in turn)."""
+        if self.local is not None:
+            return {number: self.local.rest(number, self.progress) for number in numbers}
+        for number in numbers:
+            self.links[self.home[number]].send(("rest", number))
+        return self._collect(len(numbers))
+
+    def drop(self, number: int) -> None:
+        if self.local is not None:
+            self.local.states.pop(number, None)
+        elif number in self.home:
+            self.links[self.home.pop(number)].send(("drop", number))
+
+    def rounds(self, kept: list[int], top: int, tried: int) -> int:
+        """How many replays of the rest finishing takes one after another: every kept
+        setting's in this process (counting one more, which the next trial may be); the
+        busiest process's, at least an even share, in processes."""
+        if self.local is not None:
+            return min(top, tried) + 1
+        busiest = max(Counter(self.home[number] for number in kept).values(), default=0)
+        return max(busiest, math.ceil((min(top, tried) + 1) / len(self.links)))
+
+    def _collect(self, expected: int) -> dict[int, object]:
+        found: dict[int, object] = {}
+        while len(found) < expected:
+            for link in wait(self.links):
+                try:
+                    kind, *body = link.recv()
+                except EOFError:
+                    process = self.processes[self.links.index(link)]
+                    process.join(timeout=5)
+                    raise RuntimeError(f"a tune process ended (exit code {process.exitcode}); "
+                                       "out of memory? fewer --jobs hold fewer states") from None
+                if kind == "progress":
+                    if self.progress is not None:
+                        self.progress(body[0])
+                elif kind == "error":
+                    raise RuntimeError(f"a tune process failed:\n{body[0]}")
+                else:
+                    found[body[0]] = body[1]
+        return found
+
+    def close(self) -> None:
+        for link in self.links:
+            try:
+                link.send(("stop",))
+            except OSError:  # already gone (it failed, or the run was interrupted)
+                pass
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+        self.local = None
+
+
+@dataclass
+class _Replayer:
+    """Replays settings over the prefix, then the kept ones over the rest, keeping the
+    state of each setting it replayed until it is dropped or carried on."""
+
+    settings: Settings
+    documents: list[tuple[str, dict]]
+    prefix_events: Sequence[Interaction]
+    rest_events: Sequence[Interaction]
+    k: int
+    states: dict[int, EngineModels] = field(default_factory=dict)
+
+    def prefix(self, number: int, learning: Mapping[str, float],
+               progress: Callable[[int], None] | None) -> tuple[dict[str, float], float]:
+        began = time.perf_counter()
+        models = _models(self.settings, learning, self.documents)
+        recall = _recall(models, self.prefix_events, self.k, progress)
+        self.states[number] = models
+        return recall, time.perf_counter() - began
+
+    def rest(self, number: int, progress: Callable[[int], None] | None) -> dict[str, float]:
+        return _recall(self.states.pop(number), self.rest_events, self.k, progress)
+
+
+def _serve(link: Connection, replayer: _Replayer) -> None:
+    """A tune process: replays what it is sent, telling how far it got about every tenth
+    of a second."""
+    pending = [0, time.monotonic()]
+
+    def progress(n: int) -> None:
+        pending[0] += n
+        if time.monotonic() - pending[1] >= 0.1:
+            link.send(("progress", pending[0]))
+            pending[:] = [0, time.monotonic()]
+
+    def flush() -> None:
+        if pending[0]:
+            link.send(("progress", pending[0]))
+            pending[:] = [0, time.monotonic()]
+
+    try:
+        while True:
+            kind, *body = link.recv()
+            if kind == "stop":
+                return
+            if kind == "drop":
+                replayer.states.pop(body[0], None)
+            elif kind == "prefix":
+                found = replayer.prefix(body[0], body[1], progress)
+                flush()
+                link.send(("prefix", body[0], found))
+            elif kind == "rest":
+                found = replayer.rest(body[0], progress)
+                flush()
+                link.send(("rest", body[0], found))
+    except (EOFError, KeyboardInterrupt):  # the parent went away, or was interrupted
+        return
+    except Exception:
+        link.send(("error", traceback.format_exc()))
 
 
 def _duration(seconds: float) -> str:

@@ -109,3 +109,59 @@ def test_tune_end_to_end_on_a_small_synthetic_file(tmp_path):
     names = {line.split("=")[0] for line in settings}
     assert {"STREAMREC_DECAY_HALF_LIFE_SECONDS", "STREAMREC_COOCCURRENCE_WINDOW_SECONDS",
             "STREAMREC_COOCCURRENCE_WINDOW", "STREAMREC_DEFAULT_MODEL"} <= names
+
+
+SMALL_GRID = {"decay_half_life_seconds": (86400.0, 7 * 86400.0),
+              "cooccurrence_window_seconds": (7 * 86400.0,),
+              "cooccurrence_window": (10, 20),
+              "popularity_half_life_seconds": (86400.0,)}
+
+
+def _sessions(tmp_path, settings):
+    path = tmp_path / "sessions.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n"
+                              for event in synthetic("sessions", 1200, seed=5)))
+    return tune.read(path, None, settings)
+
+
+def test_settings_replayed_in_processes_score_as_in_one(tmp_path, monkeypatch):
+    # A grid small enough to finish within the budget whatever the machine's speed: both
+    # runs replay every setting, so they must agree on each one's figures.
+    from streamrec.settings import Settings
+
+    monkeypatch.setattr(tune, "LEARNING", SMALL_GRID)
+    settings = Settings(decay_half_life_seconds=7 * 86400.0,
+                        cooccurrence_window_seconds=7 * 86400.0, cooccurrence_window=20,
+                        popularity_half_life_seconds=86400.0)
+    events, documents = _sessions(tmp_path, settings)
+    seen: list[int] = []
+    results = {jobs: tune.tune(events, documents, settings, budget=600.0, top=2, jobs=jobs,
+                               progress=seen.append)
+               for jobs in (1, 2)}
+
+    def figures(result):
+        return {tuple(sorted(trial.learning.items())): (trial.prefix, trial.rest)
+                for trial in result.trials}
+
+    assert len(results[1].trials) == len(results[2].trials) == 4
+    assert figures(results[1]) == figures(results[2])
+    assert results[2].trials[0].learning == results[1].trials[0].learning  # current first
+    assert tune.best_settings(results[1]) == tune.best_settings(results[2])
+    # The processes told how far they got: every event of every replay, once.
+    assert sum(seen) == 2 * (4 * results[1].prefix_events + 3 * results[1].rest_events)
+
+
+def test_a_failing_replay_process_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    from streamrec.settings import Settings
+
+    settings = Settings()
+    events, documents = _sessions(tmp_path, settings)
+
+    def broken(*args, **kwargs):
+        raise ValueError("the replay broke")
+
+    monkeypatch.setattr(tune, "_recall", broken)  # forked after: the processes have it too
+    with pytest.raises(RuntimeError, match="the replay broke"):
+        tune.tune(events, documents, settings, budget=60.0, jobs=2)
+    with pytest.raises(ValueError, match="jobs"):
+        tune.tune(events, documents, settings, budget=60.0, jobs=0)
