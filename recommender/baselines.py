@@ -126,19 +126,21 @@ class RiverFunkMF:
         self._history: dict[UserId, set[ItemId]] = defaultdict(set)
 
     def learn_many(self, interactions: Sequence[Interaction]) -> None:
-        touched = set()
+        # In the order first touched (a set's order follows the string hash, which changes
+        # with every process: rows, and so the sampled negatives, differed from run to run).
+        touched: dict[ItemId, None] = {}
         for event in interactions:
             if event.weight <= 0:
                 continue
             self._history[event.user_id].add(event.item_id)
             self.model.learn_one(event.user_id, event.item_id, 1.0)
-            touched.add(event.item_id)
+            touched[event.item_id] = None
             if self._items:
                 for row in self._rng.integers(0, len(self._items), self.negatives):
                     negative = self._items[row]
                     if negative not in self._history[event.user_id]:
                         self.model.learn_one(event.user_id, negative, 0.0)
-                        touched.add(negative)
+                        touched[negative] = None
         for item in touched:
             row = self._row.get(item)
             if row is None:
