@@ -34,6 +34,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -228,8 +229,7 @@ def train_app(wiring: Wiring, read: LogRead, app: str, since: float,
         current = None if serving is None else runs.get(model, serving)
         span = None if current is None else (current.lineage or {}).get("event_time")
         champion = None if not span else Champion(
-            current.name, float(span[1]),
-            lambda model=model, number=current.number: runs.load(model, number))
+            current.name, float(span[1]), partial(runs.load, model, current.number))
         trained, made = train(model, interactions, settings, items, champion)
         run = Run(model=model, number=runs.next_number(model), made_at=time.time(),
                   lineage={"topic": settings.events_topic, "offsets": offsets,
