@@ -101,36 +101,63 @@ async def ensure_topics(settings: Settings, role: str = "streamrec") -> None:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another role created them first
-        if settings.events_topic in existing:
-            await _stamp_append_time(admin, settings.events_topic)
+        present = [spec for spec in topic_specs(settings) if spec.name in existing]
+        if present:
+            await _reconcile(admin, present)
     finally:
         await admin.close()
 
 
-async def _stamp_append_time(admin: AIOKafkaAdminClient, topic: str) -> None:
-    """Make an events topic created before streamrec asked for it (or by someone else)
-    stamp its records with the broker's append time. AlterConfigs replaces every config
-    set on the topic, so the others set on it are sent again with it."""
+def _differs(name: str, wanted: str, value: str | None) -> bool:
+    if name == "cleanup.policy":  # "compact,delete" compacts too
+        return "compact" not in (value or "").split(",")
+    return value != wanted
+
+
+async def _reconcile(admin: AIOKafkaAdminClient, specs: list[NewTopic]) -> None:
+    """Set what streamrec asks of its topics (append time, compaction, min.insync.replicas)
+    on topics created before it asked, or by someone else: a producer's metadata request
+    creates a missing topic with the broker's defaults where the broker allows it, and a
+    role may come up before the one that creates them. AlterConfigs replaces every config
+    set on a topic, so the others set on it are sent again with it; a topic already as
+    asked is left alone. Partitions and replication cannot be changed this way."""
     try:
-        (response,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)])
-        (_, _, _, _, entries) = response.resources[0]
-        # Entries are (name, value, read-only, default or source, sensitive, ...): version
-        # 0 says is-default, later ones the source (1: set on this topic).
-        current = {name: value for name, value, read_only, source, *_ in entries
-                   if not read_only and (source == 1 if response.API_VERSION else not source)}
-        if dict((entry[0], entry[1]) for entry in entries).get(TIMESTAMP_TYPE) == APPEND_TIME:
-            return
-        (altered,) = await admin.alter_configs([ConfigResource(
-            ConfigResourceType.TOPIC, topic, configs={**current, TIMESTAMP_TYPE: APPEND_TIME})])
-        (error_code, message, *_) = altered.resources[0]
-        if error_code:
-            raise KafkaError(f"error {error_code}: {message}")
-        log.info("topic %s now stamps records with the broker's append time", topic)
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
     except (KafkaError, ValueError, IndexError) as error:
-        log.warning("could not set %s=%s on topic %s (%s): events written with a producer's "
-                    "time are bounded by the worker's clock instead, which a rebuild does not "
-                    "reproduce", TIMESTAMP_TYPE, APPEND_TIME, topic, error)
+        log.warning("could not read the configs of topics %s (%s): those created by someone "
+                    "else keep theirs", [spec.name for spec in specs], error)
+        return
+    resources = {resource[3]: (resource, response.API_VERSION)
+                 for response in described for resource in response.resources}
+    for spec in specs:
+        try:
+            (error, message, _, _, entries), version = resources[spec.name]
+            if error:
+                raise KafkaError(f"error {error}: {message}")
+            # Entries are (name, value, read-only, default or source, sensitive, ...):
+            # version 0 says is-default, later ones the source (1: set on this topic).
+            current = {name: value for name, value, read_only, source, *_ in entries
+                       if not read_only and (source == 1 if version else not source)}
+            values = {entry[0]: entry[1] for entry in entries}
+            changes = {name: wanted for name, wanted in spec.topic_configs.items()
+                       if _differs(name, wanted, values.get(name))}
+            if not changes:
+                continue
+            (altered,) = await admin.alter_configs([ConfigResource(
+                ConfigResourceType.TOPIC, spec.name, configs={**current, **changes})])
+            (error_code, message, *_) = altered.resources[0]
+            if error_code:
+                raise KafkaError(f"error {error_code}: {message}")
+            log.warning("topic %s existed without what streamrec asks of it; set now: %s",
+                        spec.name, ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        except (KafkaError, ValueError, KeyError) as error:
+            log.warning("could not set %s on topic %s (%s)%s", spec.topic_configs, spec.name,
+                        error, _WITHOUT.get(spec.topic_configs.get(TIMESTAMP_TYPE), ""))
+
+
+_WITHOUT = {APPEND_TIME: ": events written with a producer's time are bounded by the "
+                         "worker's clock instead, which a rebuild does not reproduce"}
 
 
 async def partition_ids(settings: Settings, topic: str) -> list[int]:

@@ -40,6 +40,7 @@ def api(workers: int) -> None:
     import uvicorn
 
     from streamrec.connections import check_kafka
+    from streamrec.kafka import ensure_topics
     from streamrec.shutdown import ROLE_STOP_SECONDS
     from streamrec.wiring import Wiring
 
@@ -49,6 +50,14 @@ def api(workers: int) -> None:
     # (the lifespan checks Redis again, however the app is started).
     Wiring.connect(settings, "API").close()
     asyncio.run(check_kafka(settings, "API"))
+    # The topics, as streamrec asks for them, before any send: the API may come up before
+    # the worker, and a send to a missing topic has the broker create it with its own
+    # defaults where it allows that. Best effort: the worker creates and checks them too.
+    try:
+        asyncio.run(ensure_topics(settings, "API"))
+    except Exception as error:  # noqa: BLE001 - no right to create topics, Kafka away
+        click.echo(f"streamrec api: could not create or check the topics ({error!r}); "
+                   "the worker will", err=True)
     # The app and its HTTP protocol by import string, as uvicorn takes them (each of
     # ``workers`` processes imports them itself): nothing under streamrec/ imports api/.
     # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so

@@ -80,3 +80,28 @@ def test_new_and_existing_events_topics_stamp_the_append_time(services):
     assert configs["retention.ms"] == "123456789"  # what was set before stays
     asyncio.run(ensure_topics(old))  # a role starting again changes nothing more
     assert asyncio.run(_configs(bootstrap, old.events_topic))["retention.ms"] == "123456789"
+
+
+def test_topics_created_by_someone_else_get_what_streamrec_asks_of_them(services):
+    """A topic the broker created with its defaults (a producer's metadata request, before
+    the worker ran) is compacted, or gets min.insync.replicas, when a role starts."""
+    bootstrap = services["bootstrap"]
+    run = f"topics{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, run).model_copy(
+        update={"topic_min_insync_replicas": 2})
+    asyncio.run(_create(bootstrap, settings.items_topic, {"retention.ms": "123456789"}))
+    asyncio.run(_create(bootstrap, settings.dead_letter_topic, {}))
+    asyncio.run(_create(bootstrap, settings.metrics_topic, {"cleanup.policy": "delete"}))
+    asyncio.run(ensure_topics(settings))
+
+    def configs(topic: str) -> dict[str, str]:
+        return wait_for(lambda: (c := asyncio.run(_configs(bootstrap, topic)))
+                        ["min.insync.replicas"] == "2" and c, timeout=30, every=0.5)
+
+    items = configs(settings.items_topic)
+    assert items and items["cleanup.policy"] == "compact"
+    assert items["retention.ms"] == "123456789"  # what was set before stays
+    assert configs(settings.dead_letter_topic)["cleanup.policy"] == "delete"
+    metrics = asyncio.run(_configs(bootstrap, settings.metrics_topic))
+    assert metrics["cleanup.policy"] == "delete"  # streamrec asks nothing of it
+    assert metrics["min.insync.replicas"] == "1"
