@@ -7,7 +7,6 @@ import dataclasses
 import random
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import filterfalse, islice
@@ -131,7 +130,7 @@ class Engine:
     def learn_many(
         self, interactions: Sequence[Interaction], offsets: Mapping[str, int] | None = None,
         events: int | None = None, claims: Sequence[Claim] = (), duplicates: int = 0,
-        waiting_feedback: Sequence[tuple[str, float]] = (),
+        waiting_feedback: Sequence[tuple[str, float]] = (), tally: bool = True,
     ) -> StateUpdate:
         """Apply a batch, in order, as one atomic store update, together with the source
         ``offsets`` it brings the state up to (``"topic:partition" -> offset``). ``events``
@@ -140,8 +139,13 @@ class Engine:
         ``claims`` are the batch's event ids (:mod:`recommender.once`): the store raises
         :class:`~recommender.once.DuplicateEvents`, having written nothing, when one repeats
         an id; ``duplicates`` counts the records already left out as such.
-        ``waiting_feedback`` is written with the state (:class:`StateUpdate`)."""
-        blend = self._try_sources(interactions)  # on the state before the batch
+        ``waiting_feedback`` is written with the state (:class:`StateUpdate`).
+
+        Without ``tally`` the blend's trials are left out of the update (nothing else in it
+        depends on them): an engine applying it elsewhere tries them on its own state
+        (:meth:`apply_learned`)."""
+        # On the state before the batch.
+        blend = self._try_sources(interactions) if tally else {}
         users = {event.user_id for event in interactions}
         items = {event.item_id for event in interactions}
         windows = self.store.windows(users, self.config.window)
@@ -175,13 +179,26 @@ class Engine:
             duplicates=duplicates,
             waiting_feedback=waiting_feedback,
         )
+        self.apply_learned(update)
+        return update
+
+    def apply_learned(self, update: StateUpdate, trials: Sequence[Interaction] | None = None
+                      ) -> None:
+        """Apply ``update``, what :meth:`learn_many` learned from a batch, to the store and
+        to what this engine keeps of it: the second half of :meth:`learn_many`. An engine
+        on a copy of the state (an offline replay's, whose learning runs ahead in another
+        process) applies the updates the other learned, in order, and ends as it does.
+        Given the batch as ``trials`` (its update learned without ``tally``), the blend's
+        sources are tried first, on this engine's state, where its requests may have just
+        read them (every batch's trials in one engine: the share tried carries over)."""
+        if trials is not None:
+            update = dataclasses.replace(update, blend=self._try_sources(trials))
         self.store.apply(update)
         self._recent_reads.clear()
-        if blend:
+        if update.blend:
             self.tally = Tally(self.store.blend_tally(), self.config.hybrid_learning_exponent)
         if self.item_index.cursor is not None:
-            self.item_index.upsert(factors.items)
-        return update
+            self.item_index.upsert(update.item_factors)
 
     def _try_sources(self, interactions: Sequence[Interaction]) -> dict[str, int]:
         """The blend's tally of this batch: for a ``hybrid_learning_share`` of its positive
@@ -875,8 +892,9 @@ _first = itemgetter(0)
 
 def _event_types(interactions: Sequence[Interaction]) -> dict[UserId, dict[ItemId, set[str]]]:
     """Per user and item, the event types of the batch (events without one are left out)."""
-    types: dict[UserId, dict[ItemId, set[str]]] = defaultdict(lambda: defaultdict(set))
+    types: dict[UserId, dict[ItemId, set[str]]] = {}  # plain dicts: an update pickles
     for event in interactions:
         if event.event_type is not None:
-            types[event.user_id][event.item_id].add(event.event_type)
+            types.setdefault(event.user_id, {}).setdefault(event.item_id, set()).add(
+                event.event_type)
     return types

@@ -18,6 +18,9 @@ from typing import Protocol
 
 from recommender.base import Interaction, ItemId, UserId
 from recommender.engine import Engine
+from recommender.store import StateUpdate
+
+MAX_BATCH = 1000  # events in a replay's batch at most
 
 
 class Learner(Protocol):
@@ -116,12 +119,19 @@ class EngineModels:
         self._request: tuple | None = None
         self._lists: dict[str, list[ItemId]] = {}
         self._learned = 0
+        # Where the engine's updates come from when it does not learn them itself: the
+        # next batch's update, learned ahead on a copy of the state (another process),
+        # without the blend's trials, which the engine makes on its own lists' reads.
+        self.learned_elsewhere: Callable[[Sequence[Interaction]], StateUpdate] | None = None
 
     def model(self, name: str) -> EngineModel:
         return EngineModel(self, name)
 
     def learn_many(self, interactions: Sequence[Interaction]) -> None:
-        self.engine.learn_many(interactions)
+        if self.learned_elsewhere is not None:
+            self.engine.apply_learned(self.learned_elsewhere(interactions), interactions)
+        else:
+            self.engine.learn_many(interactions)
         for learner in self.learners:
             learner.learn_many(interactions)
         self._learned += 1
@@ -191,7 +201,7 @@ def prequential(
     models: dict[str, Recommender],
     k: int = 10,
     batch_seconds: float = 1.0,
-    max_batch: int = 1000,
+    max_batch: int = MAX_BATCH,
     buckets: int = 20,
     progress: Callable[[int], None] | None = None,
     cold_start: int = 5,
