@@ -100,11 +100,16 @@ def test_catalog_records_count_under_their_own_id_and_tombstones_delete():
         record({"item_id": "jam"}, key=b"tea", offset=1),  # under another id's key
         record(None, key=b"tea", offset=2),  # a tombstone
         record(None, key=None, offset=3),  # a tombstone naming nothing
+        # Without a key (a topic not compacted yet: a compacted one refuses it).
+        record({"item_id": "jam"}, key=None, offset=4),
     ], Item)
     assert [(item, doc is None) for item, doc in documents] == [("tea", False), ("tea", True)]
-    assert [r.record.offset for r in rejected] == [1, 3]
-    users, _ = decode_catalog([record({"user_id": "ann"}, key=b"ann")], User)
-    assert users[0][0] == "ann"
+    assert [r.record.offset for r in rejected] == [1, 3, 4]
+    assert "must equal item_id" in rejected[2].reason
+    users, rejected = decode_catalog([record({"user_id": "ann"}, key=b"ann"),
+                                      record({"user_id": "bob"}, key=None, offset=1)], User)
+    assert users[0][0] == "ann" and len(users) == 1
+    assert "must equal user_id" in rejected[0].reason
 
 
 def test_records_at_or_below_the_applied_offset_are_skipped():
