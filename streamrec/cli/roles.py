@@ -33,6 +33,9 @@ def worker(log_level: str, state_version: str | None, app_name: str) -> None:
         raise click.ClickException(str(error)) from None
 
 
+TOPICS_SECONDS = 15.0  # how long `streamrec api` tries to create or check the topics
+
+
 @click.command()
 @click.option("--workers", default=1, show_default=True, help="API processes.")
 def api(workers: int) -> None:
@@ -53,8 +56,8 @@ def api(workers: int) -> None:
     # The topics, as streamrec asks for them, before any send: the API may come up before
     # the worker, and a send to a missing topic has the broker create it with its own
     # defaults where it allows that. Best effort: the worker creates and checks them too.
-    try:
-        asyncio.run(ensure_topics(settings, "API"))
+    try:  # bounded: a Kafka that does not answer yet must not hold the API back
+        asyncio.run(asyncio.wait_for(ensure_topics(settings, "API"), TOPICS_SECONDS))
     except Exception as error:  # noqa: BLE001 - no right to create topics, Kafka away
         click.echo(f"streamrec api: could not create or check the topics ({error!r}); "
                    "the worker will", err=True)
