@@ -190,6 +190,10 @@ def test_a_walk_through_every_page_of_the_console(client, console_url, run, tmp_
                                             "properties": {"title": HOSTILE_TITLE}})
     for item in "ab":  # popular, in the run's category: what the filter's preview shows
         client.put(f"/items/{run}-{item}", json={"categories": [run]})
+    # Their category's popularity counts the events applied after the worker has their
+    # documents (the items and events topics are read apart): the events wait for them.
+    assert wait_for(lambda: all(client.get(f"/items/{run}-{item}").status_code == 200
+                                for item in "ab"), timeout=60)
     user = f"{run}-me"
     client.post("/events", json=[{"user_id": f"{run}-u{n}", "item_id": f"{run}-{item}",
                                   "event_type": "view"} for n in (1, 2) for item in "ab"])
