@@ -864,9 +864,10 @@ class _Reads:
                             lambda found, size: Decayed(found.scores[:size], found.landmark))
 
     def factors(self, n: int) -> list[Scored]:
-        index, vector, seen = self.engine.item_index, self.vector, self.seen
-        return self._prefix("factors", n, 0, lambda size: index.top(vector, size, exclude=seen),
-                            lambda found, size: found[:size])
+        # One product per request: a longer prefix ranks the same scores again.
+        scores = self.memo("factor scores",
+                           lambda: self.engine.item_index.scores(self.vector, self.seen))
+        return self._prefix("factors", n, 0, scores.top, lambda found, size: found[:size])
 
     def memo(self, key: object, compute: Callable[[], list[Scored]]) -> list[Scored]:
         """``compute()``, once per request and ``key``; callers must not change it."""

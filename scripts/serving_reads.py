@@ -44,9 +44,9 @@ def _counted(self, *args, **kwargs):
     return _send(self, *args, **kwargs)
 
 
-def fill(url: str, prefix: str, events: int = 20000) -> None:
+def fill(url: str, prefix: str, events: int = 20000, items: int = 20000, users: int = 5000) -> None:
     engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
-    simulation = Simulation(users=5000, items=20000, categories=50, seed=7)
+    simulation = Simulation(users=users, items=items, categories=50, seed=7)
     start = time.time() - events
     cover = [Interaction("cover", item, start - 1, 1.0) for item in simulation.catalog.item_ids]
     events = [Interaction(e["user_id"], e["item_id"], start + n, 1.0)
@@ -65,7 +65,8 @@ def fill(url: str, prefix: str, events: int = 20000) -> None:
                     + [(i, {"item_id": i, "expires_at": time.time() + 86400}) for i in later])
 
 
-def measure(url: str, prefix: str, label: str, calls: int) -> None:
+def measure(url: str, prefix: str, label: str, calls: int, users: int = 5000,
+            models: list[str] = MODELS) -> None:
     redis.connection.AbstractConnection.send_packed_command = _counted
     engine = Wiring.connect(Settings(redis_url=url, redis_prefix=prefix)).engine()
     engine.refresh()
@@ -79,8 +80,9 @@ def measure(url: str, prefix: str, label: str, calls: int) -> None:
     store.popular = counted_popular
     client = redis.Redis.from_url(url)
     rng = random.Random(5)
-    for model in MODELS:
-        users = [f"user-{rng.randrange(5000)}" for _ in range(calls)]
+    population = users
+    for model in models:
+        users = [f"user-{rng.randrange(population)}" for _ in range(calls)]
         for user in users[:50]:  # warm: the copy, the factor index
             engine.recommend(user, 10, time.time(), model)
         client.config_resetstat()
@@ -113,11 +115,18 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--events", type=int, default=20000,
                         help="fill: how many simulated events to learn (default 20,000)")
+    parser.add_argument("--items", type=int, default=20000,
+                        help="fill: the catalogue's size (default 20,000; the bench's is 100,000)")
+    parser.add_argument("--users", type=int, default=5000,
+                        help="fill and measure: how many simulated users (default 5,000)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="measure: which models, comma-separated (default all four)")
     arguments = parser.parse_args()
     if arguments.action == "fill":
-        fill(arguments.url, arguments.prefix, arguments.events)
+        fill(arguments.url, arguments.prefix, arguments.events, arguments.items, arguments.users)
     else:
-        measure(arguments.url, arguments.prefix, arguments.label, arguments.calls)
+        measure(arguments.url, arguments.prefix, arguments.label, arguments.calls,
+                arguments.users, arguments.models.split(","))
 
 
 if __name__ == "__main__":

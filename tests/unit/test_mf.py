@@ -103,6 +103,49 @@ def test_index_top_is_the_exact_top_k_with_ties_by_row():
             assert got == [(f"i{n}", score) for score, n in expected]
 
 
+def test_index_scores_are_each_items_product_through_growth_and_updates():
+    """The matrix is held one column per item: appending past its capacity, overwriting an
+    item and reading vectors back keep every item's score its own vector's product."""
+    rng = np.random.default_rng(5)
+    index, vectors = ItemFactorIndex(), {}
+    for round_ in range(4):  # 1,024 columns at first: the later rounds grow the matrix
+        batch = {f"i{n}": rng.normal(size=33).astype(np.float32)
+                 for n in rng.integers(0, 3000, 900)}
+        index.upsert(batch)
+        vectors.update(batch)
+        assert len(index) == len(vectors), round_
+    stored = index.vectors(vectors)
+    assert all(np.array_equal(stored[i], vectors[i]) for i in vectors)
+    user = rng.normal(size=33).astype(np.float32)
+    expected = {i: float(v.astype(np.float64) @ user) for i, v in vectors.items()}
+    scores = index.scores(user, exclude={"i1", "i2"})
+    ranked = scores.top(len(vectors))
+    assert {i for i, _ in ranked} == set(vectors) - {"i1", "i2"}
+    assert all(abs(score - expected[i]) <= 1e-5 * (1 + abs(expected[i])) for i, score in ranked)
+    assert scores.top(10) == ranked[:10] == index.top(user, 10, exclude={"i1", "i2"})
+
+
+def test_a_request_scores_the_catalog_once_however_many_rounds_it_screens():
+    """A filter that passes one item in ten makes the mf list read further, round after
+    round: each round ranks the request's one product again."""
+    from recommender.engine import Engine, EngineConfig
+    from recommender.filters import parse
+    from recommender.store import InMemoryStore
+
+    store = InMemoryStore()
+    engine = Engine(store, EngineConfig(epoch=0.0, mf_dim=4))
+    store.put_items([(f"i{n}", {"item_id": f"i{n}", "price": float(n)}) for n in range(400)])
+    engine.learn_many([Interaction(f"u{n % 40}", f"i{(7 * n) % 400}", 1.0 + n, 1.0)
+                       for n in range(4000)])
+    products = []
+    score = engine.item_index.scores
+    engine.item_index.scores = lambda *args: products.append(1) or score(*args)
+    rare = parse("INCLUDE ItemID WHERE Items.price < $MAX").bind({"MAX": 12})
+    items = engine.recommend("u3", 5, now=5000.0, model="mf", item_filter=rare).items
+    assert len(items) == 5 and all(float(i[1:]) < 12 for i, _ in items)
+    assert len(products) == 1
+
+
 def test_index_top_ranks_nan_scores_out():
     index = ItemFactorIndex()
     index.upsert({f"i{n}": np.array([np.nan if n % 3 == 0 else n], np.float32)
