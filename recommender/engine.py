@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import filterfalse, islice
 from operator import itemgetter
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -809,6 +809,9 @@ def _ranked_categories(category: Category | None, item_filter: BoundFilter | Non
 
 
 
+_T = TypeVar("_T")  # what a request memoises
+
+
 class _Reads:
     """What the lists of one request (one user at one time) share, read or computed once
     and handed out in prefixes: the history, co-occurrence scores, popular items, MF
@@ -869,7 +872,7 @@ class _Reads:
                            lambda: self.engine.item_index.scores(self.vector, self.seen))
         return self._prefix("factors", n, 0, scores.top, lambda found, size: found[:size])
 
-    def memo(self, key: object, compute: Callable[[], list[Scored]]) -> list[Scored]:
+    def memo(self, key: object, compute: Callable[[], _T]) -> _T:
         """``compute()``, once per request and ``key``; callers must not change it."""
         cached = self._read.get(key)
         if cached is None:

@@ -209,8 +209,8 @@ def _add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
 class ItemFactorIndex:
     """The item-factor matrix held in memory for serving, refreshed incrementally.
 
-    Rows are appended for new items and overwritten for changed ones; nothing is reloaded
-    in full. :meth:`top` scores every item with one matrix-vector product.
+    A column is appended for each new item and overwritten for a changed one; nothing is
+    reloaded in full. :meth:`scores` scores every item with one matrix-vector product.
 
     The matrix is held transposed, one column per item: OpenBLAS's product over 100,000
     items of 33 floats (the default ``dim`` 32 plus the bias) took 2.3 ms with one row per
@@ -286,7 +286,7 @@ class ItemFactorIndex:
         if count == 0:
             return Scores(ids, np.zeros(0, np.float32))
         scores = np.asarray(user_vector, np.float32) @ columns[:, :count]
-        # The excluded rows in C: an item without one gets count, which no row scored has
+        # The excluded columns in C: an item without one gets count, which no column scored has
         # (a user excludes the ~200 items they have seen).
         banned = np.fromiter(map(rows.get, exclude, repeat(count)), np.intp)
         scores[banned[banned < count]] = -np.inf

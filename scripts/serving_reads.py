@@ -80,16 +80,15 @@ def measure(url: str, prefix: str, label: str, calls: int, users: int = 5000,
     store.popular = counted_popular
     client = redis.Redis.from_url(url)
     rng = random.Random(5)
-    population = users
     for model in models:
-        users = [f"user-{rng.randrange(population)}" for _ in range(calls)]
-        for user in users[:50]:  # warm: the copy, the factor index
+        asked = [f"user-{rng.randrange(users)}" for _ in range(calls)]
+        for user in asked[:50]:  # warm: the copy, the factor index
             engine.recommend(user, 10, time.time(), model)
         client.config_resetstat()
         WRITES[0] = popular_reads[0] = 0
         cpu, wall = time.process_time(), time.perf_counter()
         reading = 0  # requests that read popularity on their own at least once
-        for user in users:
+        for user in asked:
             before = popular_reads[0]
             engine.recommend(user, 10, time.time(), model)
             reading += popular_reads[0] > before

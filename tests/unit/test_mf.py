@@ -126,7 +126,7 @@ def test_index_scores_are_each_items_product_through_growth_and_updates():
 
 
 def test_a_request_scores_the_catalog_once_however_many_rounds_it_screens():
-    """A filter that passes one item in ten makes the mf list read further, round after
+    """A filter that passes 12 items of 400 makes the mf list read further, round after
     round: each round ranks the request's one product again."""
     from recommender.engine import Engine, EngineConfig
     from recommender.filters import parse
