@@ -36,7 +36,7 @@ from recommender.mf import ItemFactorIndex, OnlineBPR
 from recommender.once import Claim
 from recommender.popularity import DecayedPopularity
 from recommender.screening import Screen
-from recommender.store import StateStore, StateUpdate, top
+from recommender.store import Cursor, StateStore, StateUpdate, top
 
 # A ranking read in rounds: rank(n) -> the best n (see recommender.screening.take).
 Ranking = Callable[[int], list[Scored]]
@@ -113,7 +113,7 @@ class Engine:
         self._refreshing = threading.Lock()
         # The serving copy of the catalog's content (cold start), kept fresh the same way.
         self.content = ContentIndex()
-        self._content_cursor: float | None = None
+        self._content_cursor: Cursor | None = None
         self._created: dict[ItemId, float] = {}  # item -> created_at, for exploration
         self._new_items_cache: tuple[object, list[ItemId]] = (None, [])
         self._catalog_changes = 0  # refreshes that read documents

@@ -234,7 +234,7 @@ class ItemFactorIndex:
         self._ids: list[ItemId] = []
         self._rows: dict[ItemId, int] = {}  # an item's column
         self._columns = np.zeros((0, 0), np.float32)  # (width, capacity)
-        self.cursor: float | None = None  # the store's change cursor this index reflects
+        self.cursor: object | None = None  # the store's change cursor this index reflects
         # Writers take the lock; readers never wait: a reader sees each column either
         # before or after its update, and a new one only once its id is listed.
         self._lock = threading.Lock()

@@ -28,6 +28,10 @@ from recommender.decay import LEGACY_EPOCH, Decayed, ForwardDecay, Renormalisati
 from recommender.once import DEFAULT_WINDOW_SECONDS, Claim, DuplicateEvents, EventMemory
 from recommender.popularity import category_moves
 
+# Where a store's read of its changes stopped: opaque, passed back as the read returned it
+# (the in-memory store's version number; the Redis store's time and what it last read).
+Cursor = object
+
 # User factor vectors are kept at half precision: 2 bytes a component instead of 4, 80 of
 # a user's ~880 bytes in Redis, with the same Recall@10 (docs/benchmarks.md). Item vectors
 # stay float32: there are fewer of them, and the serving index multiplies them.
@@ -256,15 +260,16 @@ class ServingReads(FactorReads, Protocol):
         """The ``k`` most popular items (stored decayed scores), with their landmark."""
         ...
 
-    def changed_items(self, since: float | None) -> tuple[float, dict[ItemId, np.ndarray]]:
-        """Item factors changed after cursor ``since`` (all if None), and the new cursor.
+    def changed_items(self, since: Cursor | None) -> tuple[Cursor, dict[ItemId, np.ndarray]]:
+        """Item factors changed after cursor ``since`` (all if None), and the new cursor
+        (opaque: pass it back as it came).
 
         A change may be returned more than once; none is ever skipped.
         """
         ...
 
-    def changed_documents(self, since: float | None
-                          ) -> tuple[float, dict[ItemId, dict[str, Any] | None]]:
+    def changed_documents(self, since: Cursor | None
+                          ) -> tuple[Cursor, dict[ItemId, dict[str, Any] | None]]:
         """Item documents put after cursor ``since`` (all if None; None for a deleted one),
         and the new cursor. A change may be returned more than once; none is skipped."""
         ...

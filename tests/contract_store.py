@@ -240,6 +240,27 @@ class StoreContract:
         _, later = store.changed_documents(cursor)
         assert later["tea"] is None and later["pot"] == {"item_id": "pot"}  # deleted, new
 
+    def test_each_change_is_read_once(self, store):
+        """A change read is not read again (a refresh every 0.25 s would otherwise fetch
+        every vector changed within the Redis store's overlap each time); a change
+        written since is, with its new value."""
+        store.apply(update(item_factors={"tea": vector(1.0, 0.0), "cup": vector(0.0, 2.0)}))
+        store.put_items([("tea", {"item_id": "tea"})])
+        items, changed = store.changed_items(None)
+        documents, described = store.changed_documents(None)
+        assert set(changed) == {"tea", "cup"} and set(described) == {"tea"}
+        for _ in range(2):
+            items, changed = store.changed_items(items)
+            documents, described = store.changed_documents(documents)
+            assert changed == {} and described == {}
+        store.apply(update(item_factors={"tea": vector(3.0, 3.0)}))
+        store.put_items([("tea", {"item_id": "tea", "price": 2})])
+        items, changed = store.changed_items(items)
+        documents, described = store.changed_documents(documents)
+        assert list(changed) == ["tea"] and np.array_equal(changed["tea"], vector(3.0, 3.0))
+        assert described == {"tea": {"item_id": "tea", "price": 2}}
+        assert store.changed_items(items)[1] == {} == store.changed_documents(documents)[1]
+
     def test_factors_round_trip_and_changes_are_never_skipped(self, store):
         cursor, changed = store.changed_items(None)
         assert changed == {}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 import redis
 
@@ -142,6 +143,53 @@ def test_the_copy_of_the_withdrawal_times_is_reloaded_only_when_they_change(
     client.delete(*serving._withdrawn_keys)
     worker.put_items([("tea", {"item_id": "tea", "available": False})])
     assert serving.first_read("ann", 10).withdrawals.withdrawn(["tea", "cup"], 1.0) == {"tea"}
+
+
+def test_a_change_committed_after_a_read_but_stamped_before_it_is_read(client_and_prefix):
+    """A batch stamps its changes when it is packed, and its call may commit after a
+    refresh read (a slow script, another worker's clock): the next read reaches back
+    CHANGE_OVERLAP_SECONDS for it, and leaves out only what it already read."""
+    client, base = client_and_prefix
+    store = RedisStore(client, base)
+    store.apply(update(item_factors={"tea": vector(1.0, 0.0)}))
+    cursor, changed = store.changed_items(None)
+    assert set(changed) == {"tea"}
+    # Written now, but stamped (by a batch packed earlier) before the last read.
+    store.apply(update(item_factors={"cup": vector(0.0, 2.0), "tea": vector(5.0, 5.0)}))
+    client.zadd(store.key(keys.MF_CHANGED), {"cup": cursor.at - 2, "tea": cursor.at - 1})
+    cursor, changed = store.changed_items(cursor)
+    assert set(changed) == {"cup", "tea"}
+    assert np.array_equal(changed["tea"], vector(5.0, 5.0))
+    assert store.changed_items(cursor)[1] == {}
+    # Stamped before the overlap the next read reaches back to: never read (the bound).
+    store.apply(update(item_factors={"pot": vector(1.0, 1.0)}))
+    client.zadd(store.key(keys.MF_CHANGED),
+                {"pot": cursor.at - RedisStore.CHANGE_OVERLAP_SECONDS - 1})
+    assert store.changed_items(cursor)[1] == {}
+
+
+def test_items_are_listed_as_changed_only_once_their_factors_are_written(services):
+    """Sharded, a batch is several calls: the changed items are listed by the last one,
+    after every group wrote its factors, so a refresh that finds an item listed reads its
+    new vector (and reads it only once)."""
+    client = redis.Redis.from_url(services["redis_url"])
+    store = RedisStore(client, prefix=keys.tagged(f"test-{uuid.uuid4().hex[:8]}"))
+    calls: list[tuple[str | None, list]] = []
+    call = store._call
+
+    def recording(group, prefixes, payload, *rest):
+        calls.append((group, list(payload["mfchg"])))
+        return call(group, prefixes, payload, *rest)
+
+    store._call = recording
+    store.apply(update(item_factors={f"item-{n}": vector(n, 1.0) for n in range(40)}))
+    assert [group for group, _ in calls][-1] is None  # the commit
+    assert [listed for _, listed in calls[:-1]] == [[]] * (len(calls) - 1)
+    assert sorted(calls[-1][1]) == sorted(f"item-{n}" for n in range(40))
+    _, changed = store.changed_items(None)
+    assert {item: vector.tolist() for item, vector in changed.items()} == {
+        f"item-{n}": [float(n), 1.0] for n in range(40)}
+    client.close()
 
 
 def test_withdrawal_times_without_a_copy_are_read_per_request(client_and_prefix):
