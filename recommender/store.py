@@ -264,14 +264,16 @@ class ServingReads(FactorReads, Protocol):
         """Item factors changed after cursor ``since`` (all if None), and the new cursor
         (opaque: pass it back as it came).
 
-        A change may be returned more than once; none is ever skipped.
+        None is ever skipped. A change may be returned again (a rewrite landing between
+        two reads of one refresh), but a read with nothing changed since returns nothing.
         """
         ...
 
     def changed_documents(self, since: Cursor | None
                           ) -> tuple[Cursor, dict[ItemId, dict[str, Any] | None]]:
         """Item documents put after cursor ``since`` (all if None; None for a deleted one),
-        and the new cursor. A change may be returned more than once; none is skipped."""
+        and the new cursor. None is skipped; as with :meth:`changed_items`, a read with
+        nothing changed since returns nothing."""
         ...
 
     def screen(self, item_ids: Iterable[ItemId], now: float, documents: bool = False

@@ -661,9 +661,8 @@ class RedisStore:
         Each read reaches back ``CHANGE_OVERLAP_SECONDS`` before the last, so that a change
         stamped before that read but committed after it is not skipped; the changes the
         last read already returned (the same member with the same change time) are left
-        out. Before, every refresh fetched again the whole overlap: at 2,000 changed items
-        a second, an engine refreshing every 0.25 s read ~7,900 item vectors a time, 16% of
-        a core (docs/benchmarks.md)."""
+        out, so an engine refreshing every 0.25 s fetches each changed vector once, not once
+        per read within the overlap (docs/benchmarks.md)."""
         now = time.time()
         low, seen = ("-inf", frozenset()) if since is None else (
             since.at - self.CHANGE_OVERLAP_SECONDS, since.seen)
