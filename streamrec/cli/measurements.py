@@ -338,7 +338,8 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
                    f"{result.startup_seconds:.1f} s excluded)")
         ceiling = measure.ingest_ceiling(current, events)
         figures["ingest_ceiling"] = ceiling
-        click.echo(f"  a do-nothing Faust agent took the same backlog at {ceiling:,.0f} events/s "
+        click.echo(f"  a do-nothing Faust agent took the same backlog and catalog at "
+                   f"{ceiling:,.0f} events/s "
                    f"(the worker: {result.apply_per_second / ceiling:.0%} of it)")
         memory = measure.redis_bytes(current)
         figures["redis_memory"] = memory

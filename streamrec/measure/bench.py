@@ -204,8 +204,8 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
 
 def ingest_ceiling(current: Stack, count: int, timeout: float = 900.0) -> float:
     """Events/s of a do-nothing agent on the worker's App and batching, over the backlog
-    the worker applied (a consumer group of its own, from the start of the topic): the
-    framework's ceiling on this machine, timed like the worker from its first batch."""
+    and catalog the worker applied (a consumer group of its own, from the start of the
+    topics): the framework's ceiling on this machine, timed like the worker from its first batch."""
     report = current.run_dir / f"ceiling-{current.run_id}.json"
     agent = current.spawn("ingest-ceiling", ["ingest-ceiling", "--events", str(count),
                                              "--report", str(report)],
