@@ -13,7 +13,9 @@ app of ``create_app()`` with its middleware), plus three routes that exist only 
 
 Then wrk drives each route and ``GET /recommendations?model=M`` (random users, as the
 bench's script does) for ``--seconds``, ``--rounds`` times in turn, and prints each
-route's requests/s and its share of ``/healthz``'s in the same round. The STREAMREC_*
+route's requests/s and its share of ``/healthz``'s in the same round; ``--open-loop``
+then drives each route at fixed rates with the bench's open-loop generator and prints
+p50 and p99; ``--processes 2`` serves from two API processes. The STREAMREC_*
 variables name Redis, Kafka and the prefix as for any role; the state is what is there
 (``scripts/serving_reads.py fill`` makes the bench's)::
 
@@ -81,12 +83,15 @@ def factory():
     return app
 
 
-def serve(port: int) -> None:
+def serve(port: int, processes: int) -> None:
     import uvicorn
 
+    # uvicorn's worker processes import the factory by name: from this folder.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     sys.path.insert(0, str(Path(__file__).parent))
     uvicorn.run("serving_floor:factory", factory=True, host="127.0.0.1", port=port,
-                workers=1, log_level="warning", access_log=False,
+                workers=processes, log_level="warning", access_log=False,
                 http="api.server:BoundedHttpToolsProtocol")
 
 
@@ -106,6 +111,24 @@ def wrk(base: str, script: Path, seconds: int, connections: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
 
 
+def open_loop(base: str, path: str, query: str, rate: float, seconds: float,
+              users: int) -> str:
+    """The bench's open-loop generator (:mod:`streamrec.measure.load`) on one route."""
+    import random
+
+    import uvloop
+
+    from streamrec.measure import load
+    from streamrec.percentiles import percentiles
+
+    rng = random.Random(7)
+    result = uvloop.run(load.run(
+        base, lambda _: f"{path}?user_id=user-{rng.randrange(users)}{query}", rate, seconds))
+    found = percentiles(result.latencies, (50, 99)) if result.latencies else {}
+    return (f"{len(result.latencies)} answered, errors {dict(result.errors) or 'none'}, "
+            + ", ".join(f"{name} {1000 * value:.1f} ms" for name, value in found.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -115,17 +138,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--models", default="popular,hybrid")
+    parser.add_argument("--processes", type=int, default=1, help="API processes")
+    parser.add_argument("--open-loop", default="",
+                        help="also drive each route open loop at these requests/s "
+                             "(comma-separated), as the bench's open-loop stage does")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.processes)
         return
     base = f"http://127.0.0.1:{args.port}"
     from streamrec.kafka import ensure_topics
     from streamrec.settings import get_settings
 
     asyncio.run(ensure_topics(get_settings(), "API"))  # as `streamrec api` does first
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.port)],
-                              env=os.environ.copy())
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.port),
+                               "--processes", str(args.processes)], env=os.environ.copy())
     try:
         for _ in range(100):
             try:
@@ -158,6 +185,11 @@ def main() -> None:
             print(f"| {name} | {', '.join(f'{r:,.0f}' for r in rates[name])} | "
                   f"{', '.join(f'{100 * s:.0f}%' for s in shares)} "
                   f"(median {100 * statistics.median(shares):.0f}%) |")
+        for rate in [float(r) for r in args.open_loop.split(",") if r]:
+            for name, (path, query) in routes.items():
+                print(f"open loop {rate:g} req/s, {name}: "
+                      f"{open_loop(base, path, query, rate, args.seconds, args.users)}",
+                      flush=True)
     finally:
         server.terminate()
         server.wait(30)
