@@ -1,7 +1,7 @@
 """The floor under issue 17's serving ratio: how fast one API process answers routes that do
 less and less, each against ``/healthz`` on the same process in the same run. Not a test.
 
-Starts one API process as ``streamrec api`` does (uvicorn, ``api.server``'s protocol, the
+Starts an API process as ``streamrec api`` does (uvicorn, ``api.server``'s protocol, the
 app of ``create_app()`` with its middleware), plus three routes that exist only here:
 
 - ``/floor/memory``: a ready 10-item list from the process's memory, serialised by orjson
@@ -45,7 +45,14 @@ from fastapi import Request
 from fastapi.responses import Response
 
 FLOOR = ["memory", "redis-async", "redis-thread"]
-KEY = "floor:list"
+
+
+def floor_key(settings) -> str:
+    """The one key the floor's routes read, under the deployment's prefix (removed at
+    the end of the run)."""
+    from streamrec.storage import keys
+
+    return keys.key(settings.redis_prefix, "floor-list")
 
 
 def factory():
@@ -57,13 +64,14 @@ def factory():
     from api.main import create_app
     from streamrec.settings import get_settings
 
-    url = get_settings().redis_url
+    settings = get_settings()
+    url, key = settings.redis_url, floor_key(settings)
     body = orjson.dumps({
         "recommendation_id": "0" * 32, "user_id": "user-0", "placement": "default",
         "variant": "popular", "model": "popular",
         "items": [{"item_id": f"item-{n}", "score": 1.0 / (n + 1)} for n in range(10)]})
     blocking, on_loop = redis.Redis.from_url(url), aioredis.Redis.from_url(url)
-    blocking.set(KEY, body)
+    blocking.set(key, body)
     app = create_app()
 
     @app.get("/floor/memory")
@@ -72,12 +80,12 @@ def factory():
 
     @app.get("/floor/redis-async")
     async def redis_async(user_id: str) -> Response:
-        return Response(await on_loop.get(KEY), media_type="application/json")
+        return Response(await on_loop.get(key), media_type="application/json")
 
     @app.get("/floor/redis-thread")
     async def redis_thread(request: Request, user_id: str) -> Response:
         found = await asyncio.get_running_loop().run_in_executor(
-            request.app.state.serving_threads, blocking.get, KEY)
+            request.app.state.serving_threads, blocking.get, key)
         return Response(found, media_type="application/json")
 
     return app
@@ -150,7 +158,10 @@ def main() -> None:
     from streamrec.kafka import ensure_topics
     from streamrec.settings import get_settings
 
-    asyncio.run(ensure_topics(get_settings(), "API"))  # as `streamrec api` does first
+    try:  # as `streamrec api` does first, and as there best effort
+        asyncio.run(asyncio.wait_for(ensure_topics(get_settings(), "API"), 30))
+    except Exception as error:  # noqa: BLE001 - no broker: the impressions wait in the buffer
+        print(f"the topics were not checked ({error!r})", file=sys.stderr)
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.port),
                                "--processes", str(args.processes)], env=os.environ.copy())
     try:
@@ -193,6 +204,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
+        import redis
+
+        redis.Redis.from_url(get_settings().redis_url).delete(floor_key(get_settings()))
 
 
 if __name__ == "__main__":
