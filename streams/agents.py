@@ -4,9 +4,11 @@ Concurrency stays 1 per agent: faust-streaming can commit offsets out of order w
 Offsets are committed after the agent moves on from a batch, so a crash replays the batch
 (at-least-once); the dead-letter sends are awaited before that.
 
-The agents are declared on an App by :func:`register_agents` with the parts the
-composition root built (:class:`WorkerParts`); nothing is built when this module is
-imported.
+The events agent learns each app's part of a batch in the worker's learning process
+(:mod:`streams.learner`) and awaits it; the catalog, the impressions and the feedback are
+written from here. The agents are declared on an App by :func:`register_agents` with the
+parts the composition root built (:class:`~streams.worker_parts.WorkerParts`) and the
+learner; nothing is built when this module is imported.
 """
 
 from __future__ import annotations
@@ -14,48 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import faust
 import redis
 
-from recommender.attribution import Attributor, waiting_entry
 from schemas.models import Item, User
-from streamrec.settings import Settings
-from streamrec.storage.model_versions import MAIN, Versions
-from streamrec.storage.ops_stats import OpsStats
-from streamrec.storage.state_store import RedisStore
-from streamrec.wiring import Wiring
+from streamrec.storage.model_versions import MAIN
+from streams import learner as learning
 from streams.app_parts import AppParts, Split
-from streams.batch import EventBatches
 from streams.decode import Rejected, decode_catalog, decode_impressions, position
+from streams.learner import Learner
 from streams.topics import Topics
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerParts:
-    """What the agents of one model version's worker write through."""
-
-    settings: Settings
-    store: RedisStore
-    batches: EventBatches
-    ops: OpsStats
-    attributor: Attributor
-    versions: Versions
-    # A model version's worker only learns; the main worker also keeps the catalog and the
-    # feedback (shared by every version).
-    main: bool
-
-    @classmethod
-    def build(cls, wiring: Wiring) -> WorkerParts:
-        settings = wiring.settings
-        store = wiring.store()
-        batches = EventBatches(wiring.engine(store), store, settings.weights(),
-                               settings.max_event_time_skew_seconds, wiring.read_event_types())
-        return cls(settings, store, batches, wiring.ops(), wiring.attributor(),
-                   wiring.versions(), settings.state_version == MAIN)
 
 
 async def steadily(call, *args):
@@ -105,15 +79,8 @@ def put_users(parts: WorkerParts, documents) -> None:
 TRIAL_REFRESH_SECONDS = 1.0
 
 
-def refresh_engines(engines) -> None:
-    """Refresh the serving copies of engines that have made them (a first tally trial
-    does); an engine that never tried keeps reading the store when it first does."""
-    for engine in engines:
-        if engine.item_index.cursor is not None:
-            engine.refresh()
-
-
-def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
+def register_agents(app: faust.App, topics: Topics, apps: AppParts,
+                    learner: Learner) -> None:
     """Declare the worker's agents and timers on ``app``; each batch is split by app and
     each app's part written through that app's parts (:mod:`streams.app_parts`)."""
     settings = apps.base.settings
@@ -146,47 +113,60 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
             await steadily(apps.record_dropped, events[0].message.topic, split.dropped)
         return split
 
-    async def learn_part(parts: WorkerParts, records, split: Split) -> None:
-        """Learn one app's part of a batch, then credit its feedback to its variants."""
-        batches, attributor = parts.batches, parts.attributor
-        batch = await steadily(batches.read, records, None, split.refused, split.through)
-        if not batch.records:
-            return
-        decoded = batch.decoded
-        if main_worker:  # a version's worker sees the same rejects: one dead letter each
-            await send_to_dead_letters(parts, decoded.rejected)
-        # Feedback waits for its impression in Redis, written with the batch's state and
-        # offsets: a crash from here on loses none of it.
-        waiting = [
-            (f.position, waiting_entry(f.position, (
-                f.recommendation_id, f.user_id, f.item_id, f.event_type, f.timestamp,
-                f.received)), time.time() + attributor.grace)
-            for f in decoded.feedback if f.event_type in attributor.reward_types
-        ] if main_worker else []
-        started = time.perf_counter()
-        repeated = await steadily(batches.learn, batch, waiting)
-        log.debug("applied %d events in %.1f ms", len(decoded.interactions),
+    async def learn_part(parts: WorkerParts, name: str, records, split: Split) -> None:
+        """Learn app ``name``'s part of a batch in the learning process, then credit its
+        feedback to its variants. The rejects are dead-lettered before the part is
+        applied: a crash in between sends them again, never loses them."""
+        while True:
+            try:
+                count, rejects = await learner.call(
+                    learning.read, name, split.apps.get(name),
+                    [learning.plain(record) for record in records], split.refused,
+                    split.through, main_worker)
+                if not count:
+                    return
+                if main_worker and rejects:  # a version's worker sees the same rejects
+                    found = {position(record): record for record in records}
+                    await send_to_dead_letters(parts, [Rejected(found[at], reason)
+                                                       for at, reason in rejects])
+                started = time.perf_counter()
+                repeated, interactions, waiting = await learner.call(learning.learn, name)
+                break
+            except learning.LearnerLost:
+                continue  # a new learning process reads the part again
+        log.debug("applied %d events in %.1f ms", interactions,
                   1000 * (time.perf_counter() - started))
-        if decoded.interactions:
+        if interactions:
             # Every record: the histogram on /metrics counts them all.
             await steadily(parts.ops.record_freshness,
                            freshness_samples(records, time.time(), most=len(records)))
         if repeated:
-            log.info("left out %d record(s) repeating an event id", len(repeated))
+            log.info("left out %d record(s) repeating an event id", repeated)
         if waiting:  # a repeat's feedback was not kept: it earns nothing either
-            await steadily(attributor.settle, time.time())
+            await steadily(parts.attributor.settle, time.time())
+
+    async def still_there(name: str) -> None:
+        if not await steadily(apps.still_there, name):
+            await learner.call(learning.forget, name)
 
     @app.agent(topics.events, name=f"{__name__}.update_recommendation_state", concurrency=1)
     async def update_recommendation_state(stream):
         """Learn every model of each app from its part of a batch. Each part is applied
         with its app's offsets, so a crash between two apps' parts replays only the
         parts not applied."""
+        while True:  # the learning process starts before the first batch is timed
+            try:
+                await learner.call(learning.ready)
+                break
+            except learning.LearnerLost:
+                continue
         async for events in take(stream):
             split = await split_batch(events, field=True)
             for name, records in split.parts.items():
                 if records:
-                    await learn_part(apps.parts(name, split.apps.get(name)), records, split)
-                    await steadily(apps.still_there, name)
+                    await learn_part(apps.parts(name, split.apps.get(name)), name, records,
+                                     split)
+                    await still_there(name)
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
     async def record_impressions(stream):
@@ -203,7 +183,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                 if impressions:
                     await steadily(parts.attributor.record_impressions, impressions,
                                    time.time())
-                    await steadily(apps.still_there, name)
+                    await still_there(name)
 
     @app.timer(interval=1.0, name=f"{__name__}.retry_waiting_feedback")
     async def retry_waiting_feedback():
@@ -223,8 +203,9 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
         catalog's content: bring them up to date with what other workers learned and what
         the catalog agent stored (learning here only updates the factors it learned)."""
         try:
-            await asyncio.to_thread(refresh_engines, [parts.batches.engine
-                                                      for parts in apps.cached()])
+            await learner.call(learning.refresh)
+        except learning.LearnerLost:  # the next tick tries again
+            pass
         except redis.RedisError as error:  # the next tick tries again
             log.warning("Redis unavailable (%s); item factors not refreshed", error)
 
@@ -240,7 +221,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts) -> None:
                 await send_to_dead_letters(parts, rejected + refused_of(records, split))
                 if documents:
                     await steadily(put, parts, documents)
-                    await steadily(apps.still_there, name)
+                    await still_there(name)
 
     @app.agent(topics.items, name=f"{__name__}.update_items", concurrency=1)
     async def update_items(stream):

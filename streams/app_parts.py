@@ -129,12 +129,16 @@ class AppParts:
         if self.only is not None or self.registry.registered(name):
             return True
         removed = self.registry.remove_state(name)
-        with self._lock:
-            self._parts.pop(name, None)
-            self._apps.pop(name, None)
+        self.forget(name)
         log.info("app %s was deleted while its records were applied: %d key(s) removed "
                  "again", name, removed)
         return False
+
+    def forget(self, name: str) -> None:
+        """Drop app ``name``'s parts: it was deleted."""
+        with self._lock:
+            self._parts.pop(name, None)
+            self._apps.pop(name, None)
 
     # -- splitting a batch ------------------------------------------------------------
 

@@ -40,18 +40,21 @@ class Worker(faust.Worker):
         self.spinner = None
 
 
-def build(wiring: Wiring, only: str | None = None) -> faust.App:
+def build(wiring: Wiring, only: str | None = None, log_level: str = "info") -> faust.App:
     """The App of ``wiring``'s model version, with its topics and agents declared: the
     main worker's (every app's records, ``wiring`` the deployment's) or, with ``only``,
     the worker of that app's model version ``wiring``."""
-    from streams.agents import WorkerParts, register_agents
+    from streams.agents import register_agents
     from streams.app import create_app
     from streams.app_parts import AppParts
+    from streams.learner import Learner
     from streams.topics import declare_topics
+    from streams.worker_parts import WorkerParts
 
     app = create_app(wiring.settings)
     register_agents(app, declare_topics(app, wiring.settings),
-                    AppParts(wiring, WorkerParts.build, only))
+                    AppParts(wiring, WorkerParts.build, only),
+                    Learner(wiring.settings, only, log_level))
     return app
 
 
@@ -76,7 +79,7 @@ def run(settings: Settings, version: str | None = None, log_level: str = "info",
     only = None if wiring.settings.state_version == MAIN else app_name
     asyncio.run(ensure_topics(wiring.settings, "worker"))
     Path(wiring.settings.data_dir, "faust").mkdir(parents=True, exist_ok=True)
-    app = build(wiring, only)
+    app = build(wiring, only, log_level)
     if wiring.settings.state_version == MAIN:
         # The serving version is always kept live, whoever promoted it (docs/versions.md).
         follow_serving(lambda: {name: wiring.for_app(name, app).versions().serving()

@@ -29,6 +29,21 @@ def event(user: str = "ann", item: str = "tea", kind: str = "view", **extra) -> 
     return {"user_id": user, "item_id": item, "event_type": kind, **extra}
 
 
+async def produce_events(bootstrap: str, topic: str, events: list[dict]) -> None:
+    """Produce ``events`` as JSON, keyed by user, and wait until Kafka has them all."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for one in events:
+            await producer.send(topic, orjson.dumps(one), key=one["user_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def produce_views(bootstrap: str, topic: str, run: str, start: int, count: int,
                         extra: list[bytes] = ()) -> None:
     """Produce views ``start`` to ``start + count - 1`` of 50 users over 80 items, named

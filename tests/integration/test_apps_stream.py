@@ -20,9 +20,9 @@ from streamrec.apps import DEFAULT, delete_app
 from streamrec.settings import Settings
 from streamrec.storage import keys
 from streamrec.wiring import Wiring
-from streams.agents import WorkerParts
 from streams.app_parts import AppParts
 from streams.decode import LOG_APPEND_TIME, PlainRecord
+from streams.worker_parts import WorkerParts
 from tests.factories import event
 
 NOW = 1_750_000_000.0

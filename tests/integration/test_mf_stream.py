@@ -8,24 +8,12 @@ import time
 import uuid
 
 import numpy as np
-import orjson
 import redis
-from aiokafka import AIOKafkaProducer
 
 from recommender.engine import Engine
 from streamrec.settings import Settings
 from streamrec.storage.state_store import RedisStore
-
-
-async def _produce(bootstrap: str, topic: str, events: list[dict]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send(topic, orjson.dumps(event), key=event["user_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+from tests.factories import produce_events
 
 
 def _clustered_events(run: str, rounds: int, seed: int = 1) -> list[dict]:
@@ -55,7 +43,7 @@ def test_mf_state_moves_toward_what_a_user_just_touched(services, isolated_worke
     store = RedisStore(redis.Redis.from_url(services["redis_url"]),
                        isolated_worker["redis_prefix"])
     background = _clustered_events(run, rounds=150)
-    asyncio.run(_produce(services["bootstrap"], topic, background))
+    asyncio.run(produce_events(services["bootstrap"], topic, background))
     _wait_applied(store, len(background))
     engine = Engine(store, Settings().engine_config())
 
@@ -70,7 +58,7 @@ def test_mf_state_moves_toward_what_a_user_just_touched(services, isolated_worke
     events = [{"user_id": newcomer, "item_id": item, "event_type": "click",
                "timestamp": time.time()} for item in touched]
     sent = time.monotonic()
-    asyncio.run(_produce(services["bootstrap"], topic, events))
+    asyncio.run(produce_events(services["bootstrap"], topic, events))
     deadline = sent + 30
     share = 0.0
     while time.monotonic() < deadline:

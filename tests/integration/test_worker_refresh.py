@@ -11,7 +11,7 @@ import redis
 from recommender.base import Interaction
 from streamrec.settings import Settings
 from streamrec.wiring import Wiring
-from streams.agents import refresh_engines
+from streams.worker_parts import refresh_engines
 
 NOW = 1_750_000_000.0
 

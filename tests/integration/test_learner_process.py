@@ -1,0 +1,115 @@
+"""The worker's learning process (streams.learner) against the real worker, Kafka and Redis:
+it dies with a worker killed by SIGKILL (nothing keeps applying behind a successor), and
+one killed alone is started again with nothing lost or counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streamrec.kafka import ensure_topics
+from streamrec.settings import Settings
+from streamrec.sim.simulator import Simulation
+from streamrec.storage.client import connect
+from streamrec.storage.state_store import RedisStore
+from tests.factories import produce_events
+
+EVENTS = 12_000
+
+
+def _names(run: str) -> dict[str, str]:
+    return {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
+            "dead_letter_topic": f"{run}.dlq", "items_topic": f"{run}.items",
+            "users_topic": f"{run}.users", "impressions_topic": f"{run}.impressions",
+            "metrics_topic": f"{run}.metrics"}
+
+
+def _learners(worker: int) -> list[int]:
+    """The worker's learning processes: its children that multiprocessing spawned."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+        if parent == worker and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def run(services, worker_env):
+    """A backlog of EVENTS on topics of their own, and the worker's environment."""
+    name = f"learn{uuid.uuid4().hex[:6]}"
+    names = _names(name)
+    asyncio.run(ensure_topics(Settings(kafka_bootstrap=services["bootstrap"], **names)))
+    events = list(Simulation(users=800, items=300, categories=8, seed=3).events(
+        EVENTS, start=time.time() - 86_400))
+    asyncio.run(produce_events(services["bootstrap"], names["events_topic"], events))
+    env = dict(worker_env, **{f"STREAMREC_{k.upper()}": v for k, v in names.items()},
+               STREAMREC_SESSION_TIMEOUT_SECONDS="6")
+    store = RedisStore(connect(services["redis_url"]), name)
+    return env, store, services["dir"] / f"worker-{name}.log"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the death signal is Linux's prctl")
+@pytest.mark.timeout(300)
+def test_a_learner_killed_alone_is_started_again_and_the_worker_takes_it_along(run):
+    env, store, log_path = run
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker",
+                                   "--log-level", "warning"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            kills = []
+            for _ in range(3):
+                before = store.events_applied()
+                _wait(lambda before=before: store.events_applied() > before, 120,
+                      f"nothing applied past {before}")
+                learners = _learners(worker.pid)
+                assert len(learners) == 1, learners
+                os.kill(learners[0], signal.SIGKILL)
+                kills.append(store.events_applied())
+            assert any(0 < applied < EVENTS for applied in kills), kills
+            _wait(lambda: store.events_applied() >= EVENTS, 240,
+                  f"{store.events_applied()} of {EVENTS} applied")
+            time.sleep(2)  # a part applied twice would show now
+            assert store.events_applied() == EVENTS
+            assert worker.poll() is None, "the worker died with its learner"
+
+            learner = _learners(worker.pid)[0]
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+            _wait(lambda: not _alive(learner), 10, "the learner outlived the killed worker")
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(30)
+    text = log_path.read_text(errors="replace")
+    assert text.count("the learning process died") >= 3, text[-2000:]
