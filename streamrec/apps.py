@@ -194,6 +194,7 @@ class Apps:
         self._registry = keys.key(base_prefix, keys.APPS)
         self._keys = keys.key(base_prefix, keys.APP_KEYS)
         self._deleted = keys.key(base_prefix, keys.APPS_DELETED)
+        self._removed = keys.key(base_prefix, keys.APPS_REMOVED)
 
     def prefix(self, name: str) -> str:
         return app_prefix(self.base, name)
@@ -291,6 +292,7 @@ class Apps:
         stale = [digest for digest, held in self._held().items() if held["app"] == name]
         pipe = self.client.pipeline(transaction=True)
         pipe.hdel(self._registry, name)
+        pipe.hdel(self._removed, name)  # a deletion before this one's mark
         if stale:
             pipe.hdel(self._keys, *stale)
         pipe.execute()
@@ -303,6 +305,20 @@ class Apps:
 
     def mark_deleted(self, name: str) -> None:
         self.client.hset(self._deleted, name, repr(time.time()))
+
+    def mark_removed(self, name: str) -> None:
+        """Say that the deletion of ``name`` has unlinked its state (see :func:`delete_app`)."""
+        self.client.hset(self._removed, name, repr(time.time()))
+
+    def wait_removed(self, name: str, timeout: float = 5.0, every: float = 0.05) -> bool:
+        """Wait until the deletion of ``name`` has unlinked its state, at most ``timeout``
+        seconds (a deletion cut short never says so); returns whether it did."""
+        deadline = time.monotonic() + timeout
+        while not self.client.hexists(self._removed, name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(every)
+        return True
 
     def deleted(self) -> dict[str, float]:
         """The apps deleted (and not created again since), with when."""
@@ -362,7 +378,9 @@ def delete_app(apps: Apps, name: str) -> dict[str, Any]:
 
     The app is unregistered before its state is unlinked, and the worker asks whether an
     app is still registered after each write of its state (removing the state again when
-    not): a batch the worker applied while this ran leaves nothing behind. The name is
+    not): a batch the worker applied while this ran leaves nothing behind. The worker
+    removes only after this deletion says it has unlinked (:meth:`Apps.mark_removed`), so
+    the count here holds every key that was there. The name is
     remembered as deleted, so the worker drops (and counts) records of it still on the
     topics instead of dead-lettering data its owner asked to remove.
     """
@@ -370,6 +388,7 @@ def delete_app(apps: Apps, name: str) -> dict[str, Any]:
     apps.mark_deleted(name)
     items, users = apps.catalog_ids(name)  # before they go: for tombstones_of
     removed = apps.remove_state(name)
+    apps.mark_removed(name)
     return {"app": name, "keys_revoked": revoked, "redis_keys_removed": removed,
             "items": items, "users": users}
 

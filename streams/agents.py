@@ -25,7 +25,6 @@ from streamrec.storage.model_versions import MAIN
 from streams import learner as learning
 from streams.app_parts import AppParts, Split
 from streams.decode import Rejected, decode_catalog, decode_impressions, position
-from streams.learner import Learner
 from streams.topics import Topics
 from streams.worker_parts import WorkerParts
 
@@ -75,12 +74,13 @@ def put_users(parts: WorkerParts, documents) -> None:
 
 # How stale the tally trials' copies may get. Each refresh reads back every item vector
 # changed since the last one, most of them this worker's own: at the API's 0.25 s, 10-15%
-# of the learn threads' samples during the bench's freshness run.
+# of the learning's samples during the bench's freshness run (the refresh runs in the
+# learning process, between two parts).
 TRIAL_REFRESH_SECONDS = 1.0
 
 
 def register_agents(app: faust.App, topics: Topics, apps: AppParts,
-                    learner: Learner) -> None:
+                    learner: learning.Learner) -> None:
     """Declare the worker's agents and timers on ``app``; each batch is split by app and
     each app's part written through that app's parts (:mod:`streams.app_parts`)."""
     settings = apps.base.settings

@@ -125,9 +125,12 @@ class AppParts:
         """After writing app ``name``'s state: whether the app still exists. When it was
         deleted meanwhile, its state (what the write put back) is removed again and its
         parts forgotten: the deletion unregisters before it unlinks, so a write that came
-        after the unlink is seen here."""
+        after the unlink is seen here. It first waits (briefly) for the deletion's own
+        unlinking to end, so that the deletion's count is whole and this takes only what
+        came after."""
         if self.only is not None or self.registry.registered(name):
             return True
+        self.registry.wait_removed(name)
         removed = self.registry.remove_state(name)
         self.forget(name)
         log.info("app %s was deleted while its records were applied: %d key(s) removed "

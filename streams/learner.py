@@ -134,7 +134,9 @@ def read(name: str, app: App | None, records: list[PlainRecord], refused: dict[s
     """Read app ``name``'s part of a batch against its applied offsets and keep it for
     :func:`learn`; returns how many records it has not applied yet and the rejected
     ones (position, reason) for the worker to dead-letter first. With ``feedback``, the
-    rewards among them are kept with the batch to wait for their impressions."""
+    rewards among them are kept with the batch to wait for their impressions: they are
+    written to Redis with the batch's state and offsets, so a crash from then on loses
+    none of them."""
     parts = _apps.parts(name, app)
     batch = parts.batches.read(records, None, refused, through)
     if not batch.records:

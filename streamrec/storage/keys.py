@@ -111,6 +111,10 @@ APP_KEYS = "appkeys"  # HASH SHA-256 of an API key -> JSON {"app", "role", "crea
 # HASH app name -> when it was deleted (epoch seconds): the worker drops the records of a
 # deleted app (counted in APP_RECORDS_DROPPED) rather than dead-letter them.
 APPS_DELETED = "appsdel"
+# HASH app name -> when its deletion finished unlinking its state: a worker that wrote the
+# app's state during the deletion waits for this before it removes what it put back, so the
+# deletion counts every key that was there.
+APPS_REMOVED = "appsrm"
 APP_RECORDS_DROPPED = "appdrop"  # HASH "topic|app" -> records of a deleted app dropped
 
 # The recommendation state proper: what a model version owns under its own prefix. Every
