@@ -11,15 +11,14 @@ and the body's ``degraded``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
-
-from streamrec.sim.simulator import Simulation
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +65,34 @@ class Load:
         return taken
 
 
-async def produce_events(load: Load, bootstrap: str, topic: str, simulation: Simulation,
+async def produce_events(load: Load, bootstrap: str, topic: str, events: Iterable[dict],
                          rate: float, seconds: float) -> None:
-    """Produce ``rate`` simulated events per second for ``seconds`` (acks=all), each
-    stamped with the time it is sent: a live stream."""
+    """Produce ``rate`` of ``events`` per second for ``seconds`` (acks=all), each stamped
+    with the time it is sent: a live stream. (Made ahead of time, the events cost the
+    sending no CPU: the simulator's 26 µs per event would be 5% of a core at 2,000/s.)"""
     from streamrec.kafka import producer
     from streamrec.settings import Settings
 
-    events = producer(Settings(kafka_bootstrap=bootstrap), linger_ms=5)
-    await events.start()
+    sending = producer(Settings(kafka_bootstrap=bootstrap), linger_ms=5)
+    await sending.start()
     try:
         started = time.monotonic()
         total = int(seconds * rate)
-        for sent, event in enumerate(simulation.events(total)):
+        for sent, event in enumerate(itertools.islice(events, total)):
             ahead = started + sent / rate - time.monotonic()
             if ahead > 0.005:
                 await asyncio.sleep(ahead)
             event["timestamp"] = time.time()  # live stream: the event happens now
             try:
-                future = await events.send(topic, orjson.dumps(event),
-                                           key=event["user_id"].encode())
+                future = await sending.send(topic, orjson.dumps(event),
+                                            key=event["user_id"].encode())
             except Exception as error:  # noqa: BLE001 - every failure is counted by kind
                 load.error(f"produce: {type(error).__name__}", error)
                 continue
             future.add_done_callback(load.delivered)
-        await events.flush()
+        await sending.flush()
     finally:
-        await events.stop()
+        await sending.stop()
 
 
 def expired(timeout: float) -> str:

@@ -239,8 +239,8 @@ async def drive(config: SoakConfig, current: bench.Stack, base: str, api_key: st
     reporting = asyncio.create_task(rows(load, config, watch, done, echo))
     try:
         await asyncio.gather(
-            produce_events(load, current.bootstrap, f"{current.prefix}.events", simulation,
-                           config.event_rate, config.duration),
+            produce_events(load, current.bootstrap, f"{current.prefix}.events",
+                           simulation.events(), config.event_rate, config.duration),
             load_generator.run(base, path, config.request_rate, config.duration,
                                config.request_timeout, CONNECTIONS,
                                headers={"X-API-Key": api_key}, load=load))
