@@ -158,8 +158,9 @@ def main() -> None:
     from streamrec.kafka import ensure_topics
     from streamrec.settings import get_settings
 
+    settings = get_settings()
     try:  # as `streamrec api` does first, and as there best effort
-        asyncio.run(asyncio.wait_for(ensure_topics(get_settings(), "API"), 30))
+        asyncio.run(asyncio.wait_for(ensure_topics(settings, "API"), 30))
     except Exception as error:  # noqa: BLE001 - no broker: the impressions wait in the buffer
         print(f"the topics were not checked ({error!r})", file=sys.stderr)
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.port),
@@ -206,7 +207,7 @@ def main() -> None:
         server.wait(30)
         import redis
 
-        redis.Redis.from_url(get_settings().redis_url).delete(floor_key(get_settings()))
+        redis.Redis.from_url(settings.redis_url).delete(floor_key(settings))
 
 
 if __name__ == "__main__":
