@@ -25,6 +25,7 @@ from streamrec.storage.model_versions import MAIN
 from streams import learner as learning
 from streams.app_parts import AppParts, Split
 from streams.decode import Rejected, decode_catalog, decode_impressions, position
+from streams.take import take_events
 from streams.topics import Topics
 from streams.worker_parts import WorkerParts
 
@@ -87,7 +88,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
     main_worker = apps.only is None or apps.base.settings.state_version == MAIN
 
     def take(stream):
-        return stream.take_events(settings.batch_size, settings.batch_within_seconds)
+        return take_events(stream, settings.batch_size, settings.batch_within_seconds)
 
     async def send_to_dead_letters(parts: WorkerParts, rejected: list[Rejected]) -> None:
         if not rejected:
