@@ -130,7 +130,9 @@ class AppParts:
         came after."""
         if self.only is not None or self.registry.registered(name):
             return True
-        self.registry.wait_removed(name)
+        if not self.registry.wait_removed(name):
+            log.warning("app %s: its deletion did not say it had unlinked its state; "
+                        "removing it here", name)
         removed = self.registry.remove_state(name)
         self.forget(name)
         log.info("app %s was deleted while its records were applied: %d key(s) removed "
