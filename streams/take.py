@@ -7,8 +7,9 @@ turns with the agent instead of overlapping it. With the learning in a process o
 (:mod:`streams.learner`) the agent mostly waits for that process, so the next batch can
 fill in the meantime.
 
-Acks are as in ``take_events``: a batch's events are acked when the agent asks for the
-next batch, so an offset is committed only once its record has been handled.
+A batch's events are acked when the agent asks for the next batch, and only then, so an
+offset is committed only once its record has been handled (Faust's ``take_events`` also
+acks the batch of an agent that is stopped or fails while it holds it).
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[Se
             filling.clear()
             full.clear()
             room.set()
-            try:
-                yield batch
-            finally:
-                for event in batch:
-                    await stream.ack(event)
+            yield batch
+            # The agent asks for the next batch: this one is handled. An agent stopped or
+            # failed while it held the batch acks none of it (Faust's own take_events acks
+            # it then too): its records are read again, and the applied offsets in Redis
+            # leave out what was applied.
+            for event in batch:
+                await stream.ack(event)
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
