@@ -6,7 +6,8 @@ and the API as separate processes. Each run uses its own topics, consumer group 
 prefix, so runs never see each other's state.
 
 - ingest: a backlog of simulated events is produced first, then one worker is started;
-  events/s is measured from its first applied batch to its last (startup excluded);
+  events/s is measured from its first applied batch to its last (startup excluded), or
+  from the end of ``--warm-up`` events (an older state, where an event costs more);
 - freshness: with the worker caught up, a new user's event is produced and
   ``GET /recommendations`` is polled until it reflects the event, many times;
 - serving: wrk drives ``GET /recommendations`` over random users for a fixed duration.
@@ -161,17 +162,22 @@ async def produce_backlog(current: Stack, simulation: Simulation, count: int,
 
 @dataclass
 class IngestResult:
-    events: int
+    events: int  # the timed events
     produce_per_second: float
     apply_per_second: float
-    startup_seconds: float
+    startup_seconds: float  # from starting the workers to the first timed event applied
+    warm_up: int = 0  # events applied before the timed ones (not timed)
 
 
 def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 900.0,
-           cover: bool = False, workers: int = 1) -> IngestResult:
+           cover: bool = False, workers: int = 1, warm_up: int = 0) -> IngestResult:
     """Produce a backlog, then start ``workers`` workers in one consumer group and time
-    them through it."""
-    produced_rate = asyncio.run(produce_backlog(current, simulation, count, cover))
+    them through it. With ``warm_up``, the backlog starts with that many more events,
+    applied before the clock starts: an event costs more as the state ages (fuller
+    histories pair each event with more recent items), so a backlog learned from an
+    empty state times a young state only."""
+    total = warm_up + count
+    produced_rate = asyncio.run(produce_backlog(current, simulation, total, cover))
     store = current.store()
     launched = time.perf_counter()
     started = [
@@ -189,18 +195,18 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
                                    f"see the worker logs in {current.run_dir}")
         applied = store.events_applied()
         now = time.perf_counter()
-        if applied and first_seen is None:
+        if applied and applied >= warm_up and first_seen is None:
             first_seen, first_count = now, applied
-        if applied >= count:
+        if applied >= total:
             break
         time.sleep(0.02)
     else:
-        raise RuntimeError(f"worker applied {store.events_applied()} of {count} events within "
+        raise RuntimeError(f"worker applied {store.events_applied()} of {total} events within "
                            f"{timeout:.0f} s; see {current.run_dir / 'worker.log'}")
     finished = time.perf_counter()
     assert first_seen is not None and first_count is not None
-    rate = (count - first_count) / max(finished - first_seen, 1e-9)
-    return IngestResult(count, produced_rate, rate, first_seen - launched)
+    rate = (total - first_count) / max(finished - first_seen, 1e-9)
+    return IngestResult(count, produced_rate, rate, first_seen - launched, warm_up)
 
 
 def ingest_ceiling(current: Stack, count: int, timeout: float = 900.0) -> float:

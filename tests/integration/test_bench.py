@@ -24,12 +24,17 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
                STREAMREC_REDIS_URL=redis_cluster if cluster else services["redis_url"])
     output = tmp_path / "figures.json"
     argv = [sys.executable, "-m", "streamrec.cli", "bench", *SMALL, "--output", str(output)]
-    done = subprocess.run(argv + (["--redis-cluster"] if cluster else []), env=env,
+    # One layout times its backlog after a warm-up (an older state), the other from empty.
+    layout_argv = ["--redis-cluster"] if cluster else ["--warm-up", "500"]
+    done = subprocess.run(argv + layout_argv, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     figures = orjson.loads(output.read_bytes())
     assert figures["redis"] == ("cluster of 3" if cluster else "single")
     assert figures["ingest"]["events"] == 3000
+    assert figures["ingest"]["warm_up"] == (0 if cluster else 500)
+    if not cluster:
+        assert "3000 events after 500 untimed ones" in done.stdout, done.stdout
     assert figures["ingest"]["apply_per_second"] > 0
     assert figures["redis_memory"]["bytes_per_user"] > 0
     assert figures["freshness_ms"]["p99"] > 0
