@@ -225,11 +225,13 @@ if #decayed > 0 then
         end
       end
     end
+    local joining = 0
     for start, chunk in chunks(key.flat) do
       local olds = redis.call('ZMSCORE', key.key, unpack(chunk))
       for m, member in ipairs(chunk) do
         local increment = key.flat[start + 2 * m - 1] * factor
         local old = olds[m] and tonumber(olds[m])
+        if not old then joining = joining + 1 end
         if old and scale then old = old * scale end
         members[#members + 1] = member
         scores[#members] = old and (old + increment) or increment
@@ -243,7 +245,22 @@ if #decayed > 0 then
                                  ' is not finite; nothing of the batch was written here')
       end
     end
-    key.members, key.scores, key.scale = members, scores, scale
+    key.members, key.scores, key.scale, key.joining = members, scores, scale, joining
+  end
+end
+-- A neighbour list that will hold p.skiplist_from members or more moves to Redis's
+-- skiplist encoding, where a ZADD is O(log n). In the listpack encoding, which Redis keeps
+-- up to zset-max-listpack-entries members (256 as we ship it, so that a whole history stays
+-- compact), each member a ZADD changes is a linear scan and move of the whole list: an
+-- older state's batches waited on it (docs/benchmarks.md, "The state's age"). A member
+-- longer than zset-max-listpack-value converts the key and removing it keeps the encoding.
+-- Redis moves a list back when it loads it or a rescale rewrites it: the next batch that
+-- touches the list moves it again.
+local WIDE = string.rep('~', 4096)
+local function to_skiplist(key)
+  if redis.call('OBJECT', 'ENCODING', key) == 'listpack' then
+    redis.call('ZADD', key, 0, WIDE)
+    redis.call('ZREM', key, WIDE)
   end
 end
 -- Every batch leaves each list it touched at most max_neighbours long, so a list only
@@ -252,6 +269,9 @@ local trim_neighbours = -p.max_neighbours - 1
 for _, key in ipairs(decayed) do
   if key.scale then
     redis.call('ZUNIONSTORE', key.key, 1, key.key, 'WEIGHTS', key.scale)
+  end
+  if key.trim and redis.call('ZCARD', key.key) + key.joining >= p.skiplist_from then
+    to_skiplist(key.key)
   end
   local created = 0
   for start = 1, #key.members, CHUNK do

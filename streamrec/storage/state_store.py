@@ -45,6 +45,10 @@ from streamrec.storage.client import connect, is_cluster
 
 GLOBAL = "global"  # the group of a version's global state (popularity, counts, changes)
 PAUSE_POLL_SECONDS = 0.02  # how often a paused APPLY (a snapshot being saved) is retried
+# An item's neighbour list this long or longer is kept in Redis's skiplist encoding (see
+# APPLY): Redis's own default for zset-max-listpack-entries, which we raise to 256 for the
+# histories. Below it a listpack's linear writes cost less than a skiplist's bytes.
+NEIGHBOURS_SKIPLIST_FROM = 128
 # The APPLY script's names for the kinds of a user group ("u") and of an item group ("i").
 _GROUP_SCRIPT_KINDS = {
     "u": (("hist", keys.HISTORY), ("mfu", keys.MF_USER), ("evtypes", keys.EVENT_TYPES)),
@@ -169,6 +173,7 @@ def _payload(update: StateUpdate) -> dict[str, Any]:
     """The APPLY document for ``update``'s state (offsets and counters come separately)."""
     return {
         "max_neighbours": update.max_neighbours,
+        "skiplist_from": NEIGHBOURS_SKIPLIST_FROM,
         "history_length": update.history_length,
         "pop": _flat(update.popularity),
         "popcat": [part for category, increments in update.category_popularity.items()

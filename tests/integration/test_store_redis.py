@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import redis
 
+from recommender.decay import RESCALE_HALF_LIVES
 from recommender.engine import Engine
 from recommender.hyperparameters import EngineConfig
+from recommender.store import InMemoryStore
 from streamrec.local.services import free_port
 from streamrec.storage import keys
 from streamrec.storage.client import connect
 from streamrec.storage.model_versions import state_prefix
-from streamrec.storage.state_store import RedisStore
+from streamrec.storage.state_store import NEIGHBOURS_SKIPLIST_FROM, RedisStore
 from tests.contract_store import StoreContract
 from tests.factories import update, vector
 
@@ -265,6 +267,49 @@ def test_a_history_the_layout_cannot_hold_is_refused_with_what_is_wrong(services
                        match="history of user 'ann': time -1000000000000.0 is more than"):
         store.apply(update(history={"ann": {"tea": 1.0, "cup": -1e12}}))
     assert store.history("ann", 10) == [] and store.events_applied() == 0
+
+
+def test_a_long_neighbour_list_moves_to_the_skiplist_encoding_and_reads_the_same(
+        client_and_prefix):
+    """A list reaching NEIGHBOURS_SKIPLIST_FROM members leaves the listpack (linear writes)
+    before the batch's ZADD, stays trimmed to max_neighbours, goes back through a rescale's
+    rewrite and returns at the next batch, and reads as the in-memory store's throughout."""
+    client, base = client_and_prefix
+    store, memory = RedisStore(client, base), InMemoryStore()
+    key = store.key(keys.NEIGHBOURS, "tea")
+
+    def both(reference: float, weights: dict[str, float]) -> None:
+        batch = update(reference=reference, pairs={"tea": weights}, item_counts={"tea": 1.0})
+        store.apply(batch)
+        memory.apply(batch)
+
+    def same() -> None:
+        ours = store.neighbours(["tea"], 300)["tea"]
+        theirs = memory.neighbours(["tea"], 300)["tea"]
+        assert [item for item, _ in ours.scores] == [item for item, _ in theirs.scores]
+        assert [score for _, score in ours.scores] == pytest.approx(
+            [score for _, score in theirs.scores], rel=1e-12)
+        assert ours.landmark == theirs.landmark
+
+    short = NEIGHBOURS_SKIPLIST_FROM - 28
+    both(0.0, {f"item-{n}": 1.0 + n / 1000 for n in range(short)})
+    assert client.object("encoding", key) == b"listpack"
+    same()
+    # 40 join and 20 already there grow: the list is moved before they are written.
+    both(0.0, {f"item-{n}": 0.5 + n / 997 for n in range(short - 20, short + 40)})
+    assert client.object("encoding", key) == b"skiplist"
+    assert client.zcard(key) == short + 40
+    same()
+    # Past max_neighbours (200): trimmed as before.
+    both(0.0, {f"item-{n}": 2.0 + n / 991 for n in range(short + 40, 260)})
+    assert client.zcard(key) == 200
+    same()
+    # A batch far ahead rescales the list (ZUNIONSTORE writes a listpack of 200) and
+    # moves it again before its ZADD.
+    both(3 * RESCALE_HALF_LIVES, {"item-3": 1.0, "item-300": 4.0})
+    assert client.object("encoding", key) == b"skiplist"
+    assert client.zcard(key) == 200
+    same()
 
 
 def test_a_snapshot_of_the_layout_before_restores_and_reads_the_same(client_and_prefix,
