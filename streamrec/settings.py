@@ -117,6 +117,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     session_timeout_seconds: float = Field(default=10.0, ge=6)
     batch_size: int = Field(default=2000, ge=1)
     batch_within_seconds: float = Field(default=0.05, gt=0)
+    # Longest the broker holds the worker's fetch when its partitions have nothing new
+    # (streams.app): a record can wait this long behind a fetch for idle topics.
+    worker_fetch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
 
     # Event contract
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
