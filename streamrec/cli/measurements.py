@@ -342,9 +342,9 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
                    f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, {skipped} "
                    f"{result.startup_seconds:.1f} s excluded)")
-        ceiling = measure.ingest_ceiling(current, events)
+        ceiling = measure.ingest_ceiling(current, events, warm_up)
         figures["ingest_ceiling"] = ceiling
-        click.echo(f"  a do-nothing Faust agent took the same backlog and catalog at "
+        click.echo(f"  a do-nothing Faust agent took the same backlog and catalog{warming} at "
                    f"{ceiling:,.0f} events/s "
                    f"(the worker: {result.apply_per_second / ceiling:.0%} of it)")
         memory = measure.redis_bytes(current)
@@ -441,12 +441,14 @@ def _format(values: dict[str, float]) -> str:
 @click.option("--events", type=int, required=True, help="Records to take, then stop.")
 @click.option("--report", type=click.Path(path_type=Path), required=True,
               help="Where to write the rate (JSON).")
-def ingest_ceiling(events: int, report: Path) -> None:
+@click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Records taken untimed first (the worker's warm-up).")
+def ingest_ceiling(events: int, report: Path, skip: int) -> None:
     """A do-nothing agent on the worker's App over the events topic: the framework's own
     rate, which ``streamrec bench`` compares ingest with."""
     from streams.ceiling import run
 
-    run(get_settings(), events, report)
+    run(get_settings(), events, report, skip)
 
 
 @click.command()

@@ -209,13 +209,15 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
     return IngestResult(count, produced_rate, rate, first_seen - launched, warm_up)
 
 
-def ingest_ceiling(current: Stack, count: int, timeout: float = 900.0) -> float:
+def ingest_ceiling(current: Stack, count: int, warm_up: int = 0,
+                   timeout: float = 900.0) -> float:
     """Events/s of a do-nothing agent on the worker's App and batching, over the backlog
     and catalog the worker applied (a consumer group of its own, from the start of the
-    topics): the framework's ceiling on this machine, timed like the worker from its first batch."""
+    topics): the framework's ceiling on this machine, timed like the worker, after the
+    same ``warm_up`` events untimed (the worker took the catalog during those too)."""
     report = current.run_dir / f"ceiling-{current.run_id}.json"
     agent = current.spawn("ingest-ceiling", ["ingest-ceiling", "--events", str(count),
-                                             "--report", str(report)],
+                                             "--skip", str(warm_up), "--report", str(report)],
                           STREAMREC_DATA_DIR=str(current.run_dir / f"ceiling-{current.run_id}"))
     deadline = time.monotonic() + timeout
     while not report.exists():
@@ -223,8 +225,8 @@ def ingest_ceiling(current: Stack, count: int, timeout: float = 900.0) -> float:
             raise RuntimeError(f"the do-nothing agent exited with {agent.returncode}; see "
                                f"{current.run_dir}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the do-nothing agent took fewer than {count} events within "
-                               f"{timeout:.0f} s; see {current.run_dir}")
+            raise RuntimeError(f"the do-nothing agent took fewer than {warm_up + count} "
+                               f"events within {timeout:.0f} s; see {current.run_dir}")
         time.sleep(0.05)
     agent.wait(30)
     return orjson.loads(report.read_bytes())["events_per_second"]
