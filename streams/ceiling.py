@@ -6,9 +6,9 @@ It reads the events topic from the start in a consumer group of its own, passes 
 first ``skip`` records untimed (the bench's warm-up, which the worker applies before its
 clock starts), times the records after the batch that reaches them up to the
 ``skip + events``-th, writes ``{"events", "seconds", "events_per_second"}`` to ``report``
-and exits. Meanwhile it takes every other topic the
-worker's agents take (impressions, items, users) and does nothing with them either: the
-bench's catalog reaches the worker in the same window, through the same per-record path.
+and exits. Meanwhile it takes every other topic the worker's agents take (impressions,
+items, users) and does nothing with them either: the bench's catalog reaches both through
+the same per-record path, within the timed window when there is no warm-up.
 """
 
 from __future__ import annotations

@@ -344,7 +344,9 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
                    f"{result.startup_seconds:.1f} s excluded)")
         ceiling = measure.ingest_ceiling(current, events, warm_up)
         figures["ingest_ceiling"] = ceiling
-        click.echo(f"  a do-nothing Faust agent took the same backlog and catalog{warming} at "
+        taken = (f"the same backlog after the catalog and {warm_up} untimed events" if warm_up
+                 else "the same backlog and catalog")
+        click.echo(f"  a do-nothing Faust agent took {taken} at "
                    f"{ceiling:,.0f} events/s "
                    f"(the worker: {result.apply_per_second / ceiling:.0%} of it)")
         memory = measure.redis_bytes(current)
