@@ -48,12 +48,6 @@ async def steadily(call, *args):
             delay = min(delay * 2, 10.0)
 
 
-def freshness_samples(records, now: float, most: int = 20) -> list[float]:
-    """Milliseconds from each record's Kafka time to now, for a spread of the records."""
-    step = max(1, len(records) // most)
-    return [max(0.0, (now - record.timestamp) * 1000) for record in records[::step]]
-
-
 def put_items(parts: WorkerParts, documents) -> None:
     """Store the items; their per-category popularity follows their categories (a view
     learned before its item's document counts in the item's categories once it arrives).
@@ -120,8 +114,8 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
         applied: a crash in between sends them again, never loses them."""
         while True:
             try:
-                count, rejects = await learner.call(
-                    learning.read, name, split.apps.get(name),
+                count, rejects, learned = await learner.call(
+                    learning.read_and_learn, name, split.apps.get(name),
                     [learning.plain(record) for record in records], split.refused,
                     split.through, main_worker)
                 if not count:
@@ -130,24 +124,19 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                     found = {position(record): record for record in records}
                     await send_to_dead_letters(parts, [Rejected(found[at], reason)
                                                        for at, reason in rejects])
-                started = time.perf_counter()
-                repeated, interactions, waiting = await learner.call(learning.learn, name)
+                if learned is None:
+                    learned = await learner.call(learning.learn, name)
+                repeated, interactions, waiting = learned
                 break
             except learning.LearnerLost:
                 continue  # a new learning process reads the part again
-        log.debug("applied %d events in %.1f ms", interactions,
-                  1000 * (time.perf_counter() - started))
-        if interactions:
-            # Every record: the histogram on /metrics counts them all.
-            await steadily(parts.ops.record_freshness,
-                           freshness_samples(records, time.time(), most=len(records)))
         if repeated:
             log.info("left out %d record(s) repeating an event id", repeated)
         if waiting:  # a repeat's feedback was not kept: it earns nothing either
             await steadily(parts.attributor.settle, time.time())
 
     async def still_there(name: str) -> None:
-        if not await steadily(apps.still_there, name):
+        if apps.may_go(name) and not await steadily(apps.still_there, name):
             await learner.call(learning.forget, name)
 
     @app.agent(topics.events, name=f"{__name__}.update_recommendation_state", concurrency=1)

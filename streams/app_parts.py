@@ -121,6 +121,11 @@ class AppParts:
         with self._lock:
             return list(self._parts.values())
 
+    def may_go(self, name: str) -> bool:
+        """Whether app ``name`` can be deleted under this worker (not the default app,
+        not a worker of one app): only then does :meth:`still_there` ask Redis."""
+        return self.only is None and name != DEFAULT
+
     def still_there(self, name: str) -> bool:
         """After writing app ``name``'s state: whether the app still exists. When it was
         deleted meanwhile, its state (what the write put back) is removed again and its
@@ -128,7 +133,7 @@ class AppParts:
         after the unlink is seen here. It first waits (briefly) for the deletion's own
         unlinking to end, so that the deletion's count is whole and this takes only what
         came after."""
-        if self.only is not None or self.registry.registered(name):
+        if not self.may_go(name) or self.registry.registered(name):
             return True
         if not self.registry.wait_removed(name):
             log.warning("app %s: its deletion did not say it had unlinked its state; "

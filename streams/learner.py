@@ -106,7 +106,9 @@ class Learner:
 # -- the learning process -------------------------------------------------------------
 
 _apps: Any = None  # the process's AppParts (streams.app_parts), built by _serve
-_pending: dict[str, tuple[Any, list[Waiting]]] = {}  # app -> its part, read, not learned
+# app -> its part, read, not learned: the batch, the feedback kept waiting, the Kafka times
+# of the part's records (for the freshness histogram)
+_pending: dict[str, tuple[Any, list[Waiting], list[float]]] = {}
 
 
 def _serve(settings: Settings, only: str | None, parent: int, level: str) -> None:
@@ -149,19 +151,47 @@ def read(name: str, app: App | None, records: list[PlainRecord], refused: dict[s
             f.received)), time.time() + attributor.grace)
         for f in batch.decoded.feedback if f.event_type in attributor.reward_types
     ] if feedback else []
-    _pending[name] = (batch, waiting)
+    _pending[name] = (batch, waiting, [record.timestamp for record in records])
     return len(batch.records), [(position(reject.record), reject.reason)
                                 for reject in batch.decoded.rejected]
+
+
+def read_and_learn(name: str, app: App | None, records: list[PlainRecord],
+                   refused: dict[str, str], through: dict[str, int], feedback: bool
+                   ) -> tuple[int, list[tuple[str, str]], tuple[int, int, bool] | None]:
+    """:func:`read`, then :func:`learn` in the same call when nothing was rejected (the
+    usual part: one hop between the processes instead of two). With rejects, learning
+    waits for the worker to dead-letter them first: the third value is None and the
+    worker calls :func:`learn` itself."""
+    count, rejects = read(name, app, records, refused, through, feedback)
+    if not count or rejects:
+        return count, rejects, None
+    return count, rejects, learn(name)
 
 
 def learn(name: str) -> tuple[int, int, bool]:
     """Learn the part :func:`read` kept for app ``name`` and write it with its offsets;
     returns the records left out for repeating an event id, the interactions learned and
     whether feedback waits. A Redis error leaves the part kept, for the retry."""
-    batch, waiting = _pending[name]
-    repeated = _apps.parts(name).batches.learn(batch, waiting)
+    batch, waiting, times = _pending[name]
+    parts = _apps.parts(name)
+    repeated = parts.batches.learn(batch, waiting)
     del _pending[name]
+    if batch.decoded.interactions:
+        record_freshness(parts, times, time.time())
     return len(repeated), len(batch.decoded.interactions), bool(waiting)
+
+
+def record_freshness(parts: WorkerParts, times: list[float], now: float) -> None:
+    """Every record's freshness (milliseconds from its Kafka time to ``now``) into the
+    histogram on ``/metrics``, once its part is applied. A metric, not state: when Redis
+    fails here, after the part and its offsets were written, the part's samples are left
+    out (with a warning) rather than the part applied again."""
+    try:
+        parts.ops.record_freshness([max(0.0, (now - at) * 1000) for at in times])
+    except redis.RedisError as error:
+        log.warning("Redis unavailable (%s); the freshness of %d records not recorded",
+                    error, len(times))
 
 
 def refresh() -> None:
