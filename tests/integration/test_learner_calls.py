@@ -10,9 +10,9 @@ import uuid
 
 import orjson
 import pytest
-import redis
 
 from streamrec.settings import Settings
+from streamrec.storage import keys
 from streamrec.wiring import Wiring
 from streams import learner
 from streams.app_parts import AppParts
@@ -80,19 +80,18 @@ def test_a_part_with_a_reject_is_learned_only_when_the_worker_asks(wiring):
 
 
 def test_redis_failing_while_freshness_is_recorded_leaves_the_part_applied_once(
-        wiring, monkeypatch, caplog):
-    parts = learner._apps.parts("default")
-
-    def unavailable(_):
-        raise redis.ConnectionError("refused")
-
-    monkeypatch.setattr(parts.ops, "record_freshness", unavailable)
+        wiring, caplog):
+    # A real Redis error: the freshness samples' list is a string, so LPUSH fails
+    # (WRONGTYPE) after the part and its offsets were written.
+    samples = keys.key(learner._apps.parts("default").ops.prefix, keys.FRESHNESS)
+    wiring.store().client.set(samples, "not a list")
     now = time.time()
     records = _records(wiring.settings.events_topic,
                        [orjson.dumps(event(timestamp=now))], now)
 
     assert learner.read_and_learn("default", None, records, {}, {}, True)[2] == (0, 1, False)
     assert wiring.store().events_applied() == 1
-    assert "freshness of 1 records not recorded" in caplog.text
+    assert "WRONGTYPE" in caplog.text
+    assert "the freshness of 1 records not recorded" in caplog.text
     assert learner.read_and_learn("default", None, records, {}, {}, True) == (0, [], None)
     assert wiring.store().events_applied() == 1
