@@ -83,15 +83,20 @@ class Learner:
         while True:
             if self._pool is None:
                 self._pool = self._start()
+            pool = self._pool
             try:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, function, *args)
+                    pool, function, *args)
             except BrokenProcessPool as error:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                self._restart_delay = min(max(0.2, self._restart_delay * 2), 10.0)
-                log.error("the learning process died (%s); starting it again in %.1f s",
-                          error, self._restart_delay)
+                # Every call the process held or had queued (the events agent's and the
+                # refresh timer's) lands here: the first lets the dead pool go, and none
+                # touches a pool another call started since.
+                if self._pool is pool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+                    self._restart_delay = min(max(0.2, self._restart_delay * 2), 10.0)
+                    log.error("the learning process died (%s); starting it again in %.1f s",
+                              error, self._restart_delay)
                 await asyncio.sleep(self._restart_delay)
                 raise LearnerLost(str(error)) from error
             except redis.RedisError as error:

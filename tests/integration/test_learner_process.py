@@ -1,7 +1,7 @@
 """The worker's learning process (streams.learner) against the real worker, Kafka and Redis:
 it dies with a worker killed by SIGKILL (nothing keeps applying behind a successor), and
-one killed alone is started again with nothing lost or counted twice. Workers stopped
-gracefully mid-backlog lose nothing either."""
+one killed alone is started again with nothing lost or counted twice, whichever calls it
+held. Workers stopped gracefully mid-backlog lose nothing either."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from streamrec.settings import Settings
 from streamrec.sim.simulator import Simulation
 from streamrec.storage.client import connect
 from streamrec.storage.state_store import RedisStore
+from streams import learner
 from tests.factories import produce_events
 
 EVENTS = 12_000
@@ -77,6 +78,32 @@ def run(services, worker_env):
                STREAMREC_SESSION_TIMEOUT_SECONDS="6")
     store = RedisStore(connect(services["redis_url"]), name)
     return env, store, services["dir"] / f"worker-{name}.log"
+
+
+@pytest.mark.timeout(120)
+def test_every_call_a_dead_learner_held_is_lost_alike_and_the_next_call_starts_another(
+        services):
+    """The events agent and the refresh timer call the learning process side by side. When
+    it dies, both calls fail at once: each must raise LearnerLost (the agent reads its part
+    again, the timer waits for its next tick), not crash the worker's App (the second used
+    to shut down a pool the first had already let go: an AttributeError on None)."""
+    run = f"lost{uuid.uuid4().hex[:6]}"
+    settings = Settings(redis_url=services["redis_url"], kafka_bootstrap=services["bootstrap"],
+                        redis_prefix=run, worker_id=run)
+
+    async def scenario() -> None:
+        calls = learner.Learner(settings, None, "warning")
+        first = await calls.call(learner.ready)
+        held = [asyncio.ensure_future(calls.call(time.sleep, 60)) for _ in range(3)]
+        await asyncio.sleep(0.5)  # one runs in the process, two wait in its queue
+        os.kill(first, signal.SIGKILL)
+        lost = await asyncio.gather(*held, return_exceptions=True)
+        assert [type(error) for error in lost] == [learner.LearnerLost] * 3, lost
+        second = await calls.call(learner.ready)
+        assert second != first and _alive(second)
+        calls._pool.shutdown()  # noqa: SLF001 - the worker's pool lives as long as it does
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the death signal is Linux's prctl")
