@@ -137,7 +137,10 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
 
     async def still_there(name: str) -> None:
         if apps.may_go(name) and not await steadily(apps.still_there, name):
-            await learner.call(learning.forget, name)
+            try:
+                await learner.call(learning.forget, name)
+            except learning.LearnerLost:
+                pass  # the new learning process builds its parts afresh, without the app's
 
     @app.agent(topics.events, name=f"{__name__}.update_recommendation_state", concurrency=1)
     async def update_recommendation_state(stream):
