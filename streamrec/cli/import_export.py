@@ -16,10 +16,13 @@ from streamrec.cli.options import app_option, settings_of
               help="What the rows are (default: events; items for movielens-movies).")
 @click.option("--format", "data_format", default=None,
               type=click.Choice(["csv", "jsonl", "movielens-movies", "movielens-ratings",
-                                 "movielens-100k"]),
+                                 "movielens-100k", "movielens-1m", "personalize"]),
               help="Default: from the file name (.csv, .jsonl or .ndjson; u.data is "
-                   "movielens-100k). movielens-ratings (ratings.csv) and movielens-100k "
-                   "(u.data) load rating events.")
+                   "movielens-100k, *.dat movielens-1m; a .csv with Amazon Personalize's "
+                   "USER_ID,ITEM_ID,TIMESTAMP header is personalize). movielens-ratings "
+                   "(ratings.csv), movielens-100k (u.data) and movielens-1m (ratings.dat of "
+                   "the 1M and 10M sets) load rating events; personalize loads an item "
+                   "interactions dataset's CSV.")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every rejected row here (JSON Lines: line, reason, row).")
 @click.option("--show-rejected", default=10, show_default=True,
@@ -28,7 +31,8 @@ from streamrec.cli.options import app_option, settings_of
 @app_option
 def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: Path | None,
                 show_rejected: int, batch: int, app_name: str) -> None:
-    """Validate every row of a CSV or JSON Lines file (or MovieLens ratings) and send the
+    """Validate every row of a CSV or JSON Lines file (or MovieLens ratings, or Amazon
+    Personalize interactions) and send the
     valid ones to Kafka (items and users to their compacted topics, events to the events
     topic), as records of --app (its header; its event types)."""
     from streamrec.data import importer

@@ -1,5 +1,7 @@
-"""Readers for evaluation data: MovieLens ``ratings.csv`` (ml-latest), MovieLens 100k
-``u.data``, and streamrec's own JSONL events (``schemas/v1/event.json``)."""
+"""Readers for evaluation data: MovieLens ``ratings.csv`` (ml-latest, ml-20m ...), MovieLens
+100k ``u.data``, MovieLens 1M and 10M ``ratings.dat``, an Amazon Personalize item
+interactions CSV, and streamrec's own JSONL events (``schemas/v1/event.json``). The last
+three are checked by the event contract, as ``streamrec import`` checks them."""
 
 from __future__ import annotations
 
@@ -9,8 +11,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from recommender.weights import EventWeights
 from schemas.models import EventContractError, parse_event
+from streamrec.data import formats
+
+FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "jsonl")
+# Formats read by streamrec import's readers (streamrec.data.formats).
+_IMPORT_READERS = {"ratings.dat": formats.read_ratings_dat,
+                   "personalize": formats.read_personalize}
 
 
 @dataclass(frozen=True)
@@ -27,14 +37,21 @@ class DatasetError(ValueError):
 
 
 def detect(path: Path) -> str:
+    """The format by the file's name; a CSV whose header is Amazon Personalize's is
+    ``personalize``."""
     if path.name == "u.data":
         return "u.data"
     if path.suffix == ".csv":
-        return "ratings.csv"
+        with path.open(newline="", errors="replace") as file:
+            header = next(csv.reader(file), None)
+        personalize = header is not None and formats.is_personalize_header(header)
+        return "personalize" if personalize else "ratings.csv"
+    if path.suffix == ".dat":
+        return "ratings.dat"
     if path.suffix in {".jsonl", ".ndjson"}:
         return "jsonl"
-    raise DatasetError(f"{path}: unknown format; name it *.csv, u.data or *.jsonl, or pass "
-                       "--format")
+    raise DatasetError(f"{path}: unknown format; name it *.csv, u.data, ratings.dat or "
+                       "*.jsonl, or pass --format")
 
 
 def read(path: Path, format: str | None, weights: EventWeights) -> Iterator[RawEvent]:
@@ -45,8 +62,10 @@ def read(path: Path, format: str | None, weights: EventWeights) -> Iterator[RawE
         yield from _u_data(path)
     elif kind == "jsonl":
         yield from _jsonl(path, weights)
+    elif kind in _IMPORT_READERS:
+        yield from _imported(path, _IMPORT_READERS[kind], weights)
     else:
-        raise DatasetError(f"format {kind!r} is not one of ratings.csv, u.data, jsonl")
+        raise DatasetError(f"format {kind!r} is not one of {', '.join(FORMATS)}")
 
 
 def _ratings_csv(path: Path) -> Iterator[RawEvent]:
@@ -106,3 +125,40 @@ def _jsonl(path: Path, weights: EventWeights) -> Iterator[RawEvent]:
                 raise DatasetError(f"{path}:{line}: timestamp: required for evaluation")
             yield RawEvent(event.user_id, event.item_id, event.event_type, event.timestamp,
                            event.value)
+
+
+class _Lines:
+    """A binary file's lines as text; a line that is not UTF-8 is decoded with replacement
+    characters and flagged, and the reader names it (``row: not valid UTF-8``)."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+        self.undecodable = False  # since the reader last asked
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.file:
+            try:
+                yield raw.decode()
+            except UnicodeDecodeError:
+                self.undecodable = True
+                yield raw.decode(errors="replace")
+
+
+def _imported(path: Path, reader, weights: EventWeights) -> Iterator[RawEvent]:
+    """What ``streamrec import`` would send of the file, as events: its reader's documents,
+    checked by the contract; the first row it would reject stops the replay, named."""
+    with path.open("rb") as file:
+        try:
+            for line, _, document in reader(_Lines(file), weights):
+                if isinstance(document, str):
+                    raise DatasetError(f"{path}:{line}: {document}")
+                try:
+                    event = parse_event(orjson.dumps(document), weights)
+                except EventContractError as error:
+                    raise DatasetError(f"{path}:{line}: {error}") from None
+                if event.timestamp is None:
+                    raise DatasetError(f"{path}:{line}: timestamp: required for evaluation")
+                yield RawEvent(event.user_id, event.item_id, event.event_type,
+                               event.timestamp, event.value)
+        except formats.FormatError as error:
+            raise DatasetError(f"{path}: {error}") from None

@@ -3,9 +3,12 @@
 - ``movielens-ratings``: MovieLens ``ratings.csv`` (ml-latest, ml-25m ...), a header
   ``userId,movieId,rating,timestamp``;
 - ``movielens-100k``: MovieLens 100k ``u.data``, ``user item rating timestamp`` separated
-  by tabs, no header.
+  by tabs, no header;
+- ``movielens-1m``: MovieLens 1M and 10M ``ratings.dat``,
+  ``UserID::MovieID::Rating::Timestamp``, no header;
+- ``personalize``: an Amazon Personalize item interactions CSV (:func:`read_personalize`).
 
-Each row becomes one ``rating`` event: ``{"user_id", "item_id", "event_type": "rating",
+Each MovieLens row becomes one ``rating`` event: ``{"user_id", "item_id", "event_type": "rating",
 "value": <the rating>, "timestamp": <its epoch seconds>}``, which the worker weighs as
 every rating (:class:`recommender.weights.EventWeights`): the weight of ``rating`` in the
 shared event types when the value is at least ``STREAMREC_RATING_POSITIVE_THRESHOLD``
@@ -25,11 +28,26 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
 Row = tuple[int, Any, "dict[str, Any] | str"]
+# Amazon Personalize's item interactions: its required fields, and the reserved ones that
+# are fields of streamrec's events (the rest, but IMPRESSION, go to the event's context).
+PERSONALIZE_REQUIRED = ("USER_ID", "ITEM_ID", "TIMESTAMP")
+PERSONALIZE_FIELDS = {"USER_ID": "user_id", "ITEM_ID": "item_id", "TIMESTAMP": "timestamp",
+                      "EVENT_TYPE": "event_type", "EVENT_VALUE": "value",
+                      "RECOMMENDATION_ID": "recommendation_id"}
+# The items a Personalize event says were shown: streamrec logs the lists it shows itself
+# (the impressions topic) and has no field for those of another recommender.
+PERSONALIZE_NOT_READ = ("IMPRESSION",)
+# The type of a row without EVENT_TYPE (Personalize weighs every such row alike).
+PERSONALIZE_DEFAULT_TYPE = "view"
+
+# The JSON grammar's numbers: no leading zeros, no NaN or Infinity, no hex.
+JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 
 
 class FormatError(ValueError):
@@ -43,6 +61,16 @@ def _number(field: str, text: str) -> float | str:
     except ValueError:
         return f"{field}: {text!r} is not a number"
     return value if math.isfinite(value) else f"{field}: {text!r} is not a finite number"
+
+
+def scalar(cell: str) -> str | float | bool:
+    """A CSV cell as a map entry's value: a JSON number is a number (``007`` is not),
+    ``true`` and ``false`` are booleans, anything else is text."""
+    if JSON_NUMBER.fullmatch(cell):
+        return float(cell)
+    if cell in ("true", "false"):
+        return cell == "true"
+    return cell
 
 
 def _undecodable(lines: Iterable[str]) -> bool:
@@ -64,7 +92,26 @@ def _rating(line: int, raw: Any, user: str, item: str, rating: str, timestamp: s
                        "value": value, "timestamp": time}
 
 
-def read_ratings_csv(lines: Iterable[str]) -> Iterator[Row]:
+def _csv_rows(reader: Any, lines: Iterable[str], header: list[str]
+              ) -> Iterator[tuple[int, list[str], str | None]]:
+    """The rows after the header: ``(line, cells, None)``, or a reason the row cannot be
+    read (not UTF-8, another number of cells than the header); blank lines left out."""
+    _undecodable(lines)  # the header's, said by the header check if it mattered
+    end = reader.line_num
+    for cells in reader:
+        line, end = end + 1, reader.line_num
+        if not cells:
+            continue  # a blank line
+        if _undecodable(lines):
+            yield line, cells, "row: not valid UTF-8"
+        elif len(cells) != len(header):
+            yield line, cells, f"row: {len(cells)} cells where the header has {len(header)}"
+        else:
+            yield line, cells, None
+
+
+def read_ratings_csv(lines: Iterable[str], event_types: Collection[str] = ()
+                     ) -> Iterator[Row]:
     """MovieLens ``ratings.csv``: its header names the columns (any order, more allowed)."""
     reader = csv.reader(lines)
     header = next(reader, None)
@@ -75,24 +122,18 @@ def read_ratings_csv(lines: Iterable[str]) -> Iterator[Row]:
         raise FormatError(f"header: a MovieLens ratings.csv has {','.join(RATINGS_HEADER)}; "
                           f"this one lacks {missing}")
     where = [header.index(column) for column in RATINGS_HEADER]
-    _undecodable(lines)  # the header's, said by the header check if it mattered
-    end = reader.line_num
-    for cells in reader:
-        line, end = end + 1, reader.line_num
-        if not cells:
-            continue  # a blank line
-        if _undecodable(lines):
-            yield line, cells, "row: not valid UTF-8"
-            continue
-        if len(cells) != len(header):
-            yield line, cells, f"row: {len(cells)} cells where the header has {len(header)}"
+    for line, cells, reason in _csv_rows(reader, lines, header):
+        if reason is not None:
+            yield line, cells, reason
             continue
         yield _rating(line, dict(zip(header, cells, strict=True)),
                       *(cells[index] for index in where))
 
 
-def read_u_data(lines: Iterable[str]) -> Iterator[Row]:
-    """MovieLens 100k ``u.data``: ``user item rating timestamp``, tab-separated."""
+def _separated_ratings(lines: Iterable[str], separator: str, said: str, name: str,
+                       fields: str) -> Iterator[Row]:
+    """Rating rows of four fields (user, item, rating, timestamp), ``separator`` between
+    them (``said`` so in a reason), no header; ``name`` and ``fields`` say the file."""
     for line, text in enumerate(lines, start=1):
         row = text.rstrip("\r\n")
         if _undecodable(lines):
@@ -100,13 +141,90 @@ def read_u_data(lines: Iterable[str]) -> Iterator[Row]:
             continue
         if not row.strip():
             continue
-        parts = row.split("\t")
+        parts = row.split(separator)
         if len(parts) != 4:
-            yield line, row, (f"row: {len(parts)} tab-separated fields where u.data has 4 "
-                              "(user, item, rating, timestamp)")
+            yield line, row, (f"row: {len(parts)} {said}-separated fields where {name} has 4 "
+                              f"({fields})")
             continue
         yield _rating(line, row, *parts)
 
 
-# --format name -> reader; every one yields events.
-READERS = {"movielens-ratings": read_ratings_csv, "movielens-100k": read_u_data}
+def read_u_data(lines: Iterable[str], event_types: Collection[str] = ()) -> Iterator[Row]:
+    """MovieLens 100k ``u.data``: ``user item rating timestamp``, tab-separated."""
+    return _separated_ratings(lines, "\t", "tab", "u.data", "user, item, rating, timestamp")
+
+
+def read_ratings_dat(lines: Iterable[str], event_types: Collection[str] = ()
+                     ) -> Iterator[Row]:
+    """MovieLens 1M and 10M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``."""
+    return _separated_ratings(lines, "::", "'::'", "ratings.dat",
+                              "UserID, MovieID, Rating, Timestamp")
+
+
+def is_personalize_header(header: Iterable[str]) -> bool:
+    """Whether a CSV header is an Amazon Personalize interactions dataset's."""
+    return set(PERSONALIZE_REQUIRED) <= {column.strip().upper() for column in header}
+
+
+def _event_type(named: str, event_types: Collection[str]) -> str:
+    """A Personalize event type as streamrec names it: as it is when configured so, else
+    in lower case when that is configured (Personalize's domains write ``View``,
+    ``Purchase``); an unknown type stays as it is, for the contract to refuse by name."""
+    if named in event_types or named.lower() not in event_types:
+        return named
+    return named.lower()
+
+
+def read_personalize(lines: Iterable[str], event_types: Collection[str] = ()
+                     ) -> Iterator[Row]:
+    """An Amazon Personalize item interactions CSV: a header naming USER_ID, ITEM_ID and
+    TIMESTAMP (Unix seconds), perhaps EVENT_TYPE, EVENT_VALUE, RECOMMENDATION_ID,
+    IMPRESSION and metadata fields of the user's own (any order, any case). A row becomes
+    one event: EVENT_TYPE is its type (``view`` when the column is absent or the cell
+    empty), EVENT_VALUE its value, and each metadata field an entry of its ``context``
+    (cells as :func:`scalar` reads them). IMPRESSION is not read."""
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    names = [column.strip().upper() for column in header]
+    missing = [field for field in PERSONALIZE_REQUIRED if field not in names]
+    if missing:
+        raise FormatError(f"header: an Amazon Personalize interactions CSV has "
+                          f"{','.join(PERSONALIZE_REQUIRED)}; this one lacks {missing}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise FormatError(f"header: column(s) {repeated} appear more than once")
+    for line, cells, reason in _csv_rows(reader, lines, header):
+        if reason is not None:
+            yield line, cells, reason
+            continue
+        raw = dict(zip(header, cells, strict=True))
+        document: dict[str, Any] = {"event_type": PERSONALIZE_DEFAULT_TYPE}
+        context: dict[str, Any] = {}
+        reason = None
+        for name, column, cell in zip(names, header, cells, strict=True):
+            field = PERSONALIZE_FIELDS.get(name)
+            if cell == "" or name in PERSONALIZE_NOT_READ:
+                continue
+            if field in ("timestamp", "value"):
+                number = _number(name, cell)
+                if isinstance(number, str):
+                    reason = reason or number
+                document[field] = number
+            elif field is not None:
+                document[field] = cell
+            else:
+                context[column.strip()] = scalar(cell)
+        if reason is not None:
+            yield line, raw, reason
+            continue
+        document["event_type"] = _event_type(document["event_type"], event_types)
+        if context:
+            document["context"] = context
+        yield line, raw, document
+
+
+# --format name -> reader(lines, event types); every one yields events.
+READERS = {"movielens-ratings": read_ratings_csv, "movielens-100k": read_u_data,
+           "movielens-1m": read_ratings_dat, "personalize": read_personalize}

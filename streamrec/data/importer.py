@@ -22,7 +22,6 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,9 +41,6 @@ KINDS = {"items": Item, "users": User, "events": Event}
 FORMATS = ("csv", "jsonl", "movielens-movies", *formats.READERS)
 LIST_SEPARATOR = "|"
 MOVIELENS_NO_GENRES = "(no genres listed)"
-
-# The JSON grammar's numbers: no leading zeros, no NaN or Infinity, no hex.
-_JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 
 
 class ImportFailed(RuntimeError):
@@ -79,14 +75,24 @@ class ImportReport:
 
 
 def detect(path: Path) -> str:
+    """The format by the file's name; a CSV whose header is Amazon Personalize's is
+    ``personalize``."""
     if path.suffix == ".csv":
-        return "csv"
+        return "personalize" if _personalize_csv(path) else "csv"
     if path.suffix in {".jsonl", ".ndjson"}:
         return "jsonl"
     if path.name == "u.data":
         return "movielens-100k"
-    raise ImportFailed(f"{path}: unknown format; name it *.csv, *.jsonl or u.data, or pass "
-                       "--format")
+    if path.suffix == ".dat":
+        return "movielens-1m"
+    raise ImportFailed(f"{path}: unknown format; name it *.csv, *.jsonl, u.data or "
+                       "ratings.dat, or pass --format")
+
+
+def _personalize_csv(path: Path) -> bool:
+    with path.open(newline="", errors="replace") as file:
+        header = next(csv.reader(file), None)
+    return header is not None and formats.is_personalize_header(header)
 
 
 class _Lines:
@@ -127,14 +133,6 @@ def _schema_types(model: type[BaseModel]) -> dict[str, set[str]]:
     return types
 
 
-def _scalar(cell: str) -> str | float | bool:
-    if _JSON_NUMBER.fullmatch(cell):
-        return float(cell)
-    if cell in ("true", "false"):
-        return cell == "true"
-    return cell
-
-
 class _CsvColumns:
     """How a header's columns fill a model's fields (checked once, before any row)."""
 
@@ -147,7 +145,9 @@ class _CsvColumns:
         if unknown:
             allowed = sorted(set(self.types) - set(maps)) + [f"{name}.<name>" for name in maps]
             hint = ("; a MovieLens ratings.csv? pass --format movielens-ratings"
-                    if set(formats.RATINGS_HEADER) <= set(header) else "")
+                    if set(formats.RATINGS_HEADER) <= set(header) else
+                    "; an Amazon Personalize interactions CSV? pass --format personalize"
+                    if formats.is_personalize_header(header) else "")
             raise ImportFailed(f"header: unknown column(s) {unknown}; the columns of "
                                f"{model.__name__} are {allowed}{hint}")
         repeated = sorted({column for column in header if header.count(column) > 1})
@@ -162,10 +162,10 @@ class _CsvColumns:
                 continue
             if column not in self.types:
                 name, _, entry = column.partition(".")
-                document.setdefault(name, {})[entry] = _scalar(cell)
+                document.setdefault(name, {})[entry] = formats.scalar(cell)
             elif "array" in self.types[column]:
                 document[column] = cell.split(LIST_SEPARATOR)
-            elif "number" in self.types[column] and _JSON_NUMBER.fullmatch(cell):
+            elif "number" in self.types[column] and formats.JSON_NUMBER.fullmatch(cell):
                 document[column] = float(cell)
             else:
                 document[column] = cell
@@ -300,7 +300,7 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
     elif data_format in ("csv", "movielens-movies"):
         source = read_csv(lines, messages.model, movielens=data_format == "movielens-movies")
     elif data_format in formats.READERS:
-        source = formats.READERS[data_format](lines)
+        source = formats.READERS[data_format](lines, event_types)
     else:
         raise ImportFailed(f"format {data_format!r} is not one of {list(FORMATS)}")
     try:

@@ -35,19 +35,45 @@ def load(path: Path, format: str | None, settings: Settings, limit: int | None
 
 
 def catalog(path: Path) -> list[tuple[str, dict]]:
-    """Item documents for a dataset: MovieLens' movies.csv beside its ratings.csv (titles
-    and genres), so content similarity can work for items nobody rated yet."""
+    """Item documents for a dataset: MovieLens' movies.csv beside its ratings.csv, or
+    movies.dat beside the ratings.dat of the 1M and 10M sets (titles and genres), so
+    content similarity can work for items nobody rated yet."""
     import csv
 
-    movies = path.with_name("movies.csv")
-    if path.name != "ratings.csv" or not movies.exists():
+    movies = path.with_name({"ratings.csv": "movies.csv", "ratings.dat": "movies.dat"}.get(
+        path.name, "movies.csv"))
+    if path.name not in ("ratings.csv", "ratings.dat") or not movies.exists():
         return []
-    with open(movies, newline="", encoding="utf-8") as source:
-        return [(row["movieId"], {"item_id": row["movieId"],
-                                  "categories": [g for g in row["genres"].split("|")
-                                                 if g and g != "(no genres listed)"],
-                                  "properties": {"title": row["title"]}})
-                for row in csv.DictReader(source)]
+    if movies.suffix == ".dat":
+        rows = _movies_dat(movies)
+    else:
+        with open(movies, newline="", encoding="utf-8") as source:
+            rows = [(row["movieId"], row["title"], row["genres"])
+                    for row in csv.DictReader(source)]
+    return [(movie, {"item_id": movie,
+                     "categories": [g for g in genres.split("|")
+                                    if g and g != "(no genres listed)"],
+                     "properties": {"title": title}})
+            for movie, title, genres in rows]
+
+
+def _movies_dat(path: Path) -> list[tuple[str, str, str]]:
+    """``MovieID::Title::Genres`` rows (ml-1m writes them in Latin-1, ml-10m in UTF-8)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    rows = []
+    for line, row in enumerate(text.splitlines(), start=1):
+        if not row.strip():
+            continue
+        parts = row.split("::")
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{line}: {len(parts)} '::'-separated fields where "
+                             "movies.dat has 3 (MovieID, Title, Genres)")
+        rows.append((parts[0], parts[1], parts[2]))
+    return rows
 
 
 def build(models: list[str], baselines: list[str], settings: Settings,

@@ -1,0 +1,171 @@
+"""MovieLens 1M/10M ``ratings.dat`` and Amazon Personalize interactions CSVs: what
+``streamrec import`` sends of them, and that ``streamrec evaluate`` and ``tune`` replay
+exactly the events of the same ratings in MovieLens' ``ratings.csv``."""
+
+from __future__ import annotations
+
+import io
+
+import click
+import pytest
+
+from recommender.weights import EventWeights
+from streamrec.cli import measurements
+from streamrec.data import datasets
+from streamrec.data.importer import ImportFailed, detect, rows
+from streamrec.measure.evaluate import catalog, load
+from streamrec.settings import Settings
+from tests.unit.test_import_formats import reasons, sent
+
+EVENT_TYPES = {"view", "click", "purchase", "rating"}
+PERSONALIZE = ("USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,IMPRESSION,"
+               "RECOMMENDATION_ID,DEVICE\n")
+
+
+def read(text: str | bytes, data_format: str) -> list:
+    data = text.encode() if isinstance(text, str) else text
+    return list(rows(io.BytesIO(data), data_format, "events", EVENT_TYPES, max_skew=300.0))
+
+
+def test_ratings_dat_rows_become_rating_events():
+    outcomes = read(b"1::1193::5::978300760\n"
+                    b"1::661::3::978302109\r\n"
+                    b"\n"
+                    b"2::3068\n"
+                    b"2::1357::five::978298709\n"
+                    b"3::48::4::978300\xff\n", "movielens-1m")
+    assert sent(outcomes) == [
+        {"user_id": "1", "item_id": "1193", "event_type": "rating", "value": 5.0,
+         "timestamp": 978_300_760.0},
+        {"user_id": "1", "item_id": "661", "event_type": "rating", "value": 3.0,
+         "timestamp": 978_302_109.0}]
+    assert reasons(outcomes) == [
+        "line 4: row: 2 '::'-separated fields where ratings.dat has 4 (UserID, MovieID, "
+        "Rating, Timestamp)",
+        "line 5: rating: 'five' is not a number",
+        "line 6: row: not valid UTF-8",
+    ]
+
+
+def test_personalize_rows_become_events_with_their_types_values_and_context():
+    outcomes = read(PERSONALIZE
+                    + "u1,i1,1700000000,Purchase,19.5,i1|i2|i3,rec-7,tv\n"
+                    + "u2,i2,1700000001,,,,,\n"
+                    + "u3,i3,1700000000000,click,,,,\n"
+                    + "u4,i4,1700000002,Watch,,,,\n"
+                    + "u5,i5,soon,click,,,,\n"
+                    + "u6,i6,1700000003,click,,,\n", "personalize")
+    assert sent(outcomes) == [
+        # "Purchase" is the configured purchase; IMPRESSION is not read; DEVICE is context.
+        {"user_id": "u1", "item_id": "i1", "event_type": "purchase", "value": 19.5,
+         "timestamp": 1_700_000_000.0, "recommendation_id": "rec-7",
+         "context": {"DEVICE": "tv"}},
+        # No EVENT_TYPE: a view, as Personalize weighs such rows alike.
+        {"user_id": "u2", "item_id": "i2", "event_type": "view",
+         "timestamp": 1_700_000_001.0}]
+    assert reasons(outcomes) == [
+        "line 4: timestamp: timestamp must be epoch seconds between 1970 and 2100 "
+        "(milliseconds are a unit mistake)",
+        "line 5: event_type: 'Watch' is not one of ['click', 'purchase', 'rating', 'view']",
+        "line 6: TIMESTAMP: 'soon' is not a number",
+        "line 7: row: 7 cells where the header has 8",
+    ]
+
+
+def test_a_personalize_header_in_any_order_and_case_and_its_mistakes():
+    outcomes = read("timestamp,Item_Id,user_id\n1700000000,i1,u1\n", "personalize")
+    assert sent(outcomes) == [{"user_id": "u1", "item_id": "i1", "event_type": "view",
+                               "timestamp": 1_700_000_000.0}]
+    with pytest.raises(ImportFailed, match=r"USER_ID,ITEM_ID,TIMESTAMP; this one lacks "
+                                           r"\['ITEM_ID'\]"):
+        read("USER_ID,TIMESTAMP\nu1,1\n", "personalize")
+    with pytest.raises(ImportFailed, match=r"\['USER_ID'\] appear more than once"):
+        read("USER_ID,ITEM_ID,TIMESTAMP,user_id\nu1,i1,1,u2\n", "personalize")
+    with pytest.raises(ImportFailed, match="pass --format personalize"):
+        read("USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,1700000000\n", "csv")
+
+
+def test_the_formats_are_recognised_and_offered(tmp_path):
+    interactions = tmp_path / "interactions.csv"
+    interactions.write_text("USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,1700000000\n")
+    ours = tmp_path / "events.csv"
+    ours.write_text("user_id,item_id,event_type\nu1,i1,view\n")
+    assert detect(interactions) == "personalize"
+    assert detect(ours) == "csv"
+    assert detect(tmp_path / "ratings.dat") == "movielens-1m"
+    assert datasets.detect(interactions) == "personalize"
+    assert datasets.detect(tmp_path / "ratings.dat") == "ratings.dat"
+    assert measurements.DATA_FORMATS == datasets.FORMATS
+    for command in (measurements.evaluate, measurements.tune):
+        option = next(p for p in command.params if p.name == "data_format")
+        assert isinstance(option.type, click.Choice)
+        assert tuple(option.type.choices) == datasets.FORMATS
+
+
+def ml_latest_rows() -> list[tuple[str, str, str, str]]:
+    """Rows as MovieLens writes them: half stars, one user's films in no time order."""
+    return [("1", "31", "2.5", "1260759144"), ("1", "1029", "3.0", "1260759179"),
+            ("2", "31", "4.0", "1260759100"), ("2", "10", "5.0", "835355493"),
+            ("3", "1029", "0.5", "1260759179")]
+
+
+def test_evaluate_replays_the_same_events_from_each_format(tmp_path):
+    """The same ratings as ratings.csv, ratings.dat and a Personalize CSV (its domains'
+    capitalised "Rating") are the same events, in the same order, to the last digit."""
+    plain = tmp_path / "csv"
+    plain.mkdir()
+    (plain / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},{r},{t}\n" for u, i, r, t in ml_latest_rows()))
+    (tmp_path / "ratings.dat").write_text("".join(
+        f"{u}::{i}::{r}::{t}\n" for u, i, r, t in ml_latest_rows()))
+    (tmp_path / "interactions.csv").write_text(
+        "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n" + "".join(
+            f"{u},{i},{t},Rating,{r}\n" for u, i, r, t in ml_latest_rows()))
+    settings = Settings()
+    expected = list(datasets.read(plain / "ratings.csv", None, settings.weights()))
+    for name in ("ratings.dat", "interactions.csv"):
+        assert list(datasets.read(tmp_path / name, None, settings.weights())) == expected
+        assert load(tmp_path / name, None, settings, None) == load(
+            plain / "ratings.csv", None, settings, None)
+
+
+def test_evaluate_names_the_first_row_it_cannot_read(tmp_path):
+    weights = EventWeights({"view": 1.0, "rating": 3.0})
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::2::5::978300760\n1::3::5\n")
+    with pytest.raises(datasets.DatasetError, match=r"ratings.dat:2: row: 3 '::'-separated"):
+        list(datasets.read(dat, None, weights))
+    dat.write_bytes(b"1::2::5::978300760\n1::\xff::5::978300761\n")
+    with pytest.raises(datasets.DatasetError, match=r"ratings.dat:2: row: not valid UTF-8"):
+        list(datasets.read(dat, None, weights))
+    interactions = tmp_path / "interactions.csv"
+    interactions.write_text("USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,1700000000,Watch\n")
+    with pytest.raises(datasets.DatasetError,
+                       match=r"interactions.csv:2: event_type: 'Watch' is not one of"):
+        list(datasets.read(interactions, None, weights))
+    interactions.write_text("USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,\n")
+    with pytest.raises(datasets.DatasetError,
+                       match=r"interactions.csv:2: timestamp: required for evaluation"):
+        list(datasets.read(interactions, None, weights))
+    interactions.write_text("USER_ID,TIMESTAMP\nu1,1700000000\n")
+    with pytest.raises(datasets.DatasetError, match=r"interactions.csv: header: .* lacks"):
+        list(datasets.read(interactions, "personalize", weights))
+
+
+def test_movies_dat_beside_ratings_dat_is_the_catalog(tmp_path):
+    """ml-1m writes movies.dat in Latin-1; ml-10m in UTF-8: both are read."""
+    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n")
+    movies = tmp_path / "movies.dat"
+    movies.write_bytes("1::Toy Story (1995)::Animation|Children's|Comedy\n"
+                       "73::Misérables, Les (1995)::Drama|Musical\n".encode("latin-1"))
+    expected = [("1", {"item_id": "1", "categories": ["Animation", "Children's", "Comedy"],
+                       "properties": {"title": "Toy Story (1995)"}}),
+                ("73", {"item_id": "73", "categories": ["Drama", "Musical"],
+                        "properties": {"title": "Misérables, Les (1995)"}})]
+    assert catalog(tmp_path / "ratings.dat") == expected
+    movies.write_bytes("1::Toy Story (1995)::Animation|Children's|Comedy\n"
+                       "73::Misérables, Les (1995)::Drama|Musical\n".encode())
+    assert catalog(tmp_path / "ratings.dat") == expected
+    movies.write_text("1::Toy Story (1995)\n")
+    with pytest.raises(ValueError, match=r"movies.dat:1: 2 '::'-separated fields"):
+        catalog(tmp_path / "ratings.dat")
