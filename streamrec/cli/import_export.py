@@ -13,12 +13,15 @@ from streamrec.cli.options import app_option, settings_of
 @click.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["items", "users", "events"]), default=None,
-              help="What the rows are (default: events; items for movielens-movies).")
+              help="What the rows are (default: events; items for movielens-movies and "
+                   "movielens-1m-movies).")
 @click.option("--format", "data_format", default=None,
-              type=click.Choice(["csv", "jsonl", "movielens-movies", "movielens-ratings",
-                                 "movielens-100k", "movielens-1m", "personalize"]),
+              type=click.Choice(["csv", "jsonl", "movielens-movies", "movielens-1m-movies",
+                                 "movielens-ratings", "movielens-100k", "movielens-1m",
+                                 "personalize"]),
               help="Default: from the file name (.csv, .jsonl or .ndjson; u.data is "
-                   "movielens-100k, *.dat movielens-1m; a .csv with Amazon Personalize's "
+                   "movielens-100k, movies.dat movielens-1m-movies, any other *.dat "
+                   "movielens-1m; a .csv with Amazon Personalize's "
                    "USER_ID,ITEM_ID,TIMESTAMP header is personalize). movielens-ratings "
                    "(ratings.csv), movielens-100k (u.data) and movielens-1m (ratings.dat of "
                    "the 1M and 10M sets) load rating events; personalize loads an item "
@@ -38,8 +41,9 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
     from streamrec.data import importer
     from streamrec.logs import escape
 
-    kind = kind or ("items" if data_format == "movielens-movies" else "events")
     try:
+        movies = (data_format or importer.detect(path)) in importer.MOVIE_FORMATS
+        kind = kind or ("items" if movies else "events")
         report = importer.run(path, kind, data_format, settings_of(app_name), rejects,
                               show_rejected, batch, app=app_name)
     except importer.ImportFailed as error:

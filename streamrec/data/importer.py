@@ -38,7 +38,9 @@ from streamrec.data import formats
 from streamrec.settings import Settings
 
 KINDS = {"items": Item, "users": User, "events": Event}
-FORMATS = ("csv", "jsonl", "movielens-movies", *formats.READERS)
+FORMATS = ("csv", "jsonl", "movielens-movies", "movielens-1m-movies", *formats.READERS)
+# Formats of items: MovieLens' movies.csv, and the movies.dat of its 1M and 10M sets.
+MOVIE_FORMATS = ("movielens-movies", "movielens-1m-movies")
 LIST_SEPARATOR = "|"
 MOVIELENS_NO_GENRES = "(no genres listed)"
 
@@ -83,10 +85,12 @@ def detect(path: Path) -> str:
         return "jsonl"
     if path.name == "u.data":
         return "movielens-100k"
+    if path.name == "movies.dat":
+        return "movielens-1m-movies"
     if path.suffix == ".dat":
         return "movielens-1m"
-    raise ImportFailed(f"{path}: unknown format; name it *.csv, *.jsonl, u.data or "
-                       "ratings.dat, or pass --format")
+    raise ImportFailed(f"{path}: unknown format; name it *.csv, *.jsonl, u.data, ratings.dat "
+                       "or movies.dat, or pass --format")
 
 
 def _personalize_csv(path: Path) -> bool:
@@ -100,9 +104,11 @@ class _Lines:
     not UTF-8 is decoded with replacement characters and flagged, so its row is rejected
     rather than sent altered."""
 
-    def __init__(self, file: IO[bytes], progress: Callable[[int], Any]) -> None:
+    def __init__(self, file: IO[bytes], progress: Callable[[int], Any],
+                 fallback: str | None = None) -> None:
         self.file = file
         self.progress = progress
+        self.fallback = fallback  # the encoding of a line that is not UTF-8, if any
         self.undecodable = False  # since the caller last reset it
 
     def __iter__(self) -> Iterator[str]:
@@ -119,6 +125,9 @@ class _Lines:
             try:
                 yield raw.decode()
             except UnicodeDecodeError:
+                if self.fallback is not None:
+                    yield raw.decode(self.fallback)
+                    continue
                 self.undecodable = True
                 yield raw.decode(errors="replace")
         self.progress(unreported)
@@ -212,6 +221,22 @@ def read_csv(lines: _Lines, model: type[BaseModel], movielens: bool = False
             yield line, raw, columns.document(cells)
 
 
+def read_movies_dat(lines: _Lines) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
+    """MovieLens 1M and 10M ``movies.dat``: ``MovieID::Title::Genres`` (ml-1m writes it
+    in Latin-1, read as such)."""
+    for line, text in enumerate(lines, start=1):
+        row = text.rstrip("\r\n")
+        if not row.strip():
+            continue
+        parts = row.split("::")
+        if len(parts) != 3:
+            yield line, row, (f"row: {len(parts)} '::'-separated fields where movies.dat has 3 "
+                              "(MovieID, Title, Genres)")
+            continue
+        yield line, row, _movielens_movie(dict(zip(("movieId", "title", "genres"), parts,
+                                                   strict=True)))
+
+
 def read_jsonl(lines: _Lines) -> Iterator[tuple[int, Any, bytes | str]]:
     for line, text in enumerate(lines, start=1):
         undecodable, lines.undecodable = lines.undecodable, False
@@ -289,14 +314,16 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
     """Each non-blank row of ``file``, validated: an :class:`Accepted` message or a
     :class:`Rejected` row. An event more than ``max_skew`` seconds in the future is
     rejected."""
-    if data_format == "movielens-movies" and kind != "items":
-        raise ImportFailed("--format movielens-movies loads items (--kind items)")
+    if data_format in MOVIE_FORMATS and kind != "items":
+        raise ImportFailed(f"--format {data_format} loads items (--kind items)")
     if data_format in formats.READERS and kind != "events":
         raise ImportFailed(f"--format {data_format} loads events (--kind events)")
     messages = _Messages(kind, event_types, max_skew)
-    lines = _Lines(file, progress)
+    lines = _Lines(file, progress, "latin-1" if data_format == "movielens-1m-movies" else None)
     if data_format == "jsonl":
         source = read_jsonl(lines)
+    elif data_format == "movielens-1m-movies":
+        source = read_movies_dat(lines)
     elif data_format in ("csv", "movielens-movies"):
         source = read_csv(lines, messages.model, movielens=data_format == "movielens-movies")
     elif data_format in formats.READERS:

@@ -135,6 +135,15 @@ def test_import_movielens_movies(pipeline, tmp_path):
         "ml-1": ["Adventure", "Animation", "Children"], "ml-2": ["Comedy", "Drama", "Romance"],
         "ml-3": []}
     assert store.get_item("ml-2")["properties"] == {"title": "American President, The (1995)"}
+    # The movies.dat of MovieLens 1M (Latin-1), recognised by its name, as items.
+    dat = tmp_path / "movies.dat"
+    dat.write_bytes("ml-4::Misérables, Les (1995)::Drama|Musical\n".encode("latin-1"))
+    result = streamrec(env, "import", str(dat))
+    assert result.returncode == 0, result.stderr
+    assert "1 rows read, 1 sent (acknowledged by Kafka), 0 rejected" in result.stdout
+    assert wait_for(lambda: store.get_item("ml-4"))["properties"] == {
+        "title": "Misérables, Les (1995)"}
+    assert store.item_categories(["ml-4"]) == {"ml-4": ["Drama", "Musical"]}
 
 
 def test_import_without_kafka_sends_nothing_and_says_so(worker_env, tmp_path):

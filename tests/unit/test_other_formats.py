@@ -7,12 +7,13 @@ from __future__ import annotations
 import io
 
 import click
+import orjson
 import pytest
 
 from recommender.weights import EventWeights
 from streamrec.cli import measurements
 from streamrec.data import datasets
-from streamrec.data.importer import ImportFailed, detect, rows
+from streamrec.data.importer import Accepted, ImportFailed, detect, rows
 from streamrec.measure.evaluate import catalog, load
 from streamrec.settings import Settings
 from tests.unit.test_import_formats import reasons, sent
@@ -93,6 +94,7 @@ def test_the_formats_are_recognised_and_offered(tmp_path):
     assert detect(interactions) == "personalize"
     assert detect(ours) == "csv"
     assert detect(tmp_path / "ratings.dat") == "movielens-1m"
+    assert detect(tmp_path / "movies.dat") == "movielens-1m-movies"
     assert datasets.detect(interactions) == "personalize"
     assert datasets.detect(tmp_path / "ratings.dat") == "ratings.dat"
     assert measurements.DATA_FORMATS == datasets.FORMATS
@@ -169,3 +171,19 @@ def test_movies_dat_beside_ratings_dat_is_the_catalog(tmp_path):
     movies.write_text("1::Toy Story (1995)\n")
     with pytest.raises(ValueError, match=r"movies.dat:1: 2 '::'-separated fields"):
         catalog(tmp_path / "ratings.dat")
+
+
+def test_movies_dat_is_imported_as_items_in_latin_1_or_utf_8():
+    data = ("1::Toy Story (1995)::Animation|Children's|Comedy\n"
+            "73::Misérables, Les (1995)::Drama|Musical\n").encode("latin-1")
+    data += "74::Amélie (2001)::(no genres listed)\n".encode() + b"75::No genres\n"
+    outcomes = list(rows(io.BytesIO(data), "movielens-1m-movies", "items", set(), 300.0))
+    items = [orjson.loads(o.value) for o in outcomes if isinstance(o, Accepted)]
+    assert [(i["item_id"], i["categories"], i["properties"]) for i in items] == [
+        ("1", ["Animation", "Children's", "Comedy"], {"title": "Toy Story (1995)"}),
+        ("73", ["Drama", "Musical"], {"title": "Misérables, Les (1995)"}),
+        ("74", [], {"title": "Amélie (2001)"})]
+    assert reasons(outcomes) == ["line 4: row: 2 '::'-separated fields where movies.dat has 3 "
+                                 "(MovieID, Title, Genres)"]
+    with pytest.raises(ImportFailed, match="loads items"):
+        list(rows(io.BytesIO(data), "movielens-1m-movies", "events", set(), 300.0))
