@@ -15,7 +15,7 @@ from streamrec.measure.targets import FRESHNESS_LOAD, judge
 from streamrec.settings import get_settings
 
 # What evaluate and tune read (streamrec.data.datasets.FORMATS, which a test holds equal).
-DATA_FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "jsonl")
+DATA_FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "csv", "jsonl")
 
 
 @click.command()
@@ -172,8 +172,9 @@ def _policy_report(placements: tuple[str, ...], policy: str, since: str | None,
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "data_format", type=click.Choice(DATA_FORMATS), default=None,
-              help="Default: from the file name (u.data, *.dat, *.jsonl; a *.csv is MovieLens "
-                   "ratings, or Amazon Personalize interactions by its header).")
+              help="Default: from the file name (u.data, *.dat, *.jsonl; a *.csv by its header: "
+                   "Amazon Personalize interactions, streamrec events (user_id, ...) or "
+                   "MovieLens ratings).")
 @click.option("--k", default=10, show_default=True)
 @click.option("--models", default=",".join(MODELS), show_default=True,
               help="Comma-separated; ease and ials are served as trained runs, refit every "
@@ -222,8 +223,9 @@ def evaluate(path: Path, data_format: str | None, k: int, models: str, baselines
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "data_format", type=click.Choice(DATA_FORMATS), default=None,
-              help="Default: from the file name (u.data, *.dat, *.jsonl; a *.csv is MovieLens "
-                   "ratings, or Amazon Personalize interactions by its header).")
+              help="Default: from the file name (u.data, *.dat, *.jsonl; a *.csv by its header: "
+                   "Amazon Personalize interactions, streamrec events (user_id, ...) or "
+                   "MovieLens ratings).")
 @click.option("--budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds to spend; the current settings are replayed whatever it is.")
 @click.option("--fraction", default=0.7, show_default=True,

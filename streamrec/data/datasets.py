@@ -1,7 +1,8 @@
 """Readers for evaluation data: MovieLens ``ratings.csv`` (ml-latest, ml-20m ...), MovieLens
 100k ``u.data``, MovieLens 1M and 10M ``ratings.dat``, an Amazon Personalize item
-interactions CSV, and streamrec's own JSONL events (``schemas/v1/event.json``). The last
-three are checked by the event contract, as ``streamrec import`` checks them."""
+interactions CSV, and streamrec's own events as JSON Lines (``schemas/v1/event.json``) or
+CSV (``streamrec import``'s columns). The last four are checked by the event contract, as
+``streamrec import`` checks them."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from pathlib import Path
 import orjson
 
 from recommender.weights import EventWeights
-from schemas.models import EventContractError, parse_event
+from schemas.models import Event, EventContractError, parse_event
 from streamrec.data import formats
+from streamrec.data.importer import ImportFailed, read_csv
 
-FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "jsonl")
-# Formats read by streamrec import's readers (streamrec.data.formats).
+FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "csv", "jsonl")
+
+
+def _events_csv(lines, event_types):
+    return read_csv(lines, Event)
+
+
+# Formats read by streamrec import's readers (streamrec.data.formats, .importer).
 _IMPORT_READERS = {"ratings.dat": formats.read_ratings_dat,
-                   "personalize": formats.read_personalize}
+                   "personalize": formats.read_personalize, "csv": _events_csv}
 
 
 @dataclass(frozen=True)
@@ -37,15 +45,17 @@ class DatasetError(ValueError):
 
 
 def detect(path: Path) -> str:
-    """The format by the file's name; a CSV whose header is Amazon Personalize's is
-    ``personalize``."""
+    """The format by the file's name; a CSV by its header: Amazon Personalize's
+    (``personalize``), streamrec's own columns (``csv``: it has ``user_id``), else
+    MovieLens ``ratings.csv``."""
     if path.name == "u.data":
         return "u.data"
     if path.suffix == ".csv":
         with path.open(newline="", errors="replace") as file:
-            header = next(csv.reader(file), None)
-        personalize = header is not None and formats.is_personalize_header(header)
-        return "personalize" if personalize else "ratings.csv"
+            header = next(csv.reader(file), None) or []
+        if formats.is_personalize_header(header):
+            return "personalize"
+        return "csv" if "user_id" in header else "ratings.csv"
     if path.suffix == ".dat":
         return "ratings.dat"
     if path.suffix in {".jsonl", ".ndjson"}:
@@ -73,7 +83,10 @@ def _ratings_csv(path: Path) -> Iterator[RawEvent]:
         reader = csv.DictReader(file)
         missing = {"userId", "movieId", "rating", "timestamp"} - set(reader.fieldnames or ())
         if missing:
-            raise DatasetError(f"{path}: header lacks {sorted(missing)}")
+            raise DatasetError(
+                f"{path}: header lacks {sorted(missing)} of a MovieLens ratings.csv (a CSV of "
+                "streamrec events has user_id,item_id,event_type,timestamp; an Amazon "
+                "Personalize one USER_ID,ITEM_ID,TIMESTAMP)")
         for line, row in enumerate(reader, start=2):
             if None in row or None in row.values():  # too many fields, or too few
                 raise DatasetError(f"{path}:{line}: expected the header's "
@@ -160,5 +173,5 @@ def _imported(path: Path, reader, weights: EventWeights) -> Iterator[RawEvent]:
                     raise DatasetError(f"{path}:{line}: timestamp: required for evaluation")
                 yield RawEvent(event.user_id, event.item_id, event.event_type,
                                event.timestamp, event.value)
-        except formats.FormatError as error:
+        except (formats.FormatError, ImportFailed) as error:
             raise DatasetError(f"{path}: {error}") from None

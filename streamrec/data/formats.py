@@ -162,8 +162,10 @@ def read_ratings_dat(lines: Iterable[str], event_types: Collection[str] = ()
 
 
 def is_personalize_header(header: Iterable[str]) -> bool:
-    """Whether a CSV header is an Amazon Personalize interactions dataset's."""
-    return set(PERSONALIZE_REQUIRED) <= {column.strip().upper() for column in header}
+    """Whether a CSV header is an Amazon Personalize interactions dataset's: it names
+    USER_ID, ITEM_ID and TIMESTAMP as Personalize does, in capitals (streamrec's own CSV
+    events name ``user_id``, ``item_id`` and ``timestamp``)."""
+    return set(PERSONALIZE_REQUIRED) <= {column.strip() for column in header}
 
 
 def _event_type(named: str, event_types: Collection[str]) -> str:

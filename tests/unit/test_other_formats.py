@@ -96,6 +96,7 @@ def test_the_formats_are_recognised_and_offered(tmp_path):
     assert detect(tmp_path / "ratings.dat") == "movielens-1m"
     assert detect(tmp_path / "movies.dat") == "movielens-1m-movies"
     assert datasets.detect(interactions) == "personalize"
+    assert datasets.detect(ours) == "csv"  # user_id, not USER_ID: streamrec's own columns
     assert datasets.detect(tmp_path / "ratings.dat") == "ratings.dat"
     assert measurements.DATA_FORMATS == datasets.FORMATS
     for command in (measurements.evaluate, measurements.tune):
@@ -187,3 +188,30 @@ def test_movies_dat_is_imported_as_items_in_latin_1_or_utf_8():
                                  "(MovieID, Title, Genres)"]
     with pytest.raises(ImportFailed, match="loads items"):
         list(rows(io.BytesIO(data), "movielens-1m-movies", "events", set(), 300.0))
+
+
+def test_evaluate_reads_the_csv_events_streamrec_import_reads(tmp_path):
+    """A CSV of streamrec's own columns (``streamrec import``'s) replays the same events as
+    the same lines in JSON; an RFC 3339 time is epoch seconds, as the API takes it."""
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,event_type,timestamp,value,context.device\n"
+                      "ann,tea,view,2024-01-01T00:00:00Z,,tv\n"
+                      "bob,cup,rating,1704067205,4.5,\n")
+    lines = tmp_path / "events.jsonl"
+    lines.write_text('{"user_id": "ann", "item_id": "tea", "event_type": "view", '
+                     '"timestamp": 1704067200, "context": {"device": "tv"}}\n'
+                     '{"user_id": "bob", "item_id": "cup", "event_type": "rating", '
+                     '"timestamp": 1704067205, "value": 4.5}\n')
+    weights = Settings().weights()
+    assert list(datasets.read(events, None, weights)) == list(datasets.read(lines, None,
+                                                                             weights))
+    events.write_text("user_id,item_id,event_type,colour\nann,tea,view,red\n")
+    with pytest.raises(datasets.DatasetError, match=r"unknown column\(s\) \['colour'\]"):
+        list(datasets.read(events, None, weights))
+    events.write_text("user_id,item_id,event_type\nann,tea,view\n")
+    with pytest.raises(datasets.DatasetError, match=r"events.csv:2: timestamp: required"):
+        list(datasets.read(events, None, weights))
+    odd = tmp_path / "odd.csv"
+    odd.write_text("user,item\nann,tea\n")
+    with pytest.raises(datasets.DatasetError, match="a CSV of streamrec events has user_id"):
+        list(datasets.read(odd, None, weights))
