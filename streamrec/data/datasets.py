@@ -44,6 +44,16 @@ class DatasetError(ValueError):
     """A row that cannot be read; the message names the file and line."""
 
 
+def _refused(path: Path, line: int, error: EventContractError) -> DatasetError:
+    """The contract's reason for a row, with how to weigh a type the replay does not know
+    (evaluate and tune weigh events by the settings, not by a deployment's table)."""
+    hint = ""
+    if str(error).startswith("event_type:") and "is not one of" in str(error):
+        hint = ("; give it a weight with STREAMREC_EVENT_WEIGHTS (JSON, every type: "
+                "'{\"view\": 1, \"like\": 3}')")
+    return DatasetError(f"{path}:{line}: {error}{hint}")
+
+
 def detect(path: Path) -> str:
     """The format by the file's name; a CSV by its header: Amazon Personalize's
     (``personalize``), streamrec's own columns (``csv``: it has ``user_id``), else
@@ -133,7 +143,7 @@ def _jsonl(path: Path, weights: EventWeights) -> Iterator[RawEvent]:
             try:
                 event = parse_event(raw, weights)
             except EventContractError as error:
-                raise DatasetError(f"{path}:{line}: {error}") from None
+                raise _refused(path, line, error) from None
             if event.timestamp is None:
                 raise DatasetError(f"{path}:{line}: timestamp: required for evaluation")
             yield RawEvent(event.user_id, event.item_id, event.event_type, event.timestamp,
@@ -168,7 +178,7 @@ def _imported(path: Path, reader, weights: EventWeights) -> Iterator[RawEvent]:
                 try:
                     event = parse_event(orjson.dumps(document), weights)
                 except EventContractError as error:
-                    raise DatasetError(f"{path}:{line}: {error}") from None
+                    raise _refused(path, line, error) from None
                 if event.timestamp is None:
                     raise DatasetError(f"{path}:{line}: timestamp: required for evaluation")
                 yield RawEvent(event.user_id, event.item_id, event.event_type,

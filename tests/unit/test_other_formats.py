@@ -144,8 +144,11 @@ def test_evaluate_names_the_first_row_it_cannot_read(tmp_path):
     interactions = tmp_path / "interactions.csv"
     interactions.write_text("USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,1700000000,Watch\n")
     with pytest.raises(datasets.DatasetError,
-                       match=r"interactions.csv:2: event_type: 'Watch' is not one of"):
+                       match=r"interactions.csv:2: event_type: 'Watch' is not one of .*; "
+                             r"give it a weight with STREAMREC_EVENT_WEIGHTS"):
         list(datasets.read(interactions, None, weights))
+    watched = EventWeights({"view": 1.0, "Watch": 2.0})
+    assert [e.event_type for e in datasets.read(interactions, None, watched)] == ["Watch"]
     interactions.write_text("USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,\n")
     with pytest.raises(datasets.DatasetError,
                        match=r"interactions.csv:2: timestamp: required for evaluation"):
