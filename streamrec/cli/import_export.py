@@ -13,19 +13,21 @@ from streamrec.cli.options import app_option, settings_of
 @click.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["items", "users", "events"]), default=None,
-              help="What the rows are (default: events; items for movielens-movies and "
-                   "movielens-1m-movies).")
+              help="What the rows are (default: what the format holds; events for csv "
+                   "and jsonl).")
 @click.option("--format", "data_format", default=None,
               type=click.Choice(["csv", "jsonl", "movielens-movies", "movielens-1m-movies",
                                  "movielens-ratings", "movielens-100k", "movielens-1m",
-                                 "personalize"]),
+                                 "personalize", "personalize-items", "personalize-users"]),
               help="Default: from the file name (.csv, .jsonl or .ndjson; u.data is "
                    "movielens-100k, movies.dat movielens-1m-movies, any other *.dat "
-                   "movielens-1m; a .csv with Amazon Personalize's "
-                   "USER_ID,ITEM_ID,TIMESTAMP header is personalize). movielens-ratings "
+                   "movielens-1m; a .csv with Amazon Personalize's USER_ID,ITEM_ID,TIMESTAMP "
+                   "header is personalize, one with ITEM_ID and no USER_ID "
+                   "personalize-items, the reverse personalize-users). movielens-ratings "
                    "(ratings.csv), movielens-100k (u.data) and movielens-1m (ratings.dat of "
                    "the 1M and 10M sets) load rating events; personalize loads an item "
-                   "interactions dataset's CSV.")
+                   "interactions dataset's CSV, personalize-items and -users its items and "
+                   "users datasets' CSVs.")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every rejected row here (JSON Lines: line, reason, row).")
 @click.option("--show-rejected", default=10, show_default=True,
@@ -42,8 +44,8 @@ def import_rows(path: Path, kind: str | None, data_format: str | None, rejects: 
     from streamrec.logs import escape
 
     try:
-        movies = (data_format or importer.detect(path)) in importer.MOVIE_FORMATS
-        kind = kind or ("items" if movies else "events")
+        kind = kind or importer.KIND_OF_FORMAT.get(data_format or importer.detect(path),
+                                                   "events")
         report = importer.run(path, kind, data_format, settings_of(app_name), rejects,
                               show_rejected, batch, app=app_name)
     except importer.ImportFailed as error:

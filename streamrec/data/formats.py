@@ -6,7 +6,9 @@
   by tabs, no header;
 - ``movielens-1m``: MovieLens 1M and 10M ``ratings.dat``,
   ``UserID::MovieID::Rating::Timestamp``, no header;
-- ``personalize``: an Amazon Personalize item interactions CSV (:func:`read_personalize`).
+- ``personalize``: an Amazon Personalize item interactions CSV (:func:`read_personalize`);
+  ``personalize-items`` and ``personalize-users`` its items and users datasets' CSVs, as
+  items and users (:func:`read_personalize_items`, :func:`read_personalize_users`).
 
 Each MovieLens row becomes one ``rating`` event: ``{"user_id", "item_id", "event_type": "rating",
 "value": <the rating>, "timestamp": <its epoch seconds>}``, which the worker weighs as
@@ -165,7 +167,21 @@ def is_personalize_header(header: Iterable[str]) -> bool:
     """Whether a CSV header is an Amazon Personalize interactions dataset's: it names
     USER_ID, ITEM_ID and TIMESTAMP as Personalize does, in capitals (streamrec's own CSV
     events name ``user_id``, ``item_id`` and ``timestamp``)."""
-    return set(PERSONALIZE_REQUIRED) <= {column.strip() for column in header}
+    return personalize_kind(header) == "events"
+
+
+def personalize_kind(header: Iterable[str]) -> str | None:
+    """Which Amazon Personalize dataset a CSV header is (``events``: item interactions,
+    ``items``, ``users``), by its fields in capitals as Personalize names them; None when
+    it is none of them."""
+    names = {column.strip() for column in header}
+    if set(PERSONALIZE_REQUIRED) <= names:
+        return "events"
+    if "ITEM_ID" in names and "USER_ID" not in names:
+        return "items"
+    if "USER_ID" in names and "ITEM_ID" not in names:
+        return "users"
+    return None
 
 
 def _event_type(named: str, event_types: Collection[str]) -> str:
@@ -177,6 +193,32 @@ def _event_type(named: str, event_types: Collection[str]) -> str:
     return named.lower()
 
 
+def _personalize_rows(lines: Iterable[str], required: tuple[str, ...], dataset: str
+                      ) -> Iterator[tuple[int, Any, list[tuple[str, str, str]] | str]]:
+    """A Personalize dataset's rows: ``(line, raw row, [(FIELD, column, cell), ...])``
+    of its non-empty cells (FIELD: the column's name in capitals), or a reason in place of
+    the cells. Raises FormatError when the header lacks one of ``required``."""
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    names = [column.strip().upper() for column in header]
+    missing = [field for field in required if field not in names]
+    if missing:
+        raise FormatError(f"header: an Amazon Personalize {dataset} CSV has "
+                          f"{','.join(required)}; this one lacks {missing}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise FormatError(f"header: column(s) {repeated} appear more than once")
+    for line, cells, reason in _csv_rows(reader, lines, header):
+        if reason is not None:
+            yield line, cells, reason
+            continue
+        yield line, dict(zip(header, cells, strict=True)), [
+            (name, column.strip(), cell)
+            for name, column, cell in zip(names, header, cells, strict=True) if cell != ""]
+
+
 def read_personalize(lines: Iterable[str], event_types: Collection[str] = ()
                      ) -> Iterator[Row]:
     """An Amazon Personalize item interactions CSV: a header naming USER_ID, ITEM_ID and
@@ -185,29 +227,16 @@ def read_personalize(lines: Iterable[str], event_types: Collection[str] = ()
     one event: EVENT_TYPE is its type (``view`` when the column is absent or the cell
     empty), EVENT_VALUE its value, and each metadata field an entry of its ``context``
     (cells as :func:`scalar` reads them). IMPRESSION is not read."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return
-    names = [column.strip().upper() for column in header]
-    missing = [field for field in PERSONALIZE_REQUIRED if field not in names]
-    if missing:
-        raise FormatError(f"header: an Amazon Personalize interactions CSV has "
-                          f"{','.join(PERSONALIZE_REQUIRED)}; this one lacks {missing}")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise FormatError(f"header: column(s) {repeated} appear more than once")
-    for line, cells, reason in _csv_rows(reader, lines, header):
-        if reason is not None:
-            yield line, cells, reason
+    for line, raw, cells in _personalize_rows(lines, PERSONALIZE_REQUIRED, "interactions"):
+        if isinstance(cells, str):
+            yield line, raw, cells
             continue
-        raw = dict(zip(header, cells, strict=True))
         document: dict[str, Any] = {"event_type": PERSONALIZE_DEFAULT_TYPE}
         context: dict[str, Any] = {}
         reason = None
-        for name, column, cell in zip(names, header, cells, strict=True):
+        for name, column, cell in cells:
             field = PERSONALIZE_FIELDS.get(name)
-            if cell == "" or name in PERSONALIZE_NOT_READ:
+            if name in PERSONALIZE_NOT_READ:
                 continue
             if field in ("timestamp", "value"):
                 number = _number(name, cell)
@@ -217,7 +246,7 @@ def read_personalize(lines: Iterable[str], event_types: Collection[str] = ()
             elif field is not None:
                 document[field] = cell
             else:
-                context[column.strip()] = scalar(cell)
+                context[column] = scalar(cell)
         if reason is not None:
             yield line, raw, reason
             continue
@@ -227,6 +256,71 @@ def read_personalize(lines: Iterable[str], event_types: Collection[str] = ()
         yield line, raw, document
 
 
+def _is_category(name: str) -> bool:
+    """Whether a Personalize items field holds categories: its domains' GENRES and
+    CATEGORY_L1 to CATEGORY_L3, or GENRE, CATEGORY, CATEGORIES."""
+    return name in ("GENRES", "GENRE", "CATEGORY", "CATEGORIES") or name.startswith(
+        "CATEGORY_")
+
+
+def read_personalize_items(lines: Iterable[str]) -> Iterator[Row]:
+    """An Amazon Personalize items CSV: ITEM_ID, and any metadata fields. A row becomes
+    one item: the values of GENRES, CATEGORY_L1 ... (``|``-separated, as Personalize
+    writes several) its ``categories``, in order, each once; CREATION_TIMESTAMP (Unix
+    seconds) its ``created_at``; PRICE its ``price``; every other field an entry of its
+    ``properties`` (cells as :func:`scalar` reads them)."""
+    for line, raw, cells in _personalize_rows(lines, ("ITEM_ID",), "items"):
+        if isinstance(cells, str):
+            yield line, raw, cells
+            continue
+        document: dict[str, Any] = {}
+        categories: dict[str, None] = {}  # in order, each once
+        properties: dict[str, Any] = {}
+        reason = None
+        for name, column, cell in cells:
+            if name == "ITEM_ID":
+                document["item_id"] = cell
+            elif name in ("CREATION_TIMESTAMP", "PRICE"):
+                number = _number(name, cell)
+                if isinstance(number, str):
+                    reason = reason or number
+                document["created_at" if name == "CREATION_TIMESTAMP" else "price"] = number
+            elif _is_category(name):
+                categories.update(dict.fromkeys(part for part in cell.split("|") if part))
+            else:
+                properties[column] = scalar(cell)
+        if reason is not None:
+            yield line, raw, reason
+            continue
+        if categories:
+            document["categories"] = list(categories)
+        if properties:
+            document["properties"] = properties
+        yield line, raw, document
+
+
+def read_personalize_users(lines: Iterable[str]) -> Iterator[Row]:
+    """An Amazon Personalize users CSV: USER_ID, and any metadata fields, each an entry
+    of the user's ``properties`` (cells as :func:`scalar` reads them)."""
+    for line, raw, cells in _personalize_rows(lines, ("USER_ID",), "users"):
+        if isinstance(cells, str):
+            yield line, raw, cells
+            continue
+        document: dict[str, Any] = {}
+        properties: dict[str, Any] = {}
+        for name, column, cell in cells:
+            if name == "USER_ID":
+                document["user_id"] = cell
+            else:
+                properties[column] = scalar(cell)
+        if properties:
+            document["properties"] = properties
+        yield line, raw, document
+
+
 # --format name -> reader(lines, event types); every one yields events.
 READERS = {"movielens-ratings": read_ratings_csv, "movielens-100k": read_u_data,
            "movielens-1m": read_ratings_dat, "personalize": read_personalize}
+# --format name -> (kind, reader(lines)) of the formats that yield items or users.
+CATALOG_READERS = {"personalize-items": ("items", read_personalize_items),
+                   "personalize-users": ("users", read_personalize_users)}

@@ -38,9 +38,12 @@ from streamrec.data import formats
 from streamrec.settings import Settings
 
 KINDS = {"items": Item, "users": User, "events": Event}
-FORMATS = ("csv", "jsonl", "movielens-movies", "movielens-1m-movies", *formats.READERS)
-# Formats of items: MovieLens' movies.csv, and the movies.dat of its 1M and 10M sets.
-MOVIE_FORMATS = ("movielens-movies", "movielens-1m-movies")
+FORMATS = ("csv", "jsonl", "movielens-movies", "movielens-1m-movies", *formats.READERS,
+           *formats.CATALOG_READERS)
+# The kind of row each format that is not streamrec's own holds.
+KIND_OF_FORMAT = {"movielens-movies": "items", "movielens-1m-movies": "items",
+                  **dict.fromkeys(formats.READERS, "events"),
+                  **{name: kind for name, (kind, _) in formats.CATALOG_READERS.items()}}
 LIST_SEPARATOR = "|"
 MOVIELENS_NO_GENRES = "(no genres listed)"
 
@@ -77,10 +80,11 @@ class ImportReport:
 
 
 def detect(path: Path) -> str:
-    """The format by the file's name; a CSV whose header is Amazon Personalize's is
-    ``personalize``."""
+    """The format by the file's name; a CSV whose header is one of Amazon Personalize's
+    datasets is ``personalize`` (interactions), ``personalize-items`` or
+    ``personalize-users``."""
     if path.suffix == ".csv":
-        return "personalize" if _personalize_csv(path) else "csv"
+        return _personalize_csv(path) or "csv"
     if path.suffix in {".jsonl", ".ndjson"}:
         return "jsonl"
     if path.name == "u.data":
@@ -93,10 +97,11 @@ def detect(path: Path) -> str:
                        "or movies.dat, or pass --format")
 
 
-def _personalize_csv(path: Path) -> bool:
+def _personalize_csv(path: Path) -> str | None:
     with path.open(newline="", errors="replace") as file:
-        header = next(csv.reader(file), None)
-    return header is not None and formats.is_personalize_header(header)
+        kind = formats.personalize_kind(next(csv.reader(file), None) or [])
+    return None if kind is None else {"events": "personalize", "items": "personalize-items",
+                                      "users": "personalize-users"}[kind]
 
 
 class _Lines:
@@ -314,10 +319,9 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
     """Each non-blank row of ``file``, validated: an :class:`Accepted` message or a
     :class:`Rejected` row. An event more than ``max_skew`` seconds in the future is
     rejected."""
-    if data_format in MOVIE_FORMATS and kind != "items":
-        raise ImportFailed(f"--format {data_format} loads items (--kind items)")
-    if data_format in formats.READERS and kind != "events":
-        raise ImportFailed(f"--format {data_format} loads events (--kind events)")
+    loads = KIND_OF_FORMAT.get(data_format, kind)
+    if loads != kind:
+        raise ImportFailed(f"--format {data_format} loads {loads} (--kind {loads})")
     messages = _Messages(kind, event_types, max_skew)
     lines = _Lines(file, progress, "latin-1" if data_format == "movielens-1m-movies" else None)
     if data_format == "jsonl":
@@ -328,6 +332,8 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
         source = read_csv(lines, messages.model, movielens=data_format == "movielens-movies")
     elif data_format in formats.READERS:
         source = formats.READERS[data_format](lines, event_types)
+    elif data_format in formats.CATALOG_READERS:
+        source = formats.CATALOG_READERS[data_format][1](lines)
     else:
         raise ImportFailed(f"format {data_format!r} is not one of {list(FORMATS)}")
     try:

@@ -146,6 +146,28 @@ def test_import_movielens_movies(pipeline, tmp_path):
     assert store.item_categories(["ml-4"]) == {"ml-4": ["Drama", "Musical"]}
 
 
+def test_import_personalize_items_and_users(pipeline, tmp_path):
+    """The items and users datasets a team moving off Amazon Personalize has, recognised
+    by their headers, reach the catalog: genres as categories, the rest as properties."""
+    env, store = pipeline
+    run = uuid.uuid4().hex[:8]
+    items = tmp_path / "items.csv"
+    items.write_text("ITEM_ID,GENRES,PRICE,CREATION_TIMESTAMP,YEAR\n"
+                     f"{run}-i1,Comedy|Drama,9.5,1700000000,1995\n")
+    result = streamrec(env, "import", str(items))
+    assert result.returncode == 0, result.stderr
+    assert "1 rows read, 1 sent (acknowledged by Kafka), 0 rejected" in result.stdout
+    item = wait_for(lambda: store.get_item(f"{run}-i1"))
+    assert (item["categories"], item["price"], item["created_at"], item["properties"]) == (
+        ["Comedy", "Drama"], 9.5, 1_700_000_000.0, {"YEAR": 1995.0})
+    users = tmp_path / "users.csv"
+    users.write_text(f"USER_ID,MEMBERSHIP\n{run}-u1,gold\n")
+    result = streamrec(env, "import", str(users))
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: store.get_user(f"{run}-u1"))["properties"] == {
+        "MEMBERSHIP": "gold"}
+
+
 def test_import_without_kafka_sends_nothing_and_says_so(worker_env, tmp_path):
     from streamrec.local.services import free_port
 

@@ -218,3 +218,37 @@ def test_evaluate_reads_the_csv_events_streamrec_import_reads(tmp_path):
     odd.write_text("user,item\nann,tea\n")
     with pytest.raises(datasets.DatasetError, match="a CSV of streamrec events has user_id"):
         list(datasets.read(odd, None, weights))
+
+
+def test_personalize_items_and_users_become_items_and_users():
+    data = (b"ITEM_ID,GENRES,CATEGORY_L1,PRICE,CREATION_TIMESTAMP,YEAR,PRODUCT_DESCRIPTION\n"
+            b"i1,Comedy|Drama,Drama,9.5,1700000000,1995,A film\n"
+            b"i2,,,,,,\n"
+            b"i3,Comedy,,cheap,,,\n")
+    outcomes = list(rows(io.BytesIO(data), "personalize-items", "items", set(), 300.0))
+    items = [orjson.loads(o.value) for o in outcomes if isinstance(o, Accepted)]
+    assert [(i["item_id"], i["categories"], i["price"], i["created_at"], i["properties"])
+            for i in items] == [
+        ("i1", ["Comedy", "Drama"], 9.5, 1_700_000_000.0,
+         {"YEAR": 1995.0, "PRODUCT_DESCRIPTION": "A film"}),
+        ("i2", [], None, None, {})]
+    assert reasons(outcomes) == ["line 4: PRICE: 'cheap' is not a number"]
+    data = b"USER_ID,MEMBERSHIP,AGE\nu1,gold,42\nu2,,\n"
+    outcomes = list(rows(io.BytesIO(data), "personalize-users", "users", set(), 300.0))
+    users = [orjson.loads(o.value) for o in outcomes if isinstance(o, Accepted)]
+    assert users == [{"user_id": "u1", "properties": {"MEMBERSHIP": "gold", "AGE": 42.0}},
+                     {"user_id": "u2", "properties": {}}]
+    with pytest.raises(ImportFailed, match=r"personalize-items loads items \(--kind items\)"):
+        list(rows(io.BytesIO(data), "personalize-items", "events", set(), 300.0))
+    with pytest.raises(ImportFailed, match=r"users CSV has USER_ID; this one lacks"):
+        list(rows(io.BytesIO(b"ID,AGE\n1,2\n"), "personalize-users", "users", set(), 300.0))
+
+
+def test_personalize_datasets_are_told_apart_by_their_headers(tmp_path):
+    for header, expected in [("ITEM_ID,GENRES", "personalize-items"),
+                             ("USER_ID,AGE", "personalize-users"),
+                             ("USER_ID,ITEM_ID,TIMESTAMP", "personalize"),
+                             ("item_id,categories", "csv")]:
+        path = tmp_path / "data.csv"
+        path.write_text(header + "\n")
+        assert detect(path) == expected
