@@ -106,7 +106,7 @@ class Engine:
                                              config.epoch)
         self.popularity = DecayedPopularity(self.popularity_decay)
         self.mf = OnlineBPR(config.mf_dim, config.mf_learning_rate, config.mf_regularization,
-                            config.mf_negatives, seed=config.seed)
+                            config.mf_negatives, seed=config.seed, max_norm=config.mf_max_norm)
         # The serving copy of the item factors: filled on first use, then kept fresh by
         # refresh() (the API's background task) or by learn_many in the same process.
         self.item_index = ItemFactorIndex()

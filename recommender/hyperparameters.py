@@ -104,6 +104,10 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("mf_dim", int, 32, "Factors per user and item.", ge=1, le=512),
     Hyperparameter("mf_learning_rate", float, 0.05, "BPR's step size.", gt=0),
     Hyperparameter("mf_regularization", float, 0.002, "BPR's L2 penalty.", ge=0),
+    Hyperparameter("mf_max_norm", float, 100.0, "Longest a user's or item's factor vector "
+                   "may grow: a longer one is scaled back after each step, so that no step "
+                   "size or penalty makes the factors overflow (ml-latest-small's reach "
+                   "4.3 at the defaults).", gt=0, le=10_000, tunable=False),
     Hyperparameter("mf_negatives", int, 4, "Negatives sampled per positive.", ge=1),
     Hyperparameter("mf_negative_pool", int, 256, "Items the negatives are drawn from, per "
                    "batch.", ge=1),

@@ -166,3 +166,32 @@ def test_rows_add_as_numpy_add_at_does_on_either_side_of_the_small_path():
         np.add.at(expected, rows, values)
         _add_rows(found, rows, values)
         assert np.array_equal(expected, found)
+
+
+def test_no_step_size_or_penalty_lets_the_factors_overflow():
+    """A step size a hundred times the default, or a huge penalty, overshoots each step
+    further than the last; without a bound the vectors reach infinity and NaN. With it
+    every vector stays finite and within max_norm (a user's constant slot aside)."""
+    for learning_rate, regularization in [(5.0, 0.0), (0.5, 0.002), (0.05, 1000.0)]:
+        model = OnlineBPR(dim=8, learning_rate=learning_rate, regularization=regularization,
+                          seed=1, max_norm=20.0)
+        users, items, _ = train(model, 60)
+        vectors = np.array([*items.values()])
+        factors = np.array([vector[:-1] for vector in users.values()])
+        assert np.isfinite(vectors).all() and np.isfinite(factors).all()
+        assert np.linalg.norm(vectors, axis=1).max() <= 20.0 * (1 + 1e-6)
+        assert np.linalg.norm(factors, axis=1).max() <= 20.0 * (1 + 1e-6)
+    unbounded = OnlineBPR(dim=8, learning_rate=5.0, regularization=0.0, seed=1,
+                          max_norm=float("inf"))
+    with np.errstate(all="ignore"):
+        users, items, _ = train(unbounded, 60)
+    assert not np.isfinite(np.array([*items.values()])).all()  # what the bound prevents
+
+
+def test_the_bound_changes_nothing_where_it_does_not_bind():
+    bounded, free = (OnlineBPR(dim=8, seed=1, max_norm=limit) for limit in (100.0, np.inf))
+    users, items, losses = train(bounded, 30)
+    free_users, free_items, free_losses = train(free, 30)
+    assert losses == free_losses
+    assert all(np.array_equal(items[i], free_items[i]) for i in items)
+    assert all(np.array_equal(users[u], free_users[u]) for u in users)
