@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recommender.base import BATCH_MODELS, MODELS
+from recommender.base import BATCH_MODELS, MAX_WEIGHT, MODELS
 from recommender.hyperparameters import HYPERPARAMETERS, EngineConfig
 from recommender.weights import EventWeights
 from schemas import errors
@@ -271,8 +271,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
         if not weights:
             raise ValueError("at least one event type is required")
         for name, weight in weights.items():
-            if not name or weight < 0:
-                raise ValueError(f"event type {name!r} needs a name and a weight >= 0")
+            if not name or not 0 <= weight <= MAX_WEIGHT:  # NaN fails both
+                raise ValueError(f"event type {name!r} needs a name and a weight from 0 to "
+                                 f"{MAX_WEIGHT:,.0f} (got {weight!r})")
         return weights
 
     def engine_config(self) -> EngineConfig:

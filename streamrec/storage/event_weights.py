@@ -11,11 +11,11 @@ on it changes only through ``PUT``/``DELETE /admin/event-types/{name}`` or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import redis
 
+from recommender.base import MAX_WEIGHT
 from streamrec.storage import keys
 
 # Seed only an absent table, atomically: two roles starting at once write it once.
@@ -53,8 +53,9 @@ class RedisEventWeights:
 
     def put(self, name: str, weight: float) -> dict[str, float]:
         """Add the type or change its weight; returns the whole table."""
-        if not math.isfinite(weight) or weight < 0:
-            raise EventTypeError(f"weight: {weight!r} must be a finite number >= 0")
+        if not 0 <= weight <= MAX_WEIGHT:  # NaN fails both
+            raise EventTypeError(f"weight: {weight!r} must be a number from 0 to "
+                                 f"{MAX_WEIGHT:,.0f}")
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.key, name, repr(float(weight)))
         pipe.hgetall(self.key)

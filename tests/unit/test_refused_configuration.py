@@ -55,6 +55,14 @@ def test_every_command_refuses_a_bad_setting_in_one_line_naming_it():
      "(got 'staging')"),
     (["versions"], {"STREAMREC_EVENT_WEIGHTS": "{view: 1}"},
      "Error: STREAMREC_EVENT_WEIGHTS: not valid JSON"),
+    # A NaN or a huge weight would make every view's increment NaN or infinite: the store
+    # refuses such a batch, and the worker would take it again and again.
+    (["versions"], {"STREAMREC_EVENT_WEIGHTS": '{"view": NaN}'},
+     "Error: STREAMREC_EVENT_WEIGHTS: event type 'view' needs a name and a weight from 0 "
+     "to 1,000,000 (got nan)"),
+    (["versions"], {"STREAMREC_EVENT_WEIGHTS": '{"view": 1, "like": 1e308}'},
+     "Error: STREAMREC_EVENT_WEIGHTS: event type 'like' needs a name and a weight from 0 "
+     "to 1,000,000 (got 1e+308)"),
     (["api"], {"STREAMREC_API_KEYS_FILE": "/nonexistent/keys.json"},
      "Error: STREAMREC_API_KEYS_FILE: /nonexistent/keys.json: No such file or directory"),
 ])
