@@ -331,6 +331,10 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
                      "redis": "cluster of 3" if redis_cluster else "single"}
     model_names = _names(models)
     default_model = get_settings().default_model  # judged against /healthz, served always
+    from streamrec.local.supervisor import code_identity
+
+    figures["code"] = code_identity()
+    click.echo(f"code: {figures['code']} (every role runs it)")
     with measure.stack(run_dir, cluster=redis_cluster) as current:
         if scale_out:
             click.echo(f"ingest: {events} events, two workers in one group ...")

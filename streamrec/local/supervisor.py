@@ -23,6 +23,30 @@ from streamrec.shutdown import ROLE_STOP_SECONDS, SERVICE_STOP_SECONDS
 
 # How a role is started: the CLI of the Python that runs this (so a venv's stays a venv's).
 CLI = (sys.executable, "-m", "streamrec.cli")
+# Where the code this process runs was imported from: the roles import theirs from there
+# too (role_env), whatever the directory they start in holds.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def role_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a role, so that it runs the code this process runs. ``python -m`` puts
+    the current directory first on ``sys.path``, ahead of ``PYTHONPATH``: a bench started
+    from one checkout with ``PYTHONPATH`` naming another ran its roles from the first.
+    ``PYTHONSAFEPATH`` leaves the directory out, and :data:`CODE_ROOT` comes first."""
+    path = [str(CODE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}
+
+
+def code_identity() -> str:
+    """Which code runs: :data:`CODE_ROOT`, with its git commit (``+`` when its files
+    differ from it) where it is a checkout."""
+    try:
+        commit = subprocess.run(["git", "-C", str(CODE_ROOT), "describe", "--always",
+                                 "--dirty=+", "--abbrev=7"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{CODE_ROOT}" + (f" ({commit})" if commit else "")
 
 
 class Service(Protocol):
@@ -49,7 +73,7 @@ class Supervisor:
         """Start ``streamrec <arguments>`` as role ``name``, logging to :meth:`log`."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log(name), "ab") as log:
-            process = subprocess.Popen([*CLI, *arguments], env=env, stdout=log,
+            process = subprocess.Popen([*CLI, *arguments], env=role_env(env), stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.processes.append(process)
         self.roles[name] = process
