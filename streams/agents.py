@@ -2,7 +2,9 @@
 
 Concurrency stays 1 per agent: faust-streaming can commit offsets out of order with more.
 Offsets are committed after the agent moves on from a batch, so a crash replays the batch
-(at-least-once); the dead-letter sends are awaited before that.
+(at-least-once); the dead-letter sends are awaited before that. An agent that fails for a
+reason nobody handles stops the worker (:func:`stops_the_worker`): Faust would restart it
+in place, past the batch it failed on.
 
 The events agent learns each app's part of a batch in the worker's learning process
 (:mod:`streams.learner`) and awaits it; the catalog, the impressions and the feedback are
@@ -14,6 +16,7 @@ learner; nothing is built when this module is imported.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -21,6 +24,7 @@ import faust
 import redis
 
 from schemas.models import Item, User
+from streamrec.shutdown import exit_within
 from streamrec.storage.model_versions import MAIN
 from streams import learner as learning
 from streams.app_parts import AppParts, Split
@@ -46,6 +50,32 @@ async def steadily(call, *args):
             log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def stops_the_worker(app: faust.App, agent):
+    """``agent``, stopping the worker when it fails for a reason nobody handled (a bug, a
+    write the store refused, a broker that stopped answering a dead-letter send).
+
+    Faust would restart the agent in place. The restarted agent takes the records after the
+    batch it failed on, and once they are applied, the applied offsets in Redis stand past
+    that batch: a later replay skips it, and its events are lost. Stopping the process
+    instead leaves the batch uncommitted, to be read again when the worker starts again
+    (its orchestrator restarts it). The failed agent holds its batch until the process
+    ends, so that nothing is taken past it meanwhile; the process ends within
+    ``ROLE_STOP_SECONDS`` whatever the stop waits on."""
+
+    @functools.wraps(agent)
+    async def guarded(stream):
+        try:
+            await agent(stream)
+        except Exception as error:
+            log.critical("%s failed (%r): stopping the worker, which starts again from the "
+                         "last committed offset", agent.__name__, error, exc_info=error)
+            exit_within()
+            await app.crash(error)
+            await asyncio.Event().wait()  # until the stop cancels it
+
+    return guarded
 
 
 def put_items(parts: WorkerParts, documents) -> None:
@@ -143,6 +173,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                 pass  # the new learning process builds its parts afresh, without the app's
 
     @app.agent(topics.events, name=f"{__name__}.update_recommendation_state", concurrency=1)
+    @functools.partial(stops_the_worker, app)
     async def update_recommendation_state(stream):
         """Learn every model of each app from its part of a batch. Each part is applied
         with its app's offsets, so a crash between two apps' parts replays only the
@@ -162,6 +193,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                     await still_there(name)
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
+    @functools.partial(stops_the_worker, app)
     async def record_impressions(stream):
         """Keep what was shown (for the attribution window) and count it per variant."""
         async for events in take(stream):
@@ -217,10 +249,12 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                     await still_there(name)
 
     @app.agent(topics.items, name=f"{__name__}.update_items", concurrency=1)
+    @functools.partial(stops_the_worker, app)
     async def update_items(stream):
         await update_catalog(stream, Item, put_items)
 
     @app.agent(topics.users, name=f"{__name__}.update_users", concurrency=1)
+    @functools.partial(stops_the_worker, app)
     async def update_users(stream):
         await update_catalog(stream, User, put_users)
 
