@@ -17,7 +17,7 @@ import orjson
 from recommender.weights import EventWeights
 from schemas.models import Event, EventContractError, parse_event
 from streamrec.data import formats
-from streamrec.data.importer import ImportFailed, read_csv
+from streamrec.data.importer import ImportFailed, Lines, read_csv
 
 FORMATS = ("ratings.csv", "u.data", "ratings.dat", "personalize", "csv", "jsonl")
 
@@ -61,8 +61,7 @@ def detect(path: Path) -> str:
     if path.name == "u.data":
         return "u.data"
     if path.suffix == ".csv":
-        with path.open(newline="", errors="replace") as file:
-            header = next(csv.reader(file), None) or []
+        header = formats.csv_header(path)
         if formats.is_personalize_header(header):
             return "personalize"
         return "csv" if "user_id" in header else "ratings.csv"
@@ -150,29 +149,12 @@ def _jsonl(path: Path, weights: EventWeights) -> Iterator[RawEvent]:
                            event.value)
 
 
-class _Lines:
-    """A binary file's lines as text; a line that is not UTF-8 is decoded with replacement
-    characters and flagged, and the reader names it (``row: not valid UTF-8``)."""
-
-    def __init__(self, file) -> None:
-        self.file = file
-        self.undecodable = False  # since the reader last asked
-
-    def __iter__(self) -> Iterator[str]:
-        for raw in self.file:
-            try:
-                yield raw.decode()
-            except UnicodeDecodeError:
-                self.undecodable = True
-                yield raw.decode(errors="replace")
-
-
 def _imported(path: Path, reader, weights: EventWeights) -> Iterator[RawEvent]:
     """What ``streamrec import`` would send of the file, as events: its reader's documents,
     checked by the contract; the first row it would reject stops the replay, named."""
     with path.open("rb") as file:
         try:
-            for line, _, document in reader(_Lines(file), weights):
+            for line, _, document in reader(Lines(file), weights):
                 if isinstance(document, str):
                     raise DatasetError(f"{path}:{line}: {document}")
                 try:

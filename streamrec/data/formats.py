@@ -32,6 +32,7 @@ import csv
 import math
 import re
 from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
@@ -161,6 +162,12 @@ def read_ratings_dat(lines: Iterable[str], event_types: Collection[str] = ()
     """MovieLens 1M and 10M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``."""
     return _separated_ratings(lines, "::", "'::'", "ratings.dat",
                               "UserID, MovieID, Rating, Timestamp")
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first row of a CSV file (empty for an empty file): how a format is told apart."""
+    with path.open(newline="", errors="replace") as file:
+        return next(csv.reader(file), None) or []
 
 
 def is_personalize_header(header: Iterable[str]) -> bool:

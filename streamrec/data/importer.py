@@ -98,18 +98,17 @@ def detect(path: Path) -> str:
 
 
 def _personalize_csv(path: Path) -> str | None:
-    with path.open(newline="", errors="replace") as file:
-        kind = formats.personalize_kind(next(csv.reader(file), None) or [])
+    kind = formats.personalize_kind(formats.csv_header(path))
     return None if kind is None else {"events": "personalize", "items": "personalize-items",
                                       "users": "personalize-users"}[kind]
 
 
-class _Lines:
+class Lines:
     """A binary file's lines as text, counting bytes for the progress bar. A line that is
     not UTF-8 is decoded with replacement characters and flagged, so its row is rejected
     rather than sent altered."""
 
-    def __init__(self, file: IO[bytes], progress: Callable[[int], Any],
+    def __init__(self, file: IO[bytes], progress: Callable[[int], Any] = lambda _: None,
                  fallback: str | None = None) -> None:
         self.file = file
         self.progress = progress
@@ -193,7 +192,7 @@ def _movielens_movie(row: dict[str, str]) -> dict[str, Any]:
             else genres.split(LIST_SEPARATOR)}
 
 
-def read_csv(lines: _Lines, model: type[BaseModel], movielens: bool = False
+def read_csv(lines: Lines, model: type[BaseModel], movielens: bool = False
              ) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
     """``(line, raw row, document)``, or a reason in place of the document."""
     reader = csv.reader(lines)
@@ -226,7 +225,7 @@ def read_csv(lines: _Lines, model: type[BaseModel], movielens: bool = False
             yield line, raw, columns.document(cells)
 
 
-def read_movies_dat(lines: _Lines) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
+def read_movies_dat(lines: Lines) -> Iterator[tuple[int, Any, dict[str, Any] | str]]:
     """MovieLens 1M and 10M ``movies.dat``: ``MovieID::Title::Genres`` (ml-1m writes it
     in Latin-1, read as such)."""
     for line, text in enumerate(lines, start=1):
@@ -242,7 +241,7 @@ def read_movies_dat(lines: _Lines) -> Iterator[tuple[int, Any, dict[str, Any] | 
                                                    strict=True)))
 
 
-def read_jsonl(lines: _Lines) -> Iterator[tuple[int, Any, bytes | str]]:
+def read_jsonl(lines: Lines) -> Iterator[tuple[int, Any, bytes | str]]:
     for line, text in enumerate(lines, start=1):
         undecodable, lines.undecodable = lines.undecodable, False
         if not text.strip():
@@ -323,7 +322,7 @@ def rows(file: IO[bytes], data_format: str, kind: str, event_types: set[str],
     if loads != kind:
         raise ImportFailed(f"--format {data_format} loads {loads} (--kind {loads})")
     messages = _Messages(kind, event_types, max_skew)
-    lines = _Lines(file, progress, "latin-1" if data_format == "movielens-1m-movies" else None)
+    lines = Lines(file, progress, "latin-1" if data_format == "movielens-1m-movies" else None)
     if data_format == "jsonl":
         source = read_jsonl(lines)
     elif data_format == "movielens-1m-movies":

@@ -36,44 +36,28 @@ def load(path: Path, format: str | None, settings: Settings, limit: int | None
 
 def catalog(path: Path) -> list[tuple[str, dict]]:
     """Item documents for a dataset: MovieLens' movies.csv beside its ratings.csv, or
-    movies.dat beside the ratings.dat of the 1M and 10M sets (titles and genres), so
-    content similarity can work for items nobody rated yet."""
-    import csv
+    movies.dat beside the ratings.dat of the 1M and 10M sets (titles and genres), read as
+    ``streamrec import`` reads them, so content similarity can work for items nobody rated
+    yet. Raises ValueError naming the file and line of a row it cannot read."""
+    from schemas.models import Item
+    from streamrec.data.importer import ImportFailed, Lines, read_csv, read_movies_dat
 
-    movies = path.with_name({"ratings.csv": "movies.csv", "ratings.dat": "movies.dat"}.get(
-        path.name, "movies.csv"))
-    if path.name not in ("ratings.csv", "ratings.dat") or not movies.exists():
+    name = {"ratings.csv": "movies.csv", "ratings.dat": "movies.dat"}.get(path.name)
+    movies = path.with_name(name) if name else None
+    if movies is None or not movies.exists():
         return []
-    if movies.suffix == ".dat":
-        rows = _movies_dat(movies)
-    else:
-        with open(movies, newline="", encoding="utf-8") as source:
-            rows = [(row["movieId"], row["title"], row["genres"])
-                    for row in csv.DictReader(source)]
-    return [(movie, {"item_id": movie,
-                     "categories": [g for g in genres.split("|")
-                                    if g and g != "(no genres listed)"],
-                     "properties": {"title": title}})
-            for movie, title, genres in rows]
-
-
-def _movies_dat(path: Path) -> list[tuple[str, str, str]]:
-    """``MovieID::Title::Genres`` rows (ml-1m writes them in Latin-1, ml-10m in UTF-8)."""
-    data = path.read_bytes()
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    rows = []
-    for line, row in enumerate(text.splitlines(), start=1):
-        if not row.strip():
-            continue
-        parts = row.split("::")
-        if len(parts) != 3:
-            raise ValueError(f"{path}:{line}: {len(parts)} '::'-separated fields where "
-                             "movies.dat has 3 (MovieID, Title, Genres)")
-        rows.append((parts[0], parts[1], parts[2]))
-    return rows
+    documents = []
+    with movies.open("rb") as file:
+        rows = (read_movies_dat(Lines(file, fallback="latin-1")) if movies.suffix == ".dat"
+                else read_csv(Lines(file), Item, movielens=True))
+        try:
+            for line, _, document in rows:
+                if isinstance(document, str):
+                    raise ValueError(f"{movies}:{line}: {document}")
+                documents.append((document["item_id"], document))
+        except ImportFailed as error:
+            raise ValueError(f"{movies}: {error}") from None
+    return documents
 
 
 def build(models: list[str], baselines: list[str], settings: Settings,

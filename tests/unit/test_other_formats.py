@@ -173,7 +173,7 @@ def test_movies_dat_beside_ratings_dat_is_the_catalog(tmp_path):
                        "73::Misérables, Les (1995)::Drama|Musical\n".encode())
     assert catalog(tmp_path / "ratings.dat") == expected
     movies.write_text("1::Toy Story (1995)\n")
-    with pytest.raises(ValueError, match=r"movies.dat:1: 2 '::'-separated fields"):
+    with pytest.raises(ValueError, match=r"movies.dat:1: row: 2 '::'-separated fields"):
         catalog(tmp_path / "ratings.dat")
 
 
