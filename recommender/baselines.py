@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from recommender.base import Interaction, ItemId, UserId
-from recommender.batch_models import ease_weights, refit_due
+from recommender.batch_models import ease_from_gram, refit_due
 
 
 class PeriodicEASE:
@@ -26,6 +26,8 @@ class PeriodicEASE:
 
     The cap keeps a refit to one dense ``max_items``-square inversion; items outside it
     are never recommended by this baseline, which is what a nightly job with a budget does.
+    The item-item counts it inverts are brought up to date at each refit from the pairs
+    since the last one and those users' earlier pairs, not multiplied out from every pair.
 
     Examples
     --------
@@ -57,6 +59,15 @@ class PeriodicEASE:
         self._column: dict[ItemId, int] = {}
         self._weights = np.zeros((0, 0), np.float32)
         self.refits = 0
+        # The item-item counts X'X over a wider set of items than a fit keeps (the
+        # 2 x max_items most interacted when it was last counted in full), brought up to
+        # date at each refit from the pairs since the last: a refit no longer reads every
+        # pair again. Counted in full again when a fit's items leave that set.
+        self._counted_items = np.zeros(0, np.int64)  # item codes, in the counts' order
+        self._position = np.zeros(0, np.int64)  # by item code: its row in the counts, or -1
+        self._gram = np.zeros((0, 0))
+        self._counted = 0  # pairs in the counts
+        self.full_counts = 0
 
     def learn_many(self, interactions: Sequence[Interaction]) -> None:
         for event in interactions:
@@ -76,16 +87,48 @@ class PeriodicEASE:
     def _fit(self) -> None:
         self._items = [item for item, _ in self._popularity.most_common(self.max_items)]
         self._column = {item: n for n, item in enumerate(self._items)}
-        columns = np.full(len(self._code), -1, np.int64)  # by item code; -1: not kept
-        columns[[self._code[item] for item in self._items]] = np.arange(len(self._items))
-        found = columns[np.array(self._pair_codes, np.int64)]
-        kept = found >= 0
-        rows = np.array(self._pair_rows, np.int64)[kept]
-        matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, found[kept])),
-                                   shape=(len(self._row), len(self._items)))
-        self._weights = ease_weights(matrix, self.regularization)
+        codes = np.array([self._code[item] for item in self._items], np.int64)
+        self._count_pairs(codes)
+        rows = self._position[codes]
+        self._weights = ease_from_gram(self._gram.take(rows, 0).take(rows, 1),
+                                       self.regularization)
         self._dirty = False
         self.refits += 1
+
+    def _count_pairs(self, codes: np.ndarray) -> None:
+        """Bring the counts up to date with every pair, over a set of items that holds
+        ``codes``. The counts are whole numbers, so adding the new pairs' share gives
+        exactly the counts of all of them (``tests/unit/test_baselines.py``)."""
+        pair_rows = np.frombuffer(self._pair_rows, np.int64)
+        pair_codes = np.frombuffer(self._pair_codes, np.int64)
+        position = np.full(len(self._code), -1, np.int64)
+        position[:len(self._position)] = self._position
+        if len(codes) and position[codes].min() < 0:  # a fit's item is not counted
+            wider = [self._code[item] for item, _ in
+                     self._popularity.most_common(2 * self.max_items)]
+            self._counted_items = np.array(wider, np.int64)
+            position[:] = -1
+            position[self._counted_items] = np.arange(len(wider))
+            self._gram = np.zeros((len(wider), len(wider)))
+            self._counted = 0
+            self.full_counts += 1
+        self._position = position
+        new = slice(self._counted, len(pair_rows))
+        if new.start == new.stop:
+            return
+        shape = (len(self._row), len(self._counted_items))
+        added = _pair_matrix(pair_rows[new], position[pair_codes[new]], shape)
+        # The users with new pairs, and what they had before: X'X grows by N'N + N'O + O'N.
+        users = np.unique(pair_rows[new])
+        before = slice(0, self._counted)
+        theirs = np.isin(pair_rows[before], users, assume_unique=False)
+        had = _pair_matrix(pair_rows[before][theirs], position[pair_codes[before][theirs]],
+                           shape)
+        cross = added.T @ had
+        grown = (added.T @ added + cross + cross.T).tocoo()  # few entries: no dense copies
+        grown.sum_duplicates()  # each entry once: the += below adds it once
+        self._gram[grown.row, grown.col] += grown.data
+        self._counted = len(pair_rows)
 
     def recommend(self, user_id: UserId, k: int, now: float) -> list[ItemId]:
         seen = self._history.get(user_id, set())
@@ -101,6 +144,14 @@ class PeriodicEASE:
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         return [self._items[column] for column in best if np.isfinite(scores[column])]
+
+
+def _pair_matrix(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]
+                 ) -> sparse.csr_matrix:
+    """The 0/1 user x item matrix of these pairs, leaving out those of column -1."""
+    kept = columns >= 0
+    return sparse.csr_matrix((np.ones(int(kept.sum()), np.float32),
+                              (rows[kept], columns[kept])), shape=shape)
 
 
 class RiverFunkMF:

@@ -100,9 +100,16 @@ def ease_weights(matrix: sparse.spmatrix, regularization: float,
     >>> bool(weights[0, 1] > 0), abs(float(weights[0, 2])), weights.dtype.name
     (True, 0.0, 'float32')
     """
+    return ease_from_gram((matrix.T @ matrix).toarray(), regularization, dtype)
+
+
+def ease_from_gram(gram: np.ndarray, regularization: float,
+                   dtype: type = np.float64) -> np.ndarray:
+    """:func:`ease_weights` from the item-item counts ``X'X``, a dense square array that
+    this overwrites when it is of ``dtype`` already (pass a copy to keep it)."""
     from scipy.linalg import inv
 
-    gram = (matrix.T @ matrix).toarray().astype(dtype, copy=False)
+    gram = gram.astype(dtype, copy=False)
     gram[np.diag_indices_from(gram)] += regularization
     # In place (LU, then the inverse over it): numpy's inv copies its input and builds an
     # identity beside it, 2.5 times the memory (2.0 GB traced at 10,000 items, float32).
