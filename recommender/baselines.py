@@ -61,8 +61,8 @@ class PeriodicEASE:
         self.refits = 0
         # The item-item counts X'X over a wider set of items than a fit keeps (the
         # 2 x max_items most interacted when it was last counted in full), brought up to
-        # date at each refit from the pairs since the last: a refit no longer reads every
-        # pair again. Counted in full again when a fit's items leave that set.
+        # date at each refit from the pairs since the last: a refit no longer multiplies
+        # out every pair again. Counted in full again when a fit's items leave that set.
         self._counted_items = np.zeros(0, np.int64)  # item codes, in the counts' order
         self._position = np.zeros(0, np.int64)  # by item code: its row in the counts, or -1
         self._gram = np.zeros((0, 0))
