@@ -63,7 +63,6 @@ class PeriodicEASE:
         # 2 x max_items most interacted when it was last counted in full), brought up to
         # date at each refit from the pairs since the last: a refit no longer multiplies
         # out every pair again. Counted in full again when a fit's items leave that set.
-        self._counted_items = np.zeros(0, np.int64)  # item codes, in the counts' order
         self._position = np.zeros(0, np.int64)  # by item code: its row in the counts, or -1
         self._gram = np.zeros((0, 0))
         self._counted = 0  # pairs in the counts
@@ -106,9 +105,8 @@ class PeriodicEASE:
         if len(codes) and position[codes].min() < 0:  # a fit's item is not counted
             wider = [self._code[item] for item, _ in
                      self._popularity.most_common(2 * self.max_items)]
-            self._counted_items = np.array(wider, np.int64)
             position[:] = -1
-            position[self._counted_items] = np.arange(len(wider))
+            position[wider] = np.arange(len(wider))
             self._gram = np.zeros((len(wider), len(wider)))
             self._counted = 0
             self.full_counts += 1
@@ -116,7 +114,7 @@ class PeriodicEASE:
         new = slice(self._counted, len(pair_rows))
         if new.start == new.stop:
             return
-        shape = (len(self._row), len(self._counted_items))
+        shape = (len(self._row), len(self._gram))
         added = _pair_matrix(pair_rows[new], position[pair_codes[new]], shape)
         # The users with new pairs, and what they had before: X'X grows by N'N + N'O + O'N.
         users = np.unique(pair_rows[new])
