@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from streamrec.local.services import free_port
 from streamrec.settings import Settings
+from streamrec.storage import keys
+from streamrec.storage.state_store import RedisStore
 
 
 def wait_for(predicate, timeout: float = 30.0, every: float = 0.02):
@@ -25,6 +27,18 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.02):
         if result or time.monotonic() > deadline:
             return result
         time.sleep(every)
+
+
+def popularity(services, settings: Settings, items: list[str]) -> dict[str, float]:
+    """The stored popularity of each of ``items`` that has one. Read from Redis, not from
+    ``GET /popular``: other tests' items share the list, and its top 500 can leave out an
+    item that is older than theirs."""
+    store = RedisStore.from_url(services["redis_url"], settings.redis_prefix)
+    try:
+        found = store.client.zmscore(store.key(keys.POPULAR), items)
+    finally:
+        store.client.close()
+    return {item: score for item, score in zip(items, found, strict=True) if score is not None}
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.models import MAX_TIMESTAMP
 from streamrec.storage.state_store import RedisStore
-from tests.api.conftest import wait_for
+from tests.api.conftest import popularity, wait_for
 from tests.factories import event
 
 
@@ -28,11 +28,6 @@ async def _produce(bootstrap: str, topic: str, document: dict) -> None:
                                      key=document["user_id"].encode())
     finally:
         await producer.stop()
-
-
-def _scores(client, items: set[str]) -> dict[str, float]:
-    listed = client.get("/popular", params={"k": 500}).json()["items"]
-    return {row["item_id"]: row["score"] for row in listed if row["item_id"] in items}
 
 
 def test_a_future_event_never_outweighs_real_ones_on_any_path(
@@ -56,10 +51,10 @@ def test_a_future_event_never_outweighs_real_ones_on_any_path(
     imported = subprocess.run([sys.executable, "-m", "streamrec.cli", "import", str(rows)],
                               env=env, capture_output=True, text=True, timeout=120)
 
-    everything = {real, by_http, by_kafka, by_import}
-    scores = wait_for(lambda: (found := _scores(client, everything)).keys() == everything
-                      and found, timeout=60)
-    assert scores, _scores(client, everything)
+    everything = [real, by_http, by_kafka, by_import]
+    scores = wait_for(lambda: len(found := popularity(services, api_settings, everything))
+                      == len(everything) and found, timeout=60)
+    assert scores, (popularity(services, api_settings, everything), imported.stdout)
     assert scores[real] > scores[by_http] and scores[real] > scores[by_kafka], scores
     assert scores[by_import] < scores[real], scores
     assert imported.returncode == 1, imported.stdout + imported.stderr

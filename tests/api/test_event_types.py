@@ -8,7 +8,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.api.conftest import wait_for
+from tests.api.conftest import popularity, wait_for
 
 
 async def _dead_letter_keys(bootstrap: str, topic: str) -> set[bytes]:
@@ -33,11 +33,6 @@ async def _dead_letter_keys(bootstrap: str, topic: str) -> set[bytes]:
         await consumer.stop()
 
 
-def _score(client, item: str) -> float | None:
-    listed = client.get("/popular", params={"k": 500}).json()["items"]
-    return next((entry["score"] for entry in listed if entry["item_id"] == item), None)
-
-
 def test_a_type_added_once_is_accepted_and_applied_with_its_weight(client, run, api_settings,
                                                                    services):
     like = f"like-{run}"
@@ -51,10 +46,12 @@ def test_a_type_added_once_is_accepted_and_applied_with_its_weight(client, run, 
     viewed = {"user_id": f"{run}-bob", "item_id": f"{run}-viewed", "event_type": "view"}
     assert client.post("/events", json=[event, viewed]).status_code == 202
 
-    assert wait_for(lambda: _score(client, f"{run}-liked") and _score(client, f"{run}-viewed"),
-                    timeout=30), "the worker did not apply the new type"
+    names = [f"{run}-liked", f"{run}-viewed"]
+    scores = wait_for(lambda: len(found := popularity(services, api_settings, names)) == 2
+                      and found, timeout=30)
+    assert scores, "the worker did not apply the new type"
     # Both decay alike within seconds of a one-day half-life: the ratio is the weights'.
-    ratio = _score(client, f"{run}-liked") / _score(client, f"{run}-viewed")
+    ratio = scores[names[0]] / scores[names[1]]
     assert abs(ratio - 3.0) < 0.01, ratio
     dead = asyncio.run(_dead_letter_keys(services["bootstrap"], api_settings.dead_letter_topic))
     assert f"{run}-ann".encode() not in dead
