@@ -10,7 +10,8 @@ take is sent again until it is (a repeat is harmless: the worker counts an impre
 once per ``recommendation_id``). The bound is back-pressure: while ``capacity`` records
 wait, :meth:`ReliableSender.full` says so and the API sheds lists (503) rather than serve
 ones it could not record. Only what is still waiting when the process stops, after
-``timeout`` seconds of trying, is lost, and it is counted (``dropped``).
+``timeout`` seconds of trying, is lost, and it is counted (``dropped``): the records
+waiting and those handed to the producer whose delivery was still unknown, each once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class ReliableSender:
         self.timeout = max(timeout, DRAIN_SECONDS)
         self._waiting: deque[tuple[str, bytes, bytes, list | None]] = deque()
         self._stopping = threading.Event()
+        # The round's records whose delivery is not known yet, and whether stop() has
+        # counted what was left (the thread then counts nothing more). Under _lock: the
+        # thread ends a round while stop() counts.
+        self._in_flight: list[tuple[str, bytes, bytes, list | None]] = []
+        self._abandoned = False
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.dropped = 0
@@ -69,14 +76,21 @@ class ReliableSender:
         self._waiting.append((topic, key, value, apps.record_headers(app)))
 
     async def stop(self) -> None:
-        """Send what waits for at most ``timeout`` seconds; count the rest as dropped."""
+        """Send what waits for at most ``timeout`` seconds; count the rest as dropped.
+
+        A round can outlast that (Kafka's delivery deadline is longer): its records count
+        as dropped too, and whatever the thread learns of them later changes no count."""
         self._stopping.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, self.timeout + 5.0)
-        if self._waiting:
-            self.dropped += len(self._waiting)
-            log.warning("%d impression(s) not sent before the API stopped", len(self._waiting))
+        with self._lock:
+            self._abandoned = True
+            lost = len(self._waiting) + len(self._in_flight)
             self._waiting.clear()
+            self._in_flight = []
+        if lost:
+            self.dropped += lost
+            log.warning("%d impression(s) not sent before the API stopped", lost)
 
     async def _run(self) -> None:
         stop_by = None
@@ -124,8 +138,10 @@ class ReliableSender:
     async def _round(self, producer) -> BaseException | None:
         """Send up to MOST_PER_ROUND waiting records; the first failure, if any (the failed
         ones wait again, in order)."""
-        records = [self._waiting.popleft()
-                   for _ in range(min(MOST_PER_ROUND, len(self._waiting)))]
+        with self._lock:
+            records = self._in_flight = [self._waiting.popleft()
+                                         for _ in range(min(MOST_PER_ROUND,
+                                                            len(self._waiting)))]
         deliveries = []
         for record in records:
             topic, key, value, headers = record
@@ -137,10 +153,15 @@ class ReliableSender:
         outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
         failed = [record for record, outcome in zip(records, outcomes, strict=True)
                   if isinstance(outcome, BaseException)]
-        self.sent += len(records) - len(failed)
-        if failed:
-            # Back to the front, in order, and a pause: Kafka is away or slow.
+        with self._lock:
+            self._in_flight = []
+            if self._abandoned:  # stop() counted them all as dropped
+                return None
+            self.sent += len(records) - len(failed)
+            # Back to the front, in order: Kafka is away or slow.
             self._waiting.extendleft(reversed(failed))
+        if failed:
+            # A pause before sending them again.
             self.retried += len(failed)
             log.warning("impressions: %d record(s) not acknowledged (%r); sending again",
                         len(failed), next(o for o in outcomes if isinstance(o, BaseException)))
