@@ -101,7 +101,33 @@ def test_every_call_a_dead_learner_held_is_lost_alike_and_the_next_call_starts_a
         assert [type(error) for error in lost] == [learner.LearnerLost] * 3, lost
         second = await calls.call(learner.ready)
         assert second != first and _alive(second)
-        calls._pool.shutdown()  # noqa: SLF001 - the worker's pool lives as long as it does
+        calls.close()  # the worker's process lives as long as it does
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_call_cancelled_mid_way_leaves_its_answer_to_be_read_past(services):
+    """The worker stopping cancels a call the process is still working on: its answer
+    comes later, and the next call must get its own answer, not that one."""
+    run = f"cancel{uuid.uuid4().hex[:6]}"
+    settings = Settings(redis_url=services["redis_url"], kafka_bootstrap=services["bootstrap"],
+                        redis_prefix=run, worker_id=run)
+
+    async def scenario() -> None:
+        calls = learner.Learner(settings, None, "warning")
+        try:
+            pid = await calls.call(learner.ready)
+            slow = asyncio.ensure_future(calls.call(time.sleep, 1.0))
+            await asyncio.sleep(0.3)
+            slow.cancel()
+            assert await calls.call(learner.ready) == pid  # not the sleep's None
+            assert await calls.call(divmod, 7, 2) == (3, 1)
+            with pytest.raises(ZeroDivisionError) as raised:
+                await calls.call(divmod, 1, 0)  # raised here as it was there
+            assert any("in the learning process" in note for note in raised.value.__notes__)
+        finally:
+            calls.close()
 
     asyncio.run(scenario())
 
