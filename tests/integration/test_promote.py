@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 
 import redis
 
@@ -17,6 +18,7 @@ from streamrec.storage.model_versions import Versions
 from streamrec.storage.state_store import RedisStore
 from streamrec.version_status import VersionStatus, statuses
 from streams.rebuild import rebuild
+from streams.serving_follower import FOLLOW_SECONDS
 from tests.api.conftest import wait_for
 from tests.factories import produce_views
 
@@ -89,7 +91,20 @@ def test_promote_refuses_what_no_worker_keeps_live(isolated_worker, services, wo
         assert cli("rollback").stdout.strip() == "serving main again"
 
     # Its worker left the group (the main worker stopped the one it ran for v2 too):
-    # promote is refused again; --force says what it costs.
+    # promote is refused again; --force says what it costs. While v2 served, the main
+    # worker's follower (a round every FOLLOW_SECONDS) may have started a worker for it
+    # that joins the group later: wait for a round after the rollback, then until each
+    # one it started is stopped, and only then for the group to be empty.
+    time.sleep(FOLLOW_SECONDS + 1)
+    main_log = services["dir"] / f"worker-{run}.log"
+
+    def follower_stopped_what_it_started() -> bool:
+        text = main_log.read_text(errors="replace")
+        return (text.count("model version v2 of app")
+                == text.count("model version v2 no longer serves"))
+
+    assert wait_for(follower_stopped_what_it_started, timeout=60), \
+        main_log.read_text(errors="replace")[-3000:]
     assert wait_for(lambda: not status("v2").live, timeout=60)
     assert cli("promote", "v2").returncode == 1
     forced = cli("promote", "v2", "--force")
