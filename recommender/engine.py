@@ -646,6 +646,8 @@ class Engine:
         (``withdrawals``) and no document is needed; the user's event types are read
         once, if needed, and so is their document for a filter on ``Users``.
         """
+        if item_filter is None and withdrawals is not None and not withdrawals.times:
+            return Screen(None, self.config.max_screened_candidates)  # nothing to judge
         user = None
         if item_filter is not None and item_filter.filter.uses_users and user_id is not None:
             user = self.store.get_user(user_id)

@@ -24,9 +24,15 @@ class Screen:
     (['a0', 'c0'], True)
     >>> screen.passes("d0"), screen.passes("a0")
     (False, True)
+
+    ``judge`` None: every item passes unjudged (nothing is withdrawn and no filter applies),
+    and the budget counts nothing.
+
+    >>> Screen(None, budget=1).judge_all(["a0", "b1"])
+    ['a0', 'b1']
     """
 
-    def __init__(self, judge: Callable[[list[ItemId]], Collection[ItemId]],
+    def __init__(self, judge: Callable[[list[ItemId]], Collection[ItemId]] | None,
                  budget: int) -> None:
         self.judge = judge
         self.budget = budget
@@ -34,11 +40,13 @@ class Screen:
 
     @property
     def exhausted(self) -> bool:
-        return len(self.verdicts) >= self.budget
+        return self.judge is not None and len(self.verdicts) >= self.budget
 
     def judge_all(self, items: list[ItemId]) -> list[ItemId]:
         """Judge the items not judged yet (while the budget lasts); returns those that
         passed, in order. Items past the budget do not pass."""
+        if self.judge is None:
+            return list(items)
         self.judge_fresh(items)
         verdicts = self.verdicts
         return [item for item in items if verdicts.get(item)]
@@ -46,6 +54,8 @@ class Screen:
     def judge_fresh(self, items: list[ItemId]) -> None:
         """:meth:`judge_all` without building its answer (:func:`take` reads the
         verdicts)."""
+        if self.judge is None:
+            return
         verdicts = self.verdicts
         fresh = [item for item in items if item not in verdicts]
         if not fresh:
@@ -56,7 +66,7 @@ class Screen:
             verdicts.update(zip(fresh, map(kept.__contains__, fresh), strict=True))
 
     def passes(self, item: ItemId) -> bool:
-        return self.verdicts.get(item, False)
+        return self.judge is None or self.verdicts.get(item, False)
 
 
 def take(
@@ -94,18 +104,24 @@ def take(
         window = ranked[:size]
         if banned:
             window = [pair for pair in window if pair[0] not in banned]
-        screen.judge_fresh([item for item, _ in window])
-        # The first k that passed: a popular list reads k plus the user's history (a few
-        # hundred items) to find them, so stop at the k-th instead of scanning the rest.
-        chosen: list[Scored] = []
         if k <= 0:
-            return chosen
-        for pair in window:
-            if verdicts.get(pair[0]):
-                chosen.append(pair)
-                if len(chosen) == k:
-                    return chosen
+            return []
+        if screen.judge is None:  # everything passes
+            chosen = window[:k]
+            if len(chosen) == k:
+                return chosen
+        else:
+            screen.judge_fresh([item for item, _ in window])
+            # The first k that passed: a popular list reads k plus the user's history (a
+            # few hundred items) to find them, so stop at the k-th instead of scanning on.
+            chosen = []
+            for pair in window:
+                if verdicts.get(pair[0]):
+                    chosen.append(pair)
+                    if len(chosen) == k:
+                        return chosen
         if len(ranked) < size or screen.exhausted:
             return chosen
-        # Never read further than the budget could still judge.
-        size = min(size * GROWTH, size + screen.budget - len(screen.verdicts) + len(banned))
+        # Never read further than the budget could still judge (none is judged: no bound).
+        size = size * GROWTH if screen.judge is None else min(
+            size * GROWTH, size + screen.budget - len(screen.verdicts) + len(banned))

@@ -17,6 +17,7 @@ from recommender.filters import (
     FilterError,
     parse,
 )
+from recommender.screening import Screen, take
 from recommender.store import InMemoryStore
 
 WHERE = "INCLUDE ItemID WHERE "
@@ -300,6 +301,41 @@ def test_withdrawn_items_are_never_listed_by_any_model():
         result = engine.recommend("ann", 20, now=10.0, model=model)
         assert len(result.items) == 20 and not gone & set(_ids(result.items)), model
     assert not gone & set(_ids(engine.similar("i0", 50, now=10.0)))
+
+
+def test_with_nothing_withdrawn_and_no_filter_lists_skip_the_screen():
+    """Nothing to screen: every model's list is what a screen judging each candidate (and
+    passing it) gives, and no candidate is judged (Screen(None))."""
+    engine = _engine(items=60)
+    engine.recommend("ann", 10, now=10.0)  # the store's withdrawal times: none
+    assert not engine.store._withdrawn
+    unscreened = {model: engine.recommend_many("ann", 10, 10.0, [model])[model].items
+                  for model in ("popular", "cooccurrence", "mf", "hybrid")}
+    judged = []
+    make = Engine._screen
+
+    def judging(self, now, item_filter, user_id=None, current=None, withdrawals=None):
+        screen = make(self, now, item_filter, user_id, current, withdrawals)
+        assert screen.judge is None and screen.passes("anything") and not screen.exhausted
+        return Screen(lambda items: judged.extend(items) or set(items), screen.budget)
+
+    engine._screen = judging.__get__(engine)
+    for model, items in unscreened.items():
+        assert engine.recommend_many("ann", 10, 10.0, [model])[model].items == items, model
+        assert len(items) == 10
+    assert judged  # the judging screen did judge: the lists above went through it
+
+
+def test_take_through_a_screen_passing_everything():
+    ranking = [(f"i{n}", 10.0 - n) for n in range(10)]
+    rounds = []
+
+    def rank(n):
+        rounds.append(n)
+        return ranking[:n]
+    assert take(rank, 3, 2, Screen(None, budget=1), banned={"i0"}) == ranking[1:4]
+    assert rounds == [2, 8]  # one item banned in the first round: a second, longer one
+    assert take(rank, 20, 5, Screen(None, budget=1)) == ranking
 
 
 def test_a_filter_removing_nine_in_ten_still_fills_the_list():
