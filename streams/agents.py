@@ -1,8 +1,9 @@
 """Agents: thin loops that take a batch, decode it, and write through the store.
 
 Concurrency stays 1 per agent: faust-streaming can commit offsets out of order with more.
-Offsets are committed after the agent moves on from a batch, so a crash replays the batch
-(at-least-once); the dead-letter sends are awaited before that. An agent that fails for a
+Offsets are committed once a batch is handled (when the agent moves on from it; the events
+agent acks each batch once learned), so a crash replays the batch (at-least-once); the
+dead-letter sends are awaited before that. An agent that fails for a
 reason nobody handles stops the worker (:func:`stops_the_worker`): Faust would restart it
 in place, past the batch it failed on.
 
@@ -16,6 +17,7 @@ learner; nothing is built when this module is imported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -29,7 +31,7 @@ from streamrec.storage.model_versions import MAIN
 from streams import learner as learning
 from streams.app_parts import AppParts, Split
 from streams.decode import Rejected, decode_catalog, decode_impressions, position
-from streams.take import take_events
+from streams.take import ack, take_events
 from streams.topics import Topics
 from streams.worker_parts import WorkerParts
 
@@ -69,13 +71,18 @@ def stops_the_worker(app: faust.App, agent):
         try:
             await agent(stream)
         except Exception as error:
-            log.critical("%s failed (%r): stopping the worker, which starts again from the "
-                         "last committed offset", agent.__name__, error, exc_info=error)
-            exit_within()
-            await app.crash(error)
+            await stop_the_worker(app, agent.__name__, error)
             await asyncio.Event().wait()  # until the stop cancels it
 
     return guarded
+
+
+async def stop_the_worker(app: faust.App, name: str, error: BaseException) -> None:
+    """:func:`stops_the_worker`'s stop: ``name`` failed with ``error``."""
+    log.critical("%s failed (%r): stopping the worker, which starts again from the last "
+                 "committed offset", name, error, exc_info=error)
+    exit_within()
+    await app.crash(error)
 
 
 def put_items(parts: WorkerParts, documents) -> None:
@@ -97,11 +104,13 @@ def put_users(parts: WorkerParts, documents) -> None:
                            if document is not None])
 
 
-# How stale the tally trials' copies may get. Each refresh reads back every item vector
-# changed since the last one, most of them this worker's own: at the API's 0.25 s, 10-15%
-# of the learning's samples during the bench's freshness run (the refresh runs in the
-# learning process, between two parts).
-TRIAL_REFRESH_SECONDS = 1.0
+# How stale the tally trials' copies may get (other workers' item vectors and the catalog's
+# content; the vectors this worker learns are in its copy at once). Each refresh reads back
+# every item vector changed since the last one and every change row of the index's 5-s
+# reach-back, in the learning process, between two parts: every second, that was 12% of the
+# learning process's time at 100k items (docs/benchmarks.md). A tally counts which source
+# would have found the event's item: a vector a few seconds old changes no count that matters.
+TRIAL_REFRESH_SECONDS = 5.0
 
 
 def register_agents(app: faust.App, topics: Topics, apps: AppParts,
@@ -111,8 +120,9 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
     settings = apps.base.settings
     main_worker = apps.only is None or apps.base.settings.state_version == MAIN
 
-    def take(stream):
-        return take_events(stream, settings.batch_size, settings.batch_within_seconds)
+    def take(stream, acked_here: bool = True):
+        return take_events(stream, settings.batch_size, settings.batch_within_seconds,
+                           acked_here)
 
     async def send_to_dead_letters(parts: WorkerParts, rejected: list[Rejected]) -> None:
         if not rejected:
@@ -138,16 +148,17 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
             await steadily(apps.record_dropped, events[0].message.topic, split.dropped)
         return split
 
-    async def learn_part(parts: WorkerParts, name: str, records, split: Split) -> None:
-        """Learn app ``name``'s part of a batch in the learning process, then credit its
+    async def learn_part(parts: WorkerParts, name: str, records, plain, split: Split
+                         ) -> None:
+        """Learn app ``name``'s part of a batch (``plain``: its records as
+        :func:`streams.learner.plain` makes them) in the learning process, then credit its
         feedback to its variants. The rejects are dead-lettered before the part is
         applied: a crash in between sends them again, never loses them."""
         while True:
             try:
                 count, rejects, learned = await learner.call(
-                    learning.read_and_learn, name, split.apps.get(name),
-                    [learning.plain(record) for record in records], split.refused,
-                    split.through, main_worker)
+                    learning.read_and_learn, name, split.apps.get(name), plain,
+                    split.refused, split.through, main_worker)
                 if not count:
                     return
                 if main_worker and rejects:  # a version's worker sees the same rejects
@@ -177,20 +188,65 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
     async def update_recommendation_state(stream):
         """Learn every model of each app from its part of a batch. Each part is applied
         with its app's offsets, so a crash between two apps' parts replays only the
-        parts not applied."""
+        parts not applied.
+
+        The next batch is taken, split and made plain while the learning process learns
+        this one (a queue of one batch between this loop and :func:`learn_batches`), so
+        that process does not wait for them between two parts. Batches are learned one
+        after the other, in order, and each is acked once learned: a part is sent only
+        after the one before it was applied, as without the queue."""
         while True:  # the learning process starts before the first batch is timed
             try:
                 await learner.call(learning.ready)
                 break
             except learning.LearnerLost:
                 continue
-        async for events in take(stream):
-            split = await split_batch(events, field=True)
-            for name, records in split.parts.items():
-                if records:
-                    await learn_part(apps.parts(name, split.apps.get(name)), name, records,
-                                     split)
-                    await still_there(name)
+        ready: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        async def learn_batches() -> None:
+            acking: asyncio.Task | None = None
+            try:
+                while True:
+                    events, split, plain = await ready.get()
+                    for name, records in split.parts.items():
+                        if records:
+                            await learn_part(apps.parts(name, split.apps.get(name)), name,
+                                             records, plain[name], split)
+                            await still_there(name)
+                    # Acked while the next batch learns (an ack per record, some 10 ms a
+                    # batch), after the batch before it.
+                    if acking is not None:
+                        await acking
+                    acking = asyncio.create_task(ack(stream, events))
+            finally:
+                if acking is not None:  # a learned batch is acked, whatever comes next
+                    await asyncio.shield(acking)
+
+        def stopped(task: asyncio.Task) -> None:
+            # Found at once, even while the loop below waits for a batch: nothing is
+            # learned past the failed batch, which is not acked.
+            if not task.cancelled() and task.exception() is not None:
+                asyncio.ensure_future(stop_the_worker(
+                    app, "update_recommendation_state", task.exception()))
+
+        learning_batches = asyncio.create_task(learn_batches(), name="learn_batches")
+        learning_batches.add_done_callback(stopped)
+        try:
+            async for events in take(stream, acked_here=False):
+                split = await split_batch(events, field=True)
+                plain = {name: [learning.plain(record) for record in records]
+                         for name, records in split.parts.items() if records}
+                queued = asyncio.ensure_future(ready.put((events, split, plain)))
+                await asyncio.wait({queued, learning_batches},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if learning_batches.done():  # it failed: the callback stops the worker
+                    queued.cancel()
+                    await asyncio.Event().wait()  # holding the batches, until the stop
+        finally:
+            if not learning_batches.done():
+                learning_batches.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await learning_batches
 
     @app.agent(topics.impressions, name=f"{__name__}.record_impressions", concurrency=1)
     @functools.partial(stops_the_worker, app)

@@ -19,9 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 
-async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
+async def take_events(stream: Any, max_: int, within: float, acked_here: bool = True
+                      ) -> AsyncIterator[Sequence[Any]]:
     """Up to ``max_`` events at a time, or those that came within ``within`` seconds of
-    the last batch; the next batch fills (up to ``max_``) while this one is handled."""
+    the last batch; the next batch fills (up to ``max_``) while this one is handled.
+
+    Without ``acked_here`` the caller acks each batch itself (:func:`ack`), once handled:
+    an agent that takes the next batch while it still handles this one."""
     filling: list[Any] = []
     full = asyncio.Event()
     room = asyncio.Event()
@@ -63,8 +67,15 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[Se
             # failed while it held the batch acks none of it (Faust's own take_events acks
             # it then too): its records are read again, and the applied offsets in Redis
             # leave out what was applied.
-            for event in batch:
-                await stream.ack(event)
+            if acked_here:
+                await ack(stream, batch)
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
+
+
+async def ack(stream: Any, batch: Sequence[Any]) -> None:
+    """Ack ``batch`` (taken with ``acked_here`` False) once it is handled; batches are
+    acked in the order they were taken."""
+    for event in batch:
+        await stream.ack(event)

@@ -24,8 +24,9 @@ from tests.factories import produce_events
 
 EVENTS = 6_000
 
-# The worker, with AppParts.split raising on its third batch of the events topic.
-FAULTY_WORKER = """
+# The worker, with AppParts.split raising on its third batch of the events topic (in the
+# agent's own loop, which takes and splits batches) ...
+FAULTY_SPLIT = """
 import sys
 from streams import app_parts
 split, calls = app_parts.AppParts.split, []
@@ -40,6 +41,22 @@ from streamrec.cli import main
 main(["worker", "--log-level", "warning"])
 """
 
+# ... or with AppParts.may_go raising after its third batch was learned (in the loop that
+# learns the batches the agent queued, while the agent may wait for the next batch).
+FAULTY_LEARNING = """
+import sys
+from streams import app_parts
+may_go, calls = app_parts.AppParts.may_go, []
+def faulty(self, name):
+    calls.append(name)
+    if len(calls) == 3:
+        raise RuntimeError("injected fault in the third batch")
+    return may_go(self, name)
+app_parts.AppParts.may_go = faulty
+from streamrec.cli import main
+main(["worker", "--log-level", "warning"])
+"""
+
 
 def _wait(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -49,8 +66,10 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("faulty_worker", [FAULTY_SPLIT, FAULTY_LEARNING],
+                         ids=["taking", "learning"])
 def test_a_batch_the_agent_fails_on_stops_the_worker_and_is_applied_after_a_restart(
-        services, worker_env):
+        services, worker_env, faulty_worker):
     run = f"fail{uuid.uuid4().hex[:6]}"
     names = {"redis_prefix": run, "worker_id": run, "events_topic": f"{run}.events",
              "dead_letter_topic": f"{run}.dlq", "items_topic": f"{run}.items",
@@ -65,7 +84,7 @@ def test_a_batch_the_agent_fails_on_stops_the_worker_and_is_applied_after_a_rest
     store = RedisStore(connect(services["redis_url"]), run)
     log_path = services["dir"] / f"worker-{run}.log"
     with open(log_path, "wb") as log:
-        faulty = subprocess.Popen([sys.executable, "-c", FAULTY_WORKER], env=env, stdout=log,
+        faulty = subprocess.Popen([sys.executable, "-c", faulty_worker], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
             code = faulty.wait(120)
