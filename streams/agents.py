@@ -213,8 +213,8 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                             await learn_part(apps.parts(name, split.apps.get(name)), name,
                                              records, plain[name], split)
                             await still_there(name)
-                    # Acked while the next batch learns (an ack per record, some 10 ms a
-                    # batch), after the batch before it.
+                    # Acked while the next batch learns (an ack per record, each through
+                    # Faust's sensors), after the batch before it.
                     if acking is not None:
                         await acking
                     acking = asyncio.create_task(ack(stream, events))

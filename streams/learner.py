@@ -125,7 +125,7 @@ class _Process:
     A ``ProcessPoolExecutor`` hands each call to a manager thread and a queue's feeder
     thread: while Faust's per-record path kept the worker's event loop busy, each of those
     threads waited for the GIL, and a part reached the learning process 40-55 ms after it
-    was sent (a quarter of the learner's time idle at the bench's 100k items). Here the
+    was sent (a fifth of the learner's time idle at the bench's 100k items). Here the
     loop writes the call and reads the answer on a socket, with no thread in between.
     Calls go one at a time, in order; a call cancelled while the process worked leaves an
     answer the next call reads past."""
