@@ -93,7 +93,7 @@ async def measure(base: str, calm_key: str, rate: float, seconds: float,
             answers, base, noisy, seconds, flood_rate, batches_rate, connections))
         flooding.start()
     result = await load.run(base, lambda n: f"/apps/calm/recommendations?user_id=u{n % 1000}",
-                            rate, seconds, headers={"X-API-Key": calm_key}, connections=16)
+                            rate, seconds, headers={"X-API-Key": calm_key})
     if flooding is None:
         return result, {}
     floods = answers.get(timeout=seconds + 60)

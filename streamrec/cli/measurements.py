@@ -420,7 +420,9 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
                 for r in results:
                     click.echo(f"  open loop {model} at {r.rate:g} req/s: {r.answered} "
                                f"answered, errors {r.errors or 'none'}, latency ms: "
-                               f"{_format(r.latency_ms)}")
+                               f"{_format(r.latency_ms)}" + (
+                                   f"; the 503s took ms: {_format(r.refused_ms)}"
+                                   if r.refused_ms else ""))
                 within = [r.rate for r in results
                           if not r.errors and r.latency_ms.get("p99", 1e9) <= budget_ms]
                 click.echo(f"  {model}, {processes}: highest rate with p99 <= {budget_ms:g} "

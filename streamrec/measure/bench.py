@@ -424,6 +424,8 @@ class RateResult:
     answered: int
     errors: dict[str, int]
     latency_ms: dict[str, float]
+    requests: int = 0  # sent
+    refused_ms: dict[str, float] = field(default_factory=dict)  # how long the 503s took
 
 
 def serve_at_rates(base: str, simulation: Simulation, rates: list[float], seconds: float,
@@ -452,7 +454,11 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
         samples = result.latencies
         latency = ({name: 1000 * value for name, value in
                     percentiles(samples, (50, 99, 99.9)).items()} if samples else {})
-        return RateResult(rate, len(samples), dict(result.errors), latency)
+        refused = ({name: 1000 * value for name, value in
+                    percentiles(result.refusals, (50, 99, 99.9)).items()}
+                   if result.refusals else {})
+        return RateResult(rate, len(samples), dict(result.errors), latency,
+                          int(rate * seconds), refused)
 
     return [one(rate) for rate in rates]
 

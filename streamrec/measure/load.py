@@ -22,10 +22,15 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+# At most this many open at once to the API (its own bound, max_connections, is 1,000 per
+# process): past it a request waits for one, and the wait counts in its latency.
+CONNECTIONS = 1000
+
 
 class Load:
     """What a load did: answered requests' latencies (seconds), errors by kind and events
-    Kafka acknowledged, in all and since the last :meth:`take` (a soak's row)."""
+    Kafka acknowledged, in all and since the last :meth:`take` (a soak's row); and how long
+    each 503 took (all along: a shed request is answered too, and should be at once)."""
 
     def __init__(self) -> None:
         self.events = 0
@@ -36,6 +41,7 @@ class Load:
         self.all_errors: Counter[str] = Counter()
         self.events_total = 0
         self.requests_total = 0
+        self.refusals: list[float] = []
 
     def error(self, kind: str, detail: object = None) -> None:
         if not self.all_errors[kind] and detail is not None:
@@ -100,77 +106,129 @@ def expired(timeout: float) -> str:
 
 
 async def run(base: str, path: Callable[[int], str], rate: float, seconds: float,
-              timeout: float = 5.0, connections: int = 64,
+              timeout: float = 5.0, connections: int = CONNECTIONS,
               headers: Mapping[str, str] | None = None, load: Load | None = None,
               idle_seconds: float = 2.0) -> Load:
-    """GET ``path(n)`` for n = 0, 1, ... at ``rate`` per second for ``seconds``, over
-    ``connections`` kept-alive connections to ``base`` (with ``headers``), counting into
-    ``load`` (a new one by default). A request still unanswered ``timeout`` after its
-    scheduled time is an error, wherever it waited. A connection idle for
-    ``idle_seconds`` is opened afresh: else a request can meet one the server is closing
-    (uvicorn closes idle ones after 5 s), an error that says nothing of the API."""
+    """GET ``path(n)`` for n = 0, 1, ... at ``rate`` per second for ``seconds`` to ``base``
+    (with ``headers``), counting into ``load`` (a new one by default).
+
+    Each request leaves at its scheduled time whatever the others are waiting for, as
+    requests from many clients do: on the kept-alive connection used last, or on a new
+    one when every open connection is waiting for an answer. At most ``connections`` are
+    open at once; past that a request waits for one. (A fixed pool of 64 made a saturated
+    API look silent: requests queued here for seconds behind the ones the API was still
+    answering, while it answered each within its deadline.) A request still unanswered
+    ``timeout`` after its scheduled time is an error, wherever it waited. A connection
+    idle for ``idle_seconds`` is opened afresh: else a request can meet one the server is
+    closing (uvicorn closes idle ones after 5 s), an error that says nothing of the API."""
     url = urlsplit(base)
     result = Load() if load is None else load
-    backlog: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
     extra = b"".join(f"{name}: {value}\r\n".encode() for name, value in (headers or {}).items())
-    senders = [asyncio.create_task(_send(url.hostname or "127.0.0.1", url.port or 80, backlog,
-                                         timeout, result, extra, idle_seconds))
-               for _ in range(connections)]
+    pool = _Connections(url.hostname or "127.0.0.1", url.port or 80, connections,
+                        idle_seconds)
+    head = (b" HTTP/1.1\r\nHost: " + f"{pool.host}:{pool.port}".encode() + b"\r\n" + extra
+            + b"\r\n")
+    requests: set[asyncio.Task] = set()
     started = time.monotonic()
-    for sent in range(int(seconds * rate)):
-        due = started + sent / rate
-        ahead = due - time.monotonic()
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-        backlog.put_nowait((path(sent).encode(), due))
-    for _ in senders:
-        backlog.put_nowait(None)
-    await asyncio.gather(*senders)
+    try:
+        for sent in range(int(seconds * rate)):
+            due = started + sent / rate
+            ahead = due - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            request = asyncio.create_task(_get(pool, b"GET " + path(sent).encode() + head,
+                                               due, timeout, result))
+            requests.add(request)
+            request.add_done_callback(requests.discard)
+        await asyncio.gather(*requests)
+    finally:
+        for request in requests:
+            request.cancel()
+        pool.close()
     return result
 
 
-async def _send(host: str, port: int, backlog: asyncio.Queue[tuple[bytes, float] | None],
-                timeout: float, result: Load, extra: bytes, idle_seconds: float) -> None:
-    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    head = b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n" + extra + b"\r\n"
-    last_used = time.monotonic()
-    while (job := await backlog.get()) is not None:
-        path, due = job
-        left = due + timeout - time.monotonic()
-        if left <= 0:
-            result.error(expired(timeout))
-            continue
-        if streams is not None and time.monotonic() - last_used > idle_seconds:
-            streams[1].close()
-            streams = None
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _Connections:
+    """Kept-alive connections to one server: the one used last first (so a light load
+    reuses few), a new one when none is idle, at most ``limit`` open at once."""
+
+    def __init__(self, host: str, port: int, limit: int, idle_seconds: float) -> None:
+        self.host, self.port = host, port
+        self.idle_seconds = idle_seconds
+        self.slots = asyncio.Semaphore(limit)
+        self.idle: list[tuple[Streams, float]] = []  # (streams, last used), last used on top
+        self.busy: set[asyncio.StreamWriter] = set()
+        self.opened = 0  # for tests: connections this pool opened
+
+    async def take(self) -> Streams:
+        await self.slots.acquire()
         try:
-            async with asyncio.timeout(left):
-                if streams is None:
-                    streams = await asyncio.open_connection(host, port)
-                reader, writer = streams
-                writer.write(b"GET " + path + head)
-                status, body = await _response(reader)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
-            # The connection's state is unknown now: start a new one.
-            if streams is not None:
-                streams[1].close()
-                streams = None
-            kind = expired(timeout) if isinstance(error, TimeoutError) else (
-                f"request: {type(error).__name__}")
-            result.error(kind, error if kind != expired(timeout) else None)
-            continue
-        last_used = time.monotonic()
-        latency = last_used - due
-        if status != 200:
-            result.error(f"HTTP {status}", body[:200])
-        elif latency > timeout:
-            result.error(expired(timeout))
-        elif orjson.loads(body).get("degraded"):
-            result.error("degraded answer")
+            while self.idle:
+                streams, last_used = self.idle.pop()
+                if time.monotonic() - last_used <= self.idle_seconds:
+                    self.busy.add(streams[1])
+                    return streams
+                streams[1].close()  # stale; so is every one below it
+            streams = await asyncio.open_connection(self.host, self.port)
+        except BaseException:
+            self.slots.release()
+            raise
+        self.opened += 1
+        self.busy.add(streams[1])
+        return streams
+
+    def give_back(self, streams: Streams, reusable: bool) -> None:
+        """``reusable``: the answer was read whole; else the connection's state is
+        unknown and it is closed."""
+        self.busy.discard(streams[1])
+        if reusable:
+            self.idle.append((streams, time.monotonic()))
         else:
-            result.answered(latency)
-    if streams is not None:
-        streams[1].close()
+            streams[1].close()
+        self.slots.release()
+
+    def close(self) -> None:
+        for streams, _ in self.idle:
+            streams[1].close()
+        for writer in self.busy:
+            writer.close()
+        self.idle.clear()
+        self.busy.clear()
+
+
+async def _get(pool: _Connections, request: bytes, due: float, timeout: float,
+               result: Load) -> None:
+    streams: Streams | None = None
+    reusable = False
+    try:
+        async with asyncio.timeout_at(due + timeout):
+            streams = await pool.take()
+            reader, writer = streams
+            writer.write(request)
+            status, body = await _response(reader)
+            reusable = True
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+        kind = expired(timeout) if isinstance(error, TimeoutError) else (
+            f"request: {type(error).__name__}")
+        result.error(kind, error if kind != expired(timeout) else None)
+        return
+    finally:
+        if streams is not None:
+            pool.give_back(streams, reusable)
+    latency = time.monotonic() - due
+    if status == 503:
+        result.refusals.append(latency)
+    if status != 200:
+        result.error(f"HTTP {status}", body[:200])
+    elif latency > timeout:
+        result.error(expired(timeout))
+    elif orjson.loads(body).get("degraded"):
+        result.error("degraded answer")
+    else:
+        result.answered(latency)
 
 
 async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:

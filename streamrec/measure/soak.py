@@ -51,7 +51,6 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 JUDGED = ("worker", "api")
 log = logging.getLogger(__name__)
 MEMORY_COLUMNS = ("worker", "api", "redis", "redis_used")
-CONNECTIONS = 32  # to the API process, kept alive
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ async def drive(config: SoakConfig, current: bench.Stack, base: str, api_key: st
             produce_events(load, current.bootstrap, f"{current.prefix}.events",
                            simulation.events(), config.event_rate, config.duration),
             load_generator.run(base, path, config.request_rate, config.duration,
-                               config.request_timeout, CONNECTIONS,
+                               config.request_timeout,
                                headers={"X-API-Key": api_key}, load=load))
     except BaseException:
         reporting.cancel()

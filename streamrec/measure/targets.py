@@ -3,7 +3,7 @@ ceiling measured in the same run on the same machine, or a bound, with PASS or M
 
 >>> figures = {"serve": {"hybrid": {"requests_per_second": 300.0}},
 ...            "healthz": {"requests_per_second": 3000.0},
-...            "open_loop": {"hybrid": [{"rate": 1000.0, "errors": {},
+...            "open_loop": {"hybrid": [{"rate": 1000.0, "errors": {}, "requests": 8000,
 ...                                      "latency_ms": {"p99": 8.0}}]},
 ...            "ingest": {"apply_per_second": 2400.0}, "ingest_ceiling": 12000.0,
 ...            "freshness_ms": {"p99": 450.0},
@@ -13,6 +13,7 @@ ceiling measured in the same run on the same machine, or a bound, with PASS or M
 ...     print(target.line())
 serving saturation, hybrid vs /healthz: 300 / 3,000 req/s = 10% (target >= 50%) MISS
 open loop p99 at 1,000 req/s, hybrid, one API process: 8.0 ms (target <= 10 ms) PASS
+shedding at 1,000 req/s, hybrid, one API process: 0 of 8,000 unanswered (target none in 5 s) PASS
 ingest vs a do-nothing Faust agent: 2,400 / 12,000 events/s = 20% (target >= 70%) MISS
 freshness p99 at 79% of ingest capacity (1,900 events/s): 450 ms (target <= 500 ms, at 80%) PASS
 Redis per million users: 0.65 GiB (700 bytes per user) (target <= 0.5 GiB) MISS
@@ -52,7 +53,8 @@ def judge(figures: dict[str, Any], default_model: str, budget_ms: float,
           rate: float) -> list[Target]:
     """Every target the figures allow judging (a stage that did not run is left out):
     serving saturation, the open-loop p99 at ``rate`` per model (two API processes when
-    the run measured them), ingest, freshness and Redis memory."""
+    the run measured them), load shedding at that rate (every request answered, 200 or
+    503, within the generator's 5 s), ingest, freshness and Redis memory."""
     targets = []
     served, healthz = figures.get("serve", {}).get(default_model), figures.get("healthz")
     if served and healthz:
@@ -76,6 +78,22 @@ def judge(figures: dict[str, Any], default_model: str, budget_ms: float,
         targets.append(Target(
             f"open loop p99 at {rate:,g} req/s, {model}, {processes[0]}", figure,
             f"<= {budget_ms:g} ms", p99 is not None and p99 <= budget_ms and not errors))
+    shedding = [(model, r) for model, results in figures.get(processes[1], {}).items()
+                for r in results if r["rate"] == rate]
+    if shedding:
+        sent = sum(r.get("requests", 0) for _, r in shedding)
+        silent = sum(count for _, r in shedding for kind, count in r["errors"].items()
+                     if kind.startswith("request:"))
+        refused = sum(r["errors"].get("HTTP 503", 0) for _, r in shedding)
+        slowest = max((r["refused_ms"]["p99"] for _, r in shedding
+                       if r.get("refused_ms")), default=None)
+        targets.append(Target(
+            f"shedding at {rate:,g} req/s, {', '.join(m for m, _ in shedding)}, "
+            f"{processes[0]}",
+            f"{silent:,} of {sent:,} unanswered"
+            + (f"; {refused:,} answered 503" if refused else "")
+            + (f" (p99 at most {slowest:,.0f} ms)" if slowest is not None else ""),
+            "none in 5 s", silent == 0))
     ingest, ceiling = figures.get("ingest"), figures.get("ingest_ceiling")
     if ingest and ceiling:
         ratio = ingest["apply_per_second"] / max(ceiling, 1e-9)

@@ -5,6 +5,7 @@ refuses connections) and resume with SIGCONT. The session's shared Redis is not 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from streamrec.local.services import LocalRedis
+from streamrec.measure import load as open_loop
 from tests.api.conftest import api_process, wait_for
 
 DEADLINE = 1.0
@@ -131,4 +133,17 @@ def test_a_burst_past_the_bound_is_answered_503_at_once(patient_api, own_redis):
     assert max(seconds for *_, seconds in refused) < min(seconds for *_, seconds in admitted)
     assert shed_count(patient_api, "in_flight") >= shed_before + len(refused)
     assert wait_for(lambda: get(patient_api, "/recommendations?user_id=after")[0] == 200,
+                    timeout=30)
+
+
+def test_a_flood_while_redis_hangs_gets_503s_and_never_silence(api, own_redis):
+    # The bench's open-loop generator: each request leaves on time, on a connection of its
+    # own when the others wait. Whatever waits in the API is answered within the deadline
+    # (the admitted ones) or at once (past the bound).
+    rate, seconds = 150, 2.0
+    with hung(own_redis):
+        result = asyncio.run(open_loop.run(api, lambda n: f"/recommendations?user_id=flood-{n}",
+                                           rate, seconds, timeout=DEADLINE + SLACK))
+    assert result.errors == {"HTTP 503": rate * seconds}, result.errors
+    assert wait_for(lambda: get(api, "/recommendations?user_id=after")[0] == 200,
                     timeout=30)

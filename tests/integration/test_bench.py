@@ -51,8 +51,9 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
     # ... and every target printed with its verdict (tiny sizes: the verdicts themselves
     # mean nothing here).
     judged = {target["name"].split(",")[0].split(" at ")[0] for target in figures["targets"]}
-    assert judged == {"serving saturation", "open loop p99", "ingest vs a do-nothing Faust agent",
-                      "freshness p99", "Redis per million users"}, judged
+    assert judged == {"serving saturation", "open loop p99", "shedding",
+                      "ingest vs a do-nothing Faust agent", "freshness p99",
+                      "Redis per million users"}, judged
     assert all(target["verdict"] in ("PASS", "MISS") for target in figures["targets"])
     for target in figures["targets"]:
         assert f"{target['name']}: " in done.stdout and target["verdict"] in done.stdout
