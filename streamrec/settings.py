@@ -197,7 +197,7 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     body_timeout_seconds: float = Field(default=30.0, gt=0)  # the body, after its head; 408
     keep_alive_seconds: float = Field(default=5.0, gt=0)  # an idle connection is closed
     # Load shedding (api/shedding.py): past either, 503 with Retry-After at once.
-    max_requests_in_flight: int = Field(default=64, ge=1)  # per API process
+    max_requests_in_flight: int = Field(default=32, ge=1)  # per API process
     request_deadline_seconds: float = Field(default=1.0, gt=0)  # per read (GET)
     serving_threads: int = Field(default=2, ge=1)  # where GET /recommendations waits on Redis
     # An API process screens lists against its own copy of the withdrawn items' times, so
