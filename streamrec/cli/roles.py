@@ -65,7 +65,7 @@ def api(workers: int) -> None:
     # ``workers`` processes imports them itself): nothing under streamrec/ imports api/.
     # Open streams (/metrics/stream) never end by themselves: cut them short on a stop, so
     # the lifespan's own shutdown runs within the role's bound.
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host,
+    uvicorn.run("api.main:served_app", factory=True, host=settings.api_host,
                 port=settings.api_port, workers=workers, log_level="warning",
                 access_log=False, timeout_graceful_shutdown=int(ROLE_STOP_SECONDS / 2),
                 http="api.server:BoundedHttpToolsProtocol",
