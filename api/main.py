@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,7 @@ from api.routers import (
 )
 from api.security import READ, AppKeys
 from api.shedding import LoadShedding
-from streamrec import logs, shutdown
+from streamrec import collector, logs, shutdown
 from streamrec.apps import DEFAULT, App
 from streamrec.settings import Settings, get_settings
 from streamrec.wiring import Wiring
@@ -87,23 +86,6 @@ class RequestTimer:
                     hub.observe(path, time.perf_counter() - started, status)
 
 
-# The collector's thresholds once the process is built: the youngest generation collected
-# every 20,000 net allocations instead of 700, the older ones as rarely relative to it.
-GC_THRESHOLDS = (20_000, 50, 100)
-
-
-def _settle_garbage_collection() -> None:
-    """Move what the process built before serving (modules, the app, the caches' first
-    fill; it lives as long as the process) out of the collector's reach, and collect the
-    young generation less often. With Python's defaults, collections of the older
-    generations scanned all of it between requests: two API processes at 1,000 req/s had
-    p99 of 21.8-47.6 ms (popular) and 7.4-22.5 ms (mf); with this, 6.6-8.5 and 5.2-6.7
-    (three runs each, alternating; docs/benchmarks.md)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def _default_app(wiring: Wiring) -> App:
     try:
         return wiring.apps().require(DEFAULT)
@@ -113,7 +95,7 @@ def _default_app(wiring: Wiring) -> App:
 
 def served_app() -> FastAPI:
     """The app as ``streamrec api`` serves it, in processes of its own: there the
-    collector is settled once the app is built (:func:`_settle_garbage_collection`), which
+    collector is settled once the app is built (:mod:`streamrec.collector`), which
     an app made inside another program (a test's client) must not do to its host."""
     return create_app(settle_garbage=True)
 
@@ -166,7 +148,7 @@ def create_app(settings: Settings | None = None, settle_garbage: bool = False) -
                                              thread_name_prefix="serving")
         app.state.serving_threads = serving_threads
         if settle_garbage:
-            _settle_garbage_collection()
+            collector.settle()
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 import faust
 import orjson
 
+from streamrec import collector
 from streamrec.settings import Settings
 from streams.app import create_app
 from streams.topics import declare_topics
@@ -89,4 +90,5 @@ def run(settings: Settings, events: int, report: Path, skip: int = 0) -> None:
     """Run :func:`build`'s App until it has measured."""
     app = build(settings, events, report, skip)
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
+    collector.settle()  # as the worker does: the same process settings on both sides
     app.main()

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import redis
 
 from recommender.attribution import waiting_entry
-from streamrec import logs
+from streamrec import collector, logs
 from streamrec.apps import App
 from streamrec.settings import Settings
 from streamrec.wiring import Wiring
@@ -244,6 +244,7 @@ def _serve(settings: Settings, only: str | None, parent: int, level: str) -> Non
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     global _apps
     _apps = AppParts(Wiring.connect(settings, "worker"), WorkerParts.build, only)
+    collector.settle()
 
 
 def ready() -> int:

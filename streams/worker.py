@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 
+from streamrec import collector
 from streamrec.apps import DEFAULT, AppError
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
@@ -89,4 +90,5 @@ def run(settings: Settings, version: str | None = None, log_level: str = "info",
     # --without-web: the worker serves nothing over HTTP (the API does), and two workers on
     # one machine must not fight over Faust's web port.
     sys.argv = [sys.argv[0], "worker", "--loglevel", faust_level, "--without-web"]
+    collector.settle()
     app.main()

@@ -1,5 +1,5 @@
-"""The API process settles its garbage collector once its app is built (api/main.py):
-checked in a process of its own, since it changes the collector of the process it runs in."""
+"""A role settles its garbage collector once it is built (streamrec/collector.py): checked
+in a process of its own, since it changes the collector of the process it runs in."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import orjson
 
 SCRIPT = """
 import gc, orjson
-from api.main import GC_THRESHOLDS, _settle_garbage_collection
+from streamrec.collector import THRESHOLDS, settle
 built = [{"n": n} for n in range(1000)]  # what a process built before serving
 before = gc.get_threshold()
-_settle_garbage_collection()
-print(orjson.dumps({"before": before, "after": gc.get_threshold(), "wanted": GC_THRESHOLDS,
+settle()
+print(orjson.dumps({"before": before, "after": gc.get_threshold(), "wanted": THRESHOLDS,
                     "frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}).decode())
 """
 
