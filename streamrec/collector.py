@@ -7,10 +7,10 @@ worker, its learning process and the do-nothing agent the worker is compared wit
 call :func:`settle` once they are built, in their own processes. Nothing calls it in a
 process that is not a role's (a test's client, a script).
 
-Measured (docs/benchmarks.md, 2026-12-05): two API processes at 1,000 req/s had p99 of
-21.8-47.6 ms for popular and 7.4-22.5 ms for mf before, and 6.6-8.5 and 5.2-6.7 ms after
-(three runs each, alternating). The worker at the issue-size ingest was at 61-62% of the
-do-nothing agent before, and 67-69% after (the agent without it).
+Measured (docs/benchmarks.md, 2026-12-05): at 1,000 req/s over two API processes, p99
+was 21.8-113 ms for popular and 7.4-22.5 ms for mf before. After, it was 6.6-8.5 ms for
+popular (one run of five at 68.8) and 5.2-6.7 ms for mf. At the issue-size ingest the
+worker went from 61-62% of the do-nothing agent to 64-65%, with both settled.
 """
 
 from __future__ import annotations
