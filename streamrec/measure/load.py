@@ -161,7 +161,6 @@ class _Connections:
         self.slots = asyncio.Semaphore(limit)
         self.idle: list[tuple[Streams, float]] = []  # (streams, last used), last used on top
         self.busy: set[asyncio.StreamWriter] = set()
-        self.opened = 0  # for tests: connections this pool opened
 
     async def take(self) -> Streams:
         await self.slots.acquire()
@@ -176,7 +175,6 @@ class _Connections:
         except BaseException:
             self.slots.release()
             raise
-        self.opened += 1
         self.busy.add(streams[1])
         return streams
 
