@@ -451,14 +451,13 @@ def serve_at_rates(base: str, simulation: Simulation, rates: list[float], second
 
         settle(base)
         result = uvloop.run(open_loop.run(base, path, rate, seconds))
-        samples = result.latencies
-        latency = ({name: 1000 * value for name, value in
-                    percentiles(samples, (50, 99, 99.9)).items()} if samples else {})
-        refused = ({name: 1000 * value for name, value in
-                    percentiles(result.refusals, (50, 99, 99.9)).items()}
-                   if result.refusals else {})
-        return RateResult(rate, len(samples), dict(result.errors), latency,
-                          int(rate * seconds), refused)
+        return RateResult(rate, len(result.latencies), dict(result.errors),
+                          milliseconds(result.latencies), result.sent,
+                          milliseconds(result.refusals))
+
+    def milliseconds(samples: list[float]) -> dict[str, float]:
+        return ({name: 1000 * value for name, value in
+                 percentiles(samples, (50, 99, 99.9)).items()} if samples else {})
 
     return [one(rate) for rate in rates]
 

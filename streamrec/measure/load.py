@@ -41,6 +41,7 @@ class Load:
         self.all_errors: Counter[str] = Counter()
         self.events_total = 0
         self.requests_total = 0
+        self.sent = 0  # requests sent, answered or not
         self.refusals: list[float] = []
 
     def error(self, kind: str, detail: object = None) -> None:
@@ -138,6 +139,7 @@ async def run(base: str, path: Callable[[int], str], rate: float, seconds: float
                 await asyncio.sleep(ahead)
             request = asyncio.create_task(_get(pool, b"GET " + path(sent).encode() + head,
                                                due, timeout, result))
+            result.sent += 1
             requests.add(request)
             request.add_done_callback(requests.discard)
         await asyncio.gather(*requests)

@@ -51,7 +51,7 @@ def _run(paths: list[str], timeout: float = 5.0, seconds: float = 0.1,
 
 def test_answers_are_timed_and_failures_counted_by_kind():
     result, _ = _run(["/ok"] * 20 + ["/fail", "/degraded"])
-    assert len(result.latencies) == 20
+    assert len(result.latencies) == 20 and result.sent == 22
     assert all(0 <= seconds < 1 for seconds in result.latencies)
     assert result.errors == {"HTTP 500": 1, "degraded answer": 1}
 
