@@ -31,6 +31,7 @@ from streamrec.storage.model_versions import MAIN
 from streams import learner as learning
 from streams.app_parts import AppParts, Split
 from streams.decode import Rejected, decode_catalog, decode_impressions, position
+from streams.prepared import Prepared
 from streams.take import ack, take_events
 from streams.topics import Topics
 from streams.worker_parts import WorkerParts
@@ -190,24 +191,24 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
         with its app's offsets, so a crash between two apps' parts replays only the
         parts not applied.
 
-        The next batch is taken, split and made plain while the learning process learns
-        this one (a queue of one batch between this loop and :func:`learn_batches`), so
-        that process does not wait for them between two parts. Batches are learned one
-        after the other, in order, and each is acked once learned: a part is sent only
-        after the one before it was applied, as without the queue."""
+        The next batches are taken, split and made plain while the learning process
+        learns this one, so that process does not wait for them between two parts; when
+        it is free, it learns every batch prepared meanwhile as one (up to the batch
+        size, :mod:`streams.prepared`). Batches are learned in order, and each is acked
+        once learned: a part is sent only after the one before it was applied."""
         while True:  # the learning process starts before the first batch is timed
             try:
                 await learner.call(learning.ready)
                 break
             except learning.LearnerLost:
                 continue
-        ready: asyncio.Queue = asyncio.Queue(maxsize=1)
+        prepared = Prepared(settings.batch_size)
 
         async def learn_batches() -> None:
             acking: asyncio.Task | None = None
             try:
                 while True:
-                    events, split, plain = await ready.get()
+                    events, split, plain = await prepared.take()
                     for name, records in split.parts.items():
                         if records:
                             await learn_part(apps.parts(name, split.apps.get(name)), name,
@@ -236,7 +237,7 @@ def register_agents(app: faust.App, topics: Topics, apps: AppParts,
                 split = await split_batch(events, field=True)
                 plain = {name: [learning.plain(record) for record in records]
                          for name, records in split.parts.items() if records}
-                queued = asyncio.ensure_future(ready.put((events, split, plain)))
+                queued = asyncio.ensure_future(prepared.put(events, split, plain))
                 await asyncio.wait({queued, learning_batches},
                                    return_when=asyncio.FIRST_COMPLETED)
                 if learning_batches.done():  # it failed: the callback stops the worker
