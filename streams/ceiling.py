@@ -5,8 +5,9 @@ applied and compares the two rates (``streamrec ingest-ceiling``, a hidden comma
 It reads the events topic from the start in a consumer group of its own, passes over the
 first ``skip`` records untimed (the bench's warm-up, which the worker applies before its
 clock starts), times the records after the batch that reaches them up to the
-``skip + events``-th, writes ``{"events", "seconds", "events_per_second"}`` to ``report``
-and exits. Meanwhile it takes every other topic the worker's agents take (impressions,
+``skip + events``-th, writes ``{"events", "seconds", "events_per_second",
+"cpu_us_per_event"}`` (its own process's CPU over the timed records) to ``report`` and
+exits. Meanwhile it takes every other topic the worker's agents take (impressions,
 items, users) and does nothing with them either: the bench's catalog reaches both through
 the same per-record path, within the timed window when there is no warm-up.
 """
@@ -75,10 +76,15 @@ def build(settings: Settings, events: int, report: Path, skip: int = 0) -> faust
 
     @app.agent(topics.events, name=f"{__name__}.take_and_do_nothing", concurrency=1)
     async def take_and_do_nothing(stream):
+        cpu_at_start = None  # this process's CPU seconds when the clock started
         async for batch in stream.take_events(ceiling.batch_size,
                                               ceiling.batch_within_seconds):
             done = clock.add(len(batch), time.perf_counter())
+            if cpu_at_start is None and clock.started is not None:
+                cpu_at_start = time.process_time()
             if done is not None:
+                done["cpu_us_per_event"] = (1e6 * (time.process_time() - cpu_at_start)
+                                            / max(done["events"], 1))
                 report.write_bytes(orjson.dumps(done))
                 await asyncio.sleep(0)
                 os._exit(0)  # measured: nothing to commit, no state to close

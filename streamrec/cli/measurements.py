@@ -353,13 +353,16 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         click.echo(f"  produced {result.produce_per_second:,.0f} events/s; worker applied "
                    f"{result.apply_per_second:,.0f} events/s (Kafka -> Redis, {skipped} "
                    f"{result.startup_seconds:.1f} s excluded)")
-        ceiling = measure.ingest_ceiling(current, events, warm_up)
-        figures["ingest_ceiling"] = ceiling
+        agent = measure.ingest_ceiling(current, events, warm_up)
+        ceiling = figures["ingest_ceiling"] = agent["events_per_second"]
+        figures["ingest_ceiling_cpu_us_per_event"] = agent.get("cpu_us_per_event")
         taken = (f"the same backlog after the catalog and {warm_up} untimed events" if warm_up
                  else "the same backlog and catalog")
         click.echo(f"  a do-nothing Faust agent took {taken} at "
                    f"{ceiling:,.0f} events/s "
                    f"(the worker: {result.apply_per_second / ceiling:.0%} of it)")
+        for line in _cpu_lines(result.cpu, agent.get("cpu_us_per_event")):
+            click.echo(line)
         memory = measure.redis_bytes(current)
         figures["redis_memory"] = memory
         click.echo(f"Redis: {memory['bytes_per_user']:,.0f} bytes per user "
@@ -450,6 +453,35 @@ def _finish(output: Path | None, figures: dict, budget_ms: float, target_rate: f
 def _format(values: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
 
+
+
+def _cpu_lines(used: dict[str, dict[str, float]], agent_us: float | None,
+               machine: int | None = None) -> list[str]:
+    """The ingest stage's CPU per timed event, process by process, and the do-nothing
+    agent's: where the events spend the ``machine``'s cores (default: this one's).
+
+    >>> print("\\n".join(_cpu_lines({"redis-server": {"us_per_event": 85.0, "cores": 0.7},
+    ...                               "kafka": {"us_per_event": 6.5, "cores": 0.05}}, 64.0,
+    ...                              machine=2)))
+      CPU per timed event: redis-server 85.0 us (0.70 of a core), kafka 6.5 us (0.05); \
+all 91.5 us (0.75 cores, 2 cores: at most 21,858 events/s)
+      the do-nothing agent's process: 64.0 us per event
+    """
+    if not used:
+        return []
+    total = sum(row["us_per_event"] for row in used.values())
+    cores = sum(row["cores"] for row in used.values())
+    parts = [f"{role} {row['us_per_event']:.1f} us ({row['cores']:.2f}"
+             + (" of a core)" if n == 0 else ")")
+             for n, (role, row) in enumerate(sorted(used.items(),
+                                                     key=lambda kv: -kv[1]["us_per_event"]))]
+    machine = machine or os.cpu_count() or 1
+    lines = [f"  CPU per timed event: {', '.join(parts)}; all {total:.1f} us ({cores:.2f} "
+             f"cores, {machine} cores: at most {machine * 1e6 / max(total, 1e-9):,.0f} "
+             f"events/s)"]
+    if agent_us is not None:
+        lines.append(f"  the do-nothing agent's process: {agent_us:.1f} us per event")
+    return lines
 
 
 @click.command("ingest-ceiling", hidden=True)

@@ -36,6 +36,7 @@ import orjson
 
 from streamrec import kafka
 from streamrec.local.supervisor import Supervisor
+from streamrec.measure import cpu
 from streamrec.measure.load import Load, produce_events
 from streamrec.percentiles import percentiles
 from streamrec.settings import Settings
@@ -167,6 +168,35 @@ class IngestResult:
     apply_per_second: float
     startup_seconds: float  # from starting the workers to the first timed event applied
     warm_up: int = 0  # events applied before the timed ones (not timed)
+    # CPU per timed event and share of a core, per process (cpu.per_event): where the events
+    # spend the machine. Only the processes /proc shows; local services only.
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+# The rows of IngestResult.cpu: the learning process is the worker's processes but its main.
+WORKER_MAIN, LEARNING = "worker main process", "learning process"
+
+
+def _cpu_roles(current: Stack, workers: list[subprocess.Popen]) -> dict[str, list[int]]:
+    from streamrec.local.services import LocalKafka, LocalRedis, LocalRedisCluster
+
+    roles = {WORKER_MAIN: [worker.pid for worker in workers],
+             "worker": [worker.pid for worker in workers]}
+    for service in current.supervisor.services:
+        if isinstance(service, LocalRedis | LocalRedisCluster):
+            roles["redis-server"] = [process.pid for process in service.processes]
+        elif isinstance(service, LocalKafka):
+            roles["kafka"] = [process.pid for process in service.processes]
+    return roles
+
+
+def _cpu_use(before: dict[str, float], after: dict[str, float], events: int,
+             seconds: float) -> dict[str, dict[str, float]]:
+    """cpu.per_event with the learning process apart from the worker's main process."""
+    if "worker" in before and "worker" in after:
+        for taken in (before, after):
+            taken[LEARNING] = taken.pop("worker") - taken.get(WORKER_MAIN, 0.0)
+    return cpu.per_event(before, after, events, seconds)
 
 
 def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 900.0,
@@ -186,7 +216,9 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
                       STREAMREC_DATA_DIR=str(current.run_dir / f"worker-{current.run_id}-{n}"))
         for n in range(workers)
     ]
+    roles = _cpu_roles(current, started)
     first_seen = first_count = None
+    used_before: dict[str, float] = {}
     deadline = launched + timeout
     while time.perf_counter() < deadline:
         for worker in started:
@@ -197,6 +229,7 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
         now = time.perf_counter()
         if applied and applied >= warm_up and first_seen is None:
             first_seen, first_count = now, applied
+            used_before = cpu.snapshot(roles, alone=(WORKER_MAIN,))
         if applied >= total:
             break
         time.sleep(0.02)
@@ -204,17 +237,21 @@ def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 
         raise RuntimeError(f"worker applied {store.events_applied()} of {total} events within "
                            f"{timeout:.0f} s; see {current.run_dir / 'worker.log'}")
     finished = time.perf_counter()
+    used_after = cpu.snapshot(roles, alone=(WORKER_MAIN,))
     assert first_seen is not None and first_count is not None
     rate = (total - first_count) / max(finished - first_seen, 1e-9)
-    return IngestResult(count, produced_rate, rate, first_seen - launched, warm_up)
+    return IngestResult(count, produced_rate, rate, first_seen - launched, warm_up,
+                        _cpu_use(used_before, used_after, total - first_count,
+                                 finished - first_seen))
 
 
 def ingest_ceiling(current: Stack, count: int, warm_up: int = 0,
-                   timeout: float = 900.0) -> float:
+                   timeout: float = 900.0) -> dict[str, float]:
     """Events/s of a do-nothing agent on the worker's App and batching, over the backlog
     and catalog the worker applied (a consumer group of its own, from the start of the
     topics): the framework's ceiling on this machine, timed like the worker, after the
-    same ``warm_up`` events untimed (the worker took the catalog during those too)."""
+    same ``warm_up`` events untimed (the worker took the catalog during those too). Its
+    report: ``events_per_second`` and ``cpu_us_per_event`` (streams.ceiling)."""
     report = current.run_dir / f"ceiling-{current.run_id}.json"
     agent = current.spawn("ingest-ceiling", ["ingest-ceiling", "--events", str(count),
                                              "--skip", str(warm_up), "--report", str(report)],
@@ -229,7 +266,7 @@ def ingest_ceiling(current: Stack, count: int, warm_up: int = 0,
                                f"events within {timeout:.0f} s; see {current.run_dir}")
         time.sleep(0.05)
     agent.wait(30)
-    return orjson.loads(report.read_bytes())["events_per_second"]
+    return orjson.loads(report.read_bytes())
 
 
 def start_api(current: Stack, processes: int = 1, **extra: str) -> str:

@@ -47,6 +47,12 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
     assert "events/s" in done.stdout and "bytes per user" in done.stdout
     # The ceilings the targets are judged against, measured in the same run ...
     assert figures["ingest_ceiling"] > 0
+    # Where the ingest's events spent the CPU: the worker's processes (Kafka and Redis are
+    # the fixture's here, not the bench's, so they are not read), and the agent's.
+    assert set(figures["ingest"]["cpu"]) == {"worker main process", "learning process"}
+    assert all(row["us_per_event"] >= 0 for row in figures["ingest"]["cpu"].values())
+    assert figures["ingest_ceiling_cpu_us_per_event"] >= 0
+    assert "CPU per timed event: " in done.stdout, done.stdout
     assert figures["healthz"]["requests_per_second"] > 0
     # ... and every target printed with its verdict (tiny sizes: the verdicts themselves
     # mean nothing here).
