@@ -22,8 +22,11 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -31,10 +34,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import orjson
 
-from streamrec import kafka
+from streamrec import kafka, shutdown
 from streamrec.local.supervisor import Supervisor
 from streamrec.measure import cpu
 from streamrec.measure.load import Load, produce_events
@@ -108,6 +113,7 @@ def stack(run_dir: Path | None = None, cluster: bool = False) -> Iterator[Stack]
     base = Path(tempfile.mkdtemp(prefix="streamrec-bench-")) if run_dir is None else run_dir
     base.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(base)
+    previous = _stop_on_signals(supervisor, base if run_dir is None else None)
     try:
         redis_url = os.environ.get("STREAMREC_REDIS_URL")
         if redis_url is None:
@@ -124,6 +130,33 @@ def stack(run_dir: Path | None = None, cluster: bool = False) -> Iterator[Stack]
         supervisor.stop()
         if run_dir is None:
             shutil.rmtree(base, ignore_errors=True)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _stop_on_signals(supervisor: Supervisor, temporary: Path | None
+                     ) -> dict[int, Any]:
+    """SIGTERM or SIGINT (Ctrl-C) at any stage stops every process the run started (roles,
+    then the Kafka and Redis it started) and exits with 128 + the signal, removing the
+    ``temporary`` run directory. The stop happens in the handler itself: an exception
+    raised there can wait for good in a stage's event loop (an aiokafka producer still
+    flushing to a broker it measures), and the run's services would outlive it. Returns
+    the handlers it replaced (none outside the main thread, where handlers cannot be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, signal.SIG_IGN)  # a second signal must not cut the stop
+        shutdown.exit_within(shutdown.UP_STOP_SECONDS)  # the stop below is bounded too
+        sys.stderr.write(f"bench: {signal.Signals(number).name}; stopping what it started\n")
+        supervisor.stop()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        os._exit(128 + number)
+
+    return {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
 
 
 def cover_catalog(simulation: Simulation, start: float) -> list[dict]:

@@ -4,9 +4,12 @@ how fast anything is; the figures are in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -63,3 +66,76 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
     assert all(target["verdict"] in ("PASS", "MISS") for target in figures["targets"])
     for target in figures["targets"]:
         assert f"{target['name']}: " in done.stdout and target["verdict"] in done.stdout
+
+
+def _below(pid: int) -> set[int]:
+    """Every live process under ``pid`` (from /proc)."""
+    found, pending = set(), [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(FileNotFoundError):
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    for child in map(int, children.read().split()):
+                        found.add(child)
+                        pending.append(child)
+    return found
+
+
+def _program(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return os.path.basename(cmdline.read().split(b"\0")[0].split()[0]).decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_bench_and_everything_it_started(services, number):
+    """Stopped in its freshness stage (an event loop with producers in flight), the bench
+    stops its worker, its API and the Redis it started, removes its temporary directory
+    and exits with 128 + the signal, within seconds."""
+    env = dict(os.environ, STREAMREC_KAFKA_BOOTSTRAP=services["bootstrap"])
+    env.pop("STREAMREC_REDIS_URL", None)  # the bench starts a redis-server of its own
+    argv = [sys.executable, "-m", "streamrec.cli", "bench", *SMALL[:8], "--probes", "5000",
+            "--freshness-rate", "100", "--models", "popular", "--serve-rates", ""]
+    bench = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    started: set[int] = set()
+    try:
+        for line in bench.stdout:  # the freshness stage starts after the memory line
+            if line.startswith("Redis:"):
+                break
+        else:
+            pytest.fail(f"the bench ended early: {bench.wait()}: {bench.stderr.read()}")
+        time.sleep(2)
+        started = _below(bench.pid)
+        programs = {pid: _program(pid) for pid in started}
+        assert {"redis-server", "python"} <= set(programs.values()), programs
+        # The run's temporary directory: redis-server works in its redis/ directory.
+        redis_pid = next(pid for pid, program in programs.items() if program == "redis-server")
+        run_dir = os.path.dirname(os.readlink(f"/proc/{redis_pid}/cwd"))
+        assert os.path.basename(run_dir).startswith("streamrec-bench-"), run_dir
+        bench.send_signal(number)
+        assert bench.wait(timeout=40) == 128 + number
+        assert f"bench: {number.name}; stopping what it started" in bench.stderr.read()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, started)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in started if _alive(pid)]
+        assert not os.path.exists(run_dir)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in _below(bench.pid) | started:  # what a failed stop left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
