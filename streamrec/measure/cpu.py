@@ -36,14 +36,31 @@ def cpu_seconds(pid: int, below: bool = True, proc: Path = PROC) -> float | None
     found = _ticks(pid, proc)
     if found is None:
         return None
-    ticks, children = found
-    pending = list(children) if below else []
-    while pending:
-        below = _ticks(pending.pop(), proc)
-        if below is not None:
-            ticks += below[0]
-            pending.extend(below[1])
+    ticks = found[0]
+    if below:
+        for child in descendants(pid, proc):
+            read = _ticks(child, proc)
+            ticks += 0 if read is None else read[0]
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int, proc: Path = PROC) -> set[int]:
+    """Every live process under ``pid`` (none once it is gone).
+
+    >>> import subprocess, sys
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    >>> child.pid in descendants(os.getpid())
+    True
+    >>> child.kill(); child.wait()
+    -9
+    """
+    found, pending = set(), [pid]
+    while pending:
+        read = _ticks(pending.pop(), proc)
+        if read is not None:
+            found.update(read[1])
+            pending.extend(read[1])
+    return found
 
 
 def snapshot(roles: Mapping[str, Iterable[int]], alone: Iterable[str] = (),

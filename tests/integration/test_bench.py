@@ -14,6 +14,8 @@ import time
 import orjson
 import pytest
 
+from streamrec.measure.cpu import descendants
+
 SMALL = ["--events", "3000", "--items", "400", "--users", "300", "--categories", "5",
          "--probes", "5", "--freshness-rate", "100", "--duration", "2", "--connections", "2",
          "--models", "popular,hybrid", "--serve-rates", "50", "--rate-seconds", "2",
@@ -68,27 +70,12 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
         assert f"{target['name']}: " in done.stdout and target["verdict"] in done.stdout
 
 
-def _below(pid: int) -> set[int]:
-    """Every live process under ``pid`` (from /proc)."""
-    found, pending = set(), [pid]
-    while pending:
-        parent = pending.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(FileNotFoundError):
-                with open(f"/proc/{parent}/task/{task}/children") as children:
-                    for child in map(int, children.read().split()):
-                        found.add(child)
-                        pending.append(child)
-    return found
-
-
 def _program(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-        return os.path.basename(cmdline.read().split(b"\0")[0].split()[0]).decode()
+    """The program's name (redis-server rewrites its command line into one string)."""
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/cmdline", "rb") as line:
+        words = line.read().split(b"\0")[0].split()
+        return os.path.basename(words[0]).decode() if words else ""
+    return ""
 
 
 def _alive(pid: int) -> bool:
@@ -118,7 +105,7 @@ def test_a_signal_stops_the_bench_and_everything_it_started(services, number):
         else:
             pytest.fail(f"the bench ended early: {bench.wait()}: {bench.stderr.read()}")
         time.sleep(2)
-        started = _below(bench.pid)
+        started = descendants(bench.pid)
         programs = {pid: _program(pid) for pid in started}
         assert {"redis-server", "python"} <= set(programs.values()), programs
         # The run's temporary directory: redis-server works in its redis/ directory.
@@ -136,6 +123,6 @@ def test_a_signal_stops_the_bench_and_everything_it_started(services, number):
     finally:
         if bench.poll() is None:
             bench.kill()
-        for pid in _below(bench.pid) | started:  # what a failed stop left behind
+        for pid in descendants(bench.pid) | started:  # what a failed stop left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
