@@ -70,11 +70,11 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
         assert f"{target['name']}: " in done.stdout and target["verdict"] in done.stdout
 
 
-def _program(pid: int) -> str:
-    """The program's name (redis-server rewrites its command line into one string)."""
+def _command(pid: int) -> str:
+    """The command line, words joined by spaces (redis-server rewrites its own into one
+    string: the program and its address)."""
     with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/cmdline", "rb") as line:
-        words = line.read().split(b"\0")[0].split()
-        return os.path.basename(words[0]).decode() if words else ""
+        return line.read().replace(b"\0", b" ").decode().strip()
     return ""
 
 
@@ -106,10 +106,11 @@ def test_a_signal_stops_the_bench_and_everything_it_started(services, number):
             pytest.fail(f"the bench ended early: {bench.wait()}: {bench.stderr.read()}")
         time.sleep(2)
         started = descendants(bench.pid)
-        programs = {pid: _program(pid) for pid in started}
-        assert {"redis-server", "python"} <= set(programs.values()), programs
+        commands = {pid: _command(pid) for pid in started}
+        for role in ("redis-server", "streamrec.cli worker", "streamrec.cli api"):
+            assert any(role in command for command in commands.values()), commands
         # The run's temporary directory: redis-server works in its redis/ directory.
-        redis_pid = next(pid for pid, program in programs.items() if program == "redis-server")
+        redis_pid = next(pid for pid, command in commands.items() if "redis-server" in command)
         run_dir = os.path.dirname(os.readlink(f"/proc/{redis_pid}/cwd"))
         assert os.path.basename(run_dir).startswith("streamrec-bench-"), run_dir
         bench.send_signal(number)
