@@ -226,10 +226,13 @@ def _cpu_roles(current: Stack, workers: list[subprocess.Popen]) -> dict[str, lis
 def _cpu_use(before: dict[str, float], after: dict[str, float], events: int,
              seconds: float) -> dict[str, dict[str, float]]:
     """cpu.per_event with the learning process apart from the worker's main process."""
-    if "worker" in before and "worker" in after:
-        for taken in (before, after):
-            taken[LEARNING] = taken.pop("worker") - taken.get(WORKER_MAIN, 0.0)
-    return cpu.per_event(before, after, events, seconds)
+    def apart(taken: dict[str, float]) -> dict[str, float]:
+        rows = {role: value for role, value in taken.items() if role != "worker"}
+        if "worker" in taken:
+            rows[LEARNING] = taken["worker"] - taken.get(WORKER_MAIN, 0.0)
+        return rows
+
+    return cpu.per_event(apart(before), apart(after), events, seconds)
 
 
 def ingest(current: Stack, simulation: Simulation, count: int, timeout: float = 900.0,

@@ -4,6 +4,7 @@ figure out."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,15 +34,11 @@ def cpu_seconds(pid: int, below: bool = True, proc: Path = PROC) -> float | None
     >>> cpu_seconds(2 ** 22 + 1) is None
     True
     """
-    found = _ticks(pid, proc)
-    if found is None:
+    walk = _tree(pid, proc)
+    tree = dict(walk if below else itertools.islice(walk, 1))  # pid itself comes first
+    if pid not in tree:
         return None
-    ticks = found[0]
-    if below:
-        for child in descendants(pid, proc):
-            read = _ticks(child, proc)
-            ticks += 0 if read is None else read[0]
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(tree.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int, proc: Path = PROC) -> set[int]:
@@ -54,13 +51,18 @@ def descendants(pid: int, proc: Path = PROC) -> set[int]:
     >>> child.kill(); child.wait()
     -9
     """
-    found, pending = set(), [pid]
+    return {found for found, _ in _tree(pid, proc) if found != pid}
+
+
+def _tree(pid: int, proc: Path) -> Iterable[tuple[int, int]]:
+    """``pid`` and every live process under it, each with its ticks (each read once)."""
+    pending = [pid]
     while pending:
-        read = _ticks(pending.pop(), proc)
+        current = pending.pop()
+        read = _ticks(current, proc)
         if read is not None:
-            found.update(read[1])
+            yield current, read[0]
             pending.extend(read[1])
-    return found
 
 
 def snapshot(roles: Mapping[str, Iterable[int]], alone: Iterable[str] = (),
