@@ -282,6 +282,9 @@ def _names(text: str) -> list[str]:
 @click.option("--items", default=10_000, show_default=True)
 @click.option("--categories", default=50, show_default=True)
 @click.option("--probes", default=100, show_default=True, help="Freshness measurements.")
+@click.option("--probe-interval", type=click.FloatRange(min=0.01), default=0.25,
+              show_default=True,
+              help="Seconds between two freshness probes' starts (a fixed schedule).")
 @click.option("--freshness-rate", type=float, default=None,
               help="Background events/s flowing while freshness is probed (0: none; "
                    "default: 80% of the ingest rate just measured, the target's load).")
@@ -313,7 +316,8 @@ def _names(text: str) -> list[str]:
               help="Events the worker applies before the ingest clock starts: an event "
                    "costs more as the state ages, so --events alone times a young state.")
 def bench(events: int, users: int, items: int, categories: int, probes: int,
-          freshness_rate: float | None, duration: int, connections: int, models: str,
+          probe_interval: float, freshness_rate: float | None, duration: int,
+          connections: int, models: str,
           serve_rates: str, rate_seconds: float, budget_ms: float, target_rate: float,
           scale_out: bool, output: Path | None, run_dir: Path | None, cover_catalog: bool,
           redis_cluster: bool, ingest_only: bool, warm_up: int) -> None:
@@ -376,21 +380,25 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         if freshness_rate is None:
             freshness_rate = FRESHNESS_LOAD * result.apply_per_second
         applied = current.store().events_applied()
-        fresh = measure.freshness(current, base, anchors, probes, simulation, freshness_rate)
+        fresh = measure.freshness(current, base, anchors, probes, simulation, freshness_rate,
+                                  probe_interval)
         figures["freshness_ms"] = {k: v * 1000 for k, v in summarise(fresh.seconds).items()}
         figures["freshness_background_events_per_second"] = fresh.background_rate
         figures["freshness_polls_shed"] = fresh.shed
         figures["freshness_polls"] = fresh.polls
         figures["freshness_not_visible"] = fresh.unseen
+        figures["freshness_probes"] = fresh.started
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
                    f"{fresh.background_rate:,.0f} events/s flowing, ms: "
                    + _format(figures["freshness_ms"])
-                   + f" ({fresh.polls / max(1, len(fresh.seconds)):.1f} polls per probe"
+                   + f" (a probe every {probe_interval:g} s, "
+                   + f"{fresh.polls / max(1, len(fresh.seconds)):.1f} GETs per probe"
                    + (f", {fresh.shed} shed with 503 on the way)" if fresh.shed else ")"))
         if fresh.unseen:
-            click.echo(f"  probe {len(fresh.seconds)} of {probes} not visible within "
+            click.echo(f"  {fresh.unseen} of {fresh.started} probes not visible within "
                        f"{measure.GIVE_UP_SECONDS:g} s, counted as that (a lower bound): the "
-                       "worker fell behind the background rate, so probing stopped")
+                       f"worker fell behind the background rate, so no more were started "
+                       f"({probes} asked)")
         waited, drained = measure.drain(current, applied + fresh.produced)
         figures["drain_seconds"] = waited
         click.echo(f"  the worker applied the freshness run's {fresh.produced:,} events "

@@ -9,7 +9,7 @@ prefix, so runs never see each other's state.
   events/s is measured from its first applied batch to its last (startup excluded), or
   from the end of ``--warm-up`` events (an older state, where an event costs more);
 - freshness: with the worker caught up, a new user's event is produced and
-  ``GET /recommendations`` is polled until it reflects the event, many times;
+  ``GET /recommendations`` is asked until it reflects the event, probes on a fixed schedule;
 - serving: wrk drives ``GET /recommendations`` over random users for a fixed duration.
 """
 
@@ -363,71 +363,88 @@ class Poller:
             self.connection = None
 
 
-def poll_interval(waited: float) -> float:
-    """Seconds to the next poll of a probe that has waited ``waited`` seconds: every 5 ms
-    at first, then a twentieth of the wait, at most 25 ms. A sample overstates the true
-    delay by at most that (5% or 25 ms), while a slow probe polls at most 40 times a
-    second instead of keeping one API process busy.
-
-    >>> [poll_interval(s) for s in (0.0, 0.2, 0.4, 3.0)]
-    [0.005, 0.01, 0.02, 0.025]
-    """
-    return min(POLL_MAX_SECONDS, max(0.005, waited / 20))
-
-
-POLL_MAX_SECONDS = 0.025
-GIVE_UP_SECONDS = 30.0  # a freshness probe not visible by then ends the probing
+CHECK_SECONDS = 0.005  # how often the outstanding probes' users are looked up in Redis
+PROBE_INTERVAL_SECONDS = 0.25  # a probe starts every this many seconds, however long the last
+GIVE_UP_SECONDS = 30.0  # a freshness probe not visible by then starts no more probes
 
 
 @dataclass
 class FreshnessResult:
     seconds: list[float]  # one sample per probe
     background_rate: float  # simulated events/s Kafka acknowledged meanwhile
-    shed: int  # polls the API shed (503, counted as not visible yet)
-    polls: int
-    unseen: int  # probes not visible after GIVE_UP_SECONDS (then probing stopped)
+    shed: int  # GETs the API shed (503, counted as not visible yet)
+    polls: int  # GETs of /recommendations
+    unseen: int  # probes not visible after GIVE_UP_SECONDS (then no more started)
     produced: int  # events the run put on the topic: the background's and the probes'
+    started: int  # probes started
 
 
 def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
-              simulation: Simulation | None = None, background_rate: float = 0.0
-              ) -> FreshnessResult:
-    """Seconds from producing a new user's first event to a personalised list for them,
-    while ``background_rate`` simulated events per second flow into the same topic (open
-    loop). A probe still not visible after ``GIVE_UP_SECONDS`` means the worker fell
-    behind the background rate: its backlog grows, so the probe counts as that long (a
-    lower bound) and ends the probing, since every later probe would wait longer still."""
+              simulation: Simulation | None = None, background_rate: float = 0.0,
+              interval: float = PROBE_INTERVAL_SECONDS) -> FreshnessResult:
+    """Seconds from producing a new user's first event to a personalised list for them in
+    ``GET /recommendations``, while ``background_rate`` simulated events per second flow
+    into the same topic (open loop).
+
+    A probe starts every ``interval`` seconds, whether or not the ones before are visible
+    yet, so the stage lasts ``probes * interval`` seconds plus the last probe's wait, and
+    the events it adds to the state do not depend on the latency it measures (probes one
+    after the other made a slow worker's stage longer, and its state older, the slower it
+    was). Every ``CHECK_SECONDS`` one pipelined Redis read asks which of the outstanding
+    probes' users have a history (the API reads the same state on every request, and a
+    user with a history is served their model's list, not ``popular``); each of them is
+    then asked of the API, and its sample ends at a personalised answer. So the API gets
+    about one GET per probe, not a poll every few ms per probe.
+
+    A probe still not visible after ``GIVE_UP_SECONDS`` means the worker fell behind the
+    background rate: it counts as that long (a lower bound) and no more probes start,
+    since every later probe would wait longer still; those outstanding are awaited."""
     topic = f"{current.prefix}.events"
-    shed, unseen, produced = [0], [0], [0]
+    shed, unseen, produced, started_probes = [0], [0], [0], [0]
     poller = Poller(base)
+    store = current.store()
+
+    def with_history(users: list[str]) -> list[str]:
+        return [user for user, rows in store.histories(users, 1).items() if rows]
+
+    def starting() -> bool:
+        return started_probes[0] < probes and not unseen[0]
 
     async def probe_all() -> list[float]:
         producer = kafka.producer(current.settings())
         await producer.start()
-        seconds = []
+        seconds: list[float] = []
+        outstanding: dict[str, float] = {}  # user -> perf_counter when produced
+        deliveries = []
         try:
-            for probe in range(probes):
-                user = f"fresh-{current.run_id}-{probe}"
-                item = anchor_items[probe % len(anchor_items)]
-                event = {"user_id": user, "item_id": item, "event_type": "view",
-                         "timestamp": time.time()}
-                started = time.perf_counter()
-                await producer.send_and_wait(topic, orjson.dumps(event), key=user.encode())
-                produced[0] += 1
-                path = f"/recommendations?user_id={user}&k=10"
-                while True:
-                    result = await asyncio.to_thread(poller.get, path)
-                    if result is None:
-                        shed[0] += 1
-                    elif result["model"] != "popular":
-                        break
-                    if time.perf_counter() - started > GIVE_UP_SECONDS:
-                        unseen[0] += 1
-                        seconds.append(time.perf_counter() - started)
-                        return seconds
-                    await asyncio.sleep(poll_interval(time.perf_counter() - started))
-                seconds.append(time.perf_counter() - started)
-                await asyncio.sleep(0.05)
+            began = time.perf_counter()
+            while starting() or outstanding:
+                probe = started_probes[0]
+                if starting() and time.perf_counter() >= began + probe * interval:
+                    user = f"fresh-{current.run_id}-{probe}"
+                    item = anchor_items[probe % len(anchor_items)]
+                    event = {"user_id": user, "item_id": item, "event_type": "view",
+                             "timestamp": time.time()}
+                    outstanding[user] = time.perf_counter()
+                    deliveries.append(await producer.send(
+                        topic, orjson.dumps(event), key=user.encode()))
+                    started_probes[0] += 1
+                if outstanding:
+                    for user in await asyncio.to_thread(with_history, list(outstanding)):
+                        result = await asyncio.to_thread(
+                            poller.get, f"/recommendations?user_id={user}&k=10")
+                        if result is None:
+                            shed[0] += 1
+                        elif result["model"] != "popular":
+                            seconds.append(time.perf_counter() - outstanding.pop(user))
+                    for user, produced_at in list(outstanding.items()):
+                        if time.perf_counter() - produced_at > GIVE_UP_SECONDS:
+                            unseen[0] += 1
+                            seconds.append(time.perf_counter() - outstanding.pop(user))
+                await asyncio.sleep(CHECK_SECONDS)
+            for delivery in deliveries:  # raises if a probe's event was not delivered
+                await delivery
+            produced[0] += len(deliveries)
         finally:
             await producer.stop()
             poller.close()
@@ -459,7 +476,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         return seconds, rate
 
     samples, rate = asyncio.run(run())
-    return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0])
+    return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0],
+                           started_probes[0])
 
 
 def drain(current: Stack, expected: int, timeout: float = 300.0) -> tuple[float, bool]:
