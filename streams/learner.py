@@ -225,7 +225,7 @@ def _serve_calls(channel: socket.socket, settings: Settings, only: str | None, p
 
 # -- the learning process -------------------------------------------------------------
 
-_apps: Any = None  # the process's AppParts (streams.app_parts), built by _serve
+_apps: Any = None  # the process's AppParts (streams.app_parts), built by build()
 # app -> its part, read, not learned: the batch, the feedback kept waiting, the Kafka times
 # of the part's records (for the freshness histogram)
 _pending: dict[str, tuple[Any, list[Waiting], list[float]]] = {}
@@ -242,9 +242,17 @@ def _serve(settings: Settings, only: str | None, parent: int, level: str) -> Non
         os._exit(1)
     logs.install()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    build(settings, only)
+    collector.settle()
+
+
+def build(settings: Settings, only: str | None = None) -> AppParts:
+    """Build the parts the calls below work on, as the worker builds its own (one engine
+    per app), and return them; a part kept by an earlier build is forgotten."""
     global _apps
     _apps = AppParts(Wiring.connect(settings, "worker"), WorkerParts.build, only)
-    collector.settle()
+    _pending.clear()
+    return _apps
 
 
 def ready() -> int:

@@ -15,25 +15,20 @@ from streamrec.settings import Settings
 from streamrec.storage import keys
 from streamrec.wiring import Wiring
 from streams import learner
-from streams.app_parts import AppParts
 from streams.decode import LOG_APPEND_TIME, PlainRecord, position
-from streams.worker_parts import WorkerParts
 from tests.factories import event
 
 
 @pytest.fixture
-def wiring(services, monkeypatch):
+def wiring(services):
     run = f"learn{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=services["redis_url"], kafka_bootstrap=services["bootstrap"],
                         redis_prefix=run, worker_id=run, events_topic=f"{run}.events")
-    connected = Wiring.connect(settings, "worker")
     # What the learning process's set-up builds (learner._serve, which also ties the
-    # process's life to its parent's: not this one's).
-    apps = AppParts(connected, WorkerParts.build, None)
-    apps.refresh()  # the apps registered now, as the worker's first split reads them
-    monkeypatch.setattr(learner, "_apps", apps)
-    monkeypatch.setattr(learner, "_pending", {})
-    return connected
+    # process's life to its parent's: not this one's), then the apps registered now, as
+    # the worker's first split reads them.
+    learner.build(settings).refresh()
+    return Wiring.connect(settings, "worker")
 
 
 def _records(topic: str, values: list[bytes], sent: float) -> list[PlainRecord]:
@@ -83,7 +78,7 @@ def test_redis_failing_while_freshness_is_recorded_leaves_the_part_applied_once(
         wiring, caplog):
     # A real Redis error: the freshness samples' list is a string, so LPUSH fails
     # (WRONGTYPE) after the part and its offsets were written.
-    samples = keys.key(learner._apps.parts("default").ops.prefix, keys.FRESHNESS)
+    samples = keys.key(wiring.ops().prefix, keys.FRESHNESS)
     wiring.store().client.set(samples, "not a list")
     now = time.time()
     records = _records(wiring.settings.events_topic,
