@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import time
@@ -33,12 +34,16 @@ def popularity(services, settings: Settings, items: list[str]) -> dict[str, floa
     """The stored popularity of each of ``items`` that has one. Read from Redis, not from
     ``GET /popular``: other tests' items share the list, and its top 500 can leave out an
     item that is older than theirs."""
-    store = RedisStore.from_url(services["redis_url"], settings.redis_prefix)
-    try:
-        found = store.client.zmscore(store.key(keys.POPULAR), items)
-    finally:
-        store.client.close()
+    store = _store(services["redis_url"], settings.redis_prefix)
+    found = store.client.zmscore(store.key(keys.POPULAR), items)
     return {item: score for item, score in zip(items, found, strict=True) if score is not None}
+
+
+@functools.cache
+def _store(url: str, prefix: str) -> RedisStore:
+    """One store per Redis and prefix for the session: a test polls :func:`popularity`
+    every 20 ms, and each poll opened (and closed) a connection of its own."""
+    return RedisStore.from_url(url, prefix)
 
 
 @pytest.fixture(scope="session")
