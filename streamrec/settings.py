@@ -203,6 +203,9 @@ class Settings(_ModelSettings):  # type: ignore[misc,valid-type]
     # An API process screens lists against its own copy of the withdrawn items' times, so
     # a request need not read them; a set larger than this is read per request instead.
     withdrawn_mirror_max: int = Field(default=100_000, ge=0)  # 0: always read them
+    # ... and its copy of the overall popular prefix its requests read first, kept this long
+    # (storage.state_store.KeptPopular): each request still reads its user's history.
+    popular_cache_seconds: float = Field(default=0.1, ge=0, le=60)  # 0: read it per request
     # Scheduled training (`streamrec trainer`, docs/trainer.md): how often, on what, and
     # what a run may replace.
     trainer_every_seconds: float = Field(default=3600.0, gt=0)  # between cycles

@@ -159,7 +159,8 @@ class Wiring:
         """The version's recommendation state (and the shared catalog)."""
         return RedisStore(self.client, self.settings.redis_prefix, self.shared_prefix,
                           self.settings.dedup_window_seconds,
-                          self.settings.withdrawn_mirror_max)
+                          self.settings.withdrawn_mirror_max,
+                          self.settings.popular_cache_seconds)
 
     def feedback(self) -> RedisFeedback:
         """Placements, impressions and the per-variant counters."""

@@ -215,6 +215,44 @@ class ChangeCursor:
     seen: frozenset[tuple[bytes, bytes | float]]  # (member, change time as read)
 
 
+class KeptPopular:
+    """The overall popular prefix a serving process read last (items and scores as
+    stored, with their landmark), kept for ``seconds``: a request whose first read needs
+    no longer a prefix takes it from here instead of reading and decoding the same few
+    hundred rows as every other request. Each request still reads its user's history, so
+    what a user just did is served at once; only the order of popular items may lag by
+    up to ``seconds``. Shared by the serving threads: one tuple, replaced whole."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._kept: tuple[float, int, Decayed[list[Scored]]] | None = None
+
+    def get(self, size: int) -> Decayed[list[Scored]] | None:
+        """The first ``size`` rows, if a read of at least that many is young enough.
+
+        >>> now = [0.0]
+        >>> kept = KeptPopular(0.1, lambda: now[0])
+        >>> kept.put(3, Decayed([("a", 3.0), ("b", 2.0)], 7.0))  # the list had only 2
+        >>> kept.get(1)
+        Decayed(scores=[('a', 3.0)], landmark=7.0)
+        >>> kept.get(3).scores, kept.get(4)
+        ([('a', 3.0), ('b', 2.0)], None)
+        >>> now[0] = 0.2
+        >>> kept.get(1) is None
+        True
+        """
+        kept = self._kept
+        if kept is None or size > kept[1] or self.clock() - kept[0] > self.seconds:
+            return None
+        found = kept[2]
+        return Decayed(found.scores[:size], found.landmark)
+
+    def put(self, size: int, found: Decayed[list[Scored]]) -> None:
+        """Keep ``found``, a read of the first ``size`` rows, made just now."""
+        self._kept = (self.clock(), size, found)
+
+
 class RedisStore:
     # How far back a change-cursor read reaches: covers clock skew between workers and a
     # transaction that took its timestamp before a read but committed after it.
@@ -223,7 +261,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "sr",
                  catalog_prefix: str | None = None,
                  dedup_window: float = DEFAULT_WINDOW_SECONDS,
-                 withdrawn_mirror_max: int = 100_000) -> None:
+                 withdrawn_mirror_max: int = 100_000,
+                 popular_cache_seconds: float = 0.0) -> None:
         self.client = client
         self.dedup_window = dedup_window
         self.prefix = prefix
@@ -247,6 +286,9 @@ class RedisStore:
         self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
         # This process's copy of the withdrawal times, for first_read (serving).
         self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
+        # ... and of the popular prefix, for first_read too.
+        self.kept_popular = (KeptPopular(popular_cache_seconds) if popular_cache_seconds > 0
+                             else None)
         self._withdrawn_keys = [self.key(keys.WITHDRAWN), self.key(keys.WITHDRAWN_VERSION)]
         self._groups = {f"{kind}{n}": keys.group_prefix(prefix, f"{kind}{n}")
                         for kind in "ui" for n in range(keys.SHARDS)} if self.sharded else {}
@@ -342,18 +384,26 @@ class RedisStore:
 
     def first_read(self, user_id: UserId, limit: int, factors: bool = True,
                    popular: int = 0) -> FirstRead:
-        """The history (and factors, and the popular prefix) with the version of the
+        """The history (and factors, and the popular prefix, unless this process's copy of
+        it is young enough: :class:`KeptPopular`) with the version of the
         withdrawal times, in one round trip (on a cluster, one per node, in parallel); the
         times come from this process's copy when it holds that version
         (:class:`WithdrawalsMirror`), else from a reload of the copy when one is due, else
         not at all (the request screens with :meth:`screen`, as without a copy)."""
+        kept = self.kept_popular
+        found = kept.get(popular) if popular > 0 and kept is not None else None
+        read_popular = popular > 0 and found is None
         pipe = self._user_reads(user_id, limit, factors)
         pipe.get(self._withdrawn_keys[1])
-        if popular > 0:
+        if read_popular:
             self._popular_reads(pipe, popular, None)
         replies = pipe.execute()
-        found = _popular_found(*replies[-2:]) if popular > 0 else None
-        rows, *raw, version = replies[:-2] if popular > 0 else replies
+        if read_popular:
+            found = _popular_found(*replies[-2:])
+            replies = replies[:-2]
+            if kept is not None:
+                kept.put(popular, found)
+        rows, *raw, version = replies
         vector = raw[0] if raw else None
         return FirstRead(_history(rows, limit),
                          None if vector is None else _unpack(vector, USER_FACTOR_DTYPE),

@@ -147,6 +147,32 @@ def test_the_copy_of_the_withdrawal_times_is_reloaded_only_when_they_change(
     assert serving.first_read("ann", 10).withdrawals.withdrawn(["tea", "cup"], 1.0) == {"tea"}
 
 
+def test_a_serving_store_keeps_the_popular_prefix_briefly_and_never_the_history(
+        client_and_prefix):
+    """An API process's store takes the popular prefix of its first read from its copy
+    while that is young and long enough, in every key layout; the user's history is read
+    every time, so their own events show at once."""
+    client, base = client_and_prefix
+    worker = RedisStore(client, base)
+    serving = RedisStore(client, base, popular_cache_seconds=60.0)
+    worker.apply(update(popularity={"tea": 4.0, "cup": 3.0}))
+    first = serving.first_read("ann", 10, popular=2)
+    assert first.popular.scores == [("tea", 4.0), ("cup", 3.0)] and first.history == []
+    worker.apply(update(popularity={"pot": 9.0}, history={"ann": {"pot": 5.0}}))
+    kept = serving.first_read("ann", 10, popular=1)
+    assert kept.popular.scores == [("tea", 4.0)]  # the copy, not yet the new order ...
+    assert kept.history == [("pot", 5.0)]  # ... but the user's own event at once
+    # A longer prefix than the copy holds is read, and kept in its place.
+    assert serving.first_read("ann", 10, popular=3).popular.scores == [
+        ("pot", 9.0), ("tea", 4.0), ("cup", 3.0)]
+    assert serving.first_read("ann", 10, popular=1).popular.scores == [("pot", 9.0)]
+    # A store that keeps none (the default: the worker's, the tools') reads every time.
+    worker.apply(update(popularity={"jam": 20.0}))
+    assert worker.first_read("ann", 10, popular=1).popular.scores == [("jam", 20.0)]
+    serving.kept_popular.seconds = 0.0
+    assert serving.first_read("ann", 10, popular=1).popular.scores == [("jam", 20.0)]
+
+
 def test_a_change_committed_after_a_read_but_stamped_before_it_is_read(client_and_prefix):
     """A batch stamps its changes when it is packed, and its call may commit after a
     refresh read (a slow script, another worker's clock): the next read reaches back
