@@ -166,7 +166,8 @@ def test_a_serving_store_keeps_the_popular_prefix_briefly_and_never_the_history(
     assert serving.first_read("ann", 10, popular=3).popular.scores == [
         ("pot", 9.0), ("tea", 4.0), ("cup", 3.0)]
     assert serving.first_read("ann", 10, popular=1).popular.scores == [("pot", 9.0)]
-    # A store that keeps none (the default: the worker's, the tools') reads every time.
+    # A store that keeps none (the constructor's default), or keeps it for no time, reads
+    # every time.
     worker.apply(update(popularity={"jam": 20.0}))
     assert worker.first_read("ann", 10, popular=1).popular.scores == [("jam", 20.0)]
     serving.kept_popular.seconds = 0.0
