@@ -400,7 +400,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     background rate: it counts as that long (a lower bound) and no more probes start,
     since every later probe would wait longer still; those outstanding are awaited."""
     topic = f"{current.prefix}.events"
-    shed, unseen, produced, started_probes = [0], [0], [0], [0]
+    shed, unseen, produced = [0], [0], [0]
+    deliveries: list[asyncio.Future] = []  # one per probe started
     poller = Poller(base)
     store = current.store()
 
@@ -408,18 +409,17 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         return [user for user, rows in store.histories(users, 1).items() if rows]
 
     def starting() -> bool:
-        return started_probes[0] < probes and not unseen[0]
+        return len(deliveries) < probes and not unseen[0]
 
     async def probe_all() -> list[float]:
         producer = kafka.producer(current.settings())
         await producer.start()
         seconds: list[float] = []
         outstanding: dict[str, float] = {}  # user -> perf_counter when produced
-        deliveries = []
         try:
             began = time.perf_counter()
             while starting() or outstanding:
-                probe = started_probes[0]
+                probe = len(deliveries)
                 if starting() and time.perf_counter() >= began + probe * interval:
                     user = f"fresh-{current.run_id}-{probe}"
                     item = anchor_items[probe % len(anchor_items)]
@@ -428,7 +428,6 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
                     outstanding[user] = time.perf_counter()
                     deliveries.append(await producer.send(
                         topic, orjson.dumps(event), key=user.encode()))
-                    started_probes[0] += 1
                 if outstanding:
                     for user in await asyncio.to_thread(with_history, list(outstanding)):
                         result = await asyncio.to_thread(
@@ -477,7 +476,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
 
     samples, rate = asyncio.run(run())
     return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0],
-                           started_probes[0])
+                           len(deliveries))
 
 
 def drain(current: Stack, expected: int, timeout: float = 300.0) -> tuple[float, bool]:
