@@ -107,6 +107,26 @@ class StoreContract:
         assert decoded(["a", "b", "c", "nobody"], 2)[0] != before[0]
         assert before[2].counts.scores[before[2].codes["b"]] == 2.0
 
+    def test_neighbour_arrays_of_many_long_lists_and_repeated_items(self, store):
+        """More than a thousand names, and a list of more than a thousand, in one read; ids
+        beyond ASCII; an item asked twice: the same as the lists and counts read apart."""
+        pairs = {f"item-{n}": {f"café-{n}-{m}": float(m + 1) for m in range(size)}
+                 for n, size in enumerate((1100, 400, 400))}
+        store.apply(update(max_neighbours=1100, pairs=pairs, item_counts={
+            name: 1.0 + m for n, listed in enumerate(pairs.values())
+            for m, name in enumerate(listed) if m % 2 == n % 2}))
+        items = ["item-0", "item-1", "item-0", "item-2", "nobody"]
+        found = store.neighbour_arrays(items, 1100)
+        listed = store.neighbours(items, 1100)
+        for item in items:
+            codes, weights = found.lists[item].scores
+            assert [(found.ids[code], weight) for code, weight in
+                    zip(codes, weights, strict=True)] == listed[item].scores
+        counts = store.item_counts(found.ids).scores
+        assert {item: float(found.counts.scores[code]) for code, item in
+                enumerate(found.ids) if found.counts.scores[code]} == counts
+        assert found.codes == {item: code for code, item in enumerate(found.ids)}
+
     def test_history_keeps_greater_scores_and_its_length(self, store):
         store.apply(update(history_length=3, history={"ann": {"tea": 10.0, "cup": 20.0}}))
         store.apply(update(history_length=3, history={"ann": {"tea": 5.0, "pot": -30.0,

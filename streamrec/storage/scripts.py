@@ -589,3 +589,62 @@ local version = redis.call('GET', KEYS[2])
 if size > tonumber(ARGV[1]) then return {version, size, {}} end
 return {version, size, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
+
+# The neighbour lists of n items and the decayed count of every item they name, in one
+# round trip (RedisStore.neighbour_arrays on one Redis; the cluster layout spreads the
+# lists over slots and pipelines instead). Items are numbered as the client numbers them:
+# the read items first, then each list's members as they come. A list comes as two
+# strings, its members' codes (little-endian int32) and its weights (float64), and the
+# counts as one string of float64 by code (0: never counted): the client decodes each in
+# one call, not a float per member, and sends no member back for the counts.
+# KEYS: the n NEIGHBOURS lists, the ITEM_COUNT set, the LANDMARKS hash.
+# ARGV: the list length wanted, ITEM_COUNT's landmark field, the n items, their n landmark
+# fields. Returns {names, counts, {codes 1, weights 1, ...}, {landmark 1, ..., counts'}}.
+READ_NEIGHBOURS = r"""
+local n = #KEYS - 2
+local limit = tonumber(ARGV[1])
+-- 1,000 values at a time: unpack's stack has room for about 8,000.
+local function chunked(command, key, values)
+  local found = {}
+  for first = 1, #values, 1000 do
+    local last = math.min(first + 999, #values)
+    local part = redis.call(command, key, unpack(values, first, last))
+    for j = 1, last - first + 1 do found[#found + 1] = part[j] end
+  end
+  return found
+end
+local function packed(format, values)
+  local parts = {}
+  for first = 1, #values, 1000 do
+    local last = math.min(first + 999, #values)
+    parts[#parts + 1] = struct.pack('<' .. string.rep(format, last - first + 1),
+                                    unpack(values, first, last))
+  end
+  return table.concat(parts)
+end
+local codes, names = {}, {}
+for i = 1, n do
+  local item = ARGV[2 + i]
+  if codes[item] == nil then names[#names + 1] = item; codes[item] = #names - 1 end
+end
+local lists = {}
+for i = 1, n do
+  local row = redis.call('ZRANGE', KEYS[i], 0, limit - 1, 'REV', 'WITHSCORES')
+  local c, w = {}, {}
+  for j = 1, #row, 2 do
+    local member = row[j]
+    local code = codes[member]
+    if code == nil then names[#names + 1] = member; code = #names - 1; codes[member] = code end
+    c[#c + 1] = code
+    w[#w + 1] = tonumber(row[j + 1])
+  end
+  lists[2 * i - 1] = packed('i4', c)
+  lists[2 * i] = packed('d', w)
+end
+local counts = chunked('ZMSCORE', KEYS[n + 1], names)
+for j = 1, #counts do counts[j] = counts[j] and tonumber(counts[j]) or 0 end
+local fields = {}
+for i = 1, n do fields[i] = ARGV[2 + n + i] end
+fields[n + 1] = ARGV[2]
+return {names, packed('d', counts), lists, chunked('HMGET', KEYS[n + 2], fields)}
+"""
