@@ -284,7 +284,6 @@ class RedisStore:
         self._interaction_types = client.register_script(redis_scripts.INTERACTION_TYPES)
         self._rewrite_histories = client.register_script(redis_scripts.REWRITE_HISTORIES)
         self._read_withdrawn = client.register_script(redis_scripts.READ_WITHDRAWN)
-        self._read_neighbours = client.register_script(redis_scripts.READ_NEIGHBOURS)
         # This process's copy of the withdrawal times, for first_read (serving).
         self.withdrawals_mirror = WithdrawalsMirror(withdrawn_mirror_max)
         # ... and of the popular prefix, for first_read too.
@@ -641,8 +640,6 @@ class RedisStore:
         items = list(item_ids)
         if not items:
             return coded({}, Decayed({}, None))
-        if not self.sharded:
-            return self._neighbour_arrays_at_once(items, limit)
         rows, landmarks = self._neighbour_rows(items, limit)
         named = list(dict.fromkeys(chain(map(str.encode, items),
                                          *(map(_first, row) for row in rows))))
@@ -656,24 +653,6 @@ class RedisStore:
             ids, dict(zip(ids, range(len(ids)), strict=True)), lists,
             Decayed(np.fromiter((0.0 if s is None else s for s in scores), float, len(ids)),
                     _landmark(landmark)))
-
-    def _neighbour_arrays_at_once(self, items: list[ItemId], limit: int) -> CodedNeighbours:
-        """:meth:`neighbour_arrays` in one round trip (``scripts.READ_NEIGHBOURS``), which
-        numbers the items in Redis and sends each list's codes and weights packed: one
-        Redis holds every key."""
-        names, counts, packed, landmarks = self._read_neighbours(
-            keys=[*(self.key(keys.NEIGHBOURS, item) for item in items),
-                  self.key(keys.ITEM_COUNT), self._landmarks_key()],
-            args=[limit, keys.landmark_field(keys.ITEM_COUNT), *items,
-                  *(keys.landmark_field(keys.NEIGHBOURS, item) for item in items)])
-        ids = [name.decode() for name in names]
-        lists = {item: Decayed((np.frombuffer(packed[2 * n], "<i4").tolist(),
-                                np.frombuffer(packed[2 * n + 1], "<f8").tolist()),
-                               _landmark(landmarks[n]))
-                 for n, item in enumerate(items)}
-        return CodedNeighbours(ids, dict(zip(ids, range(len(ids)), strict=True)), lists,
-                               Decayed(np.frombuffer(counts, "<f8").copy(),
-                                       _landmark(landmarks[-1])))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         pipe = self.client.pipeline(transaction=False)
