@@ -40,7 +40,6 @@ class Load:
         self.all_latencies: list[float] = []
         self.all_errors: Counter[str] = Counter()
         self.events_total = 0
-        self.requests_total = 0
         self.sent = 0  # requests sent, answered or not
         self.refusals: list[float] = []
 
@@ -61,9 +60,13 @@ class Load:
 
     def answered(self, seconds: float) -> None:
         self.requests += 1
-        self.requests_total += 1
         self.latencies.append(seconds)
         self.all_latencies.append(seconds)
+
+    @property
+    def requests_total(self) -> int:
+        """Requests answered in all."""
+        return len(self.all_latencies)
 
     def take(self) -> tuple[int, int, list[float], Counter[str]]:
         """This interval's figures; starts the next interval."""
