@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recommender.base import Interaction
-from recommender.mf import SMALL_ADD, ItemFactorIndex, OnlineBPR, _add_rows
+from recommender.mf import SMALL_ADD, ItemFactorIndex, OnlineBPR, PrunedScores, _add_rows
 
 
 def planted_batches(batches: int, size: int = 200, seed: int = 3):
@@ -144,6 +144,82 @@ def test_a_request_scores_the_catalog_once_however_many_rounds_it_screens():
     items = engine.recommend("u3", 5, now=5000.0, model="mf", item_filter=rare).items
     assert len(items) == 5 and all(float(i[1:]) < 12 for i, _ in items)
     assert len(products) == 1
+
+
+def _whole(index: ItemFactorIndex, user: np.ndarray, k: int, exclude) -> list:
+    """``index.top`` over every column: what the head must give, to the bit."""
+    whole = ItemFactorIndex(prune_from=10**9)
+    whole.upsert(index.vectors(list(index._ids)))
+    return whole.top(user, k, exclude)
+
+
+def _skewed(rng, size: int, dim: int = 9, start: int = 0) -> dict:
+    """Vectors whose lengths vary as an MF catalog's do: a few long, most short."""
+    lengths = rng.pareto(1.5, size) + 0.05
+    directions = rng.normal(size=(size, dim))
+    directions /= np.linalg.norm(directions, axis=1)[:, None]
+    return {f"i{start + n}": (directions[n] * lengths[n]).astype(np.float32)
+            for n in range(size)}
+
+
+def test_the_head_gives_the_whole_catalogs_top_k_through_updates():
+    """Scored on the longest columns first, a top k is the one every column gives (items,
+    scores, order, exclusions), however the catalog changes after the head was chosen: a
+    column of the head rewritten, one outside it grown past the head's bound, new items."""
+    rng = np.random.default_rng(11)
+    index = ItemFactorIndex(prune_from=1000)
+    index.upsert(_skewed(rng, 4000))
+    pruned = 0
+    for round_ in range(6):
+        head = index._head
+        assert head is not None, round_
+        if round_ == 1:  # rewrite half the head's columns, shorter or longer
+            items = [index._ids[row] for row in head.rows[::2]]
+            index.upsert({i: v * rng.uniform(0.2, 3.0) for i, v in index.vectors(items).items()})
+        elif round_ == 2:  # grow columns outside the head past its bound
+            outside = [index._ids[row] for row in range(len(index))
+                       if row not in set(head.rows.tolist())][:40]
+            index.upsert({i: v / np.linalg.norm(v) * head.bound * 1.1
+                          for i, v in index.vectors(outside).items()})
+        elif round_ == 3:  # new items, some of them long
+            index.upsert(_skewed(rng, 700, start=10_000))
+        elif round_ == 4:  # a bound grown far past the cut chooses the head again
+            index.upsert({"long": np.full(9, 50.0, np.float32)})
+            assert index._head is not head and index._head.bound < 50.0
+            assert index._rows["long"] in index._head.rows
+        for _ in range(20):
+            user = rng.normal(size=9).astype(np.float32)
+            exclude = {f"i{n}" for n in rng.integers(0, 5000, 200)}
+            scores = index.scores(user, exclude)
+            for k in (1, 10, 210, 600):
+                assert scores.top(k) == _whole(index, user, k, exclude), (round_, k)
+                if k == 10:
+                    pruned += isinstance(scores, PrunedScores) and scores.pruned
+    assert pruned >= 60  # the head answered most: the comparison was not all fallbacks
+
+
+def test_the_head_falls_back_to_every_column_where_lengths_do_not_differ():
+    """Every column as long as every other: no head can answer, and the whole catalog does."""
+    rng = np.random.default_rng(2)
+    index = ItemFactorIndex(prune_from=100)
+    vectors = rng.normal(size=(2000, 5))
+    vectors /= np.linalg.norm(vectors, axis=1)[:, None]
+    index.upsert({f"i{n}": v.astype(np.float32) for n, v in enumerate(vectors)})
+    user = rng.normal(size=5).astype(np.float32)
+    scores = index.scores(user, {"i3"})
+    assert scores.top(50) == _whole(index, user, 50, {"i3"})
+    assert not scores.pruned
+
+
+def test_the_head_needs_a_large_catalog_and_a_change_of_width_drops_it():
+    rng = np.random.default_rng(4)
+    index = ItemFactorIndex(prune_from=1000)
+    index.upsert(_skewed(rng, 999))
+    assert index._head is None
+    index.upsert(_skewed(rng, 1, start=999))
+    assert index._head is not None and len(index._head.rows) >= 1000 // 8
+    index.upsert({"x": np.ones(3, np.float32)})  # another width starts the matrix over
+    assert index._head is None and len(index) == 1
 
 
 def test_index_top_ranks_nan_scores_out():
