@@ -198,6 +198,49 @@ def test_the_head_gives_the_whole_catalogs_top_k_through_updates():
     assert pruned >= 60  # the head answered most: the comparison was not all fallbacks
 
 
+def test_readers_beside_a_writer_get_whole_lists_of_known_items():
+    """Serving reads while the refresh thread writes (the head copied into, its bound
+    raised, chosen again, the matrix grown): no reader fails, and each gets k finite
+    scores of items the index holds."""
+    import threading
+
+    rng = np.random.default_rng(8)
+    index = ItemFactorIndex(prune_from=1000)
+    index.upsert(_skewed(rng, 3000))
+    batches = [_skewed(np.random.default_rng(n), 300, start=int(n * 97 % 4000))
+               for n in range(60)]
+    failures: list[BaseException] = []
+    done = threading.Event()
+    rounds = [0, 0]
+
+    def write() -> None:
+        for batch in batches:
+            index.upsert(batch)
+        done.set()
+
+    def read(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        try:
+            while not done.is_set() or rounds[seed] < 20:
+                rounds[seed] += 1
+                scores = index.scores(local.normal(size=9).astype(np.float32),
+                                      {f"i{n}" for n in local.integers(0, 4000, 50)})
+                for k in (10, 300):
+                    found = scores.top(k)
+                    assert len(found) == k and all(np.isfinite(v) for _, v in found)
+                    assert all(item in index._rows for item, _ in found)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    readers = [threading.Thread(target=read, args=(n,)) for n in range(2)]
+    for thread in readers:
+        thread.start()
+    write()
+    for thread in readers:
+        thread.join()
+    assert not failures, failures[0]
+
+
 def test_the_head_falls_back_to_every_column_where_lengths_do_not_differ():
     """Every column as long as every other: no head can answer, and the whole catalog does."""
     rng = np.random.default_rng(2)
