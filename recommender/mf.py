@@ -340,10 +340,12 @@ class ItemFactorIndex:
         """The ``k`` best-scoring items for a user vector, skipping ``exclude``."""
         return self.scores(user_vector, exclude).top(k)
 
-    def scores(self, user_vector: Vector, exclude: Iterable[ItemId] = ()) -> Scores:
-        """Every item's score for a user vector, ``exclude`` scored ``-inf``: a request
-        that reads a longer prefix later (a screen removed some) ranks again without a
-        second product."""
+    def scores(self, user_vector: Vector, exclude: Iterable[ItemId] = ()
+               ) -> Scores | PrunedScores:
+        """Every item's score for a user vector, ``exclude`` scored ``-inf`` (with a head,
+        the head's first, every item's only when a prefix needs them): a request that
+        reads a longer prefix later (a screen removed some) ranks again without a second
+        product."""
         columns, ids, rows, head = self._columns, self._ids, self._rows, self._head
         count = min(len(ids), columns.shape[1])
         if count == 0:
