@@ -230,6 +230,9 @@ def _add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
 PRUNE_FROM = 32_768
 HEAD_SHARE = 8  # the head holds the longest eighth of the columns
 REBUILD_GROWTH = 1.25  # a head whose bound grew this much is chosen again
+# And after this many upserts whatever its bound: columns of the head that shrank leave
+# it answering for fewer users (a minute of a serving process's refreshes; 0.8 ms each).
+REBUILD_UPSERTS = 256
 # The k-th score of the head must pass the bound by this much: float32 products round.
 BOUND_MARGIN = 1 + 1e-4
 
@@ -309,8 +312,8 @@ class ItemFactorIndex:
     def _measure(self, written: np.ndarray) -> None:
         """Keep the columns' lengths and the head (:class:`_Head`) true after ``written``
         were: a written column of the head is copied into it, one outside it may raise its
-        bound, and a bound grown well past the one it was chosen with (or a catalog grown
-        past ``prune_from``) chooses the head again."""
+        bound, and a bound grown well past the one it was chosen with, ``REBUILD_UPSERTS``
+        upserts, or a catalog grown past ``prune_from`` choose the head again."""
         columns, count = self._columns, len(self._ids)
         if len(self._norms) < columns.shape[1]:
             grown = np.zeros(columns.shape[1], np.float32)
@@ -327,7 +330,8 @@ class ItemFactorIndex:
             outside = norms[written[~inside]]
             if len(outside) and float(outside.max()) > head.bound:
                 head.bound = float(outside.max())  # exact still, but prunes less
-            if head.bound <= REBUILD_GROWTH * head.chosen:
+            head.upserts += 1
+            if head.bound <= REBUILD_GROWTH * head.chosen and head.upserts < REBUILD_UPSERTS:
                 return
         if count >= self.prune_from:
             self._head = _Head.longest(columns, norms, count)
@@ -380,11 +384,12 @@ class _Head:
     as before.
     """
 
-    __slots__ = ("rows", "matrix", "chosen", "bound")
+    __slots__ = ("rows", "matrix", "chosen", "bound", "upserts")
 
     def __init__(self, rows: np.ndarray, matrix: np.ndarray, bound: float) -> None:
         self.rows, self.matrix = rows, matrix
         self.chosen = self.bound = bound  # the bound when chosen, and as columns change
+        self.upserts = 0  # since chosen
 
     @classmethod
     def longest(cls, columns: np.ndarray, norms: np.ndarray, count: int) -> _Head:

@@ -241,6 +241,27 @@ def test_readers_beside_a_writer_get_whole_lists_of_known_items():
     assert not failures, failures[0]
 
 
+def test_a_head_whose_columns_shrank_is_chosen_again_after_enough_upserts():
+    """Columns of the head shortened to nothing leave its bound as it was (exact still,
+    answering for fewer users); REBUILD_UPSERTS upserts later the head is chosen anew."""
+    from recommender.mf import REBUILD_UPSERTS
+
+    rng = np.random.default_rng(6)
+    index = ItemFactorIndex(prune_from=1000)
+    index.upsert(_skewed(rng, 4000))
+    head = index._head
+    shrunk = {index._ids[row]: np.full(9, 1e-3, np.float32) for row in head.rows}
+    index.upsert(shrunk)
+    for _ in range(REBUILD_UPSERTS - 2):
+        index.upsert({"i0": index.vectors(["i0"])["i0"]})
+        assert index._head is head
+    user = rng.normal(size=9).astype(np.float32)
+    assert index.scores(user).top(10) == _whole(index, user, 10, ())
+    index.upsert({"i0": index.vectors(["i0"])["i0"]})
+    assert index._head is not head
+    assert not set(index._head.rows.tolist()) & {index._rows[item] for item in shrunk}
+
+
 def test_the_head_falls_back_to_every_column_where_lengths_do_not_differ():
     """Every column as long as every other: no head can answer, and the whole catalog does."""
     rng = np.random.default_rng(2)
