@@ -18,7 +18,11 @@ from tests.api.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 MODELS = {"popular": "popular", "hybrid": "hybrid", "mf": "mf"}
-REQUESTS = 600
+# Each strategy's last 200 lists are judged per segment. At 600 requests CI once saw the
+# per-device posterior still favour mf for mobile (popular 0.385 of mobile's lists); four
+# runs put contextual's share at 0.56-0.75 there. At 1,000, six runs gave 0.78-0.84
+# (contextual) and 0.85-0.92 (clustered), for 5 s more.
+REQUESTS = 1000
 
 
 def _prepare(client, simulation: Simulation) -> None:
@@ -88,7 +92,7 @@ def test_segment_aware_strategies_beat_plain_thompson_sampling(client, run) -> N
         for variant in MODELS))
     assert worth["bandit"] <= blind + 3 * (spread / 2) / len(last) ** 0.5, (worth, blind)
     # Linear Thompson sampling learns slower than a posterior per segment (it also weighs
-    # the hour and the user's activity): ahead, by less, within 600 requests.
+    # the hour and the user's activity): ahead, by less, within 1,000 requests.
     assert worth["clustered"] > worth["bandit"] + 0.02
     assert worth["contextual"] > worth["bandit"]
     for strategy in ("contextual", "clustered"):
