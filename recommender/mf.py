@@ -231,7 +231,7 @@ PRUNE_FROM = 32_768
 HEAD_SHARE = 8  # the head holds the longest eighth of the columns
 REBUILD_GROWTH = 1.25  # a head whose bound grew this much is chosen again
 # And after this many upserts whatever its bound: columns of the head that shrank leave
-# it answering for fewer users (a minute of a serving process's refreshes; 0.8 ms each).
+# it answering for fewer users (a minute of a serving process's refreshes; 1.2 ms each).
 REBUILD_UPSERTS = 256
 # The k-th score of the head must pass the bound by this much: float32 products round.
 BOUND_MARGIN = 1 + 1e-4
@@ -271,7 +271,6 @@ class ItemFactorIndex:
         # Writers take the lock; readers never wait: a reader sees each column either
         # before or after its update, and a new one only once its id is listed.
         self._lock = threading.Lock()
-        self._norms = np.zeros(0, np.float32)  # each column's length
         self._head: _Head | None = None  # the longest columns, scored first
         self.prune_from = prune_from
 
@@ -310,31 +309,23 @@ class ItemFactorIndex:
         self._measure(np.array(written, np.intp))
 
     def _measure(self, written: np.ndarray) -> None:
-        """Keep the columns' lengths and the head (:class:`_Head`) true after ``written``
-        were: a written column of the head is copied into it, one outside it may raise its
-        bound, and a bound grown well past the one it was chosen with, ``REBUILD_UPSERTS``
-        upserts, or a catalog grown past ``prune_from`` choose the head again."""
-        columns, count = self._columns, len(self._ids)
-        if len(self._norms) < columns.shape[1]:
-            grown = np.zeros(columns.shape[1], np.float32)
-            grown[:len(self._norms)] = self._norms
-            self._norms = grown
-        norms = self._norms
-        block = columns[:, written]
-        norms[written] = np.sqrt(np.einsum("ij,ij->j", block, block))
-        head = self._head
+        """Keep the head (:class:`_Head`) true after ``written`` were: a written column of
+        the head is copied into it, one outside it may raise its bound, and a bound grown
+        well past the one it was chosen with, ``REBUILD_UPSERTS`` upserts, or a catalog
+        grown past ``prune_from`` choose the head again."""
+        columns, count, head = self._columns, len(self._ids), self._head
         if head is not None:
             at = np.minimum(np.searchsorted(head.rows, written), len(head.rows) - 1)
             inside = head.rows[at] == written
-            head.matrix[:, at[inside]] = block[:, inside]
-            outside = norms[written[~inside]]
+            head.matrix[:, at[inside]] = columns[:, written[inside]]
+            outside = _lengths(columns[:, written[~inside]])
             if len(outside) and float(outside.max()) > head.bound:
                 head.bound = float(outside.max())  # exact still, but prunes less
             head.upserts += 1
             if head.bound <= REBUILD_GROWTH * head.chosen and head.upserts < REBUILD_UPSERTS:
                 return
         if count >= self.prune_from:
-            self._head = _Head.longest(columns, norms, count)
+            self._head = _Head.longest(columns, count)
 
     def vectors(self, item_ids: Iterable[ItemId]) -> dict[ItemId, Vector]:
         columns, rows = self._columns, self._rows
@@ -362,6 +353,10 @@ class ItemFactorIndex:
         if head is None:
             return Scores(ids, _scored(vector, columns[:, :count], banned))
         return PrunedScores(ids, vector, columns[:, :count], banned, head)
+
+
+def _lengths(columns: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->j", columns, columns))
 
 
 def _scored(vector: np.ndarray, columns: np.ndarray, banned: np.ndarray) -> np.ndarray:
@@ -392,8 +387,8 @@ class _Head:
         self.upserts = 0  # since chosen
 
     @classmethod
-    def longest(cls, columns: np.ndarray, norms: np.ndarray, count: int) -> _Head:
-        lengths = norms[:count]
+    def longest(cls, columns: np.ndarray, count: int) -> _Head:
+        lengths = _lengths(columns[:, :count])
         size = max(1, count // HEAD_SHARE)
         cut = float(np.partition(lengths, count - size)[count - size])
         rows = np.flatnonzero(lengths >= cut)  # every column as long as the cut: none ties out
