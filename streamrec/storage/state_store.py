@@ -19,7 +19,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -121,17 +120,27 @@ def _milliseconds(scores: Mapping[ItemId, float]) -> dict[ItemId, int]:
     return {item: round(score * 1000) for item, score in scores.items()}
 
 
-def _history(pairs: list[tuple[bytes, float]], limit: int) -> list[Scored]:
-    """A history read newest first, ``limit`` + 1 rows (room for the marker), as times in
-    seconds, in either layout (scripts.HISTORY_MARKER)."""
-    if not pairs or pairs[0][0] != _MARKER:
-        return [(member.decode(), score / 1000) for member, score in pairs[:limit]]
+def _history(reply: list[Any], limit: int) -> list[Scored]:
+    """A history read newest first (:func:`_history_read`'s reply, ``limit`` + 1 rows: room
+    for the marker), as times in seconds, in either layout (scripts.HISTORY_MARKER)."""
+    members, scores = _members_and_scores(reply)
+    if not members or members[0] != _MARKER:
+        return [(member.decode(), score / 1000)
+                for member, score in zip(members[:limit], scores, strict=False)]
     # _times' order, sorted on the bytes as they came: each member decoded once, after
     # (every request's first read decodes ~200 of them).
     span = redis_scripts.HISTORY_SPAN
-    rows = sorted([(int(score) // span, member) for member, score in pairs[1:limit + 1]],
-                  reverse=True)
+    rows = sorted(zip([int(score) // span for score in scores[1:limit + 1]],
+                      members[1:limit + 1], strict=True), reverse=True)
     return [(member.decode(), at / 1000) for at, member in rows]
+
+
+def _history_read(client: Any, key: str, limit: int) -> Any:
+    """Send (or queue on a pipeline) the read :func:`_history` takes: ``limit`` + 1 rows,
+    newest first. As a command, not ``zrange(withscores=True)``: redis-py's pairing casts
+    each score in a Python call (``zset_score_pairs``), and a first read takes ~200 rows;
+    :func:`_members_and_scores` splits and casts the reply in C."""
+    return client.execute_command("ZREVRANGE", key, 0, limit, "WITHSCORES")
 
 
 def _times(rows: list[tuple[bytes | str, int]]) -> list[Scored]:
@@ -157,7 +166,13 @@ def _part(update: StateUpdate, **fields: Any) -> StateUpdate:
                        popularity_half_life=update.popularity_half_life, **fields)
 
 
-_first, _second = itemgetter(0), itemgetter(1)
+def _members_and_scores(reply: list[Any]) -> tuple[list[bytes], list[float]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as it comes, as its members and their scores:
+    ``[member, score, ...]`` with RESP2 (``streamrec.storage.client.connect``), ``[[member,
+    score], ...]`` with RESP3."""
+    if reply and isinstance(reply[0], list):
+        return [row[0] for row in reply], [float(row[1]) for row in reply]
+    return reply[::2], list(map(float, reply[1::2]))
 
 
 def _landmark(raw: bytes | None) -> float | None:
@@ -366,15 +381,14 @@ class RedisStore:
         return found
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
-        rows = self.client.zrange(self.key(keys.HISTORY, user_id), 0, limit, desc=True,
-                                  withscores=True)
-        return _history(rows, limit)
+        return _history(_history_read(self.client, self.key(keys.HISTORY, user_id), limit),
+                        limit)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
         pipe = self.client.pipeline(transaction=False)
         for user in users:
-            pipe.zrange(self.key(keys.HISTORY, user), 0, limit, desc=True, withscores=True)
+            _history_read(pipe, self.key(keys.HISTORY, user), limit)
         return {user: _history(rows, limit)
                 for user, rows in zip(users, pipe.execute(), strict=True)}
 
@@ -412,7 +426,7 @@ class RedisStore:
 
     def _user_reads(self, user_id: UserId, limit: int, factors: bool) -> Any:
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(self.key(keys.HISTORY, user_id), 0, limit, desc=True, withscores=True)
+        _history_read(pipe, self.key(keys.HISTORY, user_id), limit)
         if factors:
             pipe.get(self.key(keys.MF_USER, user_id))
         return pipe
@@ -595,17 +609,23 @@ class RedisStore:
         """The lists and their landmarks (:meth:`_neighbour_rows`)."""
         items = list(item_ids)
         rows, landmarks = self._neighbour_rows(items, limit)
-        return {item: Decayed(_decode(found), landmarks[item])
-                for item, found in zip(items, rows, strict=True)}
+        return {item: Decayed([(member.decode(), weight)
+                               for member, weight in zip(members, weights, strict=True)],
+                              landmarks[item])
+                for item, (members, weights) in zip(items, rows, strict=True)}
 
     def _neighbour_rows(self, items: list[ItemId], limit: int
-                        ) -> tuple[list[list[tuple[bytes, float]]], dict[ItemId, float | None]]:
-        """Each item's list, heaviest first, as (member bytes, score) pairs, and its
-        landmark, in one pipeline (one HMGET per landmark hash)."""
+                        ) -> tuple[list[tuple[list[bytes], list[float]]],
+                                   dict[ItemId, float | None]]:
+        """Each item's list, heaviest first, as its members' bytes and their scores, and
+        its landmark, in one pipeline (one HMGET per landmark hash)."""
         pipe = self.client.pipeline(transaction=False)
         for item in items:
-            pipe.zrange(self.key(keys.NEIGHBOURS, item), 0, limit - 1, desc=True,
-                        withscores=True)
+            # As a command, not pipe.zrange(withscores=True): redis-py's pairing casts
+            # each score in a Python call (zset_score_pairs), a fifth of the read's CPU;
+            # the reply as it comes is split and cast in C below.
+            pipe.execute_command("ZREVRANGE", self.key(keys.NEIGHBOURS, item), 0, limit - 1,
+                                 "WITHSCORES")
         by_hash: dict[str, list[ItemId]] = defaultdict(list)
         for item in dict.fromkeys(items):
             by_hash[self._landmarks_key(item)].append(item)
@@ -616,7 +636,7 @@ class RedisStore:
                      for members, found in zip(by_hash.values(), replies[len(items):],
                                                strict=True)
                      for item, raw in zip(members, found, strict=True)}
-        return replies[:len(items)], landmarks
+        return [_members_and_scores(row) for row in replies[:len(items)]], landmarks
 
     def item_counts(self, item_ids: Iterable[ItemId]) -> Decayed[dict[ItemId, float]]:
         items = list(item_ids)
@@ -642,17 +662,18 @@ class RedisStore:
             return coded({}, Decayed({}, None))
         rows, landmarks = self._neighbour_rows(items, limit)
         named = list(dict.fromkeys(chain(map(str.encode, items),
-                                         *(map(_first, row) for row in rows))))
+                                         *(members for members, _ in rows))))
         codes = dict(zip(named, range(len(named)), strict=True))
-        lists = {item: Decayed((list(map(codes.__getitem__, map(_first, row))),
-                                list(map(_second, row))), landmarks[item])
-                 for item, row in zip(items, rows, strict=True)}
+        lists = {item: Decayed((list(map(codes.__getitem__, members)), weights),
+                               landmarks[item])
+                 for item, (members, weights) in zip(items, rows, strict=True)}
         scores, landmark = self._counts(named)
         ids = [member.decode() for member in named]
-        return CodedNeighbours(
-            ids, dict(zip(ids, range(len(ids)), strict=True)), lists,
-            Decayed(np.fromiter((0.0 if s is None else s for s in scores), float, len(ids)),
-                    _landmark(landmark)))
+        # None (an item never counted) becomes NaN in C, then 0; a stored count is finite.
+        counts = np.array(scores, dtype=float)
+        counts[np.isnan(counts)] = 0.0
+        return CodedNeighbours(ids, dict(zip(ids, range(len(ids)), strict=True)), lists,
+                               Decayed(counts, _landmark(landmark)))
 
     def popular(self, k: int, category: Category | None = None) -> Decayed[list[Scored]]:
         pipe = self.client.pipeline(transaction=False)
