@@ -96,9 +96,17 @@ class Engine:
     'popular'
     """
 
-    def __init__(self, store: StateStore, config: EngineConfig) -> None:
+    def __init__(self, store: StateStore, config: EngineConfig, keep_reads: bool = False
+                 ) -> None:
+        """``keep_reads``: keep what the last requests read for the batch learned next, as
+        an offline replay wants, which asks for lists and then learns on one engine. A
+        serving engine never learns here: the reads it kept would only be freed 256 at a
+        time, each with its neighbour lists and MF scores (about 160 KB for a hybrid
+        request on 100,000 items: a 35-45 ms pause of its process per 256 requests, and
+        12-20% more CPU per request; docs/benchmarks.md)."""
         self.store = store
         self.config = config
+        self.keep_reads = keep_reads
         decay = ForwardDecay(config.half_life, config.epoch)
         self.decay = decay
         self.cooccurrence = CoOccurrence(config.window, config.window_seconds, decay)
@@ -120,8 +128,9 @@ class Engine:
         # The blend's tally as last read (refresh(), and after each batch learned here).
         self.tally = Tally({}, config.hybrid_learning_exponent)
         self._tally_credit = 0.0  # positive events owed to the tally (hybrid_learning_share)
-        # What this engine's last requests read, by (user, time): a batch learned next
-        # tries the sources on the same state, which an offline replay has just read.
+        # What this engine's last requests read, by (user, time), with keep_reads: a batch
+        # learned next tries the sources on the same state, which an offline replay has
+        # just read.
         self._recent_reads: dict[tuple[UserId, float], _Reads] = {}
         # Models ranked outside the stream (BATCH_MODELS, lists:NAME): the model's name ->
         # its current ranker, or None when there is none (no run trained, no set imported).
@@ -507,9 +516,10 @@ class Engine:
                        first.withdrawals)
         if first.popular is not None:
             reads.share(("popular", None), popular, first.popular)
-        if len(self._recent_reads) >= 256:  # only a batch learned next reads them
-            self._recent_reads.clear()
-        self._recent_reads[user_id, now] = reads
+        if self.keep_reads:
+            if len(self._recent_reads) >= 256:  # only a batch learned next reads them
+                self._recent_reads.clear()
+            self._recent_reads[user_id, now] = reads
         return {name: self._recommend(reads, model, k, blend, item_filter, category)
                 for name, (model, blend) in lists.items()}
 

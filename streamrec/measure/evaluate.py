@@ -67,7 +67,7 @@ def build(models: list[str], baselines: list[str], settings: Settings,
     config = settings.engine_config()
     store = InMemoryStore(seed=settings.seed)
     store.put_items(documents)  # the catalog exists before anyone rates it
-    engine = Engine(store, config)
+    engine = Engine(store, config, keep_reads=True)  # it asks, then learns: one read
     # ease and ials are served as the API serves them: runs trained on a schedule (every
     # retrain_every seconds of event time, on everything so far), ranked by the engine
     # from each user's current history, screened and backfilled like the others.

@@ -158,7 +158,8 @@ def _models(settings: Settings, learning: Mapping[str, float],
     config = settings.model_copy(update=dict(learning)).engine_config()
     store = InMemoryStore(seed=settings.seed)
     store.put_items(documents)
-    return EngineModels(Engine(store, config), [*SINGLE_MODELS, "hybrid"], BLENDS)
+    return EngineModels(Engine(store, config, keep_reads=True), [*SINGLE_MODELS, "hybrid"],
+                        BLENDS)
 
 
 def _recall(models: EngineModels, events: Sequence[Interaction], k: int,
