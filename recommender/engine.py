@@ -103,7 +103,7 @@ class Engine:
         serving engine never learns here: the reads it kept would only be freed 256 at a
         time, each with its neighbour lists and MF scores (about 160 KB for a hybrid
         request on 100,000 items: a 35-45 ms pause of its process per 256 requests, and
-        12-20% more CPU per request; docs/benchmarks.md)."""
+        a fifth more CPU per request; docs/benchmarks.md)."""
         self.store = store
         self.config = config
         self.keep_reads = keep_reads
