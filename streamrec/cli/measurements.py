@@ -388,12 +388,19 @@ def bench(events: int, users: int, items: int, categories: int, probes: int,
         figures["freshness_polls"] = fresh.polls
         figures["freshness_not_visible"] = fresh.unseen
         figures["freshness_probes"] = fresh.started
+        figures["freshness_started_at"] = fresh.began_at
+        figures["freshness_timeline"] = [[round(at, 3), round(took * 1000, 1)]
+                                         for at, took in fresh.timeline]
         click.echo(f"freshness (event produced -> visible in GET /recommendations) with "
                    f"{fresh.background_rate:,.0f} events/s flowing, ms: "
                    + _format(figures["freshness_ms"])
                    + f" (a probe every {probe_interval:g} s, "
                    + f"{fresh.polls / max(1, len(fresh.seconds)):.1f} GETs per probe"
                    + (f", {fresh.shed} shed with 503 on the way)" if fresh.shed else ")"))
+        slowest = sorted(fresh.timeline, key=lambda row: -row[1])[:3]
+        if slowest:
+            click.echo("  slowest probes, started s into the stage: ms: " + "; ".join(
+                f"{at:.1f}: {took * 1000:,.0f}" for at, took in slowest))
         if fresh.unseen:
             click.echo(f"  {fresh.unseen} of {fresh.started} probes not visible within "
                        f"{measure.GIVE_UP_SECONDS:g} s, counted as that (a lower bound): the "

@@ -370,13 +370,17 @@ GIVE_UP_SECONDS = 30.0  # a freshness probe not visible by then starts no more p
 
 @dataclass
 class FreshnessResult:
-    seconds: list[float]  # one sample per probe
+    seconds: list[float]  # one sample per probe, in the order they became visible
     background_rate: float  # simulated events/s Kafka acknowledged meanwhile
     shed: int  # GETs the API shed (503, counted as not visible yet)
     polls: int  # GETs of /recommendations
     unseen: int  # probes not visible after GIVE_UP_SECONDS (then no more started)
     produced: int  # events the run put on the topic: the background's and the probes'
     started: int  # probes started
+    # (seconds from the first probe's start to this one's, its seconds): where in the stage
+    # the slow probes were, so a tail can be matched with what ran then (Redis's log)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    began_at: float = 0.0  # the first probe's start, epoch seconds (0.0: none started)
 
 
 def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
@@ -401,6 +405,8 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     since every later probe would wait longer still; those outstanding are awaited."""
     topic = f"{current.prefix}.events"
     shed, unseen, produced = [0], [0], [0]
+    timeline: list[tuple[float, float]] = []
+    began_at = [0.0]
     deliveries: list[asyncio.Future] = []  # one per probe started
     poller = Poller(base)
     store = current.store()
@@ -416,8 +422,14 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         await producer.start()
         seconds: list[float] = []
         outstanding: dict[str, float] = {}  # user -> perf_counter when produced
+        began, began_at[0] = time.perf_counter(), time.time()
+
+        def seen(user: str) -> None:
+            produced_at = outstanding.pop(user)
+            seconds.append(time.perf_counter() - produced_at)
+            timeline.append((produced_at - began, seconds[-1]))
+
         try:
-            began = time.perf_counter()
             while starting() or outstanding:
                 probe = len(deliveries)
                 if starting() and time.perf_counter() >= began + probe * interval:
@@ -435,11 +447,11 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
                         if result is None:
                             shed[0] += 1
                         elif result["model"] != "popular":
-                            seconds.append(time.perf_counter() - outstanding.pop(user))
+                            seen(user)
                     for user, produced_at in list(outstanding.items()):
                         if time.perf_counter() - produced_at > GIVE_UP_SECONDS:
                             unseen[0] += 1
-                            seconds.append(time.perf_counter() - outstanding.pop(user))
+                            seen(user)
                 await asyncio.sleep(CHECK_SECONDS)
             for delivery in deliveries:  # raises if a probe's event was not delivered
                 await delivery
@@ -476,7 +488,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
 
     samples, rate = asyncio.run(run())
     return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0],
-                           len(deliveries))
+                           len(deliveries), sorted(timeline), began_at[0])
 
 
 def drain(current: Stack, expected: int, timeout: float = 300.0) -> tuple[float, bool]:

@@ -47,6 +47,14 @@ def test_bench_prints_and_writes_every_figure(services, redis_cluster, tmp_path,
     # history, and a user with a history is served their model's list at the first GET.
     assert figures["freshness_probes"] == 5
     assert figures["freshness_polls"] - figures["freshness_polls_shed"] == 5
+    # Each probe's start in the stage (0.25 s apart) and latency: the slow ones placed.
+    starts = [at for at, _ in figures["freshness_timeline"]]
+    assert len(starts) == 5 and starts[0] < 0.1 and starts[-1] >= 1.0, starts
+    assert starts == sorted(starts), starts
+    assert max(took for _, took in figures["freshness_timeline"]) == pytest.approx(
+        figures["freshness_ms"]["max"], abs=0.1)
+    assert abs(figures["freshness_started_at"] - time.time()) < 3600
+    assert "slowest probes, started s into the stage" in done.stdout, done.stdout
     # The freshness run's events (background and probes) are applied before serving.
     assert "serving is measured from then on" in done.stdout, done.stdout
     for model in ("popular", "hybrid"):
