@@ -370,17 +370,21 @@ GIVE_UP_SECONDS = 30.0  # a freshness probe not visible by then starts no more p
 
 @dataclass
 class FreshnessResult:
-    seconds: list[float]  # one sample per probe, in the order they became visible
+    # One row per probe, by start: (seconds from the first probe's start to this one's,
+    # its latency in seconds), so a tail can be matched with what ran then (Redis's log).
+    timeline: list[tuple[float, float]]
     background_rate: float  # simulated events/s Kafka acknowledged meanwhile
     shed: int  # GETs the API shed (503, counted as not visible yet)
     polls: int  # GETs of /recommendations
     unseen: int  # probes not visible after GIVE_UP_SECONDS (then no more started)
     produced: int  # events the run put on the topic: the background's and the probes'
     started: int  # probes started
-    # (seconds from the first probe's start to this one's, its seconds): where in the stage
-    # the slow probes were, so a tail can be matched with what ran then (Redis's log)
-    timeline: list[tuple[float, float]] = field(default_factory=list)
-    began_at: float = 0.0  # the first probe's start, epoch seconds (0.0: none started)
+    began_at: float  # the first probe's start, epoch seconds (0.0: none started)
+
+    @property
+    def seconds(self) -> list[float]:
+        """One latency per probe."""
+        return [took for _, took in self.timeline]
 
 
 def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
@@ -405,7 +409,6 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     since every later probe would wait longer still; those outstanding are awaited."""
     topic = f"{current.prefix}.events"
     shed, unseen, produced = [0], [0], [0]
-    timeline: list[tuple[float, float]] = []
     began_at = [0.0]
     deliveries: list[asyncio.Future] = []  # one per probe started
     poller = Poller(base)
@@ -417,17 +420,16 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
     def starting() -> bool:
         return len(deliveries) < probes and not unseen[0]
 
-    async def probe_all() -> list[float]:
+    async def probe_all() -> list[tuple[float, float]]:
         producer = kafka.producer(current.settings())
         await producer.start()
-        seconds: list[float] = []
+        timeline: list[tuple[float, float]] = []  # (start in the stage, latency) per probe
         outstanding: dict[str, float] = {}  # user -> perf_counter when produced
         began, began_at[0] = time.perf_counter(), time.time()
 
         def seen(user: str) -> None:
             produced_at = outstanding.pop(user)
-            seconds.append(time.perf_counter() - produced_at)
-            timeline.append((produced_at - began, seconds[-1]))
+            timeline.append((produced_at - began, time.perf_counter() - produced_at))
 
         try:
             while starting() or outstanding:
@@ -459,9 +461,9 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         finally:
             await producer.stop()
             poller.close()
-        return seconds
+        return sorted(timeline)
 
-    async def run() -> tuple[list[float], float]:
+    async def run() -> tuple[list[tuple[float, float]], float]:
         if background_rate <= 0 or simulation is None:
             return await probe_all(), 0.0
         load = Load()
@@ -475,7 +477,7 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         await asyncio.sleep(3.0)  # let the background rate settle before probing
         started, acknowledged = time.perf_counter(), load.events_total
         try:
-            seconds = await probe_all()
+            timeline = await probe_all()
         finally:
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -484,11 +486,11 @@ def freshness(current: Stack, base: str, anchor_items: list[str], probes: int,
         rate = (load.events_total - acknowledged) / (time.perf_counter() - started)
         if load.all_errors:
             raise RuntimeError(f"background producer failed: {dict(load.all_errors)}")
-        return seconds, rate
+        return timeline, rate
 
-    samples, rate = asyncio.run(run())
-    return FreshnessResult(samples, rate, shed[0], poller.requests, unseen[0], produced[0],
-                           len(deliveries), sorted(timeline), began_at[0])
+    timeline, rate = asyncio.run(run())
+    return FreshnessResult(timeline, rate, shed[0], poller.requests, unseen[0], produced[0],
+                           len(deliveries), began_at[0])
 
 
 def drain(current: Stack, expected: int, timeout: float = 300.0) -> tuple[float, bool]:
