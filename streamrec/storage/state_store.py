@@ -121,8 +121,8 @@ def _milliseconds(scores: Mapping[ItemId, float]) -> dict[ItemId, int]:
 
 
 def _history(reply: list[Any], limit: int) -> list[Scored]:
-    """A history read newest first (:func:`_history_read`'s reply, ``limit`` + 1 rows: room
-    for the marker), as times in seconds, in either layout (scripts.HISTORY_MARKER)."""
+    """A history read newest first (:func:`_heaviest_first`'s reply, ``limit`` + 1 rows:
+    room for the marker), as times in seconds, in either layout (scripts.HISTORY_MARKER)."""
     members, scores = _members_and_scores(reply)
     if not members or members[0] != _MARKER:
         return [(member.decode(), score / 1000)
@@ -135,12 +135,13 @@ def _history(reply: list[Any], limit: int) -> list[Scored]:
     return [(member.decode(), at / 1000) for at, member in rows]
 
 
-def _history_read(client: Any, key: str, limit: int) -> Any:
-    """Send (or queue on a pipeline) the read :func:`_history` takes: ``limit`` + 1 rows,
-    newest first. As a command, not ``zrange(withscores=True)``: redis-py's pairing casts
-    each score in a Python call (``zset_score_pairs``), and a first read takes ~200 rows;
-    :func:`_members_and_scores` splits and casts the reply in C."""
-    return client.execute_command("ZREVRANGE", key, 0, limit, "WITHSCORES")
+def _heaviest_first(client: Any, key: str, last: int) -> Any:
+    """Send (or queue on a pipeline) a read of a sorted set's rows 0 to ``last``, highest
+    score first, with their scores: a history (newest first) or a neighbour list. As a
+    command, not ``zrange(withscores=True)``: redis-py's pairing casts each score in a
+    Python call (``zset_score_pairs``), a fifth of a neighbour read's CPU, and a first read
+    takes ~200 rows; :func:`_members_and_scores` splits and casts the reply in C."""
+    return client.execute_command("ZREVRANGE", key, 0, last, "WITHSCORES")
 
 
 def _times(rows: list[tuple[bytes | str, int]]) -> list[Scored]:
@@ -381,14 +382,14 @@ class RedisStore:
         return found
 
     def history(self, user_id: UserId, limit: int) -> list[Scored]:
-        return _history(_history_read(self.client, self.key(keys.HISTORY, user_id), limit),
+        return _history(_heaviest_first(self.client, self.key(keys.HISTORY, user_id), limit),
                         limit)
 
     def histories(self, user_ids: Iterable[UserId], limit: int) -> dict[UserId, list[Scored]]:
         users = list(user_ids)
         pipe = self.client.pipeline(transaction=False)
         for user in users:
-            _history_read(pipe, self.key(keys.HISTORY, user), limit)
+            _heaviest_first(pipe, self.key(keys.HISTORY, user), limit)
         return {user: _history(rows, limit)
                 for user, rows in zip(users, pipe.execute(), strict=True)}
 
@@ -426,7 +427,7 @@ class RedisStore:
 
     def _user_reads(self, user_id: UserId, limit: int, factors: bool) -> Any:
         pipe = self.client.pipeline(transaction=False)
-        _history_read(pipe, self.key(keys.HISTORY, user_id), limit)
+        _heaviest_first(pipe, self.key(keys.HISTORY, user_id), limit)
         if factors:
             pipe.get(self.key(keys.MF_USER, user_id))
         return pipe
@@ -621,11 +622,7 @@ class RedisStore:
         its landmark, in one pipeline (one HMGET per landmark hash)."""
         pipe = self.client.pipeline(transaction=False)
         for item in items:
-            # As a command, not pipe.zrange(withscores=True): redis-py's pairing casts
-            # each score in a Python call (zset_score_pairs), a fifth of the read's CPU;
-            # the reply as it comes is split and cast in C below.
-            pipe.execute_command("ZREVRANGE", self.key(keys.NEIGHBOURS, item), 0, limit - 1,
-                                 "WITHSCORES")
+            _heaviest_first(pipe, self.key(keys.NEIGHBOURS, item), limit - 1)
         by_hash: dict[str, list[ItemId]] = defaultdict(list)
         for item in dict.fromkeys(items):
             by_hash[self._landmarks_key(item)].append(item)
